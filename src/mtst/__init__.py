@@ -8,10 +8,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from mtst.encoder import DEFAULT_BACKBONE, SentenceEncoder, cos_sim  # noqa: E402
-from mtst.errors import MtstError  # noqa: E402
-from mtst.heads import HeadSpec  # noqa: E402
-from mtst.model import MultiTaskModel, load_encoder  # noqa: E402
+from mtst.encoder import DEFAULT_BACKBONE, SentenceEncoder, cos_sim
+from mtst.errors import MtstError
+from mtst.heads import HeadSpec
+from mtst.model import MultiTaskModel, load_encoder
 
 __all__ = [
     "DEFAULT_BACKBONE",

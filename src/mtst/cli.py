@@ -77,7 +77,9 @@ def _default_model() -> str:
 @app.command()
 def encode(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed.")] = None,
-    input: Annotated[Path | None, typer.Option("--input", "-i", help="File: .txt (one a line), .csv, .jsonl, .parquet.")] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="File: .txt (one a line), .csv, .jsonl, .parquet.")
+    ] = None,
     text_column: TextColumnOpt = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write embeddings to .npy or .jsonl.")] = None,
     model: ModelOpt = "",

@@ -60,9 +60,7 @@ class MultiTaskModel(nn.Module):
         """Adds ``logits``: a dict task -> tensor, for the tasks asked (default all)."""
         self.encoder(features)
         names = list(self.tasks) if tasks is None else list(tasks)
-        features["logits"] = {
-            name: self.heads[name](features[self.tasks[name].input_key]) for name in names
-        }
+        features["logits"] = {name: self.heads[name](features[self.tasks[name].input_key]) for name in names}
         return features
 
     def compute_loss(
@@ -108,8 +106,11 @@ class MultiTaskModel(nn.Module):
         ids = self.encoder.tokenize_ids(list(texts))
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out: dict[str, Any] = {
-            n: (np.zeros((len(ids), self.tasks[n].num_labels), dtype=np.float32)
-                if self.tasks[n].type == "classification" else [None] * len(ids))
+            n: (
+                np.zeros((len(ids), self.tasks[n].num_labels), dtype=np.float32)
+                if self.tasks[n].type == "classification"
+                else [None] * len(ids)
+            )
             for n in names
         }
         was_training = self.training

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny random BERT for fast tests, the real backbone for slow ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtst.encoder import SentenceEncoder, bundled_model_path
+from mtst.heads import HeadSpec
+from mtst.model import MultiTaskModel
+
+SENTENCES = [
+    "The battery lasts two full days.",
+    "Terrible customer service, never again.",
+    "ok",
+    "This blender is loud but it crushes ice like nothing else and cleans up fast.",
+    "Arrived late.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT (hidden 32) saved as safetensors, with the real tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_encoder(tiny_backbone_dir: Path) -> SentenceEncoder:
+    return SentenceEncoder.from_pretrained(str(tiny_backbone_dir))
+
+
+def make_tasks(head_type: str = "classification") -> dict[str, HeadSpec]:
+    return {
+        "category": HeadSpec(type="classification", labels=["books", "kitchen", "toys"]),
+        "sentiment": HeadSpec(type=head_type, labels=["negative", "neutral", "positive"], hidden_size=16),
+    }
+
+
+@pytest.fixture
+def tiny_model(tiny_backbone_dir: Path) -> MultiTaskModel:
+    torch.manual_seed(0)
+    return MultiTaskModel.from_backbone(make_tasks(), backbone=str(tiny_backbone_dir))
+
+
+@pytest.fixture(scope="session")
+def real_encoder() -> SentenceEncoder:
+    return SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtst.cli import main
+
+from .conftest import SENTENCES
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_encode_arguments_piped_output_is_jsonl(capsys: pytest.CaptureFixture[str], tiny_backbone_dir: Path) -> None:
+    code, out, _ = run(capsys, "encode", "hello there", "good bye", "--model", str(tiny_backbone_dir))
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["text"] for r in rows] == ["hello there", "good bye"]
+    assert len(rows[0]["embedding"]) == 32
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".jsonl"])
+def test_encode_file_to_output(
+    capsys: pytest.CaptureFixture[str], tiny_backbone_dir: Path, tmp_path: Path, suffix: str
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("id,body\n" + "\n".join(f'{i},"{t}"' for i, t in enumerate(SENTENCES)) + "\n")
+    out_file = tmp_path / f"out{suffix}"
+    code, _, _ = run(
+        capsys,
+        "encode",
+        "-i",
+        str(src),
+        "--text-column",
+        "body",
+        "-o",
+        str(out_file),
+        "--model",
+        str(tiny_backbone_dir),
+        "--normalize",
+    )
+    assert code == 0
+    if suffix == ".npy":
+        emb = np.load(out_file)
+    else:
+        emb = np.array([json.loads(line)["embedding"] for line in out_file.read_text().splitlines()])
+    assert emb.shape == (len(SENTENCES), 32)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_similarity_and_search(capsys: pytest.CaptureFixture[str], tiny_backbone_dir: Path, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "similarity", "same text", "same text", "--model", str(tiny_backbone_dir))
+    assert code == 0 and float(out) == pytest.approx(1.0, abs=1e-5)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n")
+    code, out, _ = run(
+        capsys, "search", "--corpus", str(corpus), "--query", SENTENCES[1], "-k", "2", "--model", str(tiny_backbone_dir)
+    )
+    hits = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(hits) == 2
+    assert hits[0]["text"] == SENTENCES[1] and hits[0]["rank"] == 1
+
+
+def _bad_utf8(tmp_path: Path) -> list[str]:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    return ["encode", "-i", str(bad)]
+
+
+def _missing_column(tmp_path: Path) -> list[str]:
+    f = tmp_path / "rows.jsonl"
+    f.write_text('{"body": "hello"}\n')
+    return ["encode", "-i", str(f)]
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda _: ["encode", ""], "empty"),
+        (lambda _: ["encode", "   "], "empty"),
+        (_bad_utf8, "not valid UTF-8"),
+        (_missing_column, "no column 'text'"),
+        (lambda _: ["encode", "x", "--pooling", "median"], "median"),
+        (lambda t: ["encode", "x", "--model", str(t / "no-such-model")], "no such directory"),
+        (lambda _: ["encode"], "nothing to encode"),
+        (lambda t: ["encode", "x", "-o", str(t / "out.csv")], ".npy or .jsonl"),
+    ],
+)
+def test_bad_inputs_exit_2_and_write_nothing(
+    capsys: pytest.CaptureFixture[str], tiny_backbone_dir: Path, tmp_path: Path, make_args, message: str
+) -> None:
+    args = make_args(tmp_path)
+    if "--model" not in args:
+        args += ["--model", str(tiny_backbone_dir)]
+    if "-o" not in args:
+        args += ["-o", str(tmp_path / "result.npy")]
+    before = set(tmp_path.iterdir())
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert message in err
+    assert set(tmp_path.iterdir()) == before
+    assert out == ""

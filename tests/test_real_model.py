@@ -1,0 +1,43 @@
+"""Checks on the real bundled all-MiniLM-L6-v2 (slower: seconds each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtst.encoder import SentenceEncoder, bundled_model_path
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _sentences(n: int = 50) -> list[str]:
+    sst = DATA / "sst2" / "test.jsonl"
+    if sst.exists():
+        rows = [json.loads(line)["text"] for line in sst.read_text().splitlines()[:n]]
+    else:
+        rows = [f"Sentence number {i} talks about {w}." for i, w in enumerate(["cats", "tax law", "rain"] * 20)][:n]
+    rows[0] = "a " + "very " * 300 + "long sentence that must be truncated the same way"
+    return rows
+
+
+def test_parity_with_sentence_transformers(real_encoder: SentenceEncoder) -> None:
+    st = pytest.importorskip("sentence_transformers")
+    reference = st.SentenceTransformer(str(bundled_model_path()), device="cpu")
+    texts = _sentences(50)
+    expected = reference.encode(texts, batch_size=16, convert_to_numpy=True)
+    ours = real_encoder.encode(texts, batch_size=16)
+    cos = (ours * expected).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cos.min() > 0.9999
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_similarity_ranks_paraphrase_above_unrelated(real_encoder: SentenceEncoder) -> None:
+    sim = real_encoder.similarity(
+        ["A man is playing a guitar."], ["Someone plays the guitar.", "The stock market fell sharply today."]
+    )[0]
+    assert sim[0] > sim[1] + 0.3
