@@ -197,6 +197,128 @@ def search(
                 sys.stdout.write(json.dumps(rec) + "\n")
 
 
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="YAML config; default: the bundled demo.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: a.b=value.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its checkpoint.")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or config dump.")] = False,
+) -> None:
+    """Fine-tune a multi-task model (with no CONFIG: the bundled product-review demo)."""
+    from mtst.config import apply_overrides, dump_config, load_config, validate_config
+    from mtst.report import metrics_table
+    from mtst.trainer import resume_config
+    from mtst.trainer import train as run_training
+
+    if resume is not None:
+        if config is not None:
+            raise MtstError("give either a CONFIG or --resume RUN_DIR, not both")
+        cfg = resume_config(resume)
+        if set_:
+            cfg = validate_config(apply_overrides(cfg.model_dump(mode="json"), set_), str(resume / "config.yaml"))
+    else:
+        cfg = load_config(config, set_ or [])
+    if output_dir is not None and resume is None:
+        cfg.output_dir = str(output_dir)
+    if not quiet:
+        err_console.rule("resolved config")
+        err_console.print(dump_config(cfg).rstrip(), highlight=False, markup=False)
+        err_console.rule()
+    result = run_training(cfg, resume=resume is not None, console=err_console, show_progress=not quiet)
+    if result.validation:
+        err_console.print(f"best validation {cfg.training.metric}: {100 * result.validation[cfg.training.metric]:.1f}")
+    if result.test:
+        console.print(metrics_table(result.test, f"test metrics · {cfg.training.strategy} · {result.run_dir}"))
+    else:
+        console.print(f"no test split; model and metrics are in {result.run_dir}")
+    err_console.print(
+        f"{result.steps} steps in {result.train_seconds:.0f}s · model: {result.run_dir / 'model'} · "
+        f"metrics: {result.run_dir / 'metrics.json'}"
+    )
+
+
+RunArg = Annotated[Path, typer.Argument(help="A run directory or a saved model directory.")]
+DataOpt = Annotated[Path, typer.Option("--data", "-d", help="CSV, JSONL, Parquet or a saved datasets dir.")]
+
+
+def _load_model(run: Path) -> Any:
+    from mtst.model import MultiTaskModel
+
+    with err_console.status(f"loading {run}", spinner="dots") if _interactive() else _null():
+        return MultiTaskModel.load(run)
+
+
+@app.command()
+def evaluate(
+    run: RunArg,
+    data: DataOpt,
+    text_column: TextColumnOpt = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write metrics as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Directory for confusion-matrix PNGs.")] = None,
+) -> None:
+    """Accuracy, macro-F1, per-class scores and confusion matrices of a trained model."""
+    from mtst.evaluate import evaluate_file
+    from mtst.report import confusion_table, metrics_table, per_class_table, plot_confusion
+
+    model = _load_model(run)
+    results = evaluate_file(model, data, text_column)
+    console.print(metrics_table(results, f"{data}"))
+    for task, m in results.items():
+        console.print(per_class_table(task, m))
+        console.print(confusion_table(task, m))
+    if plot is not None:
+        for task, m in results.items():
+            err_console.print(f"wrote {plot_confusion(task, m, plot / f'confusion_{task}.png')}")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        err_console.print(f"wrote {output}")
+
+
+@app.command()
+def predict(
+    run: RunArg,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="File of texts (.txt, .csv, .jsonl...).")] = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to label.")] = None,
+    text_column: TextColumnOpt = "text",
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks; default all.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSON Lines.")] = None,
+    batch_size: BatchOpt = 32,
+) -> None:
+    """Label and class probabilities per task for each text, in input order."""
+    from mtst.data import check_texts, read_texts
+
+    items = list(texts or [])
+    if data is not None:
+        items += read_texts(data, text_column)
+    if not items:
+        raise MtstError("nothing to predict: give texts as arguments or --data FILE")
+    check_texts(items, "arguments" if data is None else data)
+    model = _load_model(run)
+    wanted = [t.strip() for t in tasks.split(",")] if tasks else None
+    rows = model.predict(items, tasks=wanted, batch_size=batch_size)
+    records = [{"text": t, **r} for t, r in zip(items, rows, strict=True)]
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        tmp.replace(output)
+        err_console.print(f"wrote {len(records)} predictions to {output}")
+    elif _interactive():
+        table = Table(title=f"predictions · {run}")
+        table.add_column("text", overflow="fold", max_width=60)
+        for task in rows[0]:
+            table.add_column(task)
+        for rec in records:
+            cells = [f"{v['label']} ({max(v['probabilities'].values()):.2f})" for k, v in rec.items() if k != "text"]
+            table.add_row(rec["text"], *cells)
+        console.print(table)
+    else:
+        for rec in records:
+            sys.stdout.write(json.dumps(rec) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for any user error)."""
     try:

@@ -10,8 +10,11 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mtst.errors import DataError
 
@@ -107,3 +110,218 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
 def _rows(numbers: Sequence[int], limit: int = 10) -> str:
     shown = ", ".join(map(str, numbers[:limit]))
     return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
+
+
+# --------------------------------------------------------------------------- training data
+MISSING = -100
+
+
+@dataclass
+class Split:
+    """Texts of one split with an integer label per task (``-100`` = no label for that task)."""
+
+    name: str
+    texts: list[str]
+    labels: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def rows_for(self, task: str) -> np.ndarray:
+        return np.flatnonzero(self.labels[task] != MISSING)
+
+
+@dataclass
+class TaskData:
+    """Every split of a run plus the label names of each task."""
+
+    labels: dict[str, list[str]]
+    splits: dict[str, Split] = field(default_factory=dict)
+
+
+def load_table(source: str | Path) -> list[dict[str, Any]]:
+    """Rows from a file, or from a directory saved with ``datasets.Dataset.save_to_disk``."""
+    p = Path(source).expanduser()
+    if p.is_dir():
+        try:
+            import datasets
+        except ImportError as exc:
+            raise DataError(f"{p} is a directory; reading a saved dataset needs `pip install datasets`") from exc
+        try:
+            ds = datasets.load_from_disk(str(p))
+        except Exception as exc:
+            raise DataError(f"{p}: not a saved Hugging Face dataset ({exc})") from exc
+        if isinstance(ds, datasets.DatasetDict):
+            raise DataError(f"{p} holds several splits ({', '.join(ds)}); point to one of them")
+        return ds.to_list()
+    rows = read_records(p)
+    if not rows:
+        raise DataError(f"{p}: no rows")
+    return rows
+
+
+def _label_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return None
+        if value.is_integer():
+            value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _sorted_labels(values: set[str]) -> list[str]:
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)
+
+
+def build_task_data(
+    tasks: dict[str, tuple[str, list[str] | None, dict[str, str | None] | None]],
+    shared: dict[str, str | None],
+    text_column: str,
+) -> TaskData:
+    """Assemble train/validation/test splits for several tasks.
+
+    ``tasks`` maps a task to (label column, given labels or None, its own
+    sources or None). Rows of the shared sources carry a label for every task
+    whose column they have; rows of a task's own sources carry only that task.
+    Label sets are inferred from train unless given; a label outside the set
+    is an error naming it.
+    """
+    collected: dict[str, tuple[list[str], dict[str, list[str | None]]]] = {}
+    for split in ("train", "validation", "test"):
+        texts: list[str] = []
+        raw: dict[str, list[str | None]] = {t: [] for t in tasks}
+        parts: list[tuple[str, list[str]]] = []
+        if shared.get(split):
+            parts.append((shared[split], [t for t, spec in tasks.items() if spec[2] is None]))
+        for task, (_, _, own) in tasks.items():
+            if own and own.get(split):
+                parts.append((own[split], [task]))
+        for source, owners in parts:
+            rows = load_table(source)
+            part_texts = check_texts(column(rows, text_column, source), source)
+            for task in tasks:
+                if task in owners:
+                    col = tasks[task][0]
+                    if col not in rows[0]:
+                        if split != "train":
+                            raw[task] += [None] * len(rows)
+                            continue
+                        raise DataError(
+                            f"{source}: no column {col!r} for task {task!r}; columns are: {', '.join(map(str, rows[0]))}"
+                        )
+                    raw[task] += [_label_value(r.get(col)) for r in rows]
+                else:
+                    raw[task] += [None] * len(rows)
+            texts += part_texts
+        if texts:
+            collected[split] = (texts, raw)
+    if "train" not in collected:
+        raise DataError("no training rows: set data.train (or a task's data.train)")
+    labels: dict[str, list[str]] = {}
+    for task, (_, given, _) in tasks.items():
+        seen = {v for v in collected["train"][1][task] if v is not None}
+        if not seen:
+            raise DataError(f"task {task!r}: no labelled training rows")
+        names = list(given) if given else _sorted_labels(seen)
+        if len(names) < 2:
+            raise DataError(f"task {task!r}: needs at least 2 labels, found {names}")
+        labels[task] = names
+    data = TaskData(labels=labels)
+    for split, (texts, raw) in collected.items():
+        encoded: dict[str, np.ndarray] = {}
+        for task, values in raw.items():
+            index = {name: i for i, name in enumerate(labels[task])}
+            unknown = sorted({v for v in values if v is not None and v not in index})
+            if unknown:
+                where = "the labels given in the config" if tasks[task][1] else "train"
+                raise DataError(
+                    f"task {task!r}: {split} has label(s) {', '.join(map(repr, unknown[:5]))} that {where} never "
+                    f"had; known labels: {', '.join(labels[task])}"
+                )
+            encoded[task] = np.array([MISSING if v is None else index[v] for v in values], dtype=np.int64)
+        data.splits[split] = Split(split, texts, encoded)
+    return data
+
+
+# --------------------------------------------------------------------------- batching
+def length_grouped_batches(
+    indices: np.ndarray, lengths: Sequence[int], batch_size: int, rng: np.random.Generator, bucket: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of similar-length rows, so each pads little.
+
+    Rows are shuffled, cut into buckets of ``bucket`` batches, sorted by
+    length inside a bucket, split into batches, and the batches shuffled:
+    random enough for SGD, with most of the padding gone.
+    """
+    perm = rng.permutation(indices)
+    batches: list[np.ndarray] = []
+    span = batch_size * bucket
+    for start in range(0, len(perm), span):
+        chunk = perm[start : start + span]
+        chunk = chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def task_probabilities(counts: dict[str, int], sampling: str, temperature: float = 2.0) -> dict[str, float]:
+    """How often each task is drawn: by size, by size^(1/T), or evenly (round robin)."""
+    if sampling == "round_robin":
+        return {t: 1.0 / len(counts) for t in counts}
+    power = 1.0 if sampling == "proportional" else 1.0 / temperature
+    weights = {t: float(n) ** power for t, n in counts.items()}
+    total = sum(weights.values())
+    return {t: w / total for t, w in weights.items()}
+
+
+def epoch_batches(
+    split: Split,
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: np.random.Generator,
+    batching: str = "mixed",
+    sampling: str = "proportional",
+    temperature: float = 2.0,
+) -> list[tuple[np.ndarray, str | None]]:
+    """One epoch of ``(row indices, task or None)``; ``None`` means every task's labels count.
+
+    An epoch has as many batches as the labelled rows fill. ``mixed`` batches
+    hold rows of any task; ``per_task`` batches hold one task, chosen per
+    batch by the sampling rule. ``temperature`` and ``round_robin`` re-weight
+    tasks by drawing rows from each task's own pool.
+    """
+    pools = {t: split.rows_for(t) for t in split.labels}
+    pools = {t: p for t, p in pools.items() if len(p)}
+    labelled = np.flatnonzero(np.any(np.stack([split.labels[t] != MISSING for t in split.labels]), axis=0))
+    n_batches = -(-len(labelled) // batch_size)
+    if batching == "mixed" and (sampling == "proportional" or len(pools) == 1):
+        return [(b, None) for b in length_grouped_batches(labelled, lengths, batch_size, rng)]
+    probs = task_probabilities({t: len(p) for t, p in pools.items()}, sampling, temperature)
+    names = list(pools)
+    queues = {t: list(rng.permutation(pools[t])) for t in names}
+
+    def draw(task: str) -> int:
+        if not queues[task]:
+            queues[task] = list(rng.permutation(pools[task]))
+        return int(queues[task].pop())
+
+    def pick(i: int) -> str:
+        if sampling == "round_robin":
+            return names[i % len(names)]
+        return names[int(rng.choice(len(names), p=[probs[t] for t in names]))]
+
+    out: list[tuple[np.ndarray, str | None]] = []
+    for b in range(n_batches):
+        if batching == "per_task":
+            task = pick(b)
+            out.append((np.array([draw(task) for _ in range(batch_size)]), task))
+        else:
+            rows = [draw(pick(b * batch_size + j)) for j in range(batch_size)]
+            out.append((np.array(rows), None))
+    return out

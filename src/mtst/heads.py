@@ -29,6 +29,7 @@ class HeadSpec(BaseModel):
     hidden_size: int | None = Field(default=None, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     weight: float = Field(default=1.0, ge=0.0)
+    label_column: str | None = None
 
     @field_validator("labels")
     @classmethod

@@ -99,11 +99,17 @@ class MultiTaskModel(nn.Module):
         Sentence tasks give an ``(n, num_labels)`` array; token tasks a list
         of ``(num_tokens, num_labels)`` arrays, one per text.
         """
+        return self.predict_proba_ids(self.encoder.tokenize_ids(list(texts)), tasks, batch_size)
+
+    @torch.inference_mode()
+    def predict_proba_ids(
+        self, ids: Sequence[Sequence[int]], tasks: Sequence[str] | None = None, batch_size: int = 32
+    ) -> dict[str, Any]:
+        """:meth:`predict_proba` on texts already tokenised (no padding)."""
         names = list(self.tasks) if tasks is None else list(tasks)
         unknown = [n for n in names if n not in self.tasks]
         if unknown:
             raise ModelLoadError(f"unknown task(s) {', '.join(unknown)}; this model has: {', '.join(self.tasks)}")
-        ids = self.encoder.tokenize_ids(list(texts))
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out: dict[str, Any] = {
             n: (

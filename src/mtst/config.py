@@ -1,0 +1,243 @@
+"""Run configuration: one YAML file, validated at load time.
+
+Every section forbids unknown keys, and every error names the field's dotted
+path and, for choices, the allowed values, so a typo fails before any model
+is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mtst.encoder import DEFAULT_BACKBONE
+from mtst.errors import ConfigError
+
+Strategy = Literal["frozen", "heads", "top_k", "gradual", "full"]
+STRATEGIES: tuple[str, ...] = ("frozen", "heads", "top_k", "gradual", "full")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    """The shared encoder."""
+
+    backbone: str = DEFAULT_BACKBONE
+    pooling: Literal["cls", "mean", "max"] | None = None
+    normalize: bool | None = None
+    max_length: int | None = Field(default=None, ge=8, le=8192)
+
+
+class DataSection(_Section):
+    """Where rows come from. Each split is a file (CSV, JSONL, Parquet) or a saved datasets dir."""
+
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    text_column: str = "text"
+
+
+class TaskSection(_Section):
+    """One named task: what it predicts and from which column."""
+
+    type: Literal["classification", "token_classification"] = "classification"
+    label_column: str | None = None
+    labels: list[str] | None = None
+    weight: float = Field(default=1.0, ge=0.0)
+    hidden_size: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    data: DataSection | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, value: Any) -> Any:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+
+class GradualSection(_Section):
+    """Gradual unfreezing: heads first, then one more layer group per stage (top first)."""
+
+    stage_epochs: float | None = Field(default=1.0, gt=0)
+    stage_steps: int | None = Field(default=None, ge=1)
+    layers_per_stage: int = Field(default=1, ge=1)
+    include_embeddings: bool = False
+
+
+class TrainingSection(_Section):
+    """How to train: what is frozen, for how long, at which learning rates."""
+
+    strategy: Strategy = "full"
+    top_k: int = Field(default=2, ge=1)
+    freeze: list[str] = Field(default_factory=list)
+    gradual: GradualSection = Field(default_factory=GradualSection)
+    epochs: float = Field(default=4.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    lr_head: float = Field(default=1e-3, gt=0)
+    lr_backbone: float = Field(default=5e-5, gt=0)
+    layer_decay: float = Field(default=0.9, gt=0, le=1.0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    schedule: Literal["linear", "cosine", "constant", "cyclical"] = "linear"
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    cycle_steps: int | None = Field(default=None, ge=2)
+    batching: Literal["mixed", "per_task"] = "mixed"
+    sampling: Literal["proportional", "temperature", "round_robin"] = "proportional"
+    temperature: float = Field(default=2.0, gt=0)
+    seed: int = 42
+    eval_every: int | None = Field(default=None, ge=1)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    metric: str = "mean_macro_f1"
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    grad_accumulation: int = Field(default=1, ge=1)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    eval_batch_size: int = Field(default=64, ge=1)
+
+
+class RunConfig(_Section):
+    """A whole training run."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    tasks: dict[str, TaskSection]
+    data: DataSection = Field(default_factory=DataSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    output_dir: str = "runs/run"
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if not self.tasks:
+            raise ValueError("tasks: at least one task is needed")
+        for name, task in self.tasks.items():
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"tasks.{name}: task names use letters, digits, '_' and '-' only")
+            if task.data is None and self.data.train is None:
+                raise ValueError(f"tasks.{name}: no training data (set data.train or tasks.{name}.data.train)")
+        return self
+
+    def label_column(self, task: str) -> str:
+        return self.tasks[task].label_column or task
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "config"
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key"
+    msg = err["msg"]
+    if "input" in err and err["type"] not in ("missing", "value_error"):
+        msg += f" (got {err['input']!r})"
+    return f"{path}: {msg}"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Walk the schema down ``loc`` (minus the unknown key) to list the keys allowed there."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            return None
+        if part in fields:
+            annotation = fields[part].annotation
+        elif current is RunConfig and part != "tasks":
+            return None
+        else:
+            annotation = TaskSection if current is RunConfig else None
+        current = _unwrap(annotation)
+        if current is None:
+            return None
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    for arg in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a raw dict; raise ConfigError listing every problem by path."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            line = _format_error(err)
+            if err["type"] == "extra_forbidden":
+                allowed = _allowed_keys(RunConfig, tuple(err["loc"]))
+                if allowed:
+                    line += f"; allowed: {', '.join(allowed)}"
+            lines.append(line)
+        raise ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a raw config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.strategy=heads")
+        key, _, value = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML (or the bundled demo config when ``path`` is None), apply overrides, validate."""
+    from mtst.demo import demo_config_path
+
+    cfg_path = Path(path) if path is not None else demo_config_path()
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{cfg_path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg_path}: cannot read ({exc})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{cfg_path}: expected a mapping of sections (model, tasks, data, training)")
+    raw = _resolve_paths(raw, cfg_path.parent)
+    raw = apply_overrides(raw, overrides or [])
+    return validate_config(raw, str(cfg_path))
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Data paths in a config file are relative to that file, not to the working directory."""
+
+    def fix(section: Any) -> None:
+        if isinstance(section, dict):
+            for split in ("train", "validation", "test"):
+                value = section.get(split)
+                if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
+                    section[split] = str(base / value)
+
+    fix(raw.get("data"))
+    for task in (raw.get("tasks") or {}).values():
+        if isinstance(task, dict):
+            fix(task.get("data"))
+    return raw
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

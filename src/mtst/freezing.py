@@ -1,0 +1,172 @@
+"""What trains: pure functions from parameter names to groups and trainable sets.
+
+Every parameter belongs to one *group*: ``embeddings``, ``layers.<i>``,
+``backbone_other`` (e.g. a final norm) or ``heads.<task>``. Strategies and
+``freeze`` lists are resolved to a set of trainable groups without touching a
+model, so they are unit-testable and printable before a run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+from torch import nn
+
+from mtst.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_HEAD = re.compile(r"^heads\.([^.]+)\.")
+FREEZE_FORMS = "embeddings, backbone, layers.N, layers.A-B, heads, heads.<task>"
+
+
+def parameter_group(name: str) -> str:
+    """The group a parameter belongs to, from its name in :class:`MultiTaskModel`."""
+    head = _HEAD.match(name)
+    if head:
+        return f"heads.{head.group(1)}"
+    layer = _LAYER.search(name)
+    if layer:
+        return f"layers.{int(layer.group(1))}"
+    if "embed" in name:
+        return "embeddings"
+    return "backbone_other"
+
+
+def count_layers(names: Iterable[str]) -> int:
+    """Number of transformer layers seen in the parameter names."""
+    indices = [int(g.split(".")[1]) for g in map(parameter_group, names) if g.startswith("layers.")]
+    return max(indices) + 1 if indices else 0
+
+
+def all_groups(num_layers: int, tasks: Iterable[str]) -> set[str]:
+    return {"embeddings", "backbone_other", *(f"layers.{i}" for i in range(num_layers)), *(f"heads.{t}" for t in tasks)}
+
+
+def backbone_groups(num_layers: int) -> set[str]:
+    return {"embeddings", "backbone_other", *(f"layers.{i}" for i in range(num_layers))}
+
+
+def parse_freeze(items: Iterable[str], num_layers: int, tasks: Iterable[str]) -> set[str]:
+    """Expand ``freeze`` names (``layers.0-3``, ``heads.sentiment``, ``backbone``...) to groups."""
+    task_list = list(tasks)
+    groups: set[str] = set()
+    for raw in items:
+        item = raw.strip()
+        if item == "backbone":
+            groups |= backbone_groups(num_layers)
+        elif item == "embeddings":
+            groups.add("embeddings")
+        elif item == "heads":
+            groups |= {f"heads.{t}" for t in task_list}
+        elif item.startswith("heads."):
+            task = item.split(".", 1)[1]
+            if task not in task_list:
+                raise ConfigError(f"training.freeze: unknown head {item!r}; tasks are: {', '.join(task_list)}")
+            groups.add(item)
+        elif m := re.fullmatch(r"layers\.(\d+)(?:-(\d+))?", item):
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if lo > hi or hi >= num_layers:
+                raise ConfigError(
+                    f"training.freeze: {item!r} is out of range; the backbone has layers 0-{num_layers - 1}"
+                )
+            groups |= {f"layers.{i}" for i in range(lo, hi + 1)}
+        else:
+            raise ConfigError(f"training.freeze: cannot read {item!r}; allowed forms: {FREEZE_FORMS}")
+    return groups
+
+
+def gradual_stage_groups(
+    stage: int, num_layers: int, tasks: Iterable[str], per_stage: int = 1, include_embeddings: bool = False
+) -> set[str]:
+    """Trainable groups at a gradual-unfreezing stage: heads at 0, then top layers downwards."""
+    heads = {f"heads.{t}" for t in tasks}
+    unfrozen = min(stage * per_stage, num_layers)
+    groups = heads | {f"layers.{i}" for i in range(num_layers - unfrozen, num_layers)}
+    if unfrozen > 0:
+        groups.add("backbone_other")
+    if include_embeddings and stage * per_stage > num_layers:
+        groups.add("embeddings")
+    return groups
+
+
+def gradual_num_stages(num_layers: int, per_stage: int = 1, include_embeddings: bool = False) -> int:
+    """Stages until everything that will ever train is unfrozen (stage 0 = heads only)."""
+    stages = -(-num_layers // per_stage)
+    return stages + (1 if include_embeddings else 0) + 1
+
+
+def strategy_groups(strategy: str, num_layers: int, tasks: Iterable[str], top_k: int = 2) -> set[str]:
+    """Trainable groups of a named strategy (``gradual`` here means its first stage)."""
+    task_list = list(tasks)
+    heads = {f"heads.{t}" for t in task_list}
+    if strategy == "frozen":
+        return set()
+    if strategy in ("heads", "gradual"):
+        return heads
+    if strategy == "top_k":
+        k = min(top_k, num_layers)
+        return heads | {"backbone_other"} | {f"layers.{i}" for i in range(num_layers - k, num_layers)}
+    if strategy == "full":
+        return all_groups(num_layers, task_list)
+    raise ConfigError(f"training.strategy: unknown {strategy!r}")
+
+
+def trainable_groups(
+    strategy: str,
+    num_layers: int,
+    tasks: Iterable[str],
+    top_k: int = 2,
+    freeze: Iterable[str] = (),
+    stage: int = 0,
+    per_stage: int = 1,
+    include_embeddings: bool = False,
+) -> set[str]:
+    """Strategy (at ``stage`` for gradual) minus the explicit freeze list."""
+    task_list = list(tasks)
+    if strategy == "gradual":
+        groups = gradual_stage_groups(stage, num_layers, task_list, per_stage, include_embeddings)
+    else:
+        groups = strategy_groups(strategy, num_layers, task_list, top_k)
+    return groups - parse_freeze(freeze, num_layers, task_list)
+
+
+def check_plan(strategy: str, groups: set[str], tasks: Iterable[str]) -> list[str]:
+    """Refuse a plan with nothing to train; return warnings about risky plans."""
+    task_list = list(tasks)
+    if not groups and strategy != "frozen":
+        raise ConfigError(
+            f"training: strategy {strategy!r} with this freeze list leaves nothing to train; "
+            "use strategy 'frozen' for an evaluation-only baseline"
+        )
+    warnings = []
+    backbone_trains = any(not g.startswith("heads.") for g in groups)
+    frozen_heads = [t for t in task_list if f"heads.{t}" not in groups]
+    if backbone_trains and frozen_heads:
+        warnings.append(
+            f"head(s) {', '.join(frozen_heads)} are frozen while the backbone trains: their inputs will drift "
+            "under them and their accuracy can fall; freeze the backbone too to keep them as they are"
+        )
+    return warnings
+
+
+def trainable_names(names: Iterable[str], groups: set[str]) -> set[str]:
+    return {n for n in names if parameter_group(n) in groups}
+
+
+def apply_trainable(model: nn.Module, groups: set[str]) -> None:
+    """Set ``requires_grad`` from the group set."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(parameter_group(name) in groups)
+
+
+def set_train_mode(model: nn.Module, groups: set[str]) -> None:
+    """Training mode for trainable parts; eval mode (no dropout) for frozen ones."""
+    model.train()
+    for name, module in model.named_modules():
+        params = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=True)]
+        if params and not any(parameter_group(p) in groups for p in params):
+            module.eval()

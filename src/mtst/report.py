@@ -1,0 +1,75 @@
+"""Human-readable results: rich tables on the terminal, PNG plots on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from mtst.errors import MtstError
+
+
+def metrics_table(per_task: dict[str, dict], title: str) -> Table:
+    """One row per task: rows scored, accuracy, macro-F1."""
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("rows", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("macro-F1", justify="right")
+    for task, m in per_task.items():
+        table.add_row(task, str(m["n"]), f"{100 * m['accuracy']:.1f}", f"{100 * m['macro_f1']:.1f}")
+    return table
+
+
+def per_class_table(task: str, metrics: dict) -> Table:
+    table = Table(title=f"{task}: per class")
+    for col in ("label", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for label, m in metrics["per_class"].items():
+        table.add_row(
+            label, f"{100 * m['precision']:.1f}", f"{100 * m['recall']:.1f}", f"{100 * m['f1']:.1f}", str(m["support"])
+        )
+    return table
+
+
+def confusion_table(task: str, metrics: dict) -> Table:
+    labels = metrics["labels"]
+    table = Table(title=f"{task}: confusion (rows = true, columns = predicted)")
+    table.add_column("true \\ pred")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for label, row in zip(labels, metrics["confusion"], strict=True):
+        table.add_row(label, *(str(x) for x in row))
+    return table
+
+
+def plot_confusion(task: str, metrics: dict, path: Path) -> Path:
+    """Confusion matrix as a PNG (counts annotated, row-normalised colour)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MtstError("--plot needs matplotlib: pip install 'mtst[plots]'") from exc
+    import numpy as np
+
+    counts = np.asarray(metrics["confusion"], dtype=float)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    labels = metrics["labels"]
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{task}: accuracy {100 * metrics['accuracy']:.1f}%, macro-F1 {100 * metrics['macro_f1']:.1f}%")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, int(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,553 @@
+"""The training engine: one config in, a run directory out.
+
+Runs on Hugging Face Accelerate (one process on a CPU; several GPUs or
+machines under ``accelerate launch``). The loop is deterministic from the
+seed: batch order comes from a per-epoch generator and dropout from the torch
+RNG saved in each checkpoint, so a resumed run ends where an uninterrupted
+one would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
+from mtst.config import RunConfig, dump_config, validate_config
+from mtst.data import MISSING, TaskData, build_task_data, epoch_batches
+from mtst.encoder import pad_batch
+from mtst.errors import ConfigError, MtstError
+from mtst.evaluate import evaluate_split, summary_metrics
+from mtst.freezing import (
+    apply_trainable,
+    check_plan,
+    count_layers,
+    gradual_num_stages,
+    set_train_mode,
+    trainable_groups,
+    trainable_names,
+)
+from mtst.heads import HeadSpec
+from mtst.model import MultiTaskModel
+from mtst.optim import GroupScheduler, build_optimizer
+
+logger = logging.getLogger("mtst")
+
+Callback = Callable[["Trainer"], None]
+
+
+class TrainingError(MtstError):
+    """Training cannot go on (e.g. the loss stopped being finite)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    test: dict[str, dict]
+    validation: dict[str, float]
+    history: list[dict]
+    trainable_parameters: int
+    total_parameters: int
+    train_seconds: float
+    steps: int
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    stage: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
+    return {
+        name: HeadSpec(
+            type=task.type,
+            labels=data.labels[name],
+            hidden_size=task.hidden_size,
+            dropout=task.dropout,
+            weight=task.weight,
+            label_column=config.label_column(name),
+        )
+        for name, task in config.tasks.items()
+    }
+
+
+def load_task_data(config: RunConfig) -> TaskData:
+    for name, task in config.tasks.items():
+        if task.type != "token_classification":
+            continue
+        raise ConfigError(f"tasks.{name}: training token_classification heads from data is not supported yet")
+    specs = {
+        name: (
+            config.label_column(name),
+            task.labels,
+            task.data.model_dump(include={"train", "validation", "test"}) if task.data else None,
+        )
+        for name, task in config.tasks.items()
+    }
+    shared = config.data.model_dump(include={"train", "validation", "test"})
+    return build_task_data(specs, shared, config.data.text_column)
+
+
+class Trainer:
+    """Owns one run: data, model, optimiser, loop state and the run directory."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        console: Console | None = None,
+        callbacks: Sequence[Callback] = (),
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.tc = config.training
+        self.console = console or Console(stderr=True)
+        self.callbacks = list(callbacks)
+        self.show_progress = show_progress
+        self.run_dir = Path(config.output_dir)
+        self.state = LoopState()
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, resume: bool = False) -> None:
+        tc = self.tc
+        if not resume and self.run_dir.exists():
+            for stale in (CHECKPOINT_DIR, "model", "metrics.jsonl", "metrics.json", "train.log"):
+                target = self.run_dir / stale
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._attach_log_file()
+        (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        set_seed(tc.seed)
+
+        self.data = load_task_data(self.config)
+        self.model = MultiTaskModel.from_backbone(
+            head_specs(self.config, self.data),
+            backbone=self.config.model.backbone,
+            pooling=self.config.model.pooling,
+            normalize=self.config.model.normalize,
+            max_length=self.config.model.max_length,
+        )
+        encoder = self.model.encoder
+        self.ids = {name: encoder.tokenize_ids(split.texts) for name, split in self.data.splits.items()}
+        truncated = sum(len(x) >= encoder.max_length for ids in self.ids.values() for x in ids)
+        if truncated:
+            logger.info("%d text(s) longer than max_length=%d tokens were truncated", truncated, encoder.max_length)
+        self.lengths = [len(x) for x in self.ids["train"]]
+
+        names = [n for n, _ in self.model.named_parameters()]
+        self.num_layers = count_layers(names)
+        self.task_names = list(self.model.tasks)
+        self._check_metric()
+        self.stage_length = self._stage_length()
+        self.n_stages = gradual_num_stages(self.num_layers, tc.gradual.layers_per_stage, tc.gradual.include_embeddings)
+        self.groups = self._groups_at(0)
+        for warning in check_plan(tc.strategy, self.groups, self.task_names):
+            logger.warning(warning)
+            self.console.print(f"[yellow]warning:[/yellow] {warning}")
+        ever = (
+            set().union(*(self._groups_at(s) for s in range(self.n_stages)))
+            if tc.strategy == "gradual"
+            else self.groups
+        )
+        apply_trainable(self.model, self.groups)
+        self.optimizer = build_optimizer(
+            self.model,
+            sorted(trainable_names(names, ever)),
+            tc.lr_backbone,
+            tc.lr_head,
+            tc.layer_decay,
+            tc.weight_decay,
+            self.num_layers,
+        )
+        self.total_steps = self._total_steps()
+        self.scheduler = GroupScheduler(
+            self.optimizer, tc.schedule, self.total_steps, int(tc.warmup_ratio * self.total_steps), tc.cycle_steps
+        )
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(mixed_precision=self._precision(), cpu=not torch.cuda.is_available())
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if resume:
+            self._resume()
+        self.trainable = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        self.total = sum(p.numel() for p in self.raw_model.parameters())
+
+    @property
+    def raw_model(self) -> MultiTaskModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _attach_log_file(self) -> None:
+        for handler in list(logger.handlers):
+            if getattr(handler, "_mtst_run", False):
+                logger.removeHandler(handler)
+                handler.close()
+        handler = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler._mtst_run = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+    def _check_metric(self) -> None:
+        allowed = ["mean_macro_f1", "mean_accuracy"] + [
+            f"{t}/{m}" for t in self.task_names for m in ("macro_f1", "accuracy")
+        ]
+        if self.tc.metric not in allowed:
+            raise ConfigError(f"training.metric: {self.tc.metric!r} is not one of: {', '.join(allowed)}")
+
+    def _precision(self) -> str:
+        wanted = self.tc.precision
+        if wanted == "auto":
+            return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        if wanted == "fp16" and not torch.cuda.is_available():
+            raise ConfigError("training.precision: fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
+        return {"fp32": "no"}.get(wanted, wanted)
+
+    def _batches_per_epoch(self) -> int:
+        train = self.data.splits["train"]
+        labelled = int(np.any(np.stack([v != MISSING for v in train.labels.values()]), axis=0).sum())
+        return max(1, -(-labelled // self.tc.batch_size))
+
+    def _steps_per_epoch(self) -> int:
+        return max(1, -(-self._batches_per_epoch() // self.tc.grad_accumulation))
+
+    def _total_steps(self) -> int:
+        if self.tc.max_steps:
+            return self.tc.max_steps
+        return max(1, math.ceil(self.tc.epochs * self._steps_per_epoch()))
+
+    def _stage_length(self) -> int:
+        g = self.tc.gradual
+        if g.stage_steps:
+            return g.stage_steps
+        return max(1, round((g.stage_epochs or 1.0) * self._steps_per_epoch()))
+
+    def _groups_at(self, stage: int) -> set[str]:
+        tc = self.tc
+        return trainable_groups(
+            tc.strategy,
+            self.num_layers,
+            self.task_names,
+            tc.top_k,
+            tc.freeze,
+            stage,
+            tc.gradual.layers_per_stage,
+            tc.gradual.include_embeddings,
+        )
+
+    # ------------------------------------------------------------------- loop
+    def _update_stage(self) -> None:
+        if self.tc.strategy != "gradual":
+            return
+        stage = min(self.state.global_step // self.stage_length, self.n_stages - 1)
+        if stage == self.state.stage and self.groups == self._groups_at(stage):
+            return
+        new = self._groups_at(stage)
+        added = new - self.groups
+        self.groups = new
+        self.state.stage = stage
+        apply_trainable(self.raw_model, new)
+        for group in sorted(added):
+            self.scheduler.start_group(group)
+        if added:
+            logger.info("step %d: gradual unfreezing stage %d adds %s", self.state.global_step, stage, sorted(added))
+
+    def _collate(self, rows: np.ndarray, task: str | None) -> tuple[dict, dict[str, torch.Tensor]]:
+        train = self.data.splits["train"]
+        ids = self.ids["train"]
+        device = self.accelerator.device
+        batch = {k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], self._pad_id).items()}
+        names = [task] if task else self.task_names
+        labels = {t: torch.as_tensor(train.labels[t][rows], device=device) for t in names}
+        return batch, labels
+
+    def fit(self) -> TrainResult:
+        """Train until the step budget or early stopping, then test the best model."""
+        tc = self.tc
+        self._pad_id = self.raw_model.encoder.tokenizer.pad_token_id or 0
+        self._print_plan()
+        started = time.perf_counter() - self.state.train_seconds
+        if tc.strategy == "frozen":
+            self._fit_closed_form()
+        else:
+            self._loop(started)
+        self.state.train_seconds = time.perf_counter() - started
+        return self._finish()
+
+    def _loop(self, started: float) -> None:
+        tc, st = self.tc, self.state
+        progress = self._progress()
+        task_id = progress.add_task("training", total=self.total_steps, completed=st.global_step, loss=float("nan"))
+        running: list[float] = []
+        with progress:
+            while st.global_step < self.total_steps and not st.stopped_early:
+                rng = np.random.default_rng([tc.seed, st.epoch])
+                batches = epoch_batches(
+                    self.data.splits["train"],
+                    self.lengths,
+                    tc.batch_size,
+                    rng,
+                    tc.batching,
+                    tc.sampling,
+                    tc.temperature,
+                )
+                self._update_stage()
+                set_train_mode(self.model, self.groups)
+                b = st.batch_in_epoch
+                while b < len(batches) and st.global_step < self.total_steps:
+                    self._update_stage()
+                    set_train_mode(self.model, self.groups)
+                    micro = batches[b : b + tc.grad_accumulation]
+                    loss_value = self._optimizer_step(micro)
+                    b += len(micro)
+                    st.batch_in_epoch = b
+                    st.global_step += 1
+                    running.append(loss_value)
+                    progress.update(task_id, completed=st.global_step, loss=float(np.mean(running[-20:])))
+                    for callback in self.callbacks:
+                        callback(self)
+                    if tc.eval_every and st.global_step % tc.eval_every == 0:
+                        self._evaluate_and_select(running)
+                        running = []
+                    if tc.checkpoint_every and st.global_step % tc.checkpoint_every == 0:
+                        self._checkpoint(started)
+                    if st.stopped_early:
+                        break
+                if b >= len(batches):
+                    st.epoch += 1
+                    st.batch_in_epoch = 0
+                    if not tc.eval_every or st.global_step >= self.total_steps:
+                        self._evaluate_and_select(running)
+                        running = []
+                    self._checkpoint(started)
+
+    def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:
+        total = 0.0
+        for i, (rows, task) in enumerate(micro):
+            batch, labels = self._collate(rows, task)
+            last = i == len(micro) - 1
+            sync = nullcontext() if last else self.accelerator.no_sync(self.model)
+            with sync, self.accelerator.autocast():
+                feats = self.model(batch, tasks=[task] if task else None)
+                loss, _ = self.raw_model.compute_loss(feats, labels)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at step {self.state.global_step + 1} (epoch {self.state.epoch + 1}); "
+                    "training stopped and nothing from this step was saved. Lower training.lr_head / lr_backbone, "
+                    "or check the data."
+                )
+            with sync:
+                self.accelerator.backward(loss / len(micro))
+            total += loss.item() / len(micro)
+        if self.tc.max_grad_norm:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.accelerator.clip_grad_norm_(params, self.tc.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _progress(self) -> Any:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.show_progress,
+            transient=False,
+        )
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate_and_select(self, running: list[float]) -> None:
+        st = self.state
+        entry: dict[str, Any] = {
+            "step": st.global_step,
+            "epoch": round(st.global_step / self._steps_per_epoch(), 3),
+            "train_loss": float(np.mean(running)) if running else None,
+            "lr": max(self.scheduler.get_last_lr()),
+        }
+        if "validation" in self.data.splits:
+            per_task = evaluate_split(
+                self.raw_model, self.data.splits["validation"], self.ids["validation"], self.tc.eval_batch_size
+            )
+            set_train_mode(self.model, self.groups)
+            flat = summary_metrics(per_task)
+            entry["validation"] = flat
+            score = flat[self.tc.metric]
+            if st.best is None or score > st.best + 1e-12:
+                st.best, st.best_step, st.bad_evals = score, st.global_step, 0
+                check_finite(self.raw_model)
+                self.raw_model.save(self.run_dir / "model")
+            else:
+                st.bad_evals += 1
+                if self.tc.early_stopping_patience and st.bad_evals >= self.tc.early_stopping_patience:
+                    st.stopped_early = True
+                    logger.info("early stopping at step %d: no gain in %s", st.global_step, self.tc.metric)
+        st.history.append(entry)
+        self._write_history()
+        logger.info("eval %s", json.dumps(entry))
+
+    def _write_history(self) -> None:
+        lines = "".join(json.dumps(e) + "\n" for e in self.state.history)
+        tmp = self.run_dir / ".metrics.jsonl.tmp"
+        tmp.write_text(lines, encoding="utf-8")
+        tmp.replace(self.run_dir / "metrics.jsonl")
+
+    def _fit_closed_form(self) -> None:
+        """``frozen``: no gradient step; linear heads are fitted by ridge regression on frozen embeddings."""
+        model = self.raw_model
+        model.eval()
+        train = self.data.splits["train"]
+        emb = model.encoder.encode(train.texts, normalize=False, convert_to="torch").double()
+        x = torch.cat([emb, torch.ones(len(emb), 1, dtype=emb.dtype)], dim=1)
+        for task, spec in model.tasks.items():
+            if spec.hidden_size or spec.type != "classification":
+                logger.info("frozen: head %s keeps its initial weights (not a linear sentence head)", task)
+                continue
+            rows = torch.as_tensor(train.rows_for(task))
+            y = torch.nn.functional.one_hot(torch.as_tensor(train.labels[task][rows.numpy()]), spec.num_labels)
+            xr = x[rows]
+            ridge = 1e-2 * xr.pow(2).sum() / len(rows) * torch.eye(x.shape[1], dtype=x.dtype)
+            weights = torch.linalg.solve(xr.T @ xr + ridge, xr.T @ y.double())
+            linear = model.heads[task][-1]
+            with torch.no_grad():
+                linear.weight.copy_(weights[:-1].T.float())
+                linear.bias.copy_(weights[-1].float())
+        self.state.global_step = 0
+        self._evaluate_and_select([])
+        if "validation" not in self.data.splits:
+            model.save(self.run_dir / "model")
+
+    # ---------------------------------------------------------- checkpoints
+    def _checkpoint(self, started: float) -> None:
+        st = self.state
+        st.train_seconds = time.perf_counter() - started
+        state = {k: v for k, v in st.__dict__.items()}
+        save_checkpoint(self.run_dir, self.raw_model, self.optimizer, self.scheduler.state_dict(), state)
+
+    def _resume(self) -> None:
+        saved = load_checkpoint(self.run_dir, self.raw_model, self.optimizer)
+        self.scheduler.load_state_dict(saved.pop("scheduler"))
+        self.state = LoopState(**saved)
+        self.groups = self._groups_at(self.state.stage)
+        apply_trainable(self.raw_model, self.groups)
+        self._write_history()
+        logger.info("resumed at step %d (epoch %d)", self.state.global_step, self.state.epoch)
+
+    # ---------------------------------------------------------------- finish
+    def _finish(self) -> TrainResult:
+        st = self.state
+        model_dir = self.run_dir / "model"
+        if "validation" not in self.data.splits or not model_dir.exists():
+            check_finite(self.raw_model)
+            self.raw_model.save(model_dir)
+        best = MultiTaskModel.load(model_dir)
+        test = {}
+        if "test" in self.data.splits:
+            test = evaluate_split(best, self.data.splits["test"], self.ids["test"], self.tc.eval_batch_size)
+        validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
+        result = TrainResult(
+            run_dir=self.run_dir,
+            test=test,
+            validation=validation,
+            history=st.history,
+            trainable_parameters=self.trainable,
+            total_parameters=self.total,
+            train_seconds=st.train_seconds,
+            steps=st.global_step,
+        )
+        summary = {
+            "strategy": self.tc.strategy,
+            "steps": st.global_step,
+            "best_step": st.best_step,
+            "stopped_early": st.stopped_early,
+            "train_seconds": round(st.train_seconds, 2),
+            "trainable_parameters": self.trainable,
+            "total_parameters": self.total,
+            "validation": validation,
+            "test": summary_metrics(test) if test else {},
+            "test_detail": test,
+        }
+        (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        logger.info("finished: %s", json.dumps(summary["test"]))
+        return result
+
+    def _print_plan(self) -> None:
+        pct = 100.0 * self.trainable / max(1, self.total)
+        train = self.data.splits["train"]
+        sizes = ", ".join(f"{n} {len(s)}" for n, s in self.data.splits.items())
+        self.console.print(
+            f"[bold]mtst train[/bold] · {self.config.model.backbone} · strategy [bold]{self.tc.strategy}[/bold] · "
+            f"rows: {sizes} · tasks: {', '.join(f'{t} ({len(self.data.labels[t])})' for t in self.task_names)}"
+        )
+        self.console.print(
+            f"trainable parameters: {self.trainable:,} of {self.total:,} ({pct:.2f}%) · "
+            f"{self.total_steps} steps of batch {self.tc.batch_size} · run dir {self.run_dir}"
+        )
+        logger.info("training on %d rows; %d trainable of %d parameters", len(train), self.trainable, self.total)
+
+
+def train(
+    config: RunConfig,
+    resume: bool = False,
+    console: Console | None = None,
+    callbacks: Sequence[Callback] = (),
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train from a validated config; ``resume`` continues from the run directory's checkpoint."""
+    trainer = Trainer(config, console=console, callbacks=callbacks, show_progress=show_progress)
+    trainer.setup(resume=resume)
+    return trainer.fit()
+
+
+def resume_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config saved in a run directory."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise MtstError(f"{run_dir}: not a run directory (no config.yaml)")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw["output_dir"] = str(run_dir)
+    return validate_config(raw, str(path))
