@@ -41,3 +41,24 @@ def test_similarity_ranks_paraphrase_above_unrelated(real_encoder: SentenceEncod
         ["A man is playing a guitar."], ["Someone plays the guitar.", "The stock market fell sharply today."]
     )[0]
     assert sim[0] > sim[1] + 0.3
+
+
+def test_demo_training_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mtst train` with no config: the bundled demo on the real backbone, well above chance."""
+    from mtst.cli import main
+
+    assert main(["train", "--quiet", "--output-dir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "category" in out and "sentiment" in out
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())["test"]
+    assert metrics["category/accuracy"] > 0.8  # chance: 0.2
+    assert metrics["sentiment/accuracy"] > 0.6  # chance: 0.33
+    assert main(["predict", str(tmp_path / "demo"), "The blender broke after a week."]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert pred["category"]["label"] == "kitchen"
+    assert pred["sentiment"]["label"] == "negative"
+    report = tmp_path / "eval.json"
+    from mtst.demo import DEMO_DIR
+
+    assert main(["evaluate", str(tmp_path / "demo"), "--data", str(DEMO_DIR / "test.csv"), "-o", str(report)]) == 0
+    assert json.loads(report.read_text())["category"]["accuracy"] == metrics["category/accuracy"]

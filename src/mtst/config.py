@@ -136,19 +136,16 @@ def _format_error(err: dict[str, Any]) -> str:
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """Walk the schema down ``loc`` (minus the unknown key) to list the keys allowed there."""
     current: Any = model
+    skip_key = False
     for part in loc[:-1]:
-        if isinstance(part, int):
+        if skip_key or isinstance(part, int):  # a dict key such as a task name
+            skip_key = False
             continue
-        fields = getattr(current, "model_fields", None)
-        if fields is None:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
             return None
-        if part in fields:
-            annotation = fields[part].annotation
-        elif current is RunConfig and part != "tasks":
-            return None
-        else:
-            annotation = TaskSection if current is RunConfig else None
-        current = _unwrap(annotation)
+        skip_key = getattr(field.annotation, "__origin__", None) is dict
+        current = _unwrap(field.annotation)
         if current is None:
             return None
     fields = getattr(current, "model_fields", None)

@@ -212,9 +212,8 @@ def build_task_data(
                         if split != "train":
                             raw[task] += [None] * len(rows)
                             continue
-                        raise DataError(
-                            f"{source}: no column {col!r} for task {task!r}; columns are: {', '.join(map(str, rows[0]))}"
-                        )
+                        columns = ", ".join(map(str, rows[0]))
+                        raise DataError(f"{source}: no column {col!r} for task {task!r}; columns are: {columns}")
                     raw[task] += [_label_value(r.get(col)) for r in rows]
                 else:
                     raw[task] += [None] * len(rows)

@@ -180,23 +180,28 @@ class Trainer:
             else self.groups
         )
         apply_trainable(self.model, self.groups)
-        self.optimizer = build_optimizer(
-            self.model,
-            sorted(trainable_names(names, ever)),
-            tc.lr_backbone,
-            tc.lr_head,
-            tc.layer_decay,
-            tc.weight_decay,
-            self.num_layers,
-        )
         self.total_steps = self._total_steps()
-        self.scheduler = GroupScheduler(
-            self.optimizer, tc.schedule, self.total_steps, int(tc.warmup_ratio * self.total_steps), tc.cycle_steps
-        )
         from accelerate import Accelerator
 
         self.accelerator = Accelerator(mixed_precision=self._precision(), cpu=not torch.cuda.is_available())
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.optimizer: Any = None
+        self.scheduler: GroupScheduler | None = None
+        if tc.strategy == "frozen":
+            self.model = self.accelerator.prepare(self.model)
+        else:
+            optimizer = build_optimizer(
+                self.model,
+                sorted(trainable_names(names, ever)),
+                tc.lr_backbone,
+                tc.lr_head,
+                tc.layer_decay,
+                tc.weight_decay,
+                self.num_layers,
+            )
+            self.scheduler = GroupScheduler(
+                optimizer, tc.schedule, self.total_steps, int(tc.warmup_ratio * self.total_steps), tc.cycle_steps
+            )
+            self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
         if resume:
             self._resume()
         self.trainable = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
@@ -276,6 +281,7 @@ class Trainer:
         self.groups = new
         self.state.stage = stage
         apply_trainable(self.raw_model, new)
+        set_train_mode(self.model, new)
         for group in sorted(added):
             self.scheduler.start_group(group)
         if added:
@@ -320,12 +326,10 @@ class Trainer:
                     tc.sampling,
                     tc.temperature,
                 )
-                self._update_stage()
                 set_train_mode(self.model, self.groups)
                 b = st.batch_in_epoch
                 while b < len(batches) and st.global_step < self.total_steps:
                     self._update_stage()
-                    set_train_mode(self.model, self.groups)
                     micro = batches[b : b + tc.grad_accumulation]
                     loss_value = self._optimizer_step(micro)
                     b += len(micro)
@@ -333,22 +337,29 @@ class Trainer:
                     st.global_step += 1
                     running.append(loss_value)
                     progress.update(task_id, completed=st.global_step, loss=float(np.mean(running[-20:])))
-                    for callback in self.callbacks:
-                        callback(self)
                     if tc.eval_every and st.global_step % tc.eval_every == 0:
                         self._evaluate_and_select(running)
                         running = []
                     if tc.checkpoint_every and st.global_step % tc.checkpoint_every == 0:
                         self._checkpoint(started)
+                    if b >= len(batches):
+                        self._end_epoch(running, started)
+                        running = []
+                    for callback in self.callbacks:
+                        callback(self)
                     if st.stopped_early:
                         break
-                if b >= len(batches):
-                    st.epoch += 1
-                    st.batch_in_epoch = 0
-                    if not tc.eval_every or st.global_step >= self.total_steps:
-                        self._evaluate_and_select(running)
-                        running = []
-                    self._checkpoint(started)
+            if not st.history or st.history[-1]["step"] != st.global_step:
+                self._evaluate_and_select(running)
+                self._checkpoint(started)
+
+    def _end_epoch(self, running: list[float], started: float) -> None:
+        st = self.state
+        st.epoch += 1
+        st.batch_in_epoch = 0
+        if not self.tc.eval_every or st.global_step >= self.total_steps:
+            self._evaluate_and_select(running)
+        self._checkpoint(started)
 
     def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:
         total = 0.0
@@ -405,7 +416,7 @@ class Trainer:
             "step": st.global_step,
             "epoch": round(st.global_step / self._steps_per_epoch(), 3),
             "train_loss": float(np.mean(running)) if running else None,
-            "lr": max(self.scheduler.get_last_lr()),
+            "lr": max(self.scheduler.get_last_lr()) if self.scheduler else 0.0,
         }
         if "validation" in self.data.splits:
             per_task = evaluate_split(

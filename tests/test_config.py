@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtst.config import apply_overrides, load_config, validate_config
+from mtst.errors import ConfigError
+
+
+def test_demo_config_loads_with_paths_next_to_it() -> None:
+    cfg = load_config(None)
+    assert set(cfg.tasks) == {"category", "sentiment"}
+    assert Path(cfg.data.train).is_file()
+    assert cfg.tasks["sentiment"].labels == ["negative", "neutral", "positive"]
+
+
+def test_unknown_key_names_its_path_and_allowed_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config({"tasks": {"a": {"labell_column": "x"}}, "data": {"train": "t.csv"}})
+    assert "tasks.a.labell_column: unknown key" in str(err.value)
+    assert "label_column" in str(err.value)
+    with pytest.raises(ConfigError, match=r"training\.lr: unknown key; allowed: .*lr_backbone"):
+        validate_config({"tasks": {"a": {}}, "data": {"train": "t.csv"}, "training": {"lr": 1}})
+
+
+def test_bad_choice_lists_allowed_values() -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config({"tasks": {"a": {}}, "data": {"train": "t.csv"}, "training": {"strategy": "partial"}})
+    message = str(err.value)
+    assert "training.strategy" in message and "'gradual'" in message and "'partial'" in message
+
+
+def test_range_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"training\.batch_size"):
+        validate_config({"tasks": {"a": {}}, "data": {"train": "t.csv"}, "training": {"batch_size": 0}})
+    with pytest.raises(ConfigError, match=r"tasks\.a: no training data"):
+        validate_config({"tasks": {"a": {}}})
+
+
+def test_overrides(tmp_path: Path) -> None:
+    raw = apply_overrides({}, ["training.strategy=top_k", "training.top_k=3", "training.freeze=[embeddings]"])
+    assert raw == {"training": {"strategy": "top_k", "top_k": 3, "freeze": ["embeddings"]}}
+    cfg = load_config(None, ["training.strategy=heads", "output_dir=" + str(tmp_path)])
+    assert cfg.training.strategy == "heads" and cfg.output_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["training.strategy"])
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "c.yaml"
+    bad.write_text("tasks: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")

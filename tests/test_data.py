@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtst.data import MISSING, build_task_data, epoch_batches, length_grouped_batches, task_probabilities
+from mtst.errors import DataError
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_partial_labels_from_separate_files(tmp_path: Path) -> None:
+    shared = write_jsonl(tmp_path / "cat.jsonl", [{"text": f"c{i}", "category": "ab"[i % 2]} for i in range(4)])
+    senti = write_jsonl(tmp_path / "sent.jsonl", [{"text": f"s{i}", "stars": i % 3} for i in range(3)])
+    data = build_task_data(
+        {"category": ("category", None, None), "sentiment": ("stars", None, {"train": senti})},
+        {"train": shared},
+        "text",
+    )
+    train = data.splits["train"]
+    assert len(train) == 7
+    assert data.labels == {"category": ["a", "b"], "sentiment": ["0", "1", "2"]}
+    assert list(train.labels["category"]) == [0, 1, 0, 1, MISSING, MISSING, MISSING]
+    assert list(train.labels["sentiment"]) == [MISSING] * 4 + [0, 1, 2]
+
+
+def test_unseen_validation_label_is_named(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "t.jsonl", [{"text": "x", "y": "a"}, {"text": "z", "y": "b"}])
+    val = write_jsonl(tmp_path / "v.jsonl", [{"text": "x", "y": "c"}])
+    with pytest.raises(DataError, match=r"validation has label\(s\) 'c'"):
+        build_task_data({"y": ("y", None, None)}, {"train": train, "validation": val}, "text")
+
+
+def test_empty_texts_are_rejected_with_row_numbers(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "t.jsonl", [{"text": "ok", "y": 1}, {"text": "  ", "y": 0}, {"text": "", "y": 1}])
+    with pytest.raises(DataError, match=r"row\(s\) 2, 3"):
+        build_task_data({"y": ("y", None, None)}, {"train": train}, "text")
+
+
+def test_csv_labels_and_missing_values(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("text,y\nfirst,pos\nsecond,\nthird,neg\n")
+    data = build_task_data({"y": ("y", None, None)}, {"train": str(f)}, "text")
+    assert data.labels["y"] == ["neg", "pos"]
+    assert list(data.splits["train"].labels["y"]) == [1, MISSING, 0]
+
+
+def test_parquet_is_read(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a b", "c d", "e"], "y": [1, 0, 1]}), tmp_path / "t.parquet")
+    data = build_task_data({"y": ("y", None, None)}, {"train": str(tmp_path / "t.parquet")}, "text")
+    assert data.labels["y"] == ["0", "1"]
+
+
+def test_length_grouped_batches_cover_every_row_once() -> None:
+    lengths = list(np.random.default_rng(0).integers(1, 60, size=103))
+    batches = length_grouped_batches(np.arange(103), lengths, 8, np.random.default_rng(1), bucket=4)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(103))
+    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in batches])
+    random_spread = np.mean([np.ptp(lengths[i : i + 8]) for i in range(0, 103, 8)])
+    assert spread < random_spread
+
+
+def _split(tmp_path: Path):
+    rows = [{"text": f"a{i}", "a": 1, "b": None} for i in range(30)] + [
+        {"text": f"b{i}", "a": None, "b": i % 2} for i in range(10)
+    ]
+    data = build_task_data(
+        {"a": ("a", ["0", "1"], None), "b": ("b", None, None)},
+        {"train": write_jsonl(tmp_path / "t.jsonl", rows)},
+        "text",
+    )
+    return data.splits["train"]
+
+
+def test_per_task_batches_hold_one_task(tmp_path: Path) -> None:
+    split = _split(tmp_path)
+    batches = epoch_batches(
+        split, [3] * len(split), 4, np.random.default_rng(0), batching="per_task", sampling="round_robin"
+    )
+    assert [t for _, t in batches[:4]] == ["a", "b", "a", "b"]
+    for rows, task in batches:
+        assert (split.labels[task][rows] != MISSING).all()
+
+
+def test_task_sampling_weights() -> None:
+    probs = task_probabilities({"a": 900, "b": 100}, "temperature", temperature=2.0)
+    assert probs["a"] == pytest.approx(30 / 40)
+    assert task_probabilities({"a": 900, "b": 100}, "proportional")["a"] == pytest.approx(0.9)
+    assert task_probabilities({"a": 900, "b": 100}, "round_robin")["b"] == 0.5
+
+
+def test_temperature_sampling_upweights_the_small_task(tmp_path: Path) -> None:
+    split = _split(tmp_path)
+    counts: Counter[str] = Counter()
+    for seed in range(20):
+        for rows, _ in epoch_batches(
+            split, [3] * len(split), 4, np.random.default_rng(seed), sampling="temperature", temperature=100.0
+        ):
+            counts.update("a" if split.labels["a"][r] != MISSING else "b" for r in rows)
+    assert 0.4 < counts["b"] / sum(counts.values()) < 0.6

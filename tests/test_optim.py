@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+import torch
+
+from mtst.optim import GroupScheduler, plan_param_groups, schedule_factor
+
+from .test_freezing import NAMES
+
+
+def test_layerwise_decay_and_head_lr() -> None:
+    plan = plan_param_groups(NAMES, lr_backbone=1e-4, lr_head=1e-3, layer_decay=0.5, weight_decay=0.01)
+    lr = {p.group: p.lr for p in plan.values()}
+    assert lr["heads.category"] == lr["heads.sentiment"] == 1e-3
+    assert lr["layers.3"] == pytest.approx(1e-4)
+    assert lr["layers.2"] == pytest.approx(5e-5)
+    assert lr["layers.0"] == pytest.approx(1e-4 * 0.5**3)
+    assert lr["embeddings"] == pytest.approx(1e-4 * 0.5**4)
+    assert lr["embeddings"] == min(lr.values())
+
+
+def test_no_weight_decay_on_bias_and_layernorm() -> None:
+    plan = plan_param_groups(NAMES, 1e-4, 1e-3, weight_decay=0.05)
+    assert plan["encoder.backbone.embeddings.LayerNorm.weight"].weight_decay == 0.0
+    assert plan["encoder.backbone.encoder.layer.1.output.LayerNorm.bias"].weight_decay == 0.0
+    assert plan["heads.sentiment.1.bias"].weight_decay == 0.0
+    assert plan["heads.category.1.weight"].weight_decay == 0.05
+    assert plan["encoder.backbone.encoder.layer.0.attention.self.query.weight"].weight_decay == 0.05
+
+
+def test_warmup_then_linear_decay() -> None:
+    f = [schedule_factor("linear", s, total_steps=110, warmup_steps=10) for s in range(110)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in pairwise(f[:10]))
+    assert all(a >= b for a, b in pairwise(f[10:]))
+    assert schedule_factor("linear", 110, 110, 10) == 0.0
+
+
+def test_cosine_constant_cyclical() -> None:
+    assert schedule_factor("cosine", 60, total_steps=110, warmup_steps=10) == pytest.approx(0.5)
+    assert schedule_factor("constant", 90, 100, 10) == 1.0
+    cyc = [schedule_factor("cyclical", s, 100, 0, cycle_steps=20) for s in range(60)]
+    assert min(cyc) >= 0.1 - 1e-9 and max(cyc) == pytest.approx(1.0)
+    assert cyc[5] == pytest.approx(cyc[25]) == pytest.approx(cyc[45])
+
+
+def test_late_group_gets_its_own_warmup() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW(
+        [{"params": [a], "lr": 1.0, "group": "heads.x"}, {"params": [b], "lr": 1.0, "group": "layers.1"}]
+    )
+    sched = GroupScheduler(opt, "constant", total_steps=100, warmup_steps=4)
+    for _ in range(10):
+        sched.step()
+    sched.start_group("layers.1")
+    assert opt.param_groups[0]["lr"] == 1.0
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.25)
+    for _ in range(3):
+        sched.step()
+    assert opt.param_groups[1]["lr"] == pytest.approx(1.0)
+    state = sched.state_dict()
+    sched.step()
+    sched.load_state_dict(state)
+    assert opt.param_groups[1]["lr"] == pytest.approx(1.0)

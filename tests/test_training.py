@@ -1,0 +1,251 @@
+"""Training engine on the tiny BERT: strategies, gradients, gradual stages, resume, NaN, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtst.cli import main
+from mtst.config import RunConfig, validate_config
+from mtst.freezing import parameter_group, parse_freeze
+from mtst.trainer import Trainer, TrainingError, train
+
+WORDS = {
+    ("books", "positive"): "a wonderful gripping novel i loved every page",
+    ("books", "negative"): "a dull boring novel with a terrible ending",
+    ("kitchen", "positive"): "this pan cooks great and cleans up easily",
+    ("kitchen", "negative"): "the pan rusted and the handle broke off",
+}
+
+
+def _rows(n: int, offset: int = 0) -> list[dict[str, str]]:
+    keys = list(WORDS)
+    return [
+        {"text": f"{WORDS[keys[i % 4]]} {i + offset}", "category": keys[i % 4][0], "sentiment": keys[i % 4][1]}
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("data")
+    out = {}
+    for split, n in (("train", 24), ("validation", 8), ("test", 8)):
+        path = d / f"{split}.csv"
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["text", "category", "sentiment"])
+            writer.writeheader()
+            writer.writerows(_rows(n, offset=100 * len(out)))
+        out[split] = str(path)
+    return out
+
+
+def make_config(tiny_backbone_dir: Path, tiny_data: dict[str, str], run_dir: Path, **training: Any) -> RunConfig:
+    return validate_config(
+        {
+            "model": {"backbone": str(tiny_backbone_dir), "max_length": 32},
+            "tasks": {"category": {}, "sentiment": {"hidden_size": 8}},
+            "data": dict(tiny_data),
+            "training": {"batch_size": 8, "epochs": 2, "lr_head": 1e-2, "lr_backbone": 1e-3, **training},
+            "output_dir": str(run_dir),
+        }
+    )
+
+
+STRATEGIES = [
+    ("heads", {}),
+    ("top_k", {"top_k": 1}),
+    ("gradual", {}),
+    ("full", {}),
+    ("full", {"freeze": ["embeddings", "layers.0"]}),
+    ("full", {"freeze": ["heads.category"]}),
+]
+
+
+@pytest.mark.parametrize(("strategy", "extra"), STRATEGIES)
+def test_one_step_grads_and_frozen_params(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path, strategy: str, extra: dict
+) -> None:
+    """Trainable grads finite and non-zero; frozen parameters bit-identical after a step."""
+    cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path, strategy=strategy, max_grad_norm=None, **extra)
+    trainer = Trainer(cfg, show_progress=False)
+    trainer.setup()
+    model = trainer.raw_model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer._pad_id = 0
+    batch, labels = trainer._collate(np.arange(8), None)
+    loss, _ = model.compute_loss(model(batch), labels)
+    loss.backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "every strategy here trains something"
+    for name, p in model.named_parameters():
+        if name in trainable:
+            if name.endswith("word_embeddings.weight") or name.endswith("token_type_embeddings.weight"):
+                continue  # only the rows of tokens seen get a gradient
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            assert p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    trainer.optimizer.step()
+    for name, p in model.named_parameters():
+        if name in trainable:
+            continue
+        assert torch.equal(p, before[name]), f"frozen {name} changed"
+    groups = {parameter_group(n) for n in trainable}
+    if "freeze" in extra:
+        assert not groups & parse_freeze(extra["freeze"], 2, ["category", "sentiment"])
+    if strategy in ("heads", "gradual"):
+        assert groups == {"heads.category", "heads.sentiment"}
+
+
+def test_frozen_modules_run_in_eval_mode(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
+    cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path, strategy="top_k", top_k=1)
+    trainer = Trainer(cfg, show_progress=False)
+    trainer.setup()
+    from mtst.freezing import set_train_mode
+
+    set_train_mode(trainer.model, trainer.groups)
+    layers = trainer.raw_model.encoder.backbone.encoder.layer
+    assert not layers[0].training and layers[1].training
+    assert not trainer.raw_model.encoder.backbone.embeddings.training
+    assert trainer.raw_model.heads["category"].training
+
+
+def test_gradual_unfreezing_schedule(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
+    seen: list[set[str]] = []
+
+    def record(trainer: Trainer) -> None:
+        seen.append({parameter_group(n) for n, p in trainer.raw_model.named_parameters() if p.requires_grad})
+
+    cfg = make_config(
+        tiny_backbone_dir, tiny_data, tmp_path, strategy="gradual", max_steps=6, gradual={"stage_steps": 2}
+    )
+    result = train(cfg, callbacks=[record], show_progress=False)
+    heads = {"heads.category", "heads.sentiment"}
+    assert seen[0] == seen[1] == heads
+    assert seen[2] == seen[3] == heads | {"layers.1"}
+    assert seen[4] == seen[5] == heads | {"layers.0", "layers.1"}
+    assert result.steps == 6
+
+
+def test_training_learns_and_writes_a_run_directory(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path / "run", strategy="full", epochs=6)
+    result = train(cfg, show_progress=False)
+    run = tmp_path / "run"
+    assert {"config.yaml", "metrics.jsonl", "metrics.json", "model", "train.log", "checkpoint"} <= {
+        p.name for p in run.iterdir()
+    }
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 6 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert result.test["category"]["accuracy"] >= 0.75
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["category/accuracy"] == result.test["category"]["accuracy"]
+
+
+def test_frozen_strategy_fits_heads_in_closed_form(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path, strategy="frozen")
+    result = train(cfg, show_progress=False)
+    assert result.steps == 0 and result.trainable_parameters == 0
+    assert result.test["category"]["accuracy"] > 0.5
+
+
+def test_nan_loss_stops_the_run_naming_the_step(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    def poison(trainer: Trainer) -> None:
+        if trainer.state.global_step == 3:
+            with torch.no_grad():
+                trainer.raw_model.heads["category"][-1].weight.fill_(float("nan"))
+
+    cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path / "run", strategy="heads", checkpoint_every=2)
+    with pytest.raises(TrainingError, match="at step 4"):
+        train(cfg, callbacks=[poison], show_progress=False)
+    saved = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in saved.values())
+
+
+RESUME_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from mtst.config import validate_config
+    from mtst.trainer import train
+    import json
+    cfg = validate_config(json.loads(sys.argv[1]))
+    def kill(trainer):
+        if trainer.state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(cfg, callbacks=[kill], show_progress=False)
+    """
+)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    settings = {"strategy": "gradual", "epochs": 3, "checkpoint_every": 2, "gradual": {"stage_steps": 3}}
+    straight = make_config(tiny_backbone_dir, tiny_data, tmp_path / "straight", **settings)
+    train(straight, show_progress=False)
+
+    killed = make_config(tiny_backbone_dir, tiny_data, tmp_path / "killed", **settings)
+    proc = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, json.dumps(killed.model_dump(mode="json"))],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    state = json.loads((tmp_path / "killed" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert main(["train", "--resume", str(tmp_path / "killed"), "--quiet"]) == 0
+
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    history_a = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    history_b = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["validation"] for x in history_a] == [json.loads(x)["validation"] for x in history_b]
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [
+        ("tasks: {a: {}}\ndata: {train: t.csv}\ntraining: {strategy: partial}\n", "training.strategy"),
+        ("tasks: {a: {}}\ndata: {train: t.csv}\ntraining: {epocs: 3}\n", "training.epocs: unknown key"),
+        ("tasks: {a: {}}\ndata: {train: missing.csv}\n", "no such file"),
+        ("tasks: {y: {}}\ndata: {train: t.csv}\ntraining: {freeze: [backbone, heads]}\n", "nothing to train"),
+        ("tasks: {y: {}}\ndata: {train: t.csv, text_column: body}\n", "no column 'body'"),
+        ("tasks: {y: {}}\ndata: {train: t.csv}\ntraining: {metric: f1}\n", "training.metric"),
+    ],
+)
+def test_bad_config_or_data_exits_2(
+    capsys: pytest.CaptureFixture[str], tiny_backbone_dir: Path, tmp_path: Path, config_text: str, message: str
+) -> None:
+    _write(tmp_path / "t.csv", "text,y\nhello there,a\ngood bye,b\n")
+    cfg = _write(tmp_path / "c.yaml", config_text + f"model: {{backbone: {tiny_backbone_dir}}}\n")
+    code = main(["train", cfg, "--quiet", "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err.replace("\n", " ")
