@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -67,53 +68,65 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="sst2,trec")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names from RECIPES")
+    parser.add_argument("--extra", default="{}", help='more recipes as JSON: {"name": {"lr_backbone": 1e-4}}')
+    parser.add_argument("--seeds", default="42", help="comma-separated seeds; mean and std are printed")
     parser.add_argument("--train-rows", type=int, default=4000)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/accuracy.json"))
     args = parser.parse_args()
     console = Console()
+    RECIPES.update(json.loads(args.extra))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for dataset in args.datasets.split(","):
             data, tasks = dataset_sources(dataset, args.train_rows, workdir)
             table = Table(title=f"{dataset} · {machine()}")
-            for col in ("recipe", "accuracy", "macro-F1", "train s", "trainable params", "epochs run"):
+            for col in ("recipe", "accuracy", "macro-F1", "train s", "trainable params", "steps"):
                 table.add_column(col, justify="left" if col == "recipe" else "right")
             for recipe in args.recipes.split(","):
-                cfg = validate_config(
-                    {
-                        "tasks": tasks,
-                        "data": data,
-                        "training": RECIPES[recipe],
-                        "output_dir": str(workdir / f"{dataset}-{recipe.split()[0]}"),
-                    }
-                )
-                start = time.perf_counter()
-                result = train(cfg, show_progress=False, console=Console(quiet=True))
-                wall = time.perf_counter() - start
-                task = next(iter(tasks))
-                m = result.test[task]
-                row = {
-                    "dataset": dataset,
-                    "recipe": recipe,
-                    "accuracy": m["accuracy"],
-                    "macro_f1": m["macro_f1"],
-                    "train_seconds": result.train_seconds,
-                    "wall_seconds": wall,
-                    "trainable_parameters": result.trainable_parameters,
-                    "steps": result.steps,
-                    "config": cfg.training.model_dump(mode="json"),
-                }
-                results.append(row)
+                scores = []
+                for seed in [int(x) for x in args.seeds.split(",")]:
+                    training = {**RECIPES[recipe], "seed": seed}
+                    cfg = validate_config(
+                        {
+                            "tasks": tasks,
+                            "data": data,
+                            "training": training,
+                            "output_dir": str(workdir / f"{dataset}-{recipe.split()[0]}"),
+                        }
+                    )
+                    start = time.perf_counter()
+                    result = train(cfg, show_progress=False, console=Console(quiet=True))
+                    wall = time.perf_counter() - start
+                    m = result.test[next(iter(tasks))]
+                    scores.append((m["accuracy"], m["macro_f1"], result.train_seconds))
+                    results.append(
+                        {
+                            "dataset": dataset,
+                            "recipe": recipe,
+                            "seed": seed,
+                            "accuracy": m["accuracy"],
+                            "macro_f1": m["macro_f1"],
+                            "train_seconds": result.train_seconds,
+                            "wall_seconds": wall,
+                            "trainable_parameters": result.trainable_parameters,
+                            "steps": result.steps,
+                            "config": cfg.training.model_dump(mode="json"),
+                        }
+                    )
+                    console.print(
+                        f"done {dataset} / {recipe} / seed {seed}: acc {100 * m['accuracy']:.2f} in {wall:.0f}s"
+                    )
+                acc, f1, secs = (np.array(x) for x in zip(*scores, strict=True))
+                spread = f" ± {100 * acc.std():.2f}" if len(acc) > 1 else ""
                 table.add_row(
                     recipe,
-                    f"{100 * m['accuracy']:.2f}",
-                    f"{100 * m['macro_f1']:.2f}",
-                    f"{result.train_seconds:.0f}",
+                    f"{100 * acc.mean():.2f}{spread}",
+                    f"{100 * f1.mean():.2f}",
+                    f"{secs.mean():.0f}",
                     f"{result.trainable_parameters:,}",
                     f"{result.steps}",
                 )
-                console.print(f"done {dataset} / {recipe}: acc {100 * m['accuracy']:.2f} in {wall:.0f}s")
             console.print(table)
     console.print(f"peak RSS {peak_rss_mb():.0f} MB")
     args.output.parent.mkdir(parents=True, exist_ok=True)

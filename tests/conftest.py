@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,33 @@ def tiny_model(tiny_backbone_dir: Path) -> MultiTaskModel:
 @pytest.fixture(scope="session")
 def real_encoder() -> SentenceEncoder:
     return SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")
+
+
+WORDS = {
+    ("books", "positive"): "a wonderful gripping novel i loved every page",
+    ("books", "negative"): "a dull boring novel with a terrible ending",
+    ("kitchen", "positive"): "this pan cooks great and cleans up easily",
+    ("kitchen", "negative"): "the pan rusted and the handle broke off",
+}
+
+
+def _rows(n: int, offset: int = 0) -> list[dict[str, str]]:
+    keys = list(WORDS)
+    return [
+        {"text": f"{WORDS[keys[i % 4]]} {i + offset}", "category": keys[i % 4][0], "sentiment": keys[i % 4][1]}
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("data")
+    out = {}
+    for split, n in (("train", 24), ("validation", 8), ("test", 8)):
+        path = d / f"{split}.csv"
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["text", "category", "sentiment"])
+            writer.writeheader()
+            writer.writerows(_rows(n, offset=100 * len(out)))
+        out[split] = str(path)
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -21,35 +20,6 @@ from mtst.cli import main
 from mtst.config import RunConfig, validate_config
 from mtst.freezing import parameter_group, parse_freeze
 from mtst.trainer import Trainer, TrainingError, train
-
-WORDS = {
-    ("books", "positive"): "a wonderful gripping novel i loved every page",
-    ("books", "negative"): "a dull boring novel with a terrible ending",
-    ("kitchen", "positive"): "this pan cooks great and cleans up easily",
-    ("kitchen", "negative"): "the pan rusted and the handle broke off",
-}
-
-
-def _rows(n: int, offset: int = 0) -> list[dict[str, str]]:
-    keys = list(WORDS)
-    return [
-        {"text": f"{WORDS[keys[i % 4]]} {i + offset}", "category": keys[i % 4][0], "sentiment": keys[i % 4][1]}
-        for i in range(n)
-    ]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("data")
-    out = {}
-    for split, n in (("train", 24), ("validation", 8), ("test", 8)):
-        path = d / f"{split}.csv"
-        with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["text", "category", "sentiment"])
-            writer.writeheader()
-            writer.writerows(_rows(n, offset=100 * len(out)))
-        out[split] = str(path)
-    return out
 
 
 def make_config(tiny_backbone_dir: Path, tiny_data: dict[str, str], run_dir: Path, **training: Any) -> RunConfig:
@@ -86,7 +56,7 @@ def test_one_step_grads_and_frozen_params(
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer._pad_id = 0
     batch, labels = trainer._collate(np.arange(8), None)
-    loss, _ = model.compute_loss(model(batch), labels)
+    loss, _ = model.compute_loss(trainer._forward(np.arange(8), batch, None), labels)
     loss.backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, "every strategy here trains something"

@@ -97,6 +97,8 @@ class TrainingSection(_Section):
     grad_accumulation: int = Field(default=1, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)
+    cache: bool = True
+    cache_memory_mb: float = Field(default=4096, gt=0)
 
 
 class RunConfig(_Section):

@@ -59,6 +59,10 @@ class MultiTaskModel(nn.Module):
     def forward(self, features: dict[str, Any], tasks: Sequence[str] | None = None) -> dict[str, Any]:
         """Adds ``logits``: a dict task -> tensor, for the tasks asked (default all)."""
         self.encoder(features)
+        return self.forward_heads(features, tasks)
+
+    def forward_heads(self, features: dict[str, Any], tasks: Sequence[str] | None = None) -> dict[str, Any]:
+        """Heads only, on features that already hold the embeddings (e.g. from a cache)."""
         names = list(self.tasks) if tasks is None else list(tasks)
         features["logits"] = {name: self.heads[name](features[self.tasks[name].input_key]) for name in names}
         return features

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from mtst.cache import PrefixCache, cache_key, pooled_embeddings, run_layers, supports_prefix
 from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
 from mtst.config import RunConfig, dump_config, validate_config
 from mtst.data import MISSING, TaskData, build_task_data, epoch_batches
@@ -148,6 +149,8 @@ class Trainer:
         self._attach_log_file()
         (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
         set_seed(tc.seed)
+        self.task_names = list(self.config.tasks)
+        self._check_metric()
 
         self.data = load_task_data(self.config)
         self.model = MultiTaskModel.from_backbone(
@@ -161,13 +164,13 @@ class Trainer:
         self.ids = {name: encoder.tokenize_ids(split.texts) for name, split in self.data.splits.items()}
         truncated = sum(len(x) >= encoder.max_length for ids in self.ids.values() for x in ids)
         if truncated:
-            logger.info("%d text(s) longer than max_length=%d tokens were truncated", truncated, encoder.max_length)
+            note = f"{truncated} text(s) reach max_length={encoder.max_length} tokens and were truncated"
+            logger.info(note)
+            self.console.print(f"note: {note} (model.max_length raises the limit)")
         self.lengths = [len(x) for x in self.ids["train"]]
 
         names = [n for n, _ in self.model.named_parameters()]
         self.num_layers = count_layers(names)
-        self.task_names = list(self.model.tasks)
-        self._check_metric()
         self.stage_length = self._stage_length()
         self.n_stages = gradual_num_stages(self.num_layers, tc.gradual.layers_per_stage, tc.gradual.include_embeddings)
         self.groups = self._groups_at(0)
@@ -202,8 +205,13 @@ class Trainer:
                 optimizer, tc.schedule, self.total_steps, int(tc.warmup_ratio * self.total_steps), tc.cycle_steps
             )
             self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+        self.cache_mode: str | None = None
+        self.pooled: dict[str, torch.Tensor] = {}
+        self.prefix: PrefixCache | None = None
+        self._fallback_noted = False
         if resume:
             self._resume()
+        self._refresh_cache()
         self.trainable = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
         self.total = sum(p.numel() for p in self.raw_model.parameters())
 
@@ -282,6 +290,7 @@ class Trainer:
         self.state.stage = stage
         apply_trainable(self.raw_model, new)
         set_train_mode(self.model, new)
+        self._refresh_cache()
         for group in sorted(added):
             self.scheduler.start_group(group)
         if added:
@@ -291,7 +300,9 @@ class Trainer:
         train = self.data.splits["train"]
         ids = self.ids["train"]
         device = self.accelerator.device
-        batch = {k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], self._pad_id).items()}
+        batch = {}
+        if self.cache_mode is None:
+            batch = {k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], self._pad_id).items()}
         names = [task] if task else self.task_names
         labels = {t: torch.as_tensor(train.labels[t][rows], device=device) for t in names}
         return batch, labels
@@ -336,6 +347,7 @@ class Trainer:
                     st.batch_in_epoch = b
                     st.global_step += 1
                     running.append(loss_value)
+                    self.last_loss = loss_value
                     progress.update(task_id, completed=st.global_step, loss=float(np.mean(running[-20:])))
                     if tc.eval_every and st.global_step % tc.eval_every == 0:
                         self._evaluate_and_select(running)
@@ -368,7 +380,7 @@ class Trainer:
             last = i == len(micro) - 1
             sync = nullcontext() if last else self.accelerator.no_sync(self.model)
             with sync, self.accelerator.autocast():
-                feats = self.model(batch, tasks=[task] if task else None)
+                feats = self._forward(rows, batch, [task] if task else None)
                 loss, _ = self.raw_model.compute_loss(feats, labels)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -386,6 +398,76 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total
+
+    # ---------------------------------------------------------------- caches
+    def _wanted_cache(self) -> tuple[str | None, int]:
+        """``pooled`` when no backbone part trains, ``prefix`` when only top layers do."""
+        if not self.tc.cache or any(spec.type != "classification" for spec in self.raw_model.tasks.values()):
+            return None, 0
+        backbone = [g for g in self.groups if not g.startswith("heads.")]
+        if not backbone:
+            return "pooled", 0
+        layers = sorted(int(g.split(".")[1]) for g in backbone if g.startswith("layers."))
+        present = {n.split(".")[0] for n, _ in self.raw_model.encoder.backbone.named_parameters()}
+        top_only = (
+            layers
+            and layers == list(range(layers[0], self.num_layers))
+            and layers[0] > 0
+            and set(backbone) <= {f"layers.{i}" for i in layers} | {"backbone_other"}
+            and present <= {"embeddings", "encoder"}
+        )
+        if top_only and supports_prefix(self.raw_model.encoder.backbone):
+            return "prefix", layers[0]
+        return None, 0
+
+    def _refresh_cache(self) -> None:
+        """(Re)build the cache for the current trainable set; drop it when it no longer applies."""
+        mode, boundary = self._wanted_cache()
+        if mode == self.cache_mode and (mode != "prefix" or (self.prefix and self.prefix.boundary == boundary)):
+            return
+        self.pooled, self.prefix, self.cache_mode = {}, None, None
+        if mode is None:
+            return
+        encoder = self.raw_model.encoder
+        started = time.perf_counter()
+        if mode == "pooled":
+            for split in ("train", "validation"):
+                if split in self.ids:
+                    self.pooled[split] = pooled_embeddings(
+                        encoder,
+                        self.ids[split],
+                        self.tc.eval_batch_size,
+                        self.tc.cache_memory_mb,
+                        self.run_dir / "cache",
+                        key=cache_key(encoder, self.data.splits[split].texts, "pooled"),
+                    )
+        else:
+            size = PrefixCache.size_mb(self.ids["train"], encoder.dim)
+            if size > self.tc.cache_memory_mb:
+                if not self._fallback_noted:
+                    self.console.print(
+                        f"note: the frozen-prefix cache would take {size:.0f} MB, over training.cache_memory_mb="
+                        f"{self.tc.cache_memory_mb:.0f}; the frozen layers run every step instead"
+                    )
+                    self._fallback_noted = True
+                return
+            self.prefix = PrefixCache.build(encoder, self.ids["train"], boundary, self.tc.eval_batch_size)
+        self.cache_mode = mode
+        logger.info("%s cache built in %.1fs (boundary %d)", mode, time.perf_counter() - started, boundary)
+        set_train_mode(self.model, self.groups)
+
+    def _forward(self, rows: np.ndarray, batch: dict, tasks: list[str] | None) -> dict[str, Any]:
+        """Forward pass, starting from the cache where one applies."""
+        model = self.raw_model
+        if self.cache_mode == "pooled":
+            feats = {"sentence_embedding": self.pooled["train"][torch.as_tensor(rows)].to(self.accelerator.device)}
+            return model.forward_heads(feats, tasks)
+        if self.cache_mode == "prefix" and self.prefix is not None:
+            hidden, mask = self.prefix.batch(rows, self.accelerator.device)
+            tokens = run_layers(model.encoder.backbone, hidden, mask, self.prefix.boundary, self.num_layers)
+            feats = model.encoder({"token_embeddings": tokens, "attention_mask": mask})
+            return model.forward_heads(feats, tasks)
+        return self.model(batch, tasks=tasks)
 
     def _progress(self) -> Any:
         from rich.progress import (
@@ -418,11 +500,8 @@ class Trainer:
             "train_loss": float(np.mean(running)) if running else None,
             "lr": max(self.scheduler.get_last_lr()) if self.scheduler else 0.0,
         }
-        if "validation" in self.data.splits:
-            per_task = evaluate_split(
-                self.raw_model, self.data.splits["validation"], self.ids["validation"], self.tc.eval_batch_size
-            )
-            set_train_mode(self.model, self.groups)
+        per_task = self._evaluate_validation()
+        if per_task is not None:
             flat = summary_metrics(per_task)
             entry["validation"] = flat
             score = flat[self.tc.metric]
@@ -439,6 +518,32 @@ class Trainer:
         self._write_history()
         logger.info("eval %s", json.dumps(entry))
 
+    def _evaluate_validation(self) -> dict[str, dict] | None:
+        if "validation" not in self.data.splits:
+            return None
+        if "validation" in self.pooled:
+            return self._evaluate_pooled("validation")
+        split = self.data.splits["validation"]
+        per_task = evaluate_split(self.raw_model, split, self.ids["validation"], self.tc.eval_batch_size)
+        set_train_mode(self.model, self.groups)
+        return per_task
+
+    def _evaluate_pooled(self, split_name: str) -> dict[str, dict]:
+        from mtst.evaluate import classification_metrics
+
+        model, split = self.raw_model, self.data.splits[split_name]
+        model.eval()
+        with torch.inference_mode():
+            feats = model.forward_heads({"sentence_embedding": self.pooled[split_name].to(self.accelerator.device)})
+        set_train_mode(self.model, self.groups)
+        out = {}
+        for task, logits in feats["logits"].items():
+            rows = split.rows_for(task)
+            if len(rows):
+                pred = logits.argmax(-1).cpu().numpy()[rows]
+                out[task] = classification_metrics(split.labels[task][rows], pred, model.tasks[task].labels)
+        return out
+
     def _write_history(self) -> None:
         lines = "".join(json.dumps(e) + "\n" for e in self.state.history)
         tmp = self.run_dir / ".metrics.jsonl.tmp"
@@ -450,7 +555,10 @@ class Trainer:
         model = self.raw_model
         model.eval()
         train = self.data.splits["train"]
-        emb = model.encoder.encode(train.texts, normalize=False, convert_to="torch").double()
+        emb = self.pooled.get("train")
+        if emb is None:
+            emb = model.encoder.encode(train.texts, normalize=False, convert_to="torch")
+        emb = emb.double()
         x = torch.cat([emb, torch.ones(len(emb), 1, dtype=emb.dtype)], dim=1)
         for task, spec in model.tasks.items():
             if spec.hidden_size or spec.type != "classification":

@@ -1,0 +1,157 @@
+"""Frozen work happens once: caches of what a frozen backbone (or prefix) computes.
+
+* Pooled cache: when the whole backbone is frozen, each text is encoded once
+  (eval mode) and heads train on the stored sentence embeddings, so an epoch
+  no longer costs an encoder pass.
+* Prefix cache: when the bottom layers are frozen, the hidden states at the
+  boundary are stored per token and each step runs only the trainable top
+  layers. It needs a BERT-style backbone (``embeddings`` + ``encoder.layer``);
+  other architectures run the prefix every step.
+
+Caches live for one run and are keyed by everything that changes their
+contents (backbone weights, pooling, max length, texts, boundary), so a stale
+cache is never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtst.encoder import SentenceEncoder, pad_batch
+
+logger = logging.getLogger("mtst")
+
+
+def cache_key(encoder: SentenceEncoder, texts: Sequence[str], kind: str, boundary: int = -1) -> str:
+    """A fingerprint of everything that decides a cache's contents."""
+    h = hashlib.sha256()
+    h.update(f"{kind}|{boundary}|{encoder.reference}|{encoder.pooling}|{encoder.max_length}|".encode())
+    for _, param in sorted(encoder.backbone.named_parameters()):
+        flat = param.detach().reshape(-1)
+        h.update(flat[:: max(1, flat.numel() // 64)].float().cpu().numpy().tobytes())
+    for text in texts:
+        h.update(text.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def pooled_embeddings(
+    encoder: SentenceEncoder,
+    ids: Sequence[Sequence[int]],
+    batch_size: int,
+    budget_mb: float,
+    spill_dir: Path | None,
+    key: str = "",
+) -> torch.Tensor:
+    """Sentence embeddings (un-normalised, eval mode) of pre-tokenised texts.
+
+    Over ``budget_mb`` they go to a memory-mapped file in ``spill_dir``.
+    """
+    n, dim = len(ids), encoder.dim
+    size_mb = n * dim * 4 / 2**20
+    if size_mb > budget_mb and spill_dir is not None:
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        path = spill_dir / f"pooled-{key or 'run'}-{n}x{dim}.f32"
+        store = torch.from_numpy(np.memmap(path, dtype=np.float32, mode="w+", shape=(n, dim)))
+        logger.info("pooled cache of %.0f MB spills to %s", size_mb, path)
+    else:
+        store = torch.empty((n, dim), dtype=torch.float32)
+    was_training = encoder.training
+    encoder.eval()
+    pad_id = encoder.tokenizer.pad_token_id or 0
+    order = sorted(range(n), key=lambda i: -len(ids[i]))
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                chunk = order[start : start + batch_size]
+                batch = {k: v.to(encoder.device) for k, v in pad_batch([ids[i] for i in chunk], pad_id).items()}
+                store[torch.as_tensor(chunk)] = encoder(batch)["sentence_embedding"].float().cpu()
+    finally:
+        encoder.train(was_training)
+    return store
+
+
+def supports_prefix(backbone: nn.Module) -> bool:
+    """BERT-style backbones whose layers can be run one by one."""
+    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
+    return (
+        hasattr(backbone, "embeddings")
+        and isinstance(layers, nn.ModuleList)
+        and hasattr(backbone, "_create_attention_masks")
+    )
+
+
+def _layer_mask(backbone: nn.Module, mask: torch.Tensor, hidden: torch.Tensor) -> Any:
+    layer_mask, _ = backbone._create_attention_masks(
+        attention_mask=mask,
+        encoder_attention_mask=None,
+        embedding_output=hidden,
+        encoder_hidden_states=None,
+        past_key_values=None,
+    )
+    return layer_mask
+
+
+def run_layers(backbone: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Run encoder layers ``start..stop-1`` on hidden states."""
+    layer_mask = _layer_mask(backbone, mask, hidden)
+    for layer in backbone.encoder.layer[start:stop]:
+        out = layer(hidden, attention_mask=layer_mask)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+class PrefixCache:
+    """Per-row hidden states after the first ``boundary`` layers (frozen, eval mode)."""
+
+    def __init__(self, states: list[torch.Tensor], boundary: int, pad_id: int) -> None:
+        self.states = states
+        self.boundary = boundary
+        self.pad_id = pad_id
+
+    @staticmethod
+    def size_mb(ids: Sequence[Sequence[int]], dim: int) -> float:
+        return sum(len(x) for x in ids) * dim * 4 / 2**20
+
+    @classmethod
+    def build(
+        cls, encoder: SentenceEncoder, ids: Sequence[Sequence[int]], boundary: int, batch_size: int
+    ) -> PrefixCache:
+        backbone = encoder.backbone
+        pad_id = encoder.tokenizer.pad_token_id or 0
+        states: list[torch.Tensor] = [torch.empty(0)] * len(ids)
+        was_training = encoder.training
+        encoder.eval()
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start : start + batch_size]
+                    batch = pad_batch([ids[i] for i in chunk], pad_id)
+                    batch = {k: v.to(encoder.device) for k, v in batch.items()}
+                    hidden = backbone.embeddings(input_ids=batch["input_ids"])
+                    hidden = run_layers(backbone, hidden, batch["attention_mask"], 0, boundary)
+                    for row, i in enumerate(chunk):
+                        states[i] = hidden[row, : len(ids[i])].float().cpu().clone()
+        finally:
+            encoder.train(was_training)
+        return cls(states, boundary, pad_id)
+
+    def batch(self, rows: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded hidden states and attention mask for the given rows."""
+        parts = [self.states[i] for i in rows]
+        length = max(p.shape[0] for p in parts)
+        hidden = torch.zeros((len(parts), length, parts[0].shape[1]), dtype=torch.float32)
+        mask = torch.zeros((len(parts), length), dtype=torch.long)
+        for r, p in enumerate(parts):
+            hidden[r, : p.shape[0]] = p
+            mask[r, : p.shape[0]] = 1
+        return hidden.to(device), mask.to(device)

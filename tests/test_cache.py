@@ -1,0 +1,120 @@
+"""Caches of frozen work give the same training as the uncached path, and never go stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtst.cache import cache_key
+from mtst.encoder import SentenceEncoder, bundled_model_path
+from mtst.trainer import Trainer
+
+from .test_training import make_config
+
+
+@pytest.fixture(scope="module")
+def no_dropout_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-bert-nodrop")
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
+    torch.manual_seed(1)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _losses(backbone: Path, data: dict[str, str], run_dir: Path, **training) -> tuple[list[float], str | None]:
+    cfg = make_config(backbone, data, run_dir, max_steps=20, **training)
+    for task in cfg.tasks.values():
+        task.dropout = 0.0
+    losses: list[float] = []
+    trainer = Trainer(cfg, callbacks=[lambda t: losses.append(t.last_loss)], show_progress=False)
+    trainer.setup()
+    mode = trainer.cache_mode
+    trainer.fit()
+    return losses, mode
+
+
+@pytest.mark.parametrize(
+    ("settings", "mode"),
+    [
+        ({"strategy": "heads"}, "pooled"),
+        ({"strategy": "top_k", "top_k": 1}, "prefix"),
+        ({"strategy": "full", "freeze": ["embeddings", "layers.0"]}, "prefix"),
+    ],
+)
+def test_cached_training_matches_uncached(
+    no_dropout_backbone: Path,
+    tiny_data: dict[str, str],
+    tmp_path: Path,
+    settings: dict,
+    mode: str,
+) -> None:
+    cached, cached_mode = _losses(no_dropout_backbone, tiny_data, tmp_path / "a", **settings)
+    plain, plain_mode = _losses(no_dropout_backbone, tiny_data, tmp_path / "b", cache=False, **settings)
+    assert (cached_mode, plain_mode) == (mode, None)
+    assert len(cached) == len(plain) == 20
+    torch.testing.assert_close(torch.tensor(cached), torch.tensor(plain), atol=1e-5, rtol=0)
+
+
+def test_gradual_moves_the_cache_boundary_down(
+    no_dropout_backbone: Path,
+    tiny_data: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    seen: list[tuple[str | None, int | None]] = []
+    cfg = make_config(
+        no_dropout_backbone, tiny_data, tmp_path, strategy="gradual", max_steps=8, gradual={"stage_steps": 2}
+    )
+
+    def record(t: Trainer) -> None:
+        seen.append((t.cache_mode, t.prefix.boundary if t.prefix else None))
+
+    trainer = Trainer(cfg, callbacks=[record], show_progress=False)
+    trainer.setup()
+    trainer.fit()
+    assert seen[0] == ("pooled", None)
+    assert seen[2] == ("prefix", 2)
+    assert seen[4] == ("prefix", 1)
+    assert seen[6] == (None, None)  # every layer trains: nothing frozen left to cache
+
+
+def test_over_budget_prefix_falls_back(
+    no_dropout_backbone: Path,
+    tiny_data: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = make_config(no_dropout_backbone, tiny_data, tmp_path, strategy="top_k", top_k=1, cache_memory_mb=1e-6)
+    trainer = Trainer(cfg, show_progress=False)
+    trainer.setup()
+    assert trainer.cache_mode is None
+
+
+def test_cache_key_changes_with_everything_that_matters(no_dropout_backbone: Path, tiny_backbone_dir: Path) -> None:
+    enc = SentenceEncoder.from_pretrained(str(no_dropout_backbone))
+    texts = ["one text", "another"]
+    base = cache_key(enc, texts, "pooled")
+    assert cache_key(enc, texts, "pooled") == base
+    assert cache_key(enc, [*texts, "more"], "pooled") != base
+    assert cache_key(enc, ["one text!", "another"], "pooled") != base
+    assert cache_key(enc, texts, "prefix", 2) != base
+    assert cache_key(SentenceEncoder.from_pretrained(str(tiny_backbone_dir)), texts, "pooled") != base
+    assert cache_key(SentenceEncoder.from_pretrained(str(no_dropout_backbone), pooling="max"), texts, "pooled") != base
+    assert cache_key(SentenceEncoder.from_pretrained(str(no_dropout_backbone), max_length=16), texts, "pooled") != base
+    with torch.no_grad():
+        next(enc.backbone.parameters()).add_(1.0)
+    assert cache_key(enc, texts, "pooled") != base
