@@ -38,7 +38,6 @@ REFERENCE = {
 RECIPES: dict[str, dict] = {
     "reference (plain full FT)": REFERENCE,
     "default": {},
-    "default + lr_backbone 1e-4": {"lr_backbone": 1e-4},
     "heads": {"strategy": "heads"},
     "top_k (k=2)": {"strategy": "top_k", "top_k": 2},
     "gradual": {"strategy": "gradual"},

@@ -28,7 +28,14 @@ def make_config(tiny_backbone_dir: Path, tiny_data: dict[str, str], run_dir: Pat
             "model": {"backbone": str(tiny_backbone_dir), "max_length": 32},
             "tasks": {"category": {}, "sentiment": {"hidden_size": 8}},
             "data": dict(tiny_data),
-            "training": {"batch_size": 8, "epochs": 2, "lr_head": 1e-2, "lr_backbone": 1e-3, **training},
+            "training": {
+                "batch_size": 8,
+                "epochs": 2,
+                "min_steps": None,
+                "lr_head": 1e-2,
+                "lr_backbone": 1e-3,
+                **training,
+            },
             "output_dir": str(run_dir),
         }
     )
@@ -219,3 +226,14 @@ def test_bad_config_or_data_exits_2(
     err = capsys.readouterr().err
     assert code == 2
     assert message in err.replace("\n", " ")
+
+
+def test_min_steps_gives_small_data_enough_updates(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    trainer = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path, min_steps=10), show_progress=False)
+    trainer.setup()
+    assert trainer._steps_per_epoch() == 3 and trainer.total_steps == 10
+    capped = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path, min_steps=10, max_steps=4))
+    capped.setup()
+    assert capped.total_steps == 4

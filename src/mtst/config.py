@@ -69,7 +69,12 @@ class GradualSection(_Section):
 
 
 class TrainingSection(_Section):
-    """How to train: what is frozen, for how long, at which learning rates."""
+    """How to train: what is frozen, for how long, at which learning rates.
+
+    ``lr_head`` unset means: ``lr_backbone`` when the backbone trains from the
+    first step (``full``, ``top_k``), 1e-3 when it starts frozen (``heads``,
+    ``gradual``), where heads must learn alone on fixed features.
+    """
 
     strategy: Strategy = "full"
     top_k: int = Field(default=2, ge=1)
@@ -77,10 +82,11 @@ class TrainingSection(_Section):
     gradual: GradualSection = Field(default_factory=GradualSection)
     epochs: float = Field(default=3.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
+    min_steps: int | None = Field(default=250, ge=1)
     batch_size: int = Field(default=32, ge=1)
-    lr_head: float = Field(default=1e-3, gt=0)
+    lr_head: float | None = Field(default=None, gt=0)
     lr_backbone: float = Field(default=5e-5, gt=0)
-    layer_decay: float = Field(default=0.9, gt=0, le=1.0)
+    layer_decay: float = Field(default=1.0, gt=0, le=1.0)
     weight_decay: float = Field(default=0.01, ge=0)
     schedule: Literal["linear", "cosine", "constant", "cyclical"] = "linear"
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
@@ -99,6 +105,16 @@ class TrainingSection(_Section):
     eval_batch_size: int = Field(default=64, ge=1)
     cache: bool = True
     cache_memory_mb: float = Field(default=4096, gt=0)
+
+
+FROZEN_START_LR_HEAD = 1e-3
+
+
+def head_lr(training: TrainingSection) -> float:
+    """The head learning rate in force (see :class:`TrainingSection`)."""
+    if training.lr_head is not None:
+        return training.lr_head
+    return FROZEN_START_LR_HEAD if training.strategy in ("heads", "gradual", "frozen") else training.lr_backbone
 
 
 class RunConfig(_Section):

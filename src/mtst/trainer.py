@@ -27,7 +27,7 @@ from rich.console import Console
 
 from mtst.cache import PrefixCache, cache_key, pooled_embeddings, run_layers, supports_prefix
 from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
-from mtst.config import RunConfig, dump_config, validate_config
+from mtst.config import RunConfig, dump_config, head_lr, validate_config
 from mtst.data import MISSING, TaskData, build_task_data, epoch_batches
 from mtst.encoder import pad_batch
 from mtst.errors import ConfigError, MtstError
@@ -196,7 +196,7 @@ class Trainer:
                 self.model,
                 sorted(trainable_names(names, ever)),
                 tc.lr_backbone,
-                tc.lr_head,
+                head_lr(tc),
                 tc.layer_decay,
                 tc.weight_decay,
                 self.num_layers,
@@ -211,7 +211,9 @@ class Trainer:
         self._fallback_noted = False
         if resume:
             self._resume()
+        cache_start = time.perf_counter()
         self._refresh_cache()
+        self.setup_cache_seconds = time.perf_counter() - cache_start
         self.trainable = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
         self.total = sum(p.numel() for p in self.raw_model.parameters())
 
@@ -256,7 +258,13 @@ class Trainer:
     def _total_steps(self) -> int:
         if self.tc.max_steps:
             return self.tc.max_steps
-        return max(1, math.ceil(self.tc.epochs * self._steps_per_epoch()))
+        steps = max(1, math.ceil(self.tc.epochs * self._steps_per_epoch()))
+        if self.tc.min_steps and steps < self.tc.min_steps:
+            # Small data needs optimizer steps, not epochs; with a validation split the
+            # best checkpoint is kept, so the extra epochs cannot cost accuracy there.
+            logger.info("training.min_steps: %d steps instead of %d", self.tc.min_steps, steps)
+            steps = self.tc.min_steps
+        return steps
 
     def _stage_length(self) -> int:
         g = self.tc.gradual
@@ -312,7 +320,8 @@ class Trainer:
         tc = self.tc
         self._pad_id = self.raw_model.encoder.tokenizer.pad_token_id or 0
         self._print_plan()
-        started = time.perf_counter() - self.state.train_seconds
+        # The one-off cache build counts as training time: it is the price of the cheap epochs.
+        started = time.perf_counter() - self.state.train_seconds - self.setup_cache_seconds
         if tc.strategy == "frozen":
             self._fit_closed_form()
         else:
