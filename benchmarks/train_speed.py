@@ -124,7 +124,7 @@ def run_hf(train_file: Path, workdir: Path) -> dict:
         per_device_eval_batch_size=64,
         num_train_epochs=EPOCHS,
         learning_rate=5e-5,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
         save_strategy="no",
         eval_strategy="no",
