@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,25 +22,30 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer BERT (hidden 32) saved as safetensors, with the real tokenizer."""
+def save_tiny_bert(directory: Path, seed: int = 0, **config: Any) -> Path:
+    """A random BERT (hidden 32) saved as safetensors, with the real tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    directory = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    torch.manual_seed(seed)
+    settings = {
+        "vocab_size": tokenizer.vocab_size,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 128,
+        **config,
+    }
+    BertModel(BertConfig(**settings)).save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT (hidden 32) for the fast tests."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture

@@ -8,32 +8,22 @@ import pytest
 import torch
 
 from mtst.cache import cache_key
-from mtst.encoder import SentenceEncoder, bundled_model_path
+from mtst.encoder import SentenceEncoder
 from mtst.trainer import Trainer
 
+from .conftest import save_tiny_bert
 from .test_training import make_config
 
 
 @pytest.fixture(scope="module")
 def no_dropout_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    directory = tmp_path_factory.mktemp("tiny-bert-nodrop")
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
-    torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("tiny-bert-nodrop"),
+        seed=1,
         num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    BertModel(config).save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def _losses(backbone: Path, data: dict[str, str], run_dir: Path, **training) -> tuple[list[float], str | None]:

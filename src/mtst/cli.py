@@ -88,16 +88,9 @@ def encode(
     batch_size: BatchOpt = 32,
 ) -> None:
     """Embed sentences."""
-    from mtst.data import check_texts, read_texts
-
     if output is not None and output.suffix.lower() not in (".npy", ".jsonl"):
         raise MtstError(f"--output must end in .npy or .jsonl, got {output.name!r}")
-    items = list(texts or [])
-    if input is not None:
-        items += read_texts(input, text_column)
-    if not items:
-        raise MtstError("nothing to encode: give texts as arguments or --input FILE")
-    check_texts(items, "arguments" if input is None else input)
+    items = _gather_texts(texts, input, text_column, "nothing to encode: give texts as arguments or --input FILE")
     encoder = _load(model or _default_model(), pooling, normalize)
     embeddings = _encode_with_progress(encoder, items, batch_size)
     if output is not None:
@@ -117,6 +110,18 @@ def encode(
     else:
         for text, vec in zip(items, embeddings, strict=True):
             sys.stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+
+
+def _gather_texts(texts: list[str] | None, path: Path | None, text_column: str, none_message: str) -> list[str]:
+    """Texts from the arguments, then from a file; all non-empty."""
+    from mtst.data import check_texts, read_texts
+
+    items = list(texts or [])
+    if path is not None:
+        items += read_texts(path, text_column)
+    if not items:
+        raise MtstError(none_message)
+    return check_texts(items, "arguments" if path is None else path)
 
 
 def _encode_with_progress(encoder: Any, items: list[str], batch_size: int) -> Any:
@@ -287,14 +292,7 @@ def predict(
     batch_size: BatchOpt = 32,
 ) -> None:
     """Label and class probabilities per task for each text, in input order."""
-    from mtst.data import check_texts, read_texts
-
-    items = list(texts or [])
-    if data is not None:
-        items += read_texts(data, text_column)
-    if not items:
-        raise MtstError("nothing to predict: give texts as arguments or --data FILE")
-    check_texts(items, "arguments" if data is None else data)
+    items = _gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
     model = _load_model(run)
     wanted = [t.strip() for t in tasks.split(",")] if tasks else None
     rows = model.predict(items, tasks=wanted, batch_size=batch_size)
