@@ -48,6 +48,7 @@ from mtst.optim import GroupScheduler, build_optimizer
 logger = logging.getLogger("mtst")
 
 Callback = Callable[["Trainer"], None]
+MAX_STRETCH_EPOCHS = 10
 
 
 class TrainingError(MtstError):
@@ -219,7 +220,10 @@ class Trainer:
 
     @property
     def raw_model(self) -> MultiTaskModel:
-        return self.accelerator.unwrap_model(self.model)
+        """The model without its distributed wrapper (unwrapped once: unwrapping walks every module)."""
+        if getattr(self, "_raw_model", None) is None:
+            self._raw_model = self.accelerator.unwrap_model(self.model)
+        return self._raw_model
 
     def _attach_log_file(self) -> None:
         for handler in list(logger.handlers):
@@ -260,10 +264,12 @@ class Trainer:
             return self.tc.max_steps
         steps = max(1, math.ceil(self.tc.epochs * self._steps_per_epoch()))
         if self.tc.min_steps and steps < self.tc.min_steps:
-            # Small data needs optimizer steps, not epochs; with a validation split the
-            # best checkpoint is kept, so the extra epochs cannot cost accuracy there.
-            logger.info("training.min_steps: %d steps instead of %d", self.tc.min_steps, steps)
-            steps = self.tc.min_steps
+            # Small data needs optimizer steps, not epochs (with a validation split the best
+            # checkpoint is kept); at most MAX_STRETCH_EPOCHS epochs, to bound overfitting.
+            stretched = min(self.tc.min_steps, MAX_STRETCH_EPOCHS * self._steps_per_epoch())
+            if stretched > steps:
+                logger.info("training.min_steps: %d steps instead of %d", stretched, steps)
+                steps = stretched
         return steps
 
     def _stage_length(self) -> int:
@@ -401,8 +407,7 @@ class Trainer:
                 self.accelerator.backward(loss / len(micro))
             total += loss.item() / len(micro)
         if self.tc.max_grad_norm:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            self.accelerator.clip_grad_norm_(params, self.tc.max_grad_norm)
+            self.accelerator.clip_grad_norm_(self._trainable_params(), self.tc.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -477,6 +482,13 @@ class Trainer:
             feats = model.encoder({"token_embeddings": tokens, "attention_mask": mask})
             return model.forward_heads(feats, tasks)
         return self.model(batch, tasks=tasks)
+
+    def _trainable_params(self) -> list[torch.nn.Parameter]:
+        key = frozenset(self.groups)
+        if getattr(self, "_params_key", None) != key:
+            self._params_key = key
+            self._params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        return self._params
 
     def _progress(self) -> Any:
         from rich.progress import (
