@@ -172,6 +172,23 @@ def _label_value(value: Any) -> str | None:
     return text or None
 
 
+def encode_labels(values: Sequence[str | None], names: Sequence[str], where: str, known_from: str) -> np.ndarray:
+    """Label strings -> indices (``MISSING`` for None); an unknown label is an error naming it."""
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({v for v in values if v is not None and v not in index})
+    if unknown:
+        raise DataError(
+            f"{where} has label(s) {', '.join(map(repr, unknown[:5]))} that {known_from} never had; "
+            f"known labels: {', '.join(names)}"
+        )
+    return np.array([MISSING if v is None else index[v] for v in values], dtype=np.int64)
+
+
+def label_values(rows: Sequence[dict[str, Any]], col: str) -> list[str | None]:
+    """A label column as normalised strings (None where missing)."""
+    return [_label_value(r.get(col)) for r in rows]
+
+
 def _sorted_labels(values: set[str]) -> list[str]:
     try:
         return sorted(values, key=float)
@@ -214,7 +231,7 @@ def build_task_data(
                             continue
                         columns = ", ".join(map(str, rows[0]))
                         raise DataError(f"{source}: no column {col!r} for task {task!r}; columns are: {columns}")
-                    raw[task] += [_label_value(r.get(col)) for r in rows]
+                    raw[task] += label_values(rows, col)
                 else:
                     raw[task] += [None] * len(rows)
             texts += part_texts
@@ -233,17 +250,15 @@ def build_task_data(
         labels[task] = names
     data = TaskData(labels=labels)
     for split, (texts, raw) in collected.items():
-        encoded: dict[str, np.ndarray] = {}
-        for task, values in raw.items():
-            index = {name: i for i, name in enumerate(labels[task])}
-            unknown = sorted({v for v in values if v is not None and v not in index})
-            if unknown:
-                where = "the labels given in the config" if tasks[task][1] else "train"
-                raise DataError(
-                    f"task {task!r}: {split} has label(s) {', '.join(map(repr, unknown[:5]))} that {where} never "
-                    f"had; known labels: {', '.join(labels[task])}"
-                )
-            encoded[task] = np.array([MISSING if v is None else index[v] for v in values], dtype=np.int64)
+        encoded = {
+            task: encode_labels(
+                values,
+                labels[task],
+                f"task {task!r}: {split}",
+                "the labels given in the config" if tasks[task][1] else "train",
+            )
+            for task, values in raw.items()
+        }
         data.splits[split] = Split(split, texts, encoded)
     return data
 

@@ -84,23 +84,29 @@ def summary_metrics(per_task: dict[str, dict]) -> dict[str, float]:
     return flat
 
 
+def score_split(split: Split, predictions: dict[str, np.ndarray], labels: dict[str, list[str]]) -> dict[str, Any]:
+    """Per-task metrics from predicted class indices, each task on its own labelled rows."""
+    out = {}
+    for task, pred in predictions.items():
+        rows = split.rows_for(task)
+        if len(rows):
+            out[task] = classification_metrics(split.labels[task][rows], np.asarray(pred)[rows], labels[task])
+    return out
+
+
 def evaluate_split(
     model: MultiTaskModel, split: Split, ids: Sequence[Sequence[int]], batch_size: int = 64
 ) -> dict[str, Any]:
-    """Per-task metrics, each task on its own labelled rows of the split."""
+    """Per-task metrics of a model on a tokenised split."""
     tasks = [t for t in model.tasks if t in split.labels and len(split.rows_for(t))]
     probs = model.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size)
-    out = {}
-    for task in tasks:
-        rows = split.rows_for(task)
-        pred = np.asarray(probs[task]).argmax(-1)[rows]
-        out[task] = classification_metrics(split.labels[task][rows], pred, model.tasks[task].labels)
-    return out
+    predictions = {task: np.asarray(probs[task]).argmax(-1) for task in tasks}
+    return score_split(split, predictions, {t: spec.labels for t, spec in model.tasks.items()})
 
 
 def evaluate_file(model: MultiTaskModel, path: str | Path, text_column: str = "text") -> dict[str, dict]:
     """Score a saved model on a labelled file: every task whose label column the file has."""
-    from mtst.data import MISSING, Split, _label_value, check_texts, column, load_table
+    from mtst.data import Split, check_texts, column, encode_labels, label_values, load_table
     from mtst.errors import DataError
 
     rows = load_table(path)
@@ -108,17 +114,8 @@ def evaluate_file(model: MultiTaskModel, path: str | Path, text_column: str = "t
     labels: dict[str, np.ndarray] = {}
     for task, spec in model.tasks.items():
         col = spec.label_column or task
-        if col not in rows[0]:
-            continue
-        index = {name: i for i, name in enumerate(spec.labels)}
-        values = [_label_value(r.get(col)) for r in rows]
-        unknown = sorted({v for v in values if v is not None and v not in index})
-        if unknown:
-            raise DataError(
-                f"{path}: task {task!r} has label(s) {', '.join(map(repr, unknown[:5]))} the model does not know; "
-                f"known: {', '.join(spec.labels)}"
-            )
-        labels[task] = np.array([MISSING if v is None else index[v] for v in values], dtype=np.int64)
+        if col in rows[0]:
+            labels[task] = encode_labels(label_values(rows, col), spec.labels, f"{path}: task {task!r}", "the model")
     if not labels:
         wanted = ", ".join(f"{t} (column {s.label_column or t!r})" for t, s in model.tasks.items())
         raise DataError(f"{path}: no label column for any task of this model; expected one of: {wanted}")

@@ -31,7 +31,7 @@ from mtst.config import RunConfig, dump_config, head_lr, validate_config
 from mtst.data import MISSING, TaskData, build_task_data, epoch_batches
 from mtst.encoder import pad_batch
 from mtst.errors import ConfigError, MtstError
-from mtst.evaluate import evaluate_split, summary_metrics
+from mtst.evaluate import evaluate_split, score_split, summary_metrics
 from mtst.freezing import (
     apply_trainable,
     check_plan,
@@ -550,20 +550,13 @@ class Trainer:
         return per_task
 
     def _evaluate_pooled(self, split_name: str) -> dict[str, dict]:
-        from mtst.evaluate import classification_metrics
-
-        model, split = self.raw_model, self.data.splits[split_name]
+        model = self.raw_model
         model.eval()
         with torch.inference_mode():
             feats = model.forward_heads({"sentence_embedding": self.pooled[split_name].to(self.accelerator.device)})
         set_train_mode(self.model, self.groups)
-        out = {}
-        for task, logits in feats["logits"].items():
-            rows = split.rows_for(task)
-            if len(rows):
-                pred = logits.argmax(-1).cpu().numpy()[rows]
-                out[task] = classification_metrics(split.labels[task][rows], pred, model.tasks[task].labels)
-        return out
+        predictions = {task: logits.argmax(-1).cpu().numpy() for task, logits in feats["logits"].items()}
+        return score_split(self.data.splits[split_name], predictions, self.data.labels)
 
     def _write_history(self) -> None:
         lines = "".join(json.dumps(e) + "\n" for e in self.state.history)
