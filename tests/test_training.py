@@ -61,7 +61,6 @@ def test_one_step_grads_and_frozen_params(
     trainer.setup()
     model = trainer.raw_model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer._pad_id = 0
     batch, labels = trainer._collate(np.arange(8), None)
     loss, _ = model.compute_loss(trainer._forward(np.arange(8), batch, None), labels)
     loss.backward()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtst.encoder import SentenceEncoder, pad_batch
+from mtst.encoder import SentenceEncoder, eval_mode
 
 logger = logging.getLogger("mtst")
 
@@ -64,18 +64,9 @@ def pooled_embeddings(
         logger.info("pooled cache of %.0f MB spills to %s", size_mb, path)
     else:
         store = torch.empty((n, dim), dtype=torch.float32)
-    was_training = encoder.training
-    encoder.eval()
-    pad_id = encoder.tokenizer.pad_token_id or 0
-    order = sorted(range(n), key=lambda i: -len(ids[i]))
-    try:
-        with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                chunk = order[start : start + batch_size]
-                batch = {k: v.to(encoder.device) for k, v in pad_batch([ids[i] for i in chunk], pad_id).items()}
-                store[torch.as_tensor(chunk)] = encoder(batch)["sentence_embedding"].float().cpu()
-    finally:
-        encoder.train(was_training)
+    with eval_mode(encoder), torch.inference_mode():
+        for chunk, batch in encoder.length_sorted_batches(ids, batch_size):
+            store[torch.as_tensor(chunk)] = encoder(batch)["sentence_embedding"].float().cpu()
     return store
 
 
@@ -112,10 +103,9 @@ def run_layers(backbone: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, st
 class PrefixCache:
     """Per-row hidden states after the first ``boundary`` layers (frozen, eval mode)."""
 
-    def __init__(self, states: list[torch.Tensor], boundary: int, pad_id: int) -> None:
+    def __init__(self, states: list[torch.Tensor], boundary: int) -> None:
         self.states = states
         self.boundary = boundary
-        self.pad_id = pad_id
 
     @staticmethod
     def size_mb(ids: Sequence[Sequence[int]], dim: int) -> float:
@@ -126,24 +116,14 @@ class PrefixCache:
         cls, encoder: SentenceEncoder, ids: Sequence[Sequence[int]], boundary: int, batch_size: int
     ) -> PrefixCache:
         backbone = encoder.backbone
-        pad_id = encoder.tokenizer.pad_token_id or 0
         states: list[torch.Tensor] = [torch.empty(0)] * len(ids)
-        was_training = encoder.training
-        encoder.eval()
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(order), batch_size):
-                    chunk = order[start : start + batch_size]
-                    batch = pad_batch([ids[i] for i in chunk], pad_id)
-                    batch = {k: v.to(encoder.device) for k, v in batch.items()}
-                    hidden = backbone.embeddings(input_ids=batch["input_ids"])
-                    hidden = run_layers(backbone, hidden, batch["attention_mask"], 0, boundary)
-                    for row, i in enumerate(chunk):
-                        states[i] = hidden[row, : len(ids[i])].float().cpu().clone()
-        finally:
-            encoder.train(was_training)
-        return cls(states, boundary, pad_id)
+        with eval_mode(encoder), torch.inference_mode():
+            for chunk, batch in encoder.length_sorted_batches(ids, batch_size):
+                hidden = backbone.embeddings(input_ids=batch["input_ids"])
+                hidden = run_layers(backbone, hidden, batch["attention_mask"], 0, boundary)
+                for row, i in enumerate(chunk):
+                    states[i] = hidden[row, : len(ids[i])].float().cpu().clone()
+        return cls(states, boundary)
 
     def batch(self, rows: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded hidden states and attention mask for the given rows."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,16 +57,8 @@ def _interactive() -> bool:
 def _load(model: str, pooling: Pooling | None = None, normalize: bool | None = None) -> Any:
     from mtst.model import load_encoder
 
-    with err_console.status(f"loading {model}", spinner="dots") if _interactive() else _null():
+    with err_console.status(f"loading {model}", spinner="dots") if _interactive() else nullcontext():
         return load_encoder(model, pooling=pooling.value if pooling else None, normalize=normalize)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _default_model() -> str:
@@ -250,7 +243,7 @@ DataOpt = Annotated[Path, typer.Option("--data", "-d", help="CSV, JSONL, Parquet
 def _load_model(run: Path) -> Any:
     from mtst.model import MultiTaskModel
 
-    with err_console.status(f"loading {run}", spinner="dots") if _interactive() else _null():
+    with err_console.status(f"loading {run}", spinner="dots") if _interactive() else nullcontext():
         return MultiTaskModel.load(run)
 
 

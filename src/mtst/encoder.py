@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -194,6 +195,17 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torc
     return {"input_ids": ids, "attention_mask": mask}
 
 
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (no dropout) for the block, then the module's previous mode again."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Cosine similarity matrix between the rows of ``a`` and ``b``."""
     a_t = torch.as_tensor(a, dtype=torch.float32)
@@ -264,6 +276,24 @@ class SentenceEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    def length_sorted_batches(
+        self, ids: Sequence[Sequence[int]], batch_size: int
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """``(row indices, padded batch on the device)``, longest texts first.
+
+        Sorting by token count lets each batch pad only to its own longest
+        text, which keeps padding (wasted compute) to a minimum.
+        """
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        device = self.device
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            yield chunk, {k: v.to(device) for k, v in pad_batch([ids[i] for i in chunk], self.pad_id).items()}
+
     def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, truncated to ``max_length``, not padded."""
         if not texts:
@@ -280,7 +310,7 @@ class SentenceEncoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Padded model inputs for one batch."""
-        return pad_batch(self.tokenize_ids(texts), self.tokenizer.pad_token_id or 0)
+        return pad_batch(self.tokenize_ids(texts), self.pad_id)
 
     def embed_tokens(self, features: dict[str, Any]) -> dict[str, Any]:
         """Run the transformer: adds ``token_embeddings``."""
@@ -304,11 +334,7 @@ class SentenceEncoder(nn.Module):
         convert_to: Literal["numpy", "torch"] = "numpy",
         progress: Any = None,
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts, in the caller's order.
-
-        Texts are sorted by token count and each batch is padded only to its
-        own longest text, which keeps padding (wasted compute) to a minimum.
-        """
+        """Embed texts, in the caller's order (batched by length, see :meth:`length_sorted_batches`)."""
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         mode = pooling or self.pooling
@@ -318,16 +344,9 @@ class SentenceEncoder(nn.Module):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         ids = self.tokenize_ids(items)
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         result = torch.empty((len(items), self.dim), dtype=torch.float32)
-        was_training = self.training
-        self.eval()
-        device = self.device
-        pad_id = self.tokenizer.pad_token_id or 0
-        try:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                batch = {k: v.to(device) for k, v in pad_batch([ids[i] for i in chunk], pad_id).items()}
+        with eval_mode(self):
+            for chunk, batch in self.length_sorted_batches(ids, batch_size):
                 tokens = self.embed_tokens(batch)["token_embeddings"]
                 emb = pool(tokens, batch["attention_mask"], mode).float()
                 if do_norm:
@@ -335,8 +354,6 @@ class SentenceEncoder(nn.Module):
                 result[torch.as_tensor(chunk)] = emb.cpu()
                 if progress is not None:
                     progress(len(chunk))
-        finally:
-            self.train(was_training)
         if single:
             result = result[0]
         return result if convert_to == "torch" else result.numpy()

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mtst import __version__
-from mtst.encoder import DEFAULT_BACKBONE, SentenceEncoder, check_no_pickle_only, pad_batch, strip_unused_pooler
+from mtst.encoder import DEFAULT_BACKBONE, SentenceEncoder, check_no_pickle_only, eval_mode, strip_unused_pooler
 from mtst.errors import ModelLoadError
 from mtst.heads import HeadSpec, build_head
 
@@ -114,7 +114,6 @@ class MultiTaskModel(nn.Module):
         unknown = [n for n in names if n not in self.tasks]
         if unknown:
             raise ModelLoadError(f"unknown task(s) {', '.join(unknown)}; this model has: {', '.join(self.tasks)}")
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out: dict[str, Any] = {
             n: (
                 np.zeros((len(ids), self.tasks[n].num_labels), dtype=np.float32)
@@ -123,13 +122,8 @@ class MultiTaskModel(nn.Module):
             )
             for n in names
         }
-        was_training = self.training
-        self.eval()
-        pad_id = self.encoder.tokenizer.pad_token_id or 0
-        try:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                batch = {k: v.to(self.encoder.device) for k, v in pad_batch([ids[i] for i in chunk], pad_id).items()}
+        with eval_mode(self):
+            for chunk, batch in self.encoder.length_sorted_batches(ids, batch_size):
                 logits = self(batch, tasks=names)["logits"]
                 for name in names:
                     probs = logits[name].float().softmax(-1).cpu().numpy()
@@ -138,8 +132,6 @@ class MultiTaskModel(nn.Module):
                     else:
                         for row, i in enumerate(chunk):
                             out[name][i] = probs[row, : len(ids[i])]
-        finally:
-            self.train(was_training)
         return out
 
     def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:

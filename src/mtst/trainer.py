@@ -316,7 +316,9 @@ class Trainer:
         device = self.accelerator.device
         batch = {}
         if self.cache_mode is None:
-            batch = {k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], self._pad_id).items()}
+            batch = {
+                k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], self.raw_model.encoder.pad_id).items()
+            }
         names = [task] if task else self.task_names
         labels = {t: torch.as_tensor(train.labels[t][rows], device=device) for t in names}
         return batch, labels
@@ -324,7 +326,6 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until the step budget or early stopping, then test the best model."""
         tc = self.tc
-        self._pad_id = self.raw_model.encoder.tokenizer.pad_token_id or 0
         self._print_plan()
         # The one-off cache build counts as training time: it is the price of the cheap epochs.
         started = time.perf_counter() - self.state.train_seconds - self.setup_cache_seconds
