@@ -296,7 +296,7 @@ class Trainer:
         if self.tc.strategy != "gradual":
             return
         stage = min(self.state.global_step // self.stage_length, self.n_stages - 1)
-        if stage == self.state.stage and self.groups == self._groups_at(stage):
+        if stage == self.state.stage:  # groups already match: set at setup, resume or the last change
             return
         new = self._groups_at(stage)
         added = new - self.groups
