@@ -264,10 +264,12 @@ def evaluate(
     console.print(metrics_table(results, f"{data}"))
     for task, m in results.items():
         console.print(per_class_table(task, m))
-        console.print(confusion_table(task, m))
+        if "confusion" in m:
+            console.print(confusion_table(task, m))
     if plot is not None:
         for task, m in results.items():
-            err_console.print(f"wrote {plot_confusion(task, m, plot / f'confusion_{task}.png')}")
+            if "confusion" in m:
+                err_console.print(f"wrote {plot_confusion(task, m, plot / f'confusion_{task}.png')}")
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -284,7 +286,7 @@ def predict(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSON Lines.")] = None,
     batch_size: BatchOpt = 32,
 ) -> None:
-    """Label and class probabilities per task for each text, in input order."""
+    """Label and class probabilities per task (entity spans with character offsets for tagging tasks)."""
     items = _gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
     model = _load_model(run)
     wanted = [t.strip() for t in tasks.split(",")] if tasks else None
@@ -302,12 +304,17 @@ def predict(
         for task in rows[0]:
             table.add_column(task)
         for rec in records:
-            cells = [f"{v['label']} ({max(v['probabilities'].values()):.2f})" for k, v in rec.items() if k != "text"]
-            table.add_row(rec["text"], *cells)
+            table.add_row(rec["text"], *(_prediction_cell(v) for k, v in rec.items() if k != "text"))
         console.print(table)
     else:
         for rec in records:
             sys.stdout.write(json.dumps(rec) + "\n")
+
+
+def _prediction_cell(value: dict) -> str:
+    if "label" in value:
+        return f"{value['label']} ({max(value['probabilities'].values()):.2f})"
+    return "; ".join(f"{e['text']} [{e['type']}]" for e in value["entities"]) or "(no entities)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mtst.encoder import DEFAULT_BACKBONE
 from mtst.errors import ConfigError
+from mtst.lora import LoraSettings
 
-Strategy = Literal["frozen", "heads", "top_k", "gradual", "full"]
-STRATEGIES: tuple[str, ...] = ("frozen", "heads", "top_k", "gradual", "full")
+Strategy = Literal["frozen", "heads", "top_k", "gradual", "full", "lora"]
+STRATEGIES: tuple[str, ...] = ("frozen", "heads", "top_k", "gradual", "full", "lora")
 
 
 class _Section(BaseModel):
@@ -40,23 +41,48 @@ class DataSection(_Section):
     validation: str | None = None
     test: str | None = None
     text_column: str = "text"
+    tokens_column: str = "tokens"
 
 
 class TaskSection(_Section):
-    """One named task: what it predicts and from which column."""
+    """One named task: what it predicts and from which column.
 
-    type: Literal["classification", "token_classification"] = "classification"
+    ``token_classification`` reads a list of words (``data.tokens_column``) and
+    one tag per word from ``label_column`` (default: the task name, else
+    ``tags``). ``masked_lm`` needs no labels: it masks spans of the training
+    texts (``mask_ratio`` of the tokens, span lengths in words drawn from
+    Geometric(``span_p``) clipped at ``span_length``; 1 masks single words).
+    An ``auxiliary`` task trains with its weight but does not count for model
+    selection; ``keep_head: false`` drops its head from the saved model.
+    """
+
+    type: Literal["classification", "token_classification", "masked_lm"] = "classification"
     label_column: str | None = None
     labels: list[str] | None = None
     weight: float = Field(default=1.0, ge=0.0)
     hidden_size: int | None = Field(default=None, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     data: DataSection | None = None
+    auxiliary: bool | None = None
+    keep_head: bool | None = None
+    mask_ratio: float = Field(default=0.15, gt=0.0, lt=1.0)
+    span_length: int = Field(default=10, ge=1)
+    span_p: float = Field(default=0.2, gt=0.0, le=1.0)
 
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_strings(cls, value: Any) -> Any:
         return [str(v) for v in value] if isinstance(value, list) else value
+
+    @property
+    def is_auxiliary(self) -> bool:
+        """masked_lm tasks are always auxiliary; others when marked so."""
+        return self.type == "masked_lm" or bool(self.auxiliary)
+
+    @property
+    def keeps_head(self) -> bool:
+        """Heads are saved unless dropped; an MLM head is dropped unless kept."""
+        return self.keep_head if self.keep_head is not None else self.type != "masked_lm"
 
 
 class GradualSection(_Section):
@@ -105,6 +131,7 @@ class TrainingSection(_Section):
     eval_batch_size: int = Field(default=64, ge=1)
     cache: bool = True
     cache_memory_mb: float = Field(default=4096, gt=0)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
 FROZEN_START_LR_HEAD = 1e-3
@@ -114,6 +141,8 @@ def head_lr(training: TrainingSection) -> float:
     """The head learning rate in force (see :class:`TrainingSection`)."""
     if training.lr_head is not None:
         return training.lr_head
+    if training.strategy == "lora":
+        return training.lora.lr
     return FROZEN_START_LR_HEAD if training.strategy in ("heads", "gradual", "frozen") else training.lr_backbone
 
 
@@ -133,8 +162,12 @@ class RunConfig(_Section):
         for name, task in self.tasks.items():
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"tasks.{name}: task names use letters, digits, '_' and '-' only")
-            if task.data is None and self.data.train is None:
+            if task.data is None and self.data.train is None and task.type != "masked_lm":
                 raise ValueError(f"tasks.{name}: no training data (set data.train or tasks.{name}.data.train)")
+            if task.type == "masked_lm" and task.data is not None:
+                raise ValueError(f"tasks.{name}: a masked_lm task trains on every training text; remove its data")
+        if all(t.is_auxiliary for t in self.tasks.values()):
+            raise ValueError("tasks: every task is auxiliary; at least one task must be a main task")
         return self
 
     def label_column(self, task: str) -> str:

@@ -12,11 +12,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from mtst.errors import DataError
+from mtst.tagging import CONLL_SUFFIXES, bio_labels, check_tagged_row, read_conll
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
@@ -118,11 +119,18 @@ MISSING = -100
 
 @dataclass
 class Split:
-    """Texts of one split with an integer label per task (``-100`` = no label for that task)."""
+    """Texts of one split with an integer label per task (``-100`` = no label for that task).
+
+    For a token task, ``labels`` only marks which rows are tagged (0) or not
+    (``-100``); the word-level tag indices are in ``tags`` and the rows' words
+    in ``words``.
+    """
 
     name: str
     texts: list[str]
     labels: dict[str, np.ndarray]
+    words: list[list[str] | None] | None = None
+    tags: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -137,6 +145,16 @@ class TaskData:
 
     labels: dict[str, list[str]]
     splits: dict[str, Split] = field(default_factory=dict)
+
+
+class TaskSource(NamedTuple):
+    """Where one task's labels come from: column, fixed label list, own files, head type."""
+
+    column: str
+    labels: list[str] | None = None
+    own: dict[str, str | None] | None = None
+    kind: str = "classification"
+    fallback_column: str | None = None
 
 
 def load_table(source: str | Path) -> list[dict[str, Any]]:
@@ -154,6 +172,8 @@ def load_table(source: str | Path) -> list[dict[str, Any]]:
         if isinstance(ds, datasets.DatasetDict):
             raise DataError(f"{p} holds several splits ({', '.join(ds)}); point to one of them")
         return ds.to_list()
+    if p.suffix.lower() in CONLL_SUFFIXES:
+        return read_conll(p)
     rows = read_records(p)
     if not rows:
         raise DataError(f"{p}: no rows")
@@ -196,71 +216,155 @@ def _sorted_labels(values: set[str]) -> list[str]:
         return sorted(values)
 
 
+def _row_texts(rows: list[dict[str, Any]], text_column: str, tokens_column: str, source: str) -> list[str]:
+    """The text column, or the words joined by spaces for pre-tokenised rows without one."""
+    if rows and text_column not in rows[0] and tokens_column in rows[0]:
+        return [" ".join(map(str, r.get(tokens_column) or [])) or "" for r in rows]
+    return check_texts(column(rows, text_column, source), source)
+
+
 def build_task_data(
-    tasks: dict[str, tuple[str, list[str] | None, dict[str, str | None] | None]],
+    tasks: dict[str, TaskSource | tuple],
     shared: dict[str, str | None],
     text_column: str,
+    tokens_column: str = "tokens",
 ) -> TaskData:
     """Assemble train/validation/test splits for several tasks.
 
-    ``tasks`` maps a task to (label column, given labels or None, its own
-    sources or None). Rows of the shared sources carry a label for every task
-    whose column they have; rows of a task's own sources carry only that task.
-    Label sets are inferred from train unless given; a label outside the set
-    is an error naming it.
+    ``tasks`` maps a task to its :class:`TaskSource`. Rows of the shared
+    sources carry a label for every task whose column they have; rows of a
+    task's own sources carry only that task. Label sets are inferred from
+    train unless given; a label outside the set is an error naming it. Token
+    tasks read a list of words (``tokens_column``) and one tag per word.
     """
-    collected: dict[str, tuple[list[str], dict[str, list[str | None]]]] = {}
+    sources = {t: TaskSource(*spec) for t, spec in tasks.items()}
+    collected: dict[str, tuple[list[str], dict[str, list[Any]], list[list[str] | None]]] = {}
     for split in ("train", "validation", "test"):
         texts: list[str] = []
-        raw: dict[str, list[str | None]] = {t: [] for t in tasks}
+        words: list[list[str] | None] = []
+        raw: dict[str, list[Any]] = {t: [] for t in sources}
         parts: list[tuple[str, list[str]]] = []
         if shared.get(split):
-            parts.append((shared[split], [t for t, spec in tasks.items() if spec[2] is None]))
-        for task, (_, _, own) in tasks.items():
-            if own and own.get(split):
-                parts.append((own[split], [task]))
+            parts.append((shared[split], [t for t, src in sources.items() if src.own is None]))
+        for task, src in sources.items():
+            if src.own and src.own.get(split):
+                parts.append((src.own[split], [task]))
         for source, owners in parts:
             rows = load_table(source)
-            part_texts = check_texts(column(rows, text_column, source), source)
-            for task in tasks:
-                if task in owners:
-                    col = tasks[task][0]
-                    if col not in rows[0]:
-                        if split != "train":
-                            raw[task] += [None] * len(rows)
-                            continue
+            part_words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
+            for task, src in sources.items():
+                col = _task_column(src, rows[0]) if task in owners else None
+                if col is None:
+                    if task in owners and split == "train":
                         columns = ", ".join(map(str, rows[0]))
-                        raise DataError(f"{source}: no column {col!r} for task {task!r}; columns are: {columns}")
-                    raw[task] += label_values(rows, col)
-                else:
+                        raise DataError(f"{source}: no column {src.column!r} for task {task!r}; columns are: {columns}")
                     raw[task] += [None] * len(rows)
-            texts += part_texts
+                elif src.kind == "token_classification":
+                    raw[task] += _row_tags(rows, col, part_words, tokens_column, f"{source}: task {task!r}")
+                else:
+                    raw[task] += label_values(rows, col)
+            texts += _row_texts(rows, text_column, tokens_column, source)
+            words += part_words
         if texts:
-            collected[split] = (texts, raw)
+            collected[split] = (texts, raw, words)
     if "train" not in collected:
         raise DataError("no training rows: set data.train (or a task's data.train)")
-    labels: dict[str, list[str]] = {}
-    for task, (_, given, _) in tasks.items():
-        seen = {v for v in collected["train"][1][task] if v is not None}
-        if not seen:
-            raise DataError(f"task {task!r}: no labelled training rows")
-        names = list(given) if given else _sorted_labels(seen)
-        if len(names) < 2:
-            raise DataError(f"task {task!r}: needs at least 2 labels, found {names}")
-        labels[task] = names
+    labels = {task: _task_labels(task, src, collected["train"][1][task]) for task, src in sources.items()}
     data = TaskData(labels=labels)
-    for split, (texts, raw) in collected.items():
-        encoded = {
-            task: encode_labels(
-                values,
-                labels[task],
-                f"task {task!r}: {split}",
-                "the labels given in the config" if tasks[task][1] else "train",
-            )
-            for task, values in raw.items()
-        }
-        data.splits[split] = Split(split, texts, encoded)
+    for split, (texts, raw, words) in collected.items():
+        data.splits[split] = _encode_split(split, texts, raw, words, sources, labels, "train")
     return data
+
+
+def _encode_split(
+    name: str,
+    texts: list[str],
+    raw: dict[str, list[Any]],
+    words: list[list[str] | None],
+    sources: dict[str, TaskSource],
+    labels: dict[str, list[str]],
+    known_from: str,
+) -> Split:
+    """Raw label strings (or tag lists) -> a :class:`Split` of indices."""
+    encoded: dict[str, np.ndarray] = {}
+    tags: dict[str, list[np.ndarray | None]] = {}
+    for task, values in raw.items():
+        where = f"task {task!r}: {name}"
+        origin = "the labels given in the config" if sources[task].labels and known_from == "train" else known_from
+        if sources[task].kind == "token_classification":
+            flat = [tag for row in values if row is not None for tag in row]
+            index = encode_labels(flat, labels[task], where, origin)
+            tags[task], at = [], 0
+            for row in values:
+                tags[task].append(None if row is None else index[at : at + len(row)])
+                at += 0 if row is None else len(row)
+            encoded[task] = np.array([MISSING if row is None else 0 for row in values], dtype=np.int64)
+        else:
+            encoded[task] = encode_labels(values, labels[task], where, origin)
+    has_words = any(w is not None for w in words)
+    return Split(name, texts, encoded, words if has_words else None, tags)
+
+
+def labelled_split(
+    source: str | Path,
+    sources: dict[str, TaskSource],
+    labels: dict[str, list[str]],
+    text_column: str = "text",
+    tokens_column: str = "tokens",
+) -> Split:
+    """One file scored against a trained model's tasks: every task whose label column it has."""
+    rows = load_table(source)
+    words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
+    raw: dict[str, list[Any]] = {}
+    for task, src in sources.items():
+        col = _task_column(src, rows[0])
+        if col is None:
+            continue
+        if src.kind == "token_classification":
+            raw[task] = _row_tags(rows, col, words, tokens_column, f"{source}: task {task!r}")
+        else:
+            raw[task] = label_values(rows, col)
+    if not raw:
+        wanted = ", ".join(f"{t} (column {s.column!r})" for t, s in sources.items())
+        raise DataError(f"{source}: no label column for any task of this model; expected one of: {wanted}")
+    texts = _row_texts(rows, text_column, tokens_column, str(source))
+    return _encode_split(str(source), texts, raw, words, {t: sources[t] for t in raw}, labels, "the model")
+
+
+def _task_column(src: TaskSource, first_row: dict[str, Any]) -> str | None:
+    for col in (src.column, src.fallback_column):
+        if col and col in first_row:
+            return col
+    return None
+
+
+def _row_tags(
+    rows: list[dict[str, Any]], col: str, words: list[list[str] | None], tokens_column: str, where: str
+) -> list[list[str] | None]:
+    out: list[list[str] | None] = []
+    for i, (row, row_words) in enumerate(zip(rows, words, strict=True), start=1):
+        value = row.get(col)
+        if value is None or (isinstance(value, float) and value != value):
+            out.append(None)
+            continue
+        if row_words is None:
+            raise DataError(f"{where}, row {i}: tags need a list of words in column {tokens_column!r}")
+        out.append(check_tagged_row(row_words, value, f"{where}, row {i}")[1])
+    return out
+
+
+def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[str]:
+    if src.kind == "token_classification":
+        seen = {tag for row in train_values if row is not None for tag in row}
+        names = list(src.labels) if src.labels else bio_labels(seen)
+    else:
+        seen = {v for v in train_values if v is not None}
+        names = list(src.labels) if src.labels else _sorted_labels(seen)
+    if not seen:
+        raise DataError(f"task {task!r}: no labelled training rows")
+    if len(names) < 2:
+        raise DataError(f"task {task!r}: needs at least 2 labels, found {names}")
+    return names
 
 
 # --------------------------------------------------------------------------- batching

@@ -308,6 +308,34 @@ class SentenceEncoder(nn.Module):
         )
         return out["input_ids"]
 
+    def tokenize_words(
+        self, texts: Sequence[str], words: Sequence[Sequence[str] | None] | None = None
+    ) -> tuple[list[list[int]], list[list[int | None]]]:
+        """Token ids and, per sub-token, the index of the word it came from (None for special tokens).
+
+        Rows with a word list are tokenised from those words (as tagged data
+        is); the others from their text, split into words by the tokenizer.
+        """
+        n = len(texts)
+        ids: list[list[int]] = [[] for _ in range(n)]
+        word_ids: list[list[int | None]] = [[] for _ in range(n)]
+        if not self.tokenizer.is_fast:
+            raise ModelLoadError("word alignment needs a fast tokenizer (a tokenizer.json next to the model)")
+        given = [i for i in range(n) if words is not None and words[i] is not None]
+        plain = [i for i in range(n) if words is None or words[i] is None]
+        options = {"truncation": True, "max_length": self.max_length, "padding": False}
+        for rows, inputs, split in (
+            (given, [list(words[i]) for i in given] if words is not None else [], True),
+            (plain, [texts[i] for i in plain], False),
+        ):
+            if not rows:
+                continue
+            out = self.tokenizer(inputs, is_split_into_words=split, **options)
+            for j, i in enumerate(rows):
+                ids[i] = out["input_ids"][j]
+                word_ids[i] = out.word_ids(j)
+        return ids, word_ids
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Padded model inputs for one batch."""
         return pad_batch(self.tokenize_ids(texts), self.pad_id)

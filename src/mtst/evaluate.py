@@ -72,52 +72,106 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
     }
 
 
-def summary_metrics(per_task: dict[str, dict]) -> dict[str, float]:
-    """Flat ``task/metric`` scores plus their means across tasks (for model selection)."""
+def primary_f1(metrics: dict) -> float:
+    """Macro-F1 of a sentence task; entity F1 of a tagging task."""
+    return metrics["macro_f1"] if "macro_f1" in metrics else metrics["f1"]
+
+
+def summary_metrics(per_task: dict[str, dict], auxiliary: Sequence[str] = ()) -> dict[str, float]:
+    """Flat ``task/metric`` scores plus their means over the main tasks (for model selection).
+
+    ``mean_macro_f1`` averages each task's macro-F1 (entity F1 for tagging
+    tasks); auxiliary tasks are reported but left out of the means.
+    """
     flat: dict[str, float] = {}
     for task, m in per_task.items():
         flat[f"{task}/accuracy"] = m["accuracy"]
-        flat[f"{task}/macro_f1"] = m["macro_f1"]
-    if per_task:
-        flat["mean_accuracy"] = float(np.mean([m["accuracy"] for m in per_task.values()]))
-        flat["mean_macro_f1"] = float(np.mean([m["macro_f1"] for m in per_task.values()]))
+        if "macro_f1" in m:
+            flat[f"{task}/macro_f1"] = m["macro_f1"]
+        else:
+            flat.update({f"{task}/{k}": m[k] for k in ("f1", "precision", "recall")})
+    main = [m for t, m in per_task.items() if t not in auxiliary]
+    if main:
+        flat["mean_accuracy"] = float(np.mean([m["accuracy"] for m in main]))
+        flat["mean_macro_f1"] = float(np.mean([primary_f1(m) for m in main]))
     return flat
 
 
-def score_split(split: Split, predictions: dict[str, np.ndarray], labels: dict[str, list[str]]) -> dict[str, Any]:
-    """Per-task metrics from predicted class indices, each task on its own labelled rows."""
+def score_split(
+    split: Split,
+    predictions: dict[str, Any],
+    labels: dict[str, list[str]],
+    word_ids: Sequence[Sequence[int | None]] | None = None,
+) -> dict[str, Any]:
+    """Per-task metrics, each task on its own labelled rows.
+
+    Sentence tasks take predicted class indices; tagging tasks take per-token
+    class indices (one array per row), read at each word's first sub-token.
+    """
+    from mtst.tagging import first_subtokens, tagging_metrics
+
     out = {}
     for task, pred in predictions.items():
         rows = split.rows_for(task)
-        if len(rows):
+        if not len(rows):
+            continue
+        if task not in split.tags:
             out[task] = classification_metrics(split.labels[task][rows], np.asarray(pred)[rows], labels[task])
+            continue
+        names = labels[task]
+        gold, guess = [], []
+        for row in rows:
+            tags = [names[i] for i in split.tags[task][row]]
+            positions = first_subtokens(word_ids[row]) if word_ids is not None else []
+            predicted = [names[int(pred[row][pos])] for pos in positions][: len(tags)]
+            gold.append(tags)
+            guess.append(predicted + ["O"] * (len(tags) - len(predicted)))  # words cut by max_length
+        out[task] = tagging_metrics(gold, guess)
     return out
 
 
 def evaluate_split(
-    model: MultiTaskModel, split: Split, ids: Sequence[Sequence[int]], batch_size: int = 64
+    model: MultiTaskModel,
+    split: Split,
+    ids: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    word_ids: Sequence[Sequence[int | None]] | None = None,
 ) -> dict[str, Any]:
     """Per-task metrics of a model on a tokenised split."""
-    tasks = [t for t in model.tasks if t in split.labels and len(split.rows_for(t))]
+    tasks = [t for t in model.prediction_tasks if t in split.labels and len(split.rows_for(t))]
     probs = model.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size)
-    predictions = {task: np.asarray(probs[task]).argmax(-1) for task in tasks}
-    return score_split(split, predictions, {t: spec.labels for t, spec in model.tasks.items()})
+    predictions: dict[str, Any] = {}
+    for task in tasks:
+        if model.tasks[task].type == "classification":
+            predictions[task] = np.asarray(probs[task]).argmax(-1)
+        else:
+            predictions[task] = [None if p is None else p.argmax(-1) for p in probs[task]]
+    return score_split(split, predictions, {t: spec.labels for t, spec in model.tasks.items()}, word_ids)
 
 
 def evaluate_file(model: MultiTaskModel, path: str | Path, text_column: str = "text") -> dict[str, dict]:
     """Score a saved model on a labelled file: every task whose label column the file has."""
-    from mtst.data import Split, check_texts, column, encode_labels, label_values, load_table
-    from mtst.errors import DataError
+    from mtst.data import TaskSource, labelled_split
 
-    rows = load_table(path)
-    texts = check_texts(column(rows, text_column, path), path)
-    labels: dict[str, np.ndarray] = {}
-    for task, spec in model.tasks.items():
-        col = spec.label_column or task
-        if col in rows[0]:
-            labels[task] = encode_labels(label_values(rows, col), spec.labels, f"{path}: task {task!r}", "the model")
-    if not labels:
-        wanted = ", ".join(f"{t} (column {s.label_column or t!r})" for t, s in model.tasks.items())
-        raise DataError(f"{path}: no label column for any task of this model; expected one of: {wanted}")
-    split = Split("eval", texts, labels)
-    return evaluate_split(model, split, model.encoder.tokenize_ids(texts))
+    sources = {
+        task: TaskSource(
+            spec.label_column or task,
+            spec.labels,
+            None,
+            spec.type,
+            "tags" if spec.type == "token_classification" else None,
+        )
+        for task, spec in model.tasks.items()
+        if task in model.prediction_tasks
+    }
+    split = labelled_split(path, sources, {t: model.tasks[t].labels for t in sources}, text_column)
+    ids, word_ids = tokenize_split(model, split)
+    return evaluate_split(model, split, ids, word_ids=word_ids)
+
+
+def tokenize_split(model: MultiTaskModel, split: Split) -> tuple[list[list[int]], list[list[int | None]] | None]:
+    """Token ids of a split (from its words where rows have them) and, when needed, word ids."""
+    encoder = model.encoder
+    if split.words is None and not any(spec.type != "classification" for spec in model.tasks.values()):
+        return encoder.tokenize_ids(split.texts), None
+    return encoder.tokenize_words(split.texts, split.words)

@@ -1,7 +1,7 @@
 """What trains: pure functions from parameter names to groups and trainable sets.
 
 Every parameter belongs to one *group*: ``embeddings``, ``layers.<i>``,
-``backbone_other`` (e.g. a final norm) or ``heads.<task>``. Strategies and
+``backbone_other`` (e.g. a final norm), ``lora`` (adapters) or ``heads.<task>``. Strategies and
 ``freeze`` lists are resolved to a set of trainable groups without touching a
 model, so they are unit-testable and printable before a run starts.
 """
@@ -28,6 +28,8 @@ def parameter_group(name: str) -> str:
     head = _HEAD.match(name)
     if head:
         return f"heads.{head.group(1)}"
+    if "lora_" in name:
+        return "lora"
     layer = _LAYER.search(name)
     if layer:
         return f"layers.{int(layer.group(1))}"
@@ -100,7 +102,10 @@ def gradual_num_stages(num_layers: int, per_stage: int = 1, include_embeddings: 
 
 
 def strategy_groups(strategy: str, num_layers: int, tasks: Iterable[str], top_k: int = 2) -> set[str]:
-    """Trainable groups of a named strategy (``gradual`` here means its first stage)."""
+    """Trainable groups of a named strategy (``gradual`` here means its first stage).
+
+    For ``lora``, ``top_k`` is the number of top layers trained in full above the adapters.
+    """
     task_list = list(tasks)
     heads = {f"heads.{t}" for t in task_list}
     if strategy == "frozen":
@@ -112,6 +117,10 @@ def strategy_groups(strategy: str, num_layers: int, tasks: Iterable[str], top_k:
         return heads | {"backbone_other"} | {f"layers.{i}" for i in range(num_layers - k, num_layers)}
     if strategy == "full":
         return all_groups(num_layers, task_list)
+    if strategy == "lora":
+        k = min(top_k, num_layers)
+        top = {f"layers.{i}" for i in range(num_layers - k, num_layers)} | ({"backbone_other"} if k else set())
+        return heads | {"lora"} | top
     raise ConfigError(f"training.strategy: unknown {strategy!r}")
 
 

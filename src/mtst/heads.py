@@ -1,21 +1,23 @@
 """Task heads: small modules that map the shared encoder's output to logits.
 
-A head is a plain ``nn.Sequential`` built from a :class:`HeadSpec`; the model
-keeps them in an ``nn.ModuleDict`` keyed by task name. Sentence heads read
-``sentence_embedding``, token heads read ``token_embeddings``.
+A head is a plain ``nn.Sequential`` built from a :class:`HeadSpec` (the
+masked-LM head is the one exception: its decoder is tied to the input
+embeddings); the model keeps them in an ``nn.ModuleDict`` keyed by task name.
+Sentence heads read ``sentence_embedding``, token heads ``token_embeddings``.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-HeadType = Literal["classification", "token_classification"]
+HeadType = Literal["classification", "token_classification", "masked_lm"]
 HEAD_INPUT: dict[str, str] = {
     "classification": "sentence_embedding",
     "token_classification": "token_embeddings",
+    "masked_lm": "token_embeddings",
 }
 
 
@@ -25,11 +27,12 @@ class HeadSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: HeadType = "classification"
-    labels: list[str] = Field(min_length=2)
+    labels: list[str] = Field(default_factory=list)
     hidden_size: int | None = Field(default=None, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     weight: float = Field(default=1.0, ge=0.0)
     label_column: str | None = None
+    auxiliary: bool = False
 
     @field_validator("labels")
     @classmethod
@@ -38,6 +41,12 @@ class HeadSpec(BaseModel):
         if dupes:
             raise ValueError(f"labels must be unique; repeated: {', '.join(dupes)}")
         return labels
+
+    @model_validator(mode="after")
+    def _enough_labels(self) -> HeadSpec:
+        if self.type != "masked_lm" and len(self.labels) < 2:
+            raise ValueError(f"a {self.type} head needs at least 2 labels, got {self.labels}")
+        return self
 
     @property
     def num_labels(self) -> int:
@@ -48,8 +57,14 @@ class HeadSpec(BaseModel):
         return HEAD_INPUT[self.type]
 
 
-def build_head(spec: HeadSpec, input_dim: int) -> nn.Sequential:
-    """Linear head by default; one hidden layer (GELU, dropout) when asked."""
+def build_head(spec: HeadSpec, input_dim: int, vocab_size: int | None = None) -> nn.Module:
+    """Linear head by default; one hidden layer (GELU, dropout) when asked; the MLM head for ``masked_lm``."""
+    if spec.type == "masked_lm":
+        from mtst.mlm import MaskedLMHead
+
+        if vocab_size is None:
+            raise ValueError("a masked_lm head needs the backbone's vocabulary size")
+        return MaskedLMHead(input_dim, vocab_size)
     layers: list[nn.Module] = [nn.Dropout(spec.dropout)]
     width = input_dim
     if spec.hidden_size:

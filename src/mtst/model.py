@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from torch import nn
 from mtst import __version__
 from mtst.encoder import DEFAULT_BACKBONE, SentenceEncoder, check_no_pickle_only, eval_mode, strip_unused_pooler
 from mtst.errors import ModelLoadError
+from mtst.freezing import parameter_group
 from mtst.heads import HeadSpec, build_head
+from mtst.lora import is_lora_param
 
 IGNORE_INDEX = -100
 CONFIG_NAME = "config.json"
@@ -41,7 +43,19 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.tasks = dict(tasks)
-        self.heads = nn.ModuleDict({name: build_head(spec, encoder.dim) for name, spec in self.tasks.items()})
+        self.lora: dict[str, Any] | None = None
+        vocab = encoder.backbone.get_input_embeddings().num_embeddings
+        heads = {}
+        for name, spec in self.tasks.items():
+            # The MLM head draws its init from a forked RNG: adding one leaves every other head as it was.
+            with torch.random.fork_rng(devices=[]) if spec.type == "masked_lm" else nullcontext():
+                heads[name] = build_head(spec, encoder.dim, vocab)
+        self.heads = nn.ModuleDict(heads)
+
+    @property
+    def prediction_tasks(self) -> list[str]:
+        """Tasks that predict labels (every task but masked-LM objectives)."""
+        return [name for name, spec in self.tasks.items() if spec.type != "masked_lm"]
 
     @classmethod
     def from_backbone(
@@ -63,9 +77,17 @@ class MultiTaskModel(nn.Module):
 
     def forward_heads(self, features: dict[str, Any], tasks: Sequence[str] | None = None) -> dict[str, Any]:
         """Heads only, on features that already hold the embeddings (e.g. from a cache)."""
-        names = list(self.tasks) if tasks is None else list(tasks)
+        names = self.prediction_tasks if tasks is None else [t for t in tasks if t in self.prediction_tasks]
         features["logits"] = {name: self.heads[name](features[self.tasks[name].input_key]) for name in names}
         return features
+
+    def masked_lm_loss(self, task: str, features: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
+        """MLM loss of ``task``'s head on masked inputs (labels ``-100`` except at masked tokens)."""
+        from mtst.mlm import mlm_loss
+
+        self.encoder.embed_tokens(features)
+        weight = self.encoder.backbone.get_input_embeddings().weight
+        return mlm_loss(self.heads[task], features["token_embeddings"], weight, labels)
 
     def compute_loss(
         self, features: dict[str, Any], labels: dict[str, torch.Tensor], weights: dict[str, float] | None = None
@@ -110,10 +132,7 @@ class MultiTaskModel(nn.Module):
         self, ids: Sequence[Sequence[int]], tasks: Sequence[str] | None = None, batch_size: int = 32
     ) -> dict[str, Any]:
         """:meth:`predict_proba` on texts already tokenised (no padding)."""
-        names = list(self.tasks) if tasks is None else list(tasks)
-        unknown = [n for n in names if n not in self.tasks]
-        if unknown:
-            raise ModelLoadError(f"unknown task(s) {', '.join(unknown)}; this model has: {', '.join(self.tasks)}")
+        names = self._check_tasks(tasks)
         out: dict[str, Any] = {
             n: (
                 np.zeros((len(ids), self.tasks[n].num_labels), dtype=np.float32)
@@ -134,30 +153,77 @@ class MultiTaskModel(nn.Module):
                             out[name][i] = probs[row, : len(ids[i])]
         return out
 
+    def _check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
+        names = self.prediction_tasks if tasks is None else list(tasks)
+        unknown = [n for n in names if n not in self.prediction_tasks]
+        if unknown:
+            have = ", ".join(self.prediction_tasks)
+            raise ModelLoadError(f"unknown task(s) {', '.join(unknown)}; this model predicts: {have}")
+        return names
+
     def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:
-        """One dict per text: ``{task: {"label": ..., "probabilities": {label: p}}}``."""
-        probs = self.predict_proba(texts, tasks=tasks, batch_size=batch_size)
+        """One dict per text.
+
+        Sentence tasks give ``{"label", "probabilities"}``; token tasks give
+        ``{"entities": [{"type", "text", "start", "end", "score"}], "words", "tags"}``
+        with character offsets into the input text.
+        """
+        names = self._check_tasks(tasks)
+        sentence = [n for n in names if self.tasks[n].type == "classification"]
+        token = [n for n in names if self.tasks[n].type == "token_classification"]
         rows: list[dict] = [{} for _ in texts]
-        for name, values in probs.items():
-            labels = self.tasks[name].labels
-            for i, p in enumerate(values):
-                if self.tasks[name].type == "classification":
+        if sentence:
+            probs = self.predict_proba(texts, tasks=sentence, batch_size=batch_size)
+            for name in sentence:
+                labels = self.tasks[name].labels
+                for i, p in enumerate(probs[name]):
                     rows[i][name] = {
                         "label": labels[int(np.argmax(p))],
                         "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p, strict=True)},
                     }
-                else:
-                    rows[i][name] = {"tags": [labels[int(j)] for j in np.argmax(p, axis=-1)]}
+        if token:
+            for name, tagged in self.predict_tags(texts, token, batch_size).items():
+                for i, item in enumerate(tagged):
+                    rows[i][name] = item
         return rows
+
+    @torch.inference_mode()
+    def predict_tags(self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32) -> dict[str, list[dict]]:
+        """Word tags and entity spans (character offsets) of raw texts, per token task."""
+        from mtst.tagging import entity_spans, first_subtokens, split_words
+
+        split = [split_words(t) for t in texts]
+        ids, word_ids = self.encoder.tokenize_words(texts, [[w for w, _, _ in ws] or None for ws in split])
+        probs = self.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size)
+        out: dict[str, list[dict]] = {}
+        for name in tasks:
+            labels = self.tasks[name].labels
+            out[name] = []
+            for i, text in enumerate(texts):
+                positions = first_subtokens(word_ids[i])
+                p = probs[name][i][positions] if positions else np.zeros((0, len(labels)))
+                tags = [labels[int(j)] for j in p.argmax(-1)]
+                entities = []
+                for kind, a, b in entity_spans(tags):
+                    start, end = split[i][a][1], split[i][b - 1][2]
+                    score = float(p[np.arange(a, b), p[a:b].argmax(-1)].mean())
+                    entities.append(
+                        {"type": kind, "text": text[start:end], "start": start, "end": end, "score": round(score, 6)}
+                    )
+                out[name].append(
+                    {"entities": entities, "words": [w for w, _, _ in split[i][: len(tags)]], "tags": tags}
+                )
+        return out
 
     def encode(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | torch.Tensor:
         return self.encoder.encode(texts, **kwargs)
 
     # -------------------------------------------------------------- save/load
-    def config_dict(self) -> dict[str, Any]:
+    def config_dict(self, tasks: Sequence[str] | None = None) -> dict[str, Any]:
         import transformers
 
-        return {
+        names = list(self.tasks) if tasks is None else list(tasks)
+        config = {
             "format": "mtst",
             "format_version": FORMAT_VERSION,
             "backbone": self.encoder.reference,
@@ -165,20 +231,56 @@ class MultiTaskModel(nn.Module):
             "normalize": self.encoder.normalize,
             "max_length": self.encoder.max_length,
             "embedding_dim": self.encoder.dim,
-            "tasks": {name: spec.model_dump() for name, spec in self.tasks.items()},
+            "tasks": {name: self.tasks[name].model_dump() for name in names},
             "versions": {"mtst": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
         }
+        if self.lora is not None:
+            config["lora"] = self.lora
+        return config
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the model directory atomically (a crash never leaves half a model)."""
+    def save(self, directory: str | Path, tasks: Sequence[str] | None = None) -> Path:
+        """Write the model directory atomically (a crash never leaves half a model).
+
+        ``tasks`` keeps only those heads (e.g. to drop auxiliary ones). A model
+        with LoRA adapters saves the adapters, heads and any layers trained in
+        full; the rest is read from its backbone when loaded.
+        """
+        names = list(self.tasks) if tasks is None else list(tasks)
         target = Path(directory)
+        state = {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+            if not k.startswith("heads.") or k.split(".")[1] in names
+        }
+        if self.lora is not None:
+            keep = set(self.lora.get("saved_groups", []))
+            state = {
+                k: v
+                for k, v in state.items()
+                if is_lora_param(k) or parameter_group(k) in keep or k.startswith("heads.")
+            }
         with atomic_directory(target) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n", encoding="utf-8")
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            config = self.config_dict(names)
+            if self.lora is not None:
+                config["lora"] = {**self.lora, "backbone_fingerprint": self._fingerprint()}
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             self.encoder.backbone.config.save_pretrained(tmp / BACKBONE_CONFIG_DIR)
             self.encoder.tokenizer.save_pretrained(tmp)
         return target
+
+    def _fingerprint(self) -> float:
+        """A cheap checksum of the frozen base weights (adapters are only valid on the same backbone)."""
+        weight = self.encoder.backbone.get_input_embeddings().weight
+        return round(float(weight.detach().double().abs().sum()), 3)
+
+    def merge_lora(self) -> int:
+        """Fold LoRA adapters into the backbone; the model then saves and loads as a plain one."""
+        from mtst.lora import merge_lora
+
+        merged = merge_lora(self.encoder.backbone)
+        self.lora = None
+        return merged
 
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskModel:
@@ -191,11 +293,17 @@ class MultiTaskModel(nn.Module):
         if not weights.exists():
             check_no_pickle_only(path)
             raise ModelLoadError(f"{path} has no {WEIGHTS_NAME}")
+        lora = config.get("lora")
         try:
-            backbone_config = AutoConfig.from_pretrained(path / BACKBONE_CONFIG_DIR, local_files_only=True)
-            backbone = AutoModel.from_config(backbone_config)
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             tasks = {name: HeadSpec(**spec) for name, spec in config["tasks"].items()}
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            if lora:
+                backbone = _lora_base(config["backbone"], path)
+            else:
+                backbone_config = AutoConfig.from_pretrained(path / BACKBONE_CONFIG_DIR, local_files_only=True)
+                backbone = AutoModel.from_config(backbone_config)
+        except ModelLoadError:
+            raise
         except Exception as exc:
             raise ModelLoadError(f"cannot load model from {path}: {exc}") from exc
         strip_unused_pooler(backbone)
@@ -208,14 +316,42 @@ class MultiTaskModel(nn.Module):
             reference=config["backbone"],
         )
         model = cls(encoder, tasks)
+        if lora:
+            from mtst.freezing import count_layers
+            from mtst.lora import LoraSettings, add_lora
+
+            settings = LoraSettings(**{k: v for k, v in lora.items() if k in LoraSettings.model_fields})
+            add_lora(backbone, settings, count_layers(n for n, _ in backbone.named_parameters()))
+            model.lora = {k: v for k, v in lora.items() if k != "backbone_fingerprint"}
+            if abs(model._fingerprint() - lora.get("backbone_fingerprint", model._fingerprint())) > 1e-2:
+                raise ModelLoadError(
+                    f"{path}: its LoRA adapters were trained on other weights than the backbone now at "
+                    f"{config['backbone']!r}; load it where that backbone is unchanged"
+                )
         state = load_file(str(weights))
         missing, unexpected = model.load_state_dict(state, strict=False)
+        if lora:  # base weights come from the backbone; only the saved parts must all match
+            missing = [k for k in missing if k.startswith("heads.") or is_lora_param(k)]
         if missing or unexpected:
             raise ModelLoadError(
                 f"{weights} does not match its config.json (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
             )
         model.eval()
         return model
+
+
+def _lora_base(reference: str, path: Path) -> nn.Module:
+    """The pretrained backbone a LoRA model was trained on (its saved directory holds adapters only)."""
+    from mtst.encoder import load_backbone, resolve_backbone
+
+    try:
+        source = resolve_backbone(reference)
+    except ModelLoadError as exc:
+        raise ModelLoadError(
+            f"{path} holds LoRA adapters for the backbone {reference!r}, which cannot be found ({exc}); "
+            "make it available, or save the run with training.lora.save=merged"
+        ) from exc
+    return load_backbone(source)[0]
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -28,10 +28,17 @@ class GroupPlan:
     weight_decay: float
 
 
-def group_lr(group: str, num_layers: int, lr_backbone: float, lr_head: float, layer_decay: float) -> float:
-    """LR of layer l (0-based, L layers) = lr_backbone x decay^(L-1-l); embeddings get decay^L."""
+def group_lr(
+    group: str, num_layers: int, lr_backbone: float, lr_head: float, layer_decay: float, lr_lora: float | None = None
+) -> float:
+    """LR of layer l (0-based, L layers) = lr_backbone x decay^(L-1-l); embeddings get decay^L.
+
+    LoRA adapters have their own LR (adapters start at zero and need larger steps).
+    """
     if group.startswith("heads."):
         return lr_head
+    if group == "lora":
+        return lr_lora if lr_lora is not None else lr_backbone
     if group.startswith("layers."):
         return lr_backbone * layer_decay ** (num_layers - 1 - int(group.split(".")[1]))
     if group == "embeddings":
@@ -50,6 +57,7 @@ def plan_param_groups(
     layer_decay: float = 1.0,
     weight_decay: float = 0.01,
     num_layers: int | None = None,
+    lr_lora: float | None = None,
 ) -> dict[str, GroupPlan]:
     """Name -> (group, lr, weight decay) for every parameter name given."""
     name_list = list(names)
@@ -57,7 +65,7 @@ def plan_param_groups(
     return {
         n: GroupPlan(
             group=parameter_group(n),
-            lr=group_lr(parameter_group(n), layers, lr_backbone, lr_head, layer_decay),
+            lr=group_lr(parameter_group(n), layers, lr_backbone, lr_head, layer_decay, lr_lora),
             weight_decay=0.0 if no_weight_decay(n) else weight_decay,
         )
         for n in name_list
@@ -72,10 +80,11 @@ def build_optimizer(
     layer_decay: float,
     weight_decay: float,
     num_layers: int,
+    lr_lora: float | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over the named parameters, one param group per (group, weight-decay) pair."""
     params = dict(model.named_parameters())
-    plan = plan_param_groups(names, lr_backbone, lr_head, layer_decay, weight_decay, num_layers)
+    plan = plan_param_groups(names, lr_backbone, lr_head, layer_decay, weight_decay, num_layers, lr_lora)
     buckets: dict[tuple[str, float], dict] = {}
     for name in sorted(plan, key=_param_order(list(params))):
         p = plan[name]

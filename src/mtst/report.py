@@ -10,19 +10,33 @@ from mtst.errors import MtstError
 
 
 def metrics_table(per_task: dict[str, dict], title: str) -> Table:
-    """One row per task: rows scored, accuracy, macro-F1."""
+    """One row per task: rows scored, accuracy, macro-F1; tagging tasks add entity precision/recall/F1.
+
+    A tagging task's accuracy is over words, its F1 over whole entities (seqeval).
+    """
+    tagging = any("macro_f1" not in m for m in per_task.values())
     table = Table(title=title)
     table.add_column("task")
     table.add_column("rows", justify="right")
     table.add_column("accuracy", justify="right")
     table.add_column("macro-F1", justify="right")
+    if tagging:
+        for col in ("entity P", "entity R", "entity F1"):
+            table.add_column(col, justify="right")
     for task, m in per_task.items():
-        table.add_row(task, str(m["n"]), f"{100 * m['accuracy']:.1f}", f"{100 * m['macro_f1']:.1f}")
+        cells = [task, str(m["n"]), f"{100 * m['accuracy']:.1f}"]
+        if "macro_f1" in m:
+            cells += [f"{100 * m['macro_f1']:.1f}"] + (["-", "-", "-"] if tagging else [])
+        else:
+            cells += ["-"] + [f"{100 * m[k]:.1f}" for k in ("precision", "recall", "f1")]
+        table.add_row(*cells)
     return table
 
 
 def per_class_table(task: str, metrics: dict) -> Table:
-    table = Table(title=f"{task}: per class")
+    """Per class (sentence tasks) or per entity type (tagging tasks)."""
+    kind = "per class" if "macro_f1" in metrics else "per entity type"
+    table = Table(title=f"{task}: {kind}")
     for col in ("label", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "label" else "right")
     for label, m in metrics["per_class"].items():

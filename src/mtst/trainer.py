@@ -9,6 +9,7 @@ one would.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -28,10 +29,10 @@ from rich.console import Console
 from mtst.cache import PrefixCache, cache_key, pooled_embeddings, run_layers, supports_prefix
 from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
 from mtst.config import RunConfig, dump_config, head_lr, validate_config
-from mtst.data import MISSING, TaskData, build_task_data, epoch_batches
+from mtst.data import MISSING, TaskData, TaskSource, build_task_data, epoch_batches
 from mtst.encoder import pad_batch
 from mtst.errors import ConfigError, MtstError
-from mtst.evaluate import evaluate_split, score_split, summary_metrics
+from mtst.evaluate import evaluate_split, score_split, summary_metrics, tokenize_split
 from mtst.freezing import (
     apply_trainable,
     check_plan,
@@ -42,8 +43,11 @@ from mtst.freezing import (
     trainable_names,
 )
 from mtst.heads import HeadSpec
-from mtst.model import MultiTaskModel
+from mtst.lora import add_lora
+from mtst.mlm import mask_batch
+from mtst.model import IGNORE_INDEX, MultiTaskModel
 from mtst.optim import GroupScheduler, build_optimizer
+from mtst.tagging import align_tags
 
 logger = logging.getLogger("mtst")
 
@@ -91,31 +95,32 @@ def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
     return {
         name: HeadSpec(
             type=task.type,
-            labels=data.labels[name],
+            labels=data.labels.get(name, []),
             hidden_size=task.hidden_size,
             dropout=task.dropout,
             weight=task.weight,
-            label_column=config.label_column(name),
+            label_column=None if task.type == "masked_lm" else config.label_column(name),
+            auxiliary=task.is_auxiliary,
         )
         for name, task in config.tasks.items()
     }
 
 
 def load_task_data(config: RunConfig) -> TaskData:
-    for name, task in config.tasks.items():
-        if task.type != "token_classification":
-            continue
-        raise ConfigError(f"tasks.{name}: training token_classification heads from data is not supported yet")
+    """Every labelled task's splits (masked-LM tasks need no labels: they use all training texts)."""
     specs = {
-        name: (
+        name: TaskSource(
             config.label_column(name),
             task.labels,
             task.data.model_dump(include={"train", "validation", "test"}) if task.data else None,
+            task.type,
+            "tags" if task.type == "token_classification" and task.label_column is None else None,
         )
         for name, task in config.tasks.items()
+        if task.type != "masked_lm"
     }
     shared = config.data.model_dump(include={"train", "validation", "test"})
-    return build_task_data(specs, shared, config.data.text_column)
+    return build_task_data(specs, shared, config.data.text_column, config.data.tokens_column)
 
 
 class Trainer:
@@ -162,7 +167,19 @@ class Trainer:
             max_length=self.config.model.max_length,
         )
         encoder = self.model.encoder
-        self.ids = {name: encoder.tokenize_ids(split.texts) for name, split in self.data.splits.items()}
+        self.ids, self.word_ids = {}, {}
+        for name, split in self.data.splits.items():
+            self.ids[name], self.word_ids[name] = tokenize_split(self.model, split)
+        self.token_labels = {
+            name: {
+                task: [None if t is None else align_tags(w, t) for w, t in zip(self.word_ids[name], tags, strict=True)]
+                for task, tags in split.tags.items()
+            }
+            for name, split in self.data.splits.items()
+        }
+        self.mlm_tasks = [t for t, spec in self.config.tasks.items() if spec.type == "masked_lm" and spec.weight > 0]
+        self.aux_tasks = [t for t, spec in self.config.tasks.items() if spec.is_auxiliary]
+        self.saved_tasks = [t for t, spec in self.config.tasks.items() if spec.keeps_head]
         truncated = sum(len(x) >= encoder.max_length for ids in self.ids.values() for x in ids)
         if truncated:
             note = f"{truncated} text(s) reach max_length={encoder.max_length} tokens and were truncated"
@@ -170,8 +187,10 @@ class Trainer:
             self.console.print(f"note: {note} (model.max_length raises the limit)")
         self.lengths = [len(x) for x in self.ids["train"]]
 
+        self.num_layers = count_layers(n for n, _ in self.model.named_parameters())
+        if tc.strategy == "lora":
+            add_lora(self.model.encoder.backbone, tc.lora, self.num_layers)
         names = [n for n, _ in self.model.named_parameters()]
-        self.num_layers = count_layers(names)
         self.stage_length = self._stage_length()
         self.n_stages = gradual_num_stages(self.num_layers, tc.gradual.layers_per_stage, tc.gradual.include_embeddings)
         self.groups = self._groups_at(0)
@@ -184,6 +203,9 @@ class Trainer:
             else self.groups
         )
         apply_trainable(self.model, self.groups)
+        if tc.strategy == "lora":
+            saved = sorted(g for g in ever if g != "lora" and not g.startswith("heads."))
+            self.model.lora = {**tc.lora.model_dump(), "saved_groups": saved}
         self.total_steps = self._total_steps()
         from accelerate import Accelerator
 
@@ -201,6 +223,7 @@ class Trainer:
                 tc.layer_decay,
                 tc.weight_decay,
                 self.num_layers,
+                tc.lora.lr,
             )
             self.scheduler = GroupScheduler(
                 optimizer, tc.schedule, self.total_steps, int(tc.warmup_ratio * self.total_steps), tc.cycle_steps
@@ -237,9 +260,12 @@ class Trainer:
         logger.setLevel(logging.INFO)
 
     def _check_metric(self) -> None:
-        allowed = ["mean_macro_f1", "mean_accuracy"] + [
-            f"{t}/{m}" for t in self.task_names for m in ("macro_f1", "accuracy")
-        ]
+        allowed = ["mean_macro_f1", "mean_accuracy"]
+        for name, task in self.config.tasks.items():
+            if task.type == "classification":
+                allowed += [f"{name}/macro_f1", f"{name}/accuracy"]
+            elif task.type == "token_classification":
+                allowed += [f"{name}/{m}" for m in ("f1", "precision", "recall", "accuracy")]
         if self.tc.metric not in allowed:
             raise ConfigError(f"training.metric: {self.tc.metric!r} is not one of: {', '.join(allowed)}")
 
@@ -284,7 +310,7 @@ class Trainer:
             tc.strategy,
             self.num_layers,
             self.task_names,
-            tc.top_k,
+            tc.lora.full_top_k if tc.strategy == "lora" else tc.top_k,
             tc.freeze,
             stage,
             tc.gradual.layers_per_stage,
@@ -319,9 +345,47 @@ class Trainer:
             batch = {
                 k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], self.raw_model.encoder.pad_id).items()
             }
-        names = [task] if task else self.task_names
-        labels = {t: torch.as_tensor(train.labels[t][rows], device=device) for t in names}
+        names = [task] if task else [t for t in self.task_names if t in train.labels]
+        labels = {}
+        for t in names:
+            if t in train.tags:
+                labels[t] = self._token_label_batch(t, rows, batch["input_ids"].shape[1]).to(device)
+            else:
+                labels[t] = torch.as_tensor(train.labels[t][rows], device=device)
         return batch, labels
+
+    def _token_label_batch(self, task: str, rows: np.ndarray, width: int) -> torch.Tensor:
+        """Sub-token tags padded to the batch width (``-100`` for padding and untagged rows)."""
+        out = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for r, i in enumerate(rows):
+            aligned = self.token_labels["train"][task][i]
+            if aligned is not None:
+                out[r, : len(aligned)] = torch.from_numpy(aligned)
+        return out
+
+    def _mlm_loss(self, rows: np.ndarray, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Weighted masked-LM losses of the batch's texts (fresh span masks every step)."""
+        total = None
+        model = self.raw_model
+        tokenizer = model.encoder.tokenizer
+        for task in self.mlm_tasks:
+            spec = self.config.tasks[task]
+            rng = np.random.default_rng([self.tc.seed, self.state.global_step, int(rows[0]), len(rows)])
+            masked, labels = mask_batch(
+                batch["input_ids"],
+                [self.word_ids["train"][i] for i in rows],
+                rng,
+                tokenizer.mask_token_id,
+                len(tokenizer),
+                spec.mask_ratio,
+                spec.span_length,
+                spec.span_p,
+            )
+            if not bool((labels != IGNORE_INDEX).any()):
+                continue
+            loss = model.masked_lm_loss(task, {"input_ids": masked, "attention_mask": batch["attention_mask"]}, labels)
+            total = loss * spec.weight if total is None else total + loss * spec.weight
+        return total
 
     def fit(self) -> TrainResult:
         """Train until the step budget or early stopping, then test the best model."""
@@ -398,6 +462,9 @@ class Trainer:
             with sync, self.accelerator.autocast():
                 feats = self._forward(rows, batch, [task] if task else None)
                 loss, _ = self.raw_model.compute_loss(feats, labels)
+                if self.mlm_tasks:
+                    extra = self._mlm_loss(rows, batch)
+                    loss = loss if extra is None else loss + extra
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss.item()} at step {self.state.global_step + 1} (epoch {self.state.epoch + 1}); "
@@ -417,7 +484,8 @@ class Trainer:
     # ---------------------------------------------------------------- caches
     def _wanted_cache(self) -> tuple[str | None, int]:
         """``pooled`` when no backbone part trains, ``prefix`` when only top layers do."""
-        if not self.tc.cache or any(spec.type != "classification" for spec in self.raw_model.tasks.values()):
+        token_tasks = [t for t, spec in self.raw_model.tasks.items() if spec.type == "token_classification"]
+        if not self.tc.cache or token_tasks or self.mlm_tasks:
             return None, 0
         backbone = [g for g in self.groups if not g.startswith("heads.")]
         if not backbone:
@@ -524,13 +592,12 @@ class Trainer:
         }
         per_task = self._evaluate_validation()
         if per_task is not None:
-            flat = summary_metrics(per_task)
+            flat = summary_metrics(per_task, self.aux_tasks)
             entry["validation"] = flat
             score = flat[self.tc.metric]
             if st.best is None or score > st.best + 1e-12:
                 st.best, st.best_step, st.bad_evals = score, st.global_step, 0
-                check_finite(self.raw_model)
-                self.raw_model.save(self.run_dir / "model")
+                self._save_model()
             else:
                 st.bad_evals += 1
                 if self.tc.early_stopping_patience and st.bad_evals >= self.tc.early_stopping_patience:
@@ -546,7 +613,9 @@ class Trainer:
         if "validation" in self.pooled:
             return self._evaluate_pooled("validation")
         split = self.data.splits["validation"]
-        per_task = evaluate_split(self.raw_model, split, self.ids["validation"], self.tc.eval_batch_size)
+        per_task = evaluate_split(
+            self.raw_model, split, self.ids["validation"], self.tc.eval_batch_size, self.word_ids["validation"]
+        )
         set_train_mode(self.model, self.groups)
         return per_task
 
@@ -591,7 +660,16 @@ class Trainer:
         self.state.global_step = 0
         self._evaluate_and_select([])
         if "validation" not in self.data.splits:
-            model.save(self.run_dir / "model")
+            self._save_model()
+
+    def _save_model(self) -> None:
+        """Write the run's model (the kept heads; adapters alone or merged, as configured)."""
+        model = self.raw_model
+        check_finite(model)
+        if model.lora is not None and self.tc.lora.save == "merged":
+            model = copy.deepcopy(model)
+            model.merge_lora()
+        model.save(self.run_dir / "model", tasks=self.saved_tasks)
 
     # ---------------------------------------------------------- checkpoints
     def _checkpoint(self, started: float) -> None:
@@ -614,12 +692,13 @@ class Trainer:
         st = self.state
         model_dir = self.run_dir / "model"
         if "validation" not in self.data.splits or not model_dir.exists():
-            check_finite(self.raw_model)
-            self.raw_model.save(model_dir)
+            self._save_model()
         best = MultiTaskModel.load(model_dir)
         test = {}
         if "test" in self.data.splits:
-            test = evaluate_split(best, self.data.splits["test"], self.ids["test"], self.tc.eval_batch_size)
+            test = evaluate_split(
+                best, self.data.splits["test"], self.ids["test"], self.tc.eval_batch_size, self.word_ids["test"]
+            )
         validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
         result = TrainResult(
             run_dir=self.run_dir,
@@ -640,12 +719,17 @@ class Trainer:
             "trainable_parameters": self.trainable,
             "total_parameters": self.total,
             "validation": validation,
-            "test": summary_metrics(test) if test else {},
+            "test": summary_metrics(test, self.aux_tasks) if test else {},
             "test_detail": test,
         }
         (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         logger.info("finished: %s", json.dumps(summary["test"]))
         return result
+
+    def _task_note(self, task: str) -> str:
+        spec = self.config.tasks[task]
+        kind = "masked LM" if spec.type == "masked_lm" else f"{len(self.data.labels[task])} labels"
+        return f"{task} ({kind}{', auxiliary' if spec.is_auxiliary else ''})"
 
     def _print_plan(self) -> None:
         pct = 100.0 * self.trainable / max(1, self.total)
@@ -653,7 +737,7 @@ class Trainer:
         sizes = ", ".join(f"{n} {len(s)}" for n, s in self.data.splits.items())
         self.console.print(
             f"[bold]mtst train[/bold] · {self.config.model.backbone} · strategy [bold]{self.tc.strategy}[/bold] · "
-            f"rows: {sizes} · tasks: {', '.join(f'{t} ({len(self.data.labels[t])})' for t in self.task_names)}"
+            f"rows: {sizes} · tasks: {', '.join(self._task_note(t) for t in self.task_names)}"
         )
         self.console.print(
             f"trainable parameters: {self.trainable:,} of {self.total:,} ({pct:.2f}%) · "

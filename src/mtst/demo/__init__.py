@@ -14,3 +14,8 @@ DEMO_DIR = Path(__file__).resolve().parent
 
 def demo_config_path() -> Path:
     return DEMO_DIR / "demo.yaml"
+
+
+def tagged_config_path() -> Path:
+    """Entity tagging + sentiment on generated review sentences (see ``scripts/make_tagged_demo.py``)."""
+    return DEMO_DIR / "tagged.yaml"
