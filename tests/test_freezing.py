@@ -119,3 +119,12 @@ def test_apply_trainable_on_a_real_model(tiny_backbone_dir: Path, strategy: str)
     trainable = {parameter_group(n) for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == groups & present
     assert trainable  # every strategy here trains something
+
+
+def test_lora_parameters_form_their_own_group() -> None:
+    from mtst.freezing import strategy_groups
+
+    assert parameter_group("encoder.backbone.encoder.layer.3.attention.self.query.lora_A.default.weight") == "lora"
+    assert parameter_group("encoder.backbone.encoder.layer.3.attention.self.query.base_layer.weight") == "layers.3"
+    assert strategy_groups("lora", 6, ["a"], top_k=0) == {"heads.a", "lora"}
+    assert strategy_groups("lora", 6, ["a"], top_k=2) == {"heads.a", "lora", "layers.4", "layers.5", "backbone_other"}

@@ -64,3 +64,10 @@ def test_late_group_gets_its_own_warmup() -> None:
     sched.step()
     sched.load_state_dict(state)
     assert opt.param_groups[1]["lr"] == pytest.approx(1.0)
+
+
+def test_lora_group_has_its_own_lr() -> None:
+    names = ["encoder.backbone.encoder.layer.0.attention.self.query.lora_B.default.weight", "heads.t.1.weight"]
+    plan = plan_param_groups(names, lr_backbone=1e-5, lr_head=1e-3, lr_lora=5e-4, num_layers=2)
+    assert plan[names[0]].group == "lora" and plan[names[0]].lr == 5e-4
+    assert plan[names[1]].lr == 1e-3

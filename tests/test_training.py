@@ -48,6 +48,8 @@ STRATEGIES = [
     ("full", {}),
     ("full", {"freeze": ["embeddings", "layers.0"]}),
     ("full", {"freeze": ["heads.category"]}),
+    ("lora", {}),
+    ("lora", {"lora": {"full_top_k": 1, "r": 2}}),
 ]
 
 
@@ -70,6 +72,8 @@ def test_one_step_grads_and_frozen_params(
         if name in trainable:
             if name.endswith("word_embeddings.weight") or name.endswith("token_type_embeddings.weight"):
                 continue  # only the rows of tokens seen get a gradient
+            if "lora_A" in name:
+                continue  # lora_B starts at zero, so lora_A's first gradient is zero by design
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
             assert p.grad.abs().sum() > 0, name
         else:
@@ -84,6 +88,9 @@ def test_one_step_grads_and_frozen_params(
         assert not groups & parse_freeze(extra["freeze"], 2, ["category", "sentiment"])
     if strategy in ("heads", "gradual"):
         assert groups == {"heads.category", "heads.sentiment"}
+    if strategy == "lora":
+        top = {"layers.1"} if extra else set()  # (the tiny BERT has no backbone_other parameters)
+        assert groups == {"heads.category", "heads.sentiment", "lora"} | top
 
 
 def test_frozen_modules_run_in_eval_mode(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
