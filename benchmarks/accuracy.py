@@ -42,7 +42,13 @@ RECIPES: dict[str, dict] = {
     "top_k (k=2)": {"strategy": "top_k", "top_k": 2},
     "gradual": {"strategy": "gradual"},
     "full": {"strategy": "full"},
+    "lora r8": {"strategy": "lora", "lora": {"r": 8, "alpha": 16}},
+    "lora r16": {"strategy": "lora", "lora": {"r": 16, "alpha": 32}},
 }
+
+
+def dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def dataset_sources(name: str, train_rows: int, workdir: Path) -> tuple[dict, dict]:
@@ -80,7 +86,7 @@ def main() -> None:
         for dataset in args.datasets.split(","):
             data, tasks = dataset_sources(dataset, args.train_rows, workdir)
             table = Table(title=f"{dataset} · {machine()}")
-            for col in ("recipe", "accuracy", "macro-F1", "train s", "trainable params", "steps"):
+            for col in ("recipe", "accuracy", "macro-F1", "train s", "trainable params", "model MB", "steps"):
                 table.add_column(col, justify="left" if col == "recipe" else "right")
             for recipe in args.recipes.split(","):
                 scores = []
@@ -91,13 +97,14 @@ def main() -> None:
                             "tasks": tasks,
                             "data": data,
                             "training": training,
-                            "output_dir": str(workdir / f"{dataset}-{recipe.split()[0]}"),
+                            "output_dir": str(workdir / f"{dataset}-{recipe.replace(' ', '_')}-{seed}"),
                         }
                     )
                     start = time.perf_counter()
                     result = train(cfg, show_progress=False, console=Console(quiet=True))
                     wall = time.perf_counter() - start
                     m = result.test[next(iter(tasks))]
+                    size = dir_mb(result.run_dir / "model")
                     scores.append((m["accuracy"], m["macro_f1"], result.train_seconds))
                     results.append(
                         {
@@ -110,6 +117,7 @@ def main() -> None:
                             "wall_seconds": wall,
                             "trainable_parameters": result.trainable_parameters,
                             "steps": result.steps,
+                            "model_mb": size,
                             "config": cfg.training.model_dump(mode="json"),
                         }
                     )
@@ -124,6 +132,7 @@ def main() -> None:
                     f"{100 * f1.mean():.2f}",
                     f"{secs.mean():.0f}",
                     f"{result.trainable_parameters:,}",
+                    f"{size:.1f}",
                     f"{result.steps}",
                 )
             console.print(table)
