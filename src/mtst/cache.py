@@ -8,9 +8,11 @@
   layers. It needs a BERT-style backbone (``embeddings`` + ``encoder.layer``);
   other architectures run the prefix every step.
 
-Caches live for one run and are keyed by everything that changes their
-contents (backbone weights, pooling, max length, texts, boundary), so a stale
-cache is never reused.
+Caches are keyed by everything that changes their contents (backbone
+weights, pooling, max length, texts, boundary), so a stale cache is never
+reused. They live for one run unless ``training.cache_dir`` names a directory,
+where pooled embeddings are kept (safetensors) and reused by later runs with
+the same key: one encoding pass then serves every frozen-backbone run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mtst.encoder import SentenceEncoder, eval_mode
@@ -50,11 +53,34 @@ def pooled_embeddings(
     budget_mb: float,
     spill_dir: Path | None,
     key: str = "",
+    store_dir: Path | None = None,
 ) -> torch.Tensor:
     """Sentence embeddings (un-normalised, eval mode) of pre-tokenised texts.
 
-    Over ``budget_mb`` they go to a memory-mapped file in ``spill_dir``.
+    Over ``budget_mb`` they go to a memory-mapped file in ``spill_dir``. With
+    ``store_dir`` they are read from (or written to) ``pooled-<key>.safetensors`` there.
     """
+    stored = store_dir / f"pooled-{key}.safetensors" if store_dir is not None and key else None
+    if stored is not None and stored.exists():
+        logger.info("pooled cache reused from %s", stored)
+        return load_file(str(stored))["embeddings"]
+    embeddings = _encode_pooled(encoder, ids, batch_size, budget_mb, spill_dir, key)
+    if stored is not None:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stored.with_name(f".{stored.name}.tmp")
+        save_file({"embeddings": embeddings.contiguous()}, str(tmp))
+        tmp.replace(stored)
+    return embeddings
+
+
+def _encode_pooled(
+    encoder: SentenceEncoder,
+    ids: Sequence[Sequence[int]],
+    batch_size: int,
+    budget_mb: float,
+    spill_dir: Path | None,
+    key: str,
+) -> torch.Tensor:
     n, dim = len(ids), encoder.dim
     size_mb = n * dim * 4 / 2**20
     if size_mb > budget_mb and spill_dir is not None:

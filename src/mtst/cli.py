@@ -236,6 +236,46 @@ def train(
     )
 
 
+@app.command()
+def compare(
+    config: Annotated[Path | None, typer.Argument(help="YAML config; default: the bundled demo.")] = None,
+    strategies: Annotated[
+        str, typer.Option(help="Comma-separated: frozen, heads, top_k:K, gradual, full, lora[:RANK].")
+    ] = "frozen,heads,top_k:2,gradual,full",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per strategy (training.seed, +1, ...).")] = 1,
+    train_fractions: Annotated[str, typer.Option(help="Learning curve: fractions of the training rows.")] = "1.0",
+    poolings: Annotated[str | None, typer.Option(help="Linear probe per pooling, e.g. cls,mean,max.")] = None,
+    sts: Annotated[Path | None, typer.Option(help="Pairs file (sentence1, sentence2, score) for STS.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report directory.")] = Path("runs/compare"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: a.b=value.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run strategies side by side on your data and write a report that recommends one."""
+    from mtst.compare import load_sweep, measure_encoders, run_sweep, save_results
+    from mtst.compare_report import recommend, summarize, write_report
+
+    sweep = load_sweep(config, set_ or [], strategies, seeds, train_fractions, poolings, sts, output)
+    runs = sweep.runs()
+    err_console.print(f"[bold]mtst compare[/bold] · {len(runs)} runs · report in {output}")
+    results = run_sweep(sweep, err_console, show_progress=not quiet)
+    encoders = measure_encoders(sweep, results, err_console)
+    payload = save_results(sweep, results, encoders)
+    written = write_report(payload, output)
+    rows = summarize(payload)
+    full = max(r.fraction for r in rows)
+    table = Table(title=f"strategies · {sweep.config.training.metric} · {rows[0].train_rows:,} training rows")
+    for col in ("strategy", "metric", "trainable", "train s", "drift"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in sorted((r for r in rows if r.fraction == full), key=lambda r: -r.mean):
+        spread = f" ± {100 * r.std:.1f}" if len(r.primary) > 1 else ""
+        drift = "-" if r.drift is None else f"{r.drift:.3f}"
+        table.add_row(r.label, f"{100 * r.mean:.1f}{spread}", f"{r.trainable:,}", f"{r.train_seconds:.0f}", drift)
+    console.print(table)
+    for sentence in recommend(payload, rows):
+        console.print(sentence.replace("**", "").replace("`", ""), highlight=False)
+    err_console.print(f"wrote {written['markdown']}, {written['html']} and {output / 'results.json'}")
+
+
 RunArg = Annotated[Path, typer.Argument(help="A run directory or a saved model directory.")]
 DataOpt = Annotated[Path, typer.Option("--data", "-d", help="CSV, JSONL, Parquet or a saved datasets dir.")]
 

@@ -42,6 +42,8 @@ class DataSection(_Section):
     test: str | None = None
     text_column: str = "text"
     tokens_column: str = "tokens"
+    train_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    fraction_seed: int = 0
 
 
 class TaskSection(_Section):
@@ -131,6 +133,7 @@ class TrainingSection(_Section):
     eval_batch_size: int = Field(default=64, ge=1)
     cache: bool = True
     cache_memory_mb: float = Field(default=4096, gt=0)
+    cache_dir: str | None = None
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 

@@ -367,6 +367,19 @@ def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[st
     return names
 
 
+def subsample(split: Split, fraction: float, seed: int = 0) -> Split:
+    """A random ``fraction`` of a split's rows (at least one; same rows for the same seed)."""
+    n = max(1, round(fraction * len(split)))
+    rows = np.sort(np.random.default_rng(seed).permutation(len(split))[:n])
+    return Split(
+        split.name,
+        [split.texts[i] for i in rows],
+        {t: v[rows] for t, v in split.labels.items()},
+        None if split.words is None else [split.words[i] for i in rows],
+        {t: [tags[i] for i in rows] for t, tags in split.tags.items()},
+    )
+
+
 # --------------------------------------------------------------------------- batching
 def length_grouped_batches(
     indices: np.ndarray, lengths: Sequence[int], batch_size: int, rng: np.random.Generator, bucket: int = 50

@@ -29,7 +29,7 @@ from rich.console import Console
 from mtst.cache import PrefixCache, cache_key, pooled_embeddings, run_layers, supports_prefix
 from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
 from mtst.config import RunConfig, dump_config, head_lr, validate_config
-from mtst.data import MISSING, TaskData, TaskSource, build_task_data, epoch_batches
+from mtst.data import MISSING, TaskData, TaskSource, build_task_data, epoch_batches, subsample
 from mtst.encoder import pad_batch
 from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import evaluate_split, score_split, summary_metrics, tokenize_split
@@ -85,6 +85,15 @@ class LoopState:
     train_seconds: float = 0.0
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -120,7 +129,10 @@ def load_task_data(config: RunConfig) -> TaskData:
         if task.type != "masked_lm"
     }
     shared = config.data.model_dump(include={"train", "validation", "test"})
-    return build_task_data(specs, shared, config.data.text_column, config.data.tokens_column)
+    data = build_task_data(specs, shared, config.data.text_column, config.data.tokens_column)
+    if config.data.train_fraction < 1.0:
+        data.splits["train"] = subsample(data.splits["train"], config.data.train_fraction, config.data.fraction_seed)
+    return data
 
 
 class Trainer:
@@ -523,6 +535,7 @@ class Trainer:
                         self.tc.cache_memory_mb,
                         self.run_dir / "cache",
                         key=cache_key(encoder, self.data.splits[split].texts, "pooled"),
+                        store_dir=Path(self.tc.cache_dir) if self.tc.cache_dir else None,
                     )
         else:
             size = PrefixCache.size_mb(self.ids["train"], encoder.dim)
@@ -718,6 +731,8 @@ class Trainer:
             "train_seconds": round(st.train_seconds, 2),
             "trainable_parameters": self.trainable,
             "total_parameters": self.total,
+            "train_rows": len(self.data.splits["train"]),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
             "validation": validation,
             "test": summary_metrics(test, self.aux_tasks) if test else {},
             "test_detail": test,

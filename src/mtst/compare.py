@@ -1,0 +1,364 @@
+"""``mtst compare``: run several strategies on the user's data and measure them side by side.
+
+Each run is a normal ``mtst train`` in its own process (so its peak memory is
+its own), in ``REPORT_DIR/runs/<name>``, with the same data, evaluation and
+budget rules; frozen-backbone runs share one pooled-embedding cache. A run
+whose ``metrics.json`` exists for the same settings is not repeated, so an
+interrupted sweep resumes. After the runs, the encoders are compared with the
+original backbone (representation drift, similarity forgetting, heads left
+on a moved backbone), and :mod:`mtst.compare_report` writes the report.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rich.console import Console
+
+from mtst.config import STRATEGIES, RunConfig, validate_config
+from mtst.errors import ConfigError, MtstError
+
+FROZEN_BACKBONE = ("frozen", "heads")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the sweep."""
+
+    label: str
+    overrides: dict[str, Any]
+    seed: int
+    fraction: float
+    pooling: str | None = None
+
+    @property
+    def name(self) -> str:
+        pool = f"-pool_{self.pooling}" if self.pooling else ""
+        return f"{self.label.replace(':', '')}-f{self.fraction:g}-s{self.seed}{pool}"
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    metrics: dict[str, Any]
+    wall_seconds: float
+    model_mb: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_strategies(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``frozen,heads,top_k:2,gradual,full,lora:16`` -> (label, training overrides) pairs."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for raw in (x.strip() for x in text.split(",")):
+        if not raw:
+            continue
+        name, _, arg = raw.partition(":")
+        if name not in STRATEGIES:
+            raise ConfigError(f"--strategies: unknown {name!r}; allowed: {', '.join(STRATEGIES)}")
+        overrides: dict[str, Any] = {"strategy": name}
+        if arg:
+            if not arg.isdigit() or int(arg) < 1 or name not in ("top_k", "lora"):
+                raise ConfigError(f"--strategies: {raw!r}; only top_k:K and lora:RANK take a positive number")
+            if name == "top_k":
+                overrides["top_k"] = int(arg)
+            else:
+                overrides["lora"] = {"r": int(arg), "alpha": 2 * int(arg)}
+        if any(label == raw for label, _ in out):
+            raise ConfigError(f"--strategies: {raw!r} is listed twice")
+        out.append((raw, overrides))
+    if not out:
+        raise ConfigError("--strategies: name at least one strategy")
+    return out
+
+
+def parse_numbers(text: str, option: str, low: float, high: float) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    bad = [v for v in values if not low < v <= high]
+    if not values or bad:
+        raise ConfigError(f"{option}: values must be in ({low:g}, {high:g}], got {text!r}")
+    return values
+
+
+def plan_runs(
+    strategies: Sequence[tuple[str, dict[str, Any]]],
+    seeds: Sequence[int],
+    fractions: Sequence[float],
+    poolings: Sequence[str] = (),
+) -> list[RunSpec]:
+    """Every (strategy, fraction, seed) run, then one linear probe (``frozen``) per extra pooling."""
+    runs = [
+        RunSpec(label, overrides, seed, fraction)
+        for fraction in sorted(fractions)
+        for label, overrides in strategies
+        for seed in seeds
+    ]
+    runs += [RunSpec("frozen", {"strategy": "frozen"}, seeds[0], 1.0, pooling) for pooling in poolings]
+    return runs
+
+
+def run_config(base: dict[str, Any], spec: RunSpec, run_dir: Path, cache_dir: Path) -> dict[str, Any]:
+    """The base config with this run's strategy, seed, fraction, pooling and directories."""
+    raw = json.loads(json.dumps(base))
+    training = raw.setdefault("training", {})
+    for key, value in json.loads(json.dumps(spec.overrides)).items():
+        training[key] = {**training.get(key, {}), **value} if isinstance(value, dict) else value
+    training["seed"] = spec.seed
+    training["cache_dir"] = str(cache_dir)
+    raw.setdefault("data", {})["train_fraction"] = spec.fraction
+    if spec.pooling:
+        raw.setdefault("model", {})["pooling"] = spec.pooling
+    raw["output_dir"] = str(run_dir)
+    return raw
+
+
+def dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
+
+
+def execute(raw: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], float]:
+    """Train one run in a child process; its output goes to ``run_dir/output.log``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    started = time.perf_counter()
+    with (run_dir / "output.log").open("w", encoding="utf-8") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mtst", "train", str(cfg_path), "--quiet"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = (run_dir / "output.log").read_text(encoding="utf-8").strip().splitlines()[-5:]
+        raise MtstError(f"run {run_dir.name} failed (exit {proc.returncode}):\n  " + "\n  ".join(tail))
+    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")), wall
+
+
+def finished(run_dir: Path, raw: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished run's record when it was made with the same settings (resume), else None."""
+    record = run_dir / "compare_run.json"
+    if not record.exists():
+        return None
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    return saved if saved.get("config") == raw else None
+
+
+@dataclass
+class Sweep:
+    """Everything ``mtst compare`` was asked for."""
+
+    config: RunConfig
+    base: dict[str, Any]
+    strategies: list[tuple[str, dict[str, Any]]]
+    seeds: list[int]
+    fractions: list[float]
+    poolings: list[str]
+    sts: Path | None
+    output: Path
+
+    def runs(self) -> list[RunSpec]:
+        return plan_runs(self.strategies, self.seeds, self.fractions, self.poolings)
+
+
+def run_sweep(sweep: Sweep, console: Console, show_progress: bool = True) -> list[RunResult]:
+    """Train every run not already finished, with one progress bar over the whole sweep."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    runs = sweep.runs()
+    cache_dir = sweep.output / "cache"
+    results: list[RunResult] = []
+    progress = Progress(
+        TextColumn("[bold]compare[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show_progress,
+    )
+    with progress:
+        bar = progress.add_task("", total=len(runs))
+        for spec in runs:
+            run_dir = sweep.output / "runs" / spec.name
+            raw = run_config(sweep.base, spec, run_dir, cache_dir)
+            progress.update(bar, description=spec.name)
+            record = finished(run_dir, raw)
+            if record is None:
+                metrics, wall = execute(raw, run_dir)
+                record = {"config": raw, "metrics": metrics, "wall_seconds": wall}
+                (run_dir / "compare_run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            else:
+                console.print(f"reusing finished run {spec.name}", highlight=False)
+            results.append(RunResult(spec, record["metrics"], record["wall_seconds"], dir_mb(run_dir / "model")))
+            progress.advance(bar)
+    return results
+
+
+# ------------------------------------------------------------------ encoder comparisons
+def eval_split_name(data: Any) -> str:
+    return "test" if "test" in data.splits else ("validation" if "validation" in data.splits else "train")
+
+
+def read_sts(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Sentence pairs with a similarity score (columns sentence1, sentence2, score/label)."""
+    from mtst.data import column, load_table
+
+    rows = load_table(path)
+    score_col = next((c for c in ("score", "label", "similarity") if c in rows[0]), None)
+    if score_col is None:
+        raise ConfigError(f"--sts {path}: needs a score column (score, label or similarity); has {', '.join(rows[0])}")
+    a = [str(x) for x in column(rows, "sentence1", path)]
+    b = [str(x) for x in column(rows, "sentence2", path)]
+    return a, b, np.asarray([float(r[score_col]) for r in rows])
+
+
+def sts_spearman(encoder: Any, pairs: tuple[list[str], list[str], np.ndarray]) -> float:
+    from mtst.evaluate import spearman
+
+    a, b, gold = pairs
+    ea = encoder.encode(a, normalize=True, convert_to="torch")
+    eb = encoder.encode(b, normalize=True, convert_to="torch")
+    return spearman((ea * eb).sum(-1).numpy(), gold)
+
+
+def measure_encoders(sweep: Sweep, results: list[RunResult], console: Console) -> dict[str, Any]:
+    """Drift, STS before/after, and frozen-run heads evaluated on each moved backbone."""
+    from mtst.evaluate import evaluate_split, tokenize_split
+    from mtst.model import MultiTaskModel, load_encoder
+    from mtst.trainer import load_task_data
+
+    data = load_task_data(sweep.config)
+    split_name = eval_split_name(data)
+    split = data.splits[split_name]
+    texts = (data.splits.get("validation") or split).texts
+    m = sweep.config.model
+    base = load_encoder(m.backbone, pooling=m.pooling, normalize=m.normalize)
+    if m.max_length:
+        base.max_length = m.max_length
+    base_emb = base.encode(texts, normalize=True, convert_to="torch")
+    pairs = read_sts(sweep.sts) if sweep.sts else None
+    out: dict[str, Any] = {"drift_texts": len(texts), "stale_split": split_name}
+    if pairs:
+        out["sts_base"] = sts_spearman(base, pairs)
+    # Heads trained on the unmoved backbone (frozen or heads runs), re-used on each moved one.
+    anchors: dict[tuple[int, float], RunResult] = {}
+    for label in reversed(FROZEN_BACKBONE):
+        anchors.update(
+            {(r.spec.seed, r.spec.fraction): r for r in results if r.spec.label == label and r.spec.pooling is None}
+        )
+    before: dict[str, dict[str, float]] = {}
+    with console.status("measuring drift"):
+        for r in results:
+            if r.spec.pooling is not None:
+                continue
+            model = MultiTaskModel.load(sweep.output / "runs" / r.spec.name)
+            emb = model.encoder.encode(texts, normalize=True, convert_to="torch")
+            r.extra["drift"] = round(max(0.0, 1.0 - float((emb * base_emb).sum(-1).mean())), 6)
+            if pairs:
+                r.extra["sts"] = sts_spearman(model.encoder, pairs)
+            anchor = anchors.get((r.spec.seed, r.spec.fraction))
+            if anchor is None or r.spec.label in FROZEN_BACKBONE:
+                continue
+            heads = MultiTaskModel.load(sweep.output / "runs" / anchor.spec.name)
+            ids, word_ids = tokenize_split(heads, split)
+            if anchor.spec.name not in before:
+                scores = evaluate_split(heads, split, ids, word_ids=word_ids)
+                before[anchor.spec.name] = {t: m_["accuracy"] for t, m_ in scores.items()}
+            heads.encoder = model.encoder
+            moved = evaluate_split(heads, split, ids, word_ids=word_ids)
+            r.extra["stale_heads"] = {
+                "from": anchor.spec.label,
+                "tasks": {
+                    t: {"before": before[anchor.spec.name].get(t), "after": m_["accuracy"]} for t, m_ in moved.items()
+                },
+            }
+    if sweep.poolings and pairs:
+        out["sts_by_pooling"] = {}
+        for pooling in sweep.poolings:
+            base.pooling = pooling
+            out["sts_by_pooling"][pooling] = sts_spearman(base, pairs)
+    return out
+
+
+def save_results(sweep: Sweep, results: list[RunResult], encoders: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of the sweep, as written to ``results.json``."""
+    payload = {
+        "config": sweep.base,
+        "strategies": [label for label, _ in sweep.strategies],
+        "seeds": sweep.seeds,
+        "fractions": sweep.fractions,
+        "poolings": sweep.poolings,
+        "metric": sweep.config.training.metric,
+        "encoders": encoders,
+        "runs": [
+            {
+                **asdict(r.spec),
+                "name": r.spec.name,
+                "wall_seconds": r.wall_seconds,
+                "model_mb": r.model_mb,
+                **r.extra,
+                "metrics": r.metrics,
+            }
+            for r in results
+        ],
+    }
+    sweep.output.mkdir(parents=True, exist_ok=True)
+    (sweep.output / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return payload
+
+
+def load_sweep(
+    config_path: Path | None,
+    overrides: list[str],
+    strategies: str,
+    seeds: int,
+    fractions: str,
+    poolings: str | None,
+    sts: Path | None,
+    output: Path,
+) -> Sweep:
+    """Validate every option before the first run starts."""
+    from mtst.config import load_config
+
+    config = load_config(config_path, overrides)
+    if seeds < 1:
+        raise ConfigError("--seeds: at least 1")
+    pool_list = [p.strip() for p in (poolings or "").split(",") if p.strip()]
+    bad = [p for p in pool_list if p not in ("cls", "mean", "max")]
+    if bad:
+        raise ConfigError(f"--poolings: unknown {', '.join(bad)}; allowed: cls, mean, max")
+    if sts is not None and not sts.exists():
+        raise ConfigError(f"--sts {sts}: no such file")
+    base = config.model_dump(mode="json", exclude_defaults=False)
+    parsed = parse_strategies(strategies)
+    return Sweep(
+        config=config,
+        base=validate_config(base).model_dump(mode="json"),
+        strategies=parsed,
+        seeds=[config.training.seed + i for i in range(seeds)],
+        fractions=parse_numbers(fractions, "--train-fractions", 0.0, 1.0),
+        poolings=pool_list,
+        sts=sts,
+        output=output,
+    )

@@ -1,0 +1,452 @@
+"""The strategy report: figures from ``results.json`` to tables, plots and a recommendation.
+
+The report is built once as a list of sections (paragraphs, tables, images)
+and rendered twice: ``report.md`` (images as files in ``plots/``) and a
+self-contained ``report.html`` (images inlined). Every sentence of the
+recommendation is computed from the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NOISE_POINTS = 0.5  # differences below this (or below the seeds' spread) are called ties
+
+
+@dataclass
+class Row:
+    """One strategy at one training fraction, over seeds."""
+
+    label: str
+    fraction: float
+    primary: list[float]
+    tasks: dict[str, dict[str, list[float]]]
+    train_seconds: float
+    trainable: int
+    total: int
+    peak_mb: float
+    model_mb: float
+    train_rows: int
+    drift: float | None
+    sts: float | None
+    stale: dict[str, dict[str, float]] = field(default_factory=dict)
+    stale_from: str | None = None
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.primary))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.primary)) if len(self.primary) > 1 else 0.0
+
+
+def _split_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], dict[str, dict]]:
+    """(flat summary, per-task detail) of a run, from test when it has one, else validation."""
+    if metrics.get("test"):
+        return metrics["test"], metrics.get("test_detail", {})
+    flat = metrics.get("validation", {})
+    detail: dict[str, dict] = defaultdict(dict)
+    for key, value in flat.items():
+        if "/" in key:
+            task, name = key.split("/", 1)
+            detail[task][name] = value
+    return flat, dict(detail)
+
+
+def summarize(payload: dict[str, Any]) -> list[Row]:
+    """Group runs by (strategy, fraction) and average over seeds."""
+    metric = payload["metric"]
+    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for run in payload["runs"]:
+        if run.get("pooling") is None:
+            groups[(run["label"], run["fraction"])].append(run)
+    rows = []
+    for (label, fraction), runs in groups.items():
+        tasks: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        primary = []
+        for run in runs:
+            flat, detail = _split_metrics(run["metrics"])
+            primary.append(float(flat.get(metric, np.nan)))
+            for task, m in detail.items():
+                tasks[task]["accuracy"].append(m["accuracy"])
+                tasks[task]["f1"].append(m.get("macro_f1", m.get("f1", np.nan)))
+        stale: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for run in runs:
+            for task, v in (run.get("stale_heads") or {}).get("tasks", {}).items():
+                stale[task]["before"].append(v["before"])
+                stale[task]["after"].append(v["after"])
+        first = runs[0]
+        rows.append(
+            Row(
+                label=label,
+                fraction=fraction,
+                primary=primary,
+                tasks={t: dict(v) for t, v in tasks.items()},
+                train_seconds=float(np.mean([r["metrics"]["train_seconds"] for r in runs])),
+                trainable=int(first["metrics"]["trainable_parameters"]),
+                total=int(first["metrics"]["total_parameters"]),
+                peak_mb=float(np.mean([r["metrics"].get("peak_rss_mb", np.nan) for r in runs])),
+                model_mb=float(np.mean([r["model_mb"] for r in runs])),
+                train_rows=int(first["metrics"].get("train_rows", 0)),
+                drift=_mean([r.get("drift") for r in runs]),
+                sts=_mean([r.get("sts") for r in runs]),
+                stale={t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in stale.items()},
+                stale_from=(first.get("stale_heads") or {}).get("from"),
+            )
+        )
+    return rows
+
+
+def _mean(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None or x != x else f"{100 * x:.{digits}f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    if b <= 0:
+        return "n/a"
+    r = a / b
+    return f"{r:.1f}x" if r >= 1 else f"1/{1 / r:.1f}"
+
+
+def recommend(payload: dict[str, Any], rows: list[Row]) -> list[str]:
+    """Sentences naming the best strategy and why, each computed from the figures."""
+    metric = payload["metric"]
+    full = max(r.fraction for r in rows)
+    at_full = sorted((r for r in rows if r.fraction == full), key=lambda r: -r.mean)
+    best = at_full[0]
+    seeds = len(best.primary)
+    spread = f" ± {100 * best.std:.1f}" if seeds > 1 else ""
+    out = [
+        f"**Recommended: `{best.label}`.** It has the best {metric} on {best.train_rows:,} training rows: "
+        f"{pct(best.mean)}{spread} (mean{' ± std' if seeds > 1 else ''} over {seeds} seed{'s' if seeds > 1 else ''})."
+    ]
+    if len(at_full) > 1:
+        second = at_full[1]
+        gap = 100 * (best.mean - second.mean)
+        noise = max(NOISE_POINTS, 100 * max(best.std, second.std))
+        verdict = "within the noise of" if gap < noise else "ahead of"
+        drift = ""
+        if best.drift is not None and second.drift is not None:
+            drift = f"; representation drift {best.drift:.3f} vs {second.drift:.3f}"
+        out.append(
+            f"`{best.label}` is {gap:.1f} points {verdict} the runner-up `{second.label}` "
+            f"({pct(second.mean)}), at {_ratio(best.train_seconds, second.train_seconds)} its training time "
+            f"({best.train_seconds:.0f} s vs {second.train_seconds:.0f} s){drift}."
+        )
+        fastest = min(at_full, key=lambda r: r.train_seconds)
+        close = 100 * (best.mean - fastest.mean)
+        if fastest is not best and close < max(NOISE_POINTS, 100 * max(best.std, fastest.std)):
+            out.append(
+                f"When training time matters, `{fastest.label}` is only {close:.1f} points behind "
+                f"at {_ratio(fastest.train_seconds, best.train_seconds)} of the time."
+            )
+        elif fastest is not best:
+            out.append(
+                f"The cheapest strategy, `{fastest.label}`, trains in {fastest.train_seconds:.0f} s but is "
+                f"{close:.1f} points behind."
+            )
+    fractions = sorted({r.fraction for r in rows})
+    if len(fractions) > 1:
+        winners = []
+        for f in fractions:
+            top = max((r for r in rows if r.fraction == f), key=lambda r: r.mean)
+            winners.append(f"`{top.label}` at {f:.0%} ({top.train_rows:,} rows, {pct(top.mean)})")
+        same = len({w.split("`")[1] for w in winners}) == 1
+        out.append(
+            ("The same strategy wins at every data size: " if same else "The winner changes with data size: ")
+            + "; ".join(winners)
+            + "."
+        )
+    stale = [(r, t, v) for r in at_full for t, v in r.stale.items() if v.get("before") is not None]
+    if stale:
+        worst = max(stale, key=lambda x: x[2]["before"] - x[2]["after"])
+        r, task, v = worst
+        out.append(
+            f"Feature drift, measured: a `{task}` head trained on the frozen backbone (`{r.stale_from}`) scores "
+            f"{pct(v['before'])} there and {pct(v['after'])} on the `{r.label}` backbone without retraining; "
+            "keep heads trained on the backbone they run on."
+        )
+    if payload["encoders"].get("sts_base") is not None:
+        base = payload["encoders"]["sts_base"]
+        moved = [r for r in at_full if r.sts is not None]
+        if moved:
+            most = min(moved, key=lambda r: r.sts)
+            out.append(
+                f"General similarity (STS Spearman) is {100 * base:.1f} before training; after `{best.label}` it is "
+                f"{100 * (best.sts or base):.1f}, and the largest loss is `{most.label}` ({100 * most.sts:.1f})."
+            )
+    probes = pooling_rows(payload)
+    if probes:
+        top = max(probes, key=lambda p: p[1])
+        out.append(
+            f"For a linear probe on the frozen backbone, `{top[0]}` pooling scores best ({pct(top[1])} {metric})."
+        )
+    return out
+
+
+def pooling_rows(payload: dict[str, Any]) -> list[tuple[str, float, dict[str, float]]]:
+    """(pooling, primary metric, per-task accuracy) of each linear-probe run."""
+    out = []
+    for run in payload["runs"]:
+        if run.get("pooling"):
+            flat, detail = _split_metrics(run["metrics"])
+            out.append(
+                (
+                    run["pooling"],
+                    float(flat.get(payload["metric"], np.nan)),
+                    {t: m["accuracy"] for t, m in detail.items()},
+                )
+            )
+    return out
+
+
+# ---------------------------------------------------------------- plots
+def make_plots(payload: dict[str, Any], rows: list[Row], directory: Path) -> dict[str, Path]:
+    """PNG plots: metric vs trainable parameters and vs time, learning curves, drift."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    metric = payload["metric"]
+    full = max(r.fraction for r in rows)
+    at_full = [r for r in rows if r.fraction == full]
+    paths: dict[str, Path] = {}
+
+    def scatter(x_of: Any, xlabel: str, name: str, log: bool) -> None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in at_full:
+            ax.errorbar(x_of(r), 100 * r.mean, yerr=100 * r.std, fmt="o", capsize=3)
+            ax.annotate(r.label, (x_of(r), 100 * r.mean), textcoords="offset points", xytext=(5, 5))
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{metric} (x100)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths[name] = directory / f"{name}.png"
+        fig.savefig(paths[name], dpi=110)
+        plt.close(fig)
+
+    scatter(lambda r: max(r.trainable, 1), "trainable parameters (log)", "metric_vs_parameters", True)
+    scatter(lambda r: r.train_seconds, "training time (s)", "metric_vs_time", False)
+    fractions = sorted({r.fraction for r in rows})
+    if len(fractions) > 1:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label in dict.fromkeys(r.label for r in rows):
+            points = sorted((r.train_rows, 100 * r.mean, 100 * r.std) for r in rows if r.label == label)
+            xs, ys, es = zip(*points, strict=True)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training rows (log)")
+        ax.set_ylabel(f"{metric} (x100)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths["learning_curves"] = directory / "learning_curves.png"
+        fig.savefig(paths["learning_curves"], dpi=110)
+        plt.close(fig)
+    drifted = [r for r in at_full if r.drift is not None]
+    if drifted:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar([r.label for r in drifted], [r.drift for r in drifted], color="tab:orange")
+        ax.set_ylabel("drift (1 - mean cosine)")
+        ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        paths["drift"] = directory / "drift.png"
+        fig.savefig(paths["drift"], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------- rendering
+Table = tuple[list[str], list[list[str]]]
+
+
+def build_sections(payload: dict[str, Any], rows: list[Row], plots: dict[str, Path]) -> list[dict[str, Any]]:
+    """Report content, independent of the output format."""
+    metric = payload["metric"]
+    seeds = len(payload["seeds"])
+    pm = " ± std" if seeds > 1 else ""
+    full = max(r.fraction for r in rows)
+    at_full = sorted((r for r in rows if r.fraction == full), key=lambda r: -r.mean)
+    tasks = list(dict.fromkeys(t for r in rows for t in r.tasks))
+
+    def cell(values: list[float]) -> str:
+        arr = np.asarray(values, dtype=float)
+        return pct(float(arr.mean())) + (f" ± {100 * arr.std():.1f}" if len(arr) > 1 else "")
+
+    main_header = ["strategy", f"{metric}{pm}"] + [f"{t} acc" for t in tasks] + [f"{t} F1" for t in tasks]
+    main_header += ["trainable params", "train s", "peak MB", "model MB", "drift"]
+    main_rows = [
+        [f"`{r.label}`", cell(r.primary)]
+        + [cell(r.tasks[t]["accuracy"]) if t in r.tasks else "-" for t in tasks]
+        + [cell(r.tasks[t]["f1"]) if t in r.tasks else "-" for t in tasks]
+        + [
+            f"{r.trainable:,}",
+            f"{r.train_seconds:.0f}",
+            f"{r.peak_mb:.0f}",
+            f"{r.model_mb:.1f}",
+            "-" if r.drift is None else f"{r.drift:.3f}",
+        ]
+        for r in at_full
+    ]
+    sections: list[dict[str, Any]] = [
+        {"title": "Recommendation", "paragraphs": recommend(payload, rows)},
+        {
+            "title": "Strategies",
+            "paragraphs": [
+                f"{at_full[0].train_rows:,} training rows, {seeds} seed(s), scored on the "
+                f"{payload['encoders'].get('stale_split', 'test')} split. F1 is macro-F1 for sentence tasks and "
+                "entity F1 for tagging tasks. Drift is 1 - mean cosine between the original and the fine-tuned "
+                f"sentence embeddings of {payload['encoders'].get('drift_texts', 0):,} texts."
+            ],
+            "tables": [(main_header, main_rows)],
+            "images": [plots[k] for k in ("metric_vs_parameters", "metric_vs_time", "drift") if k in plots],
+        },
+    ]
+    fractions = sorted({r.fraction for r in rows})
+    if len(fractions) > 1:
+        labels = list(dict.fromkeys(r.label for r in rows))
+        by = {(r.label, r.fraction): r for r in rows}
+        header = ["strategy"] + [f"{f:.0%} ({by[(labels[0], f)].train_rows:,} rows)" for f in fractions]
+        body = [
+            [f"`{label}`"] + [cell(by[(label, f)].primary) if (label, f) in by else "-" for f in fractions]
+            for label in labels
+        ]
+        sections.append(
+            {
+                "title": "Learning curves",
+                "tables": [(header, body)],
+                "images": [plots["learning_curves"]] if "learning_curves" in plots else [],
+            }
+        )
+    stale_rows = [
+        [
+            f"`{r.label}`",
+            f"`{t}`",
+            pct(v.get("before")),
+            pct(v.get("after")),
+            "-" if v.get("before") is None else f"{100 * (v['after'] - v['before']):+.1f}",
+        ]
+        for r in at_full
+        for t, v in r.stale.items()
+    ]
+    if stale_rows:
+        sections.append(
+            {
+                "title": "Heads left on a moved backbone",
+                "paragraphs": [
+                    f"Heads trained on the frozen backbone (`{at_full[0].stale_from or '-'}` runs), evaluated "
+                    "unchanged on each fine-tuned backbone: the accuracy a frozen head loses as the features move."
+                ],
+                "tables": [(["backbone from", "task", "accuracy before", "accuracy after", "change"], stale_rows)],
+            }
+        )
+    enc = payload["encoders"]
+    if enc.get("sts_base") is not None:
+        body = [["original backbone", f"{100 * enc['sts_base']:.1f}"]] + [
+            [f"`{r.label}`", "-" if r.sts is None else f"{100 * r.sts:.1f}"] for r in at_full
+        ]
+        sections.append(
+            {"title": "General similarity (STS) before and after", "tables": [(["encoder", "Spearman x100"], body)]}
+        )
+    probes = pooling_rows(payload)
+    if probes:
+        header = ["pooling", f"linear probe {metric}"] + [f"{t} acc" for t in tasks]
+        if enc.get("sts_by_pooling"):
+            header.append("STS Spearman x100")
+        body = []
+        for pooling, primary, accs in probes:
+            line = [f"`{pooling}`", pct(primary)] + [pct(accs.get(t)) for t in tasks]
+            if enc.get("sts_by_pooling"):
+                line.append(f"{100 * enc['sts_by_pooling'].get(pooling, float('nan')):.1f}")
+            body.append(line)
+        sections.append({"title": "Pooling", "tables": [(header, body)]})
+    return sections
+
+
+def render_markdown(sections: list[dict[str, Any]], base: Path, title: str) -> str:
+    lines = [f"# {title}", ""]
+    for sec in sections:
+        lines += [f"## {sec['title']}", ""]
+        for p in sec.get("paragraphs", []):
+            lines += [p, ""]
+        for header, body in sec.get("tables", []):
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+            lines += ["| " + " | ".join(row) + " |" for row in body]
+            lines.append("")
+        for img in sec.get("images", []):
+            lines += [f"![{img.stem}]({img.relative_to(base).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """Markdown's **bold** and `code` in an escaped HTML string."""
+    import re
+
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#1d1d1f;line-height:1.5}
+h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em}th,td{padding:.35em .7em;border-bottom:1px solid #e5e5e5}
+th{background:#f5f5f7;text-align:left}td{text-align:right}td:first-child{text-align:left}
+code{background:#f0f0f3;padding:0 .25em;border-radius:3px}img{max-width:100%;margin:.5em 1em .5em 0}
+.rec p:first-child{font-size:1.1em}
+"""
+
+
+def render_html(sections: list[dict[str, Any]], title: str) -> str:
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
+    for sec in sections:
+        cls = " class='rec'" if sec["title"] == "Recommendation" else ""
+        parts.append(f"<section{cls}><h2>{html.escape(sec['title'])}</h2>")
+        parts += [f"<p>{_inline(p)}</p>" for p in sec.get("paragraphs", [])]
+        for header, body in sec.get("tables", []):
+            parts.append("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead>")
+            parts.append(
+                "<tbody>"
+                + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in body)
+                + "</tbody></table>"
+            )
+        for img in sec.get("images", []):
+            data = base64.b64encode(img.read_bytes()).decode("ascii")
+            parts.append(f"<img alt='{html.escape(img.stem)}' src='data:image/png;base64,{data}'>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(payload: dict[str, Any], output: Path, title: str = "mtst strategy report") -> dict[str, Path]:
+    """``report.md``, ``report.html`` and ``plots/*.png`` from the sweep's figures."""
+    rows = summarize(payload)
+    plots = make_plots(payload, rows, output / "plots")
+    sections = build_sections(payload, rows, plots)
+    md = output / "report.md"
+    md.write_text(render_markdown(sections, output, title) + "\n", encoding="utf-8")
+    page = output / "report.html"
+    page.write_text(render_html(sections, title) + "\n", encoding="utf-8")
+    return {"markdown": md, "html": page, **plots}
