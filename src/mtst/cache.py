@@ -96,6 +96,28 @@ def _encode_pooled(
     return store
 
 
+def cache_plan(groups: set[str], num_layers: int, backbone: nn.Module, enabled: bool = True) -> tuple[str | None, int]:
+    """Which cache fits a trainable set: ``pooled`` when no backbone part trains, ``prefix`` (with the
+    first trainable layer as boundary) when only a contiguous top block of layers does, else none."""
+    if not enabled:
+        return None, 0
+    trained = [g for g in groups if not g.startswith("heads.")]
+    if not trained:
+        return "pooled", 0
+    layers = sorted(int(g.split(".")[1]) for g in trained if g.startswith("layers."))
+    present = {n.split(".")[0] for n, _ in backbone.named_parameters()}
+    top_only = (
+        layers
+        and layers == list(range(layers[0], num_layers))
+        and layers[0] > 0
+        and set(trained) <= {f"layers.{i}" for i in layers} | {"backbone_other"}
+        and present <= {"embeddings", "encoder"}
+    )
+    if top_only and supports_prefix(backbone):
+        return "prefix", layers[0]
+    return None, 0
+
+
 def supports_prefix(backbone: nn.Module) -> bool:
     """BERT-style backbones whose layers can be run one by one."""
     layers = getattr(getattr(backbone, "encoder", None), "layer", None)

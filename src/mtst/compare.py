@@ -175,34 +175,18 @@ class Sweep:
 
 def run_sweep(sweep: Sweep, console: Console, show_progress: bool = True) -> list[RunResult]:
     """Train every run not already finished, with one progress bar over the whole sweep."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from mtst.report import progress_bar
 
     runs = sweep.runs()
     cache_dir = sweep.output / "cache"
     results: list[RunResult] = []
-    progress = Progress(
-        TextColumn("[bold]compare[/bold] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show_progress,
-    )
+    progress = progress_bar(console, not show_progress)
     with progress:
         bar = progress.add_task("", total=len(runs))
         for spec in runs:
             run_dir = sweep.output / "runs" / spec.name
             raw = run_config(sweep.base, spec, run_dir, cache_dir)
-            progress.update(bar, description=spec.name)
+            progress.update(bar, description=f"compare {spec.name}")
             record = finished(run_dir, raw)
             if record is None:
                 metrics, wall = execute(raw, run_dir)
@@ -244,9 +228,9 @@ def sts_spearman(encoder: Any, pairs: tuple[list[str], list[str], np.ndarray]) -
 
 def measure_encoders(sweep: Sweep, results: list[RunResult], console: Console) -> dict[str, Any]:
     """Drift, STS before/after, and frozen-run heads evaluated on each moved backbone."""
+    from mtst.data import load_task_data
     from mtst.evaluate import evaluate_split, tokenize_split
     from mtst.model import MultiTaskModel, load_encoder
-    from mtst.trainer import load_task_data
 
     data = load_task_data(sweep.config)
     split_name = eval_split_name(data)

@@ -12,12 +12,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from mtst.errors import DataError
 from mtst.tagging import CONLL_SUFFIXES, bio_labels, check_tagged_row, read_conll
+
+if TYPE_CHECKING:
+    from mtst.config import RunConfig
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
@@ -378,6 +381,26 @@ def subsample(split: Split, fraction: float, seed: int = 0) -> Split:
         None if split.words is None else [split.words[i] for i in rows],
         {t: [tags[i] for i in rows] for t, tags in split.tags.items()},
     )
+
+
+def load_task_data(config: RunConfig) -> TaskData:
+    """Every labelled task's splits (masked-LM tasks need no labels: they use all training texts)."""
+    specs = {
+        name: TaskSource(
+            config.label_column(name),
+            task.labels,
+            task.data.model_dump(include={"train", "validation", "test"}) if task.data else None,
+            task.type,
+            "tags" if task.type == "token_classification" and task.label_column is None else None,
+        )
+        for name, task in config.tasks.items()
+        if task.type != "masked_lm"
+    }
+    shared = config.data.model_dump(include={"train", "validation", "test"})
+    data = build_task_data(specs, shared, config.data.text_column, config.data.tokens_column)
+    if config.data.train_fraction < 1.0:
+        data.splits["train"] = subsample(data.splits["train"], config.data.train_fraction, config.data.fraction_seed)
+    return data
 
 
 # --------------------------------------------------------------------------- batching

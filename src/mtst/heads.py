@@ -8,10 +8,16 @@ Sentence heads read ``sentence_embedding``, token heads ``token_embeddings``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
+
+if TYPE_CHECKING:
+    from mtst.config import RunConfig
+    from mtst.data import TaskData
 
 HeadType = Literal["classification", "token_classification", "masked_lm"]
 HEAD_INPUT: dict[str, str] = {
@@ -72,3 +78,35 @@ def build_head(spec: HeadSpec, input_dim: int, vocab_size: int | None = None) ->
         width = spec.hidden_size
     layers.append(nn.Linear(width, spec.num_labels))
     return nn.Sequential(*layers)
+
+
+def fit_ridge(linear: nn.Linear, embeddings: torch.Tensor, labels: np.ndarray, num_labels: int) -> None:
+    """Fit a linear head in closed form: ridge regression onto one-hot labels (the ``frozen`` strategy).
+
+    The ridge strength scales with the features' mean squared norm, so it
+    needs no tuning across backbones.
+    """
+    x = embeddings.double()
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    y = torch.nn.functional.one_hot(torch.as_tensor(labels), num_labels).double()
+    ridge = 1e-2 * x.pow(2).sum() / len(x) * torch.eye(x.shape[1], dtype=x.dtype)
+    weights = torch.linalg.solve(x.T @ x + ridge, x.T @ y)
+    with torch.no_grad():
+        linear.weight.copy_(weights[:-1].T.float())
+        linear.bias.copy_(weights[-1].float())
+
+
+def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
+    """The heads a run builds: label sets from the data, shapes and roles from the config."""
+    return {
+        name: HeadSpec(
+            type=task.type,
+            labels=data.labels.get(name, []),
+            hidden_size=task.hidden_size,
+            dropout=task.dropout,
+            weight=task.weight,
+            label_column=None if task.type == "masked_lm" else config.label_column(name),
+            auxiliary=task.is_auxiliary,
+        )
+        for name, task in config.tasks.items()
+    }

@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
 from mtst.errors import MtstError
+
+
+def progress_bar(console: Any, disable: bool, *extra: str) -> Any:
+    """The progress display of long work (training steps, sweep runs): bar, count, elapsed, ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(x) for x in extra),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )
 
 
 def metrics_table(per_task: dict[str, dict], title: str) -> Table:

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from mtst.cache import PrefixCache, cache_key, pooled_embeddings, run_layers, supports_prefix
+from mtst.batches import Batcher
+from mtst.cache import PrefixCache, cache_key, cache_plan, pooled_embeddings, run_layers
 from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
 from mtst.config import RunConfig, dump_config, head_lr, validate_config
-from mtst.data import MISSING, TaskData, TaskSource, build_task_data, epoch_batches, subsample
-from mtst.encoder import pad_batch
+from mtst.data import MISSING, epoch_batches, load_task_data
 from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import evaluate_split, score_split, summary_metrics, tokenize_split
 from mtst.freezing import (
@@ -42,12 +42,11 @@ from mtst.freezing import (
     trainable_groups,
     trainable_names,
 )
-from mtst.heads import HeadSpec
+from mtst.heads import fit_ridge, head_specs
 from mtst.lora import add_lora
-from mtst.mlm import mask_batch
 from mtst.model import IGNORE_INDEX, MultiTaskModel
 from mtst.optim import GroupScheduler, build_optimizer
-from mtst.tagging import align_tags
+from mtst.report import progress_bar
 
 logger = logging.getLogger("mtst")
 
@@ -100,41 +99,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
-    return {
-        name: HeadSpec(
-            type=task.type,
-            labels=data.labels.get(name, []),
-            hidden_size=task.hidden_size,
-            dropout=task.dropout,
-            weight=task.weight,
-            label_column=None if task.type == "masked_lm" else config.label_column(name),
-            auxiliary=task.is_auxiliary,
-        )
-        for name, task in config.tasks.items()
-    }
-
-
-def load_task_data(config: RunConfig) -> TaskData:
-    """Every labelled task's splits (masked-LM tasks need no labels: they use all training texts)."""
-    specs = {
-        name: TaskSource(
-            config.label_column(name),
-            task.labels,
-            task.data.model_dump(include={"train", "validation", "test"}) if task.data else None,
-            task.type,
-            "tags" if task.type == "token_classification" and task.label_column is None else None,
-        )
-        for name, task in config.tasks.items()
-        if task.type != "masked_lm"
-    }
-    shared = config.data.model_dump(include={"train", "validation", "test"})
-    data = build_task_data(specs, shared, config.data.text_column, config.data.tokens_column)
-    if config.data.train_fraction < 1.0:
-        data.splits["train"] = subsample(data.splits["train"], config.data.train_fraction, config.data.fraction_seed)
-    return data
-
-
 class Trainer:
     """Owns one run: data, model, optimiser, loop state and the run directory."""
 
@@ -182,13 +146,13 @@ class Trainer:
         self.ids, self.word_ids = {}, {}
         for name, split in self.data.splits.items():
             self.ids[name], self.word_ids[name] = tokenize_split(self.model, split)
-        self.token_labels = {
-            name: {
-                task: [None if t is None else align_tags(w, t) for w, t in zip(self.word_ids[name], tags, strict=True)]
-                for task, tags in split.tags.items()
-            }
-            for name, split in self.data.splits.items()
-        }
+        self.batcher = Batcher(
+            self.data.splits["train"],
+            self.ids["train"],
+            self.word_ids["train"],
+            encoder.pad_id,
+            list(self.config.tasks),
+        )
         self.mlm_tasks = [t for t, spec in self.config.tasks.items() if spec.type == "masked_lm" and spec.weight > 0]
         self.aux_tasks = [t for t, spec in self.config.tasks.items() if spec.is_auxiliary]
         self.saved_tasks = [t for t, spec in self.config.tasks.items() if spec.keeps_head]
@@ -349,53 +313,22 @@ class Trainer:
             logger.info("step %d: gradual unfreezing stage %d adds %s", self.state.global_step, stage, sorted(added))
 
     def _collate(self, rows: np.ndarray, task: str | None) -> tuple[dict, dict[str, torch.Tensor]]:
-        train = self.data.splits["train"]
-        ids = self.ids["train"]
         device = self.accelerator.device
-        batch = {}
-        if self.cache_mode is None:
-            batch = {
-                k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], self.raw_model.encoder.pad_id).items()
-            }
-        names = [task] if task else [t for t in self.task_names if t in train.labels]
-        labels = {}
-        for t in names:
-            if t in train.tags:
-                labels[t] = self._token_label_batch(t, rows, batch["input_ids"].shape[1]).to(device)
-            else:
-                labels[t] = torch.as_tensor(train.labels[t][rows], device=device)
-        return batch, labels
-
-    def _token_label_batch(self, task: str, rows: np.ndarray, width: int) -> torch.Tensor:
-        """Sub-token tags padded to the batch width (``-100`` for padding and untagged rows)."""
-        out = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for r, i in enumerate(rows):
-            aligned = self.token_labels["train"][task][i]
-            if aligned is not None:
-                out[r, : len(aligned)] = torch.from_numpy(aligned)
-        return out
+        batch = self.batcher.inputs(rows, device) if self.cache_mode is None else {}
+        width = batch["input_ids"].shape[1] if batch else None
+        return batch, self.batcher.labels(rows, task, device, width)
 
     def _mlm_loss(self, rows: np.ndarray, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Weighted masked-LM losses of the batch's texts (fresh span masks every step)."""
         total = None
         model = self.raw_model
-        tokenizer = model.encoder.tokenizer
         for task in self.mlm_tasks:
             spec = self.config.tasks[task]
             rng = np.random.default_rng([self.tc.seed, self.state.global_step, int(rows[0]), len(rows)])
-            masked, labels = mask_batch(
-                batch["input_ids"],
-                [self.word_ids["train"][i] for i in rows],
-                rng,
-                tokenizer.mask_token_id,
-                len(tokenizer),
-                spec.mask_ratio,
-                spec.span_length,
-                spec.span_p,
-            )
+            inputs, labels = self.batcher.masked(rows, batch, rng, model.encoder.tokenizer, spec)
             if not bool((labels != IGNORE_INDEX).any()):
                 continue
-            loss = model.masked_lm_loss(task, {"input_ids": masked, "attention_mask": batch["attention_mask"]}, labels)
+            loss = model.masked_lm_loss(task, inputs, labels)
             total = loss * spec.weight if total is None else total + loss * spec.weight
         return total
 
@@ -495,25 +428,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- caches
     def _wanted_cache(self) -> tuple[str | None, int]:
-        """``pooled`` when no backbone part trains, ``prefix`` when only top layers do."""
         token_tasks = [t for t, spec in self.raw_model.tasks.items() if spec.type == "token_classification"]
-        if not self.tc.cache or token_tasks or self.mlm_tasks:
-            return None, 0
-        backbone = [g for g in self.groups if not g.startswith("heads.")]
-        if not backbone:
-            return "pooled", 0
-        layers = sorted(int(g.split(".")[1]) for g in backbone if g.startswith("layers."))
-        present = {n.split(".")[0] for n, _ in self.raw_model.encoder.backbone.named_parameters()}
-        top_only = (
-            layers
-            and layers == list(range(layers[0], self.num_layers))
-            and layers[0] > 0
-            and set(backbone) <= {f"layers.{i}" for i in layers} | {"backbone_other"}
-            and present <= {"embeddings", "encoder"}
-        )
-        if top_only and supports_prefix(self.raw_model.encoder.backbone):
-            return "prefix", layers[0]
-        return None, 0
+        enabled = self.tc.cache and not token_tasks and not self.mlm_tasks
+        return cache_plan(self.groups, self.num_layers, self.raw_model.encoder.backbone, enabled)
 
     def _refresh_cache(self) -> None:
         """(Re)build the cache for the current trainable set; drop it when it no longer applies."""
@@ -573,26 +490,7 @@ class Trainer:
         return self._params
 
     def _progress(self) -> Any:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=not self.show_progress,
-            transient=False,
-        )
+        return progress_bar(self.console, not self.show_progress, "loss {task.fields[loss]:.4f}")
 
     # ------------------------------------------------------------ evaluation
     def _evaluate_and_select(self, running: list[float]) -> None:
@@ -655,21 +553,12 @@ class Trainer:
         emb = self.pooled.get("train")
         if emb is None:
             emb = model.encoder.encode(train.texts, normalize=False, convert_to="torch")
-        emb = emb.double()
-        x = torch.cat([emb, torch.ones(len(emb), 1, dtype=emb.dtype)], dim=1)
         for task, spec in model.tasks.items():
             if spec.hidden_size or spec.type != "classification":
                 logger.info("frozen: head %s keeps its initial weights (not a linear sentence head)", task)
                 continue
-            rows = torch.as_tensor(train.rows_for(task))
-            y = torch.nn.functional.one_hot(torch.as_tensor(train.labels[task][rows.numpy()]), spec.num_labels)
-            xr = x[rows]
-            ridge = 1e-2 * xr.pow(2).sum() / len(rows) * torch.eye(x.shape[1], dtype=x.dtype)
-            weights = torch.linalg.solve(xr.T @ xr + ridge, xr.T @ y.double())
-            linear = model.heads[task][-1]
-            with torch.no_grad():
-                linear.weight.copy_(weights[:-1].T.float())
-                linear.bias.copy_(weights[-1].float())
+            rows = train.rows_for(task)
+            fit_ridge(model.heads[task][-1], emb[torch.as_tensor(rows)], train.labels[task][rows], spec.num_labels)
         self.state.global_step = 0
         self._evaluate_and_select([])
         if "validation" not in self.data.splits:
