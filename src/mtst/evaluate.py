@@ -138,15 +138,23 @@ def evaluate_split(
     word_ids: Sequence[Sequence[int | None]] | None = None,
 ) -> dict[str, Any]:
     """Per-task metrics of a model on a tokenised split."""
+    predictions = predict_split(model, split, ids, batch_size)
+    return score_split(split, predictions, {t: spec.labels for t, spec in model.tasks.items()}, word_ids)
+
+
+def predict_split(
+    model: MultiTaskModel, split: Split, ids: Sequence[Sequence[int]], batch_size: int = 64
+) -> dict[str, list[Any]]:
+    """Predicted class per row (sentence tasks) or per sub-token (token tasks), for the tasks the split labels."""
     tasks = [t for t in model.prediction_tasks if t in split.labels and len(split.rows_for(t))]
     probs = model.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size)
-    predictions: dict[str, Any] = {}
+    predictions: dict[str, list[Any]] = {}
     for task in tasks:
         if model.tasks[task].type == "classification":
-            predictions[task] = np.asarray(probs[task]).argmax(-1)
+            predictions[task] = list(np.asarray(probs[task]).argmax(-1))
         else:
             predictions[task] = [None if p is None else p.argmax(-1) for p in probs[task]]
-    return score_split(split, predictions, {t: spec.labels for t, spec in model.tasks.items()}, word_ids)
+    return predictions
 
 
 def evaluate_file(model: MultiTaskModel, path: str | Path, text_column: str = "text") -> dict[str, dict]:

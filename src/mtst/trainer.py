@@ -17,7 +17,6 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_
 from mtst.config import RunConfig, dump_config, head_lr, validate_config
 from mtst.data import MISSING, epoch_batches, load_task_data
 from mtst.errors import ConfigError, MtstError
-from mtst.evaluate import evaluate_split, score_split, summary_metrics, tokenize_split
+from mtst.evaluate import evaluate_split, predict_split, score_split, summary_metrics, tokenize_split
 from mtst.freezing import (
     apply_trainable,
     check_plan,
@@ -120,16 +119,26 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self, resume: bool = False) -> None:
         tc = self.tc
-        if not resume and self.run_dir.exists():
-            for stale in (CHECKPOINT_DIR, "model", "metrics.jsonl", "metrics.json", "train.log"):
-                target = self.run_dir / stale
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._attach_log_file()
-        (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(mixed_precision=self._precision(), cpu=not torch.cuda.is_available())
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        if not self.is_main:  # one voice: only rank 0 logs, shows progress and writes files
+            self.console = Console(quiet=True)
+            self.show_progress = False
+        if self.is_main:
+            if not resume and self.run_dir.exists():
+                for stale in (CHECKPOINT_DIR, "model", "metrics.jsonl", "metrics.json", "train.log"):
+                    target = self.run_dir / stale
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    elif target.exists():
+                        target.unlink()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._attach_log_file()
+            (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        self.accelerator.wait_for_everyone()
         set_seed(tc.seed)
         self.task_names = list(self.config.tasks)
         self._check_metric()
@@ -183,14 +192,12 @@ class Trainer:
             saved = sorted(g for g in ever if g != "lora" and not g.startswith("heads."))
             self.model.lora = {**tc.lora.model_dump(), "saved_groups": saved}
         self.total_steps = self._total_steps()
-        from accelerate import Accelerator
-
-        self.accelerator = Accelerator(mixed_precision=self._precision(), cpu=not torch.cuda.is_available())
+        # No DDP wrapper: gradients are averaged across processes after backward (_sync_gradients),
+        # which works the same for the plain, cached and masked-LM forward paths.
+        self.model = self.model.to(self.accelerator.device)
         self.optimizer: Any = None
         self.scheduler: GroupScheduler | None = None
-        if tc.strategy == "frozen":
-            self.model = self.accelerator.prepare(self.model)
-        else:
+        if tc.strategy != "frozen":
             optimizer = build_optimizer(
                 self.model,
                 sorted(trainable_names(names, ever)),
@@ -204,7 +211,7 @@ class Trainer:
             self.scheduler = GroupScheduler(
                 optimizer, tc.schedule, self.total_steps, int(tc.warmup_ratio * self.total_steps), tc.cycle_steps
             )
-            self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+            self.optimizer = self.accelerator.prepare_optimizer(optimizer)
         self.cache_mode: str | None = None
         self.pooled: dict[str, torch.Tensor] = {}
         self.prefix: PrefixCache | None = None
@@ -400,11 +407,12 @@ class Trainer:
 
     def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:
         total = 0.0
-        for i, (rows, task) in enumerate(micro):
+        for rows, task in micro:
+            rows = rows[self.rank :: self.world]  # this process's share of the global batch
+            if not len(rows):
+                continue
             batch, labels = self._collate(rows, task)
-            last = i == len(micro) - 1
-            sync = nullcontext() if last else self.accelerator.no_sync(self.model)
-            with sync, self.accelerator.autocast():
+            with self.accelerator.autocast():
                 feats = self._forward(rows, batch, [task] if task else None)
                 loss, _ = self.raw_model.compute_loss(feats, labels)
                 if self.mlm_tasks:
@@ -416,15 +424,31 @@ class Trainer:
                     "training stopped and nothing from this step was saved. Lower training.lr_head / lr_backbone, "
                     "or check the data."
                 )
-            with sync:
-                self.accelerator.backward(loss / len(micro))
+            self.accelerator.backward(loss / len(micro))
             total += loss.item() / len(micro)
+        if self.world > 1:
+            total = self._sync_gradients(total)
         if self.tc.max_grad_norm:
             self.accelerator.clip_grad_norm_(self._trainable_params(), self.tc.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total
+
+    def _sync_gradients(self, loss: float) -> float:
+        """Average trainable gradients (and the loss) over processes in one all-reduce."""
+        params = self._trainable_params()
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params] + [torch.tensor([loss], device=params[0].device)])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+        return float(flat[-1])
 
     # ---------------------------------------------------------------- caches
     def _wanted_cache(self) -> tuple[str | None, int]:
@@ -450,7 +474,7 @@ class Trainer:
                         self.ids[split],
                         self.tc.eval_batch_size,
                         self.tc.cache_memory_mb,
-                        self.run_dir / "cache",
+                        self.run_dir / "cache" / (f"rank{self.rank}" if self.world > 1 else ""),
                         key=cache_key(encoder, self.data.splits[split].texts, "pooled"),
                         store_dir=Path(self.tc.cache_dir) if self.tc.cache_dir else None,
                     )
@@ -508,7 +532,8 @@ class Trainer:
             score = flat[self.tc.metric]
             if st.best is None or score > st.best + 1e-12:
                 st.best, st.best_step, st.bad_evals = score, st.global_step, 0
-                self._save_model()
+                if self.is_main:
+                    self._save_model()
             else:
                 st.bad_evals += 1
                 if self.tc.early_stopping_patience and st.bad_evals >= self.tc.early_stopping_patience:
@@ -523,12 +548,26 @@ class Trainer:
             return None
         if "validation" in self.pooled:
             return self._evaluate_pooled("validation")
-        split = self.data.splits["validation"]
-        per_task = evaluate_split(
-            self.raw_model, split, self.ids["validation"], self.tc.eval_batch_size, self.word_ids["validation"]
-        )
+        per_task = self._evaluate(self.raw_model, "validation")
         set_train_mode(self.model, self.groups)
         return per_task
+
+    def _evaluate(self, model: MultiTaskModel, split_name: str) -> dict[str, dict]:
+        """Scores on a split; with several processes each predicts a share and the predictions are gathered."""
+        split, ids = self.data.splits[split_name], self.ids[split_name]
+        labels = {t: spec.labels for t, spec in model.tasks.items()}
+        if self.world == 1:
+            return evaluate_split(model, split, ids, self.tc.eval_batch_size, self.word_ids[split_name])
+        mine = list(range(self.rank, len(ids), self.world))
+        local = predict_split(model, split, [ids[i] for i in mine], self.tc.eval_batch_size)
+        shares: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(shares, (mine, local))  # in-memory exchange between our own ranks
+        predictions: dict[str, list[Any]] = {t: [None] * len(ids) for t in local}
+        for rows, part in shares:
+            for task, values in part.items():
+                for row, value in zip(rows, values, strict=True):
+                    predictions[task][row] = value
+        return score_split(split, predictions, labels, self.word_ids[split_name])
 
     def _evaluate_pooled(self, split_name: str) -> dict[str, dict]:
         model = self.raw_model
@@ -540,6 +579,8 @@ class Trainer:
         return score_split(self.data.splits[split_name], predictions, self.data.labels)
 
     def _write_history(self) -> None:
+        if not self.is_main:
+            return
         lines = "".join(json.dumps(e) + "\n" for e in self.state.history)
         tmp = self.run_dir / ".metrics.jsonl.tmp"
         tmp.write_text(lines, encoding="utf-8")
@@ -561,7 +602,7 @@ class Trainer:
             fit_ridge(model.heads[task][-1], emb[torch.as_tensor(rows)], train.labels[task][rows], spec.num_labels)
         self.state.global_step = 0
         self._evaluate_and_select([])
-        if "validation" not in self.data.splits:
+        if "validation" not in self.data.splits and self.is_main:
             self._save_model()
 
     def _save_model(self) -> None:
@@ -578,6 +619,8 @@ class Trainer:
         st = self.state
         st.train_seconds = time.perf_counter() - started
         state = {k: v for k, v in st.__dict__.items()}
+        if not self.is_main:
+            return
         save_checkpoint(self.run_dir, self.raw_model, self.optimizer, self.scheduler.state_dict(), state)
 
     def _resume(self) -> None:
@@ -593,14 +636,13 @@ class Trainer:
     def _finish(self) -> TrainResult:
         st = self.state
         model_dir = self.run_dir / "model"
-        if "validation" not in self.data.splits or not model_dir.exists():
+        if self.is_main and ("validation" not in self.data.splits or not model_dir.exists()):
             self._save_model()
+        self.accelerator.wait_for_everyone()
         best = MultiTaskModel.load(model_dir)
         test = {}
         if "test" in self.data.splits:
-            test = evaluate_split(
-                best, self.data.splits["test"], self.ids["test"], self.tc.eval_batch_size, self.word_ids["test"]
-            )
+            test = self._evaluate(best, "test")
         validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
         result = TrainResult(
             run_dir=self.run_dir,
@@ -626,7 +668,8 @@ class Trainer:
             "test": summary_metrics(test, self.aux_tasks) if test else {},
             "test_detail": test,
         }
-        (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if self.is_main:
+            (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         logger.info("finished: %s", json.dumps(summary["test"]))
         return result
 
