@@ -219,11 +219,13 @@ def train(
         cfg = load_config(config, set_ or [])
     if output_dir is not None and resume is None:
         cfg.output_dir = str(output_dir)
-    if not quiet:
+    if not quiet and int(os.environ.get("RANK", "0")) == 0:
         err_console.rule("resolved config")
         err_console.print(dump_config(cfg).rstrip(), highlight=False, markup=False)
         err_console.rule()
     result = run_training(cfg, resume=resume is not None, console=err_console, show_progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, process 0 reports
+        return
     if result.validation:
         err_console.print(f"best validation {cfg.training.metric}: {100 * result.validation[cfg.training.metric]:.1f}")
     if result.test:
