@@ -327,12 +327,19 @@ def predict(
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks; default all.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSON Lines.")] = None,
     batch_size: BatchOpt = 32,
+    backend: Annotated[str, typer.Option(help="torch, or onnx for a directory written by mtst export.")] = "torch",
 ) -> None:
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks)."""
     items = _gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
-    model = _load_model(run)
     wanted = [t.strip() for t in tasks.split(",")] if tasks else None
-    rows = model.predict(items, tasks=wanted, batch_size=batch_size)
+    if backend == "onnx":
+        from mtst.export import OnnxPredictor
+
+        rows = OnnxPredictor(run).predict(items, tasks=wanted, batch_size=batch_size)
+    elif backend == "torch":
+        rows = _load_model(run).predict(items, tasks=wanted, batch_size=batch_size)
+    else:
+        raise MtstError(f"--backend: {backend!r}; use torch or onnx")
     records = [{"text": t, **r} for t, r in zip(items, rows, strict=True)]
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -353,9 +360,32 @@ def predict(
             sys.stdout.write(json.dumps(rec) + "\n")
 
 
+class ExportFormat(str, Enum):
+    sentence_transformers = "sentence-transformers"
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    run: RunArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Target format.")] = ExportFormat.onnx,
+    quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 weights (ONNX only).")] = None,
+) -> None:
+    """Write a trained model as a sentence-transformers directory or one ONNX graph (encoder + heads)."""
+    from mtst.export import export as run_export
+
+    with err_console.status(f"exporting {run}", spinner="dots") if _interactive() else nullcontext():
+        path = run_export(run, format.value, output, quantize)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    err_console.print(f"wrote {format.value} export to {path} ({size:.1f} MB)")
+
+
 def _prediction_cell(value: dict) -> str:
     if "label" in value:
         return f"{value['label']} ({max(value['probabilities'].values()):.2f})"
+    if "entities" not in value:
+        return " ".join(value["tags"])
     return "; ".join(f"{e['text']} [{e['type']}]" for e in value["entities"]) or "(no entities)"
 
 

@@ -1,0 +1,245 @@
+"""Leaving Python: a trained model as a sentence-transformers directory or one ONNX graph.
+
+* ``sentence-transformers``: the backbone, tokenizer, pooling (and normalise)
+  modules in the layout ``SentenceTransformer(path)`` loads, so it gives the
+  same embeddings; the task heads are saved beside it (``mtst_heads/``).
+* ``onnx``: encoder and every prediction head in one graph with dynamic batch
+  and sequence length, inputs ``input_ids`` and ``attention_mask``, outputs
+  ``sentence_embedding`` (before normalisation) and ``logits_<task>``; the
+  tokenizer and an ``mtst_onnx.json`` (tasks, labels, pooling) go beside it,
+  which is all :class:`OnnxPredictor` needs. ``quantize="int8"`` adds dynamic
+  int8 quantisation of the weights (onnxruntime).
+
+LoRA adapters are merged into the backbone first.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from mtst.errors import MtstError
+from mtst.model import MultiTaskModel, atomic_directory
+
+ONNX_NAME = "model.onnx"
+ONNX_META = "mtst_onnx.json"
+HEADS_DIR = "mtst_heads"
+
+
+def _plain(model: MultiTaskModel) -> MultiTaskModel:
+    """The model with LoRA adapters folded in (a copy; the caller's model is untouched)."""
+    if model.lora is None:
+        return model
+    merged = copy.deepcopy(model)
+    merged.merge_lora()
+    return merged
+
+
+def export_sentence_transformers(model: MultiTaskModel, output: Path) -> Path:
+    """A directory ``SentenceTransformer(output)`` loads, plus the heads in ``mtst_heads/``."""
+    model = _plain(model)
+    encoder = model.encoder
+    with atomic_directory(output) as tmp:
+        encoder.backbone.save_pretrained(tmp, safe_serialization=True)
+        encoder.tokenizer.save_pretrained(tmp)
+        (tmp / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": encoder.max_length, "do_lower_case": False}, indent=2) + "\n"
+        )
+        pooling_dir = tmp / "1_Pooling"
+        pooling_dir.mkdir()
+        (pooling_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "word_embedding_dimension": encoder.dim,
+                    "pooling_mode_cls_token": encoder.pooling == "cls",
+                    "pooling_mode_mean_tokens": encoder.pooling == "mean",
+                    "pooling_mode_max_tokens": encoder.pooling == "max",
+                    "pooling_mode_mean_sqrt_len_tokens": False,
+                    "pooling_mode_weightedmean_tokens": False,
+                    "pooling_mode_lasttoken": False,
+                    "include_prompt": True,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]
+        if encoder.normalize:
+            (tmp / "2_Normalize").mkdir()
+            modules.append(
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            )
+        (tmp / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+        heads = tmp / HEADS_DIR
+        heads.mkdir()
+        config = model.config_dict()
+        (heads / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
+        save_file(state, str(heads / "heads.safetensors"), metadata={"format": "pt"})
+    return output
+
+
+class _Graph(nn.Module):
+    """Encoder + prediction heads as a tensor-in, tensors-out module for tracing."""
+
+    def __init__(self, model: MultiTaskModel) -> None:
+        super().__init__()
+        self.model = model
+        self.tasks = model.prediction_tasks
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.model({"input_ids": input_ids, "attention_mask": attention_mask}, tasks=self.tasks)
+        return (feats["sentence_embedding"], *(feats["logits"][t] for t in self.tasks))
+
+
+def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None) -> Path:
+    """One ONNX graph for encoder and heads, with the tokenizer and task metadata beside it."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise MtstError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'mtst[onnx]'") from exc
+    model = _plain(model).eval()
+    graph = _Graph(model).eval()
+    sample = model.encoder.tokenize(["an example sentence for export", "a second one"])
+    outputs = ["sentence_embedding", *(f"logits_{t}" for t in graph.tasks)]
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=model.encoder.max_length)
+    with atomic_directory(output) as tmp:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
+            torch.onnx.export(
+                graph,
+                (sample["input_ids"], sample["attention_mask"]),
+                str(tmp / ONNX_NAME),
+                input_names=["input_ids", "attention_mask"],
+                output_names=outputs,
+                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            import onnx
+
+            plain = tmp / "model.fp32.onnx"
+            graph_proto = onnx.load(str(tmp / ONNX_NAME))
+            del graph_proto.graph.value_info[:]  # the exporter's traced shapes confuse re-inference
+            onnx.save(graph_proto, str(plain))
+            (tmp / ONNX_NAME).unlink()
+            quantize_dynamic(str(plain), str(tmp / ONNX_NAME), weight_type=QuantType.QInt8)
+            plain.unlink()
+        elif quantize is not None:
+            raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
+        model.encoder.tokenizer.save_pretrained(tmp)
+        meta = {**model.config_dict(model.prediction_tasks), "outputs": outputs, "quantize": quantize}
+        (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return output
+
+
+class OnnxPredictor:
+    """Predictions from an exported ONNX directory with onnxruntime (no torch model needed)."""
+
+    def __init__(self, directory: str | Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MtstError("the onnx backend needs onnxruntime: pip install 'mtst[onnx]'") from exc
+        from transformers import AutoTokenizer
+
+        path = Path(directory)
+        if not (path / ONNX_META).exists():
+            raise MtstError(f"{path}: not an mtst ONNX export (no {ONNX_META}); create one with mtst export")
+        self.meta = json.loads((path / ONNX_META).read_text(encoding="utf-8"))
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path / ONNX_NAME), options, providers=["CPUExecutionProvider"])
+        self.tasks = {t: spec for t, spec in self.meta["tasks"].items() if spec["type"] != "masked_lm"}
+
+    def run(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, list[np.ndarray]]:
+        """Raw outputs (embedding and logits per task) per text, in input order."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: dict[str, list[Any]] = {name: [None] * len(texts) for name in self.meta["outputs"]}
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in chunk],
+                truncation=True,
+                max_length=self.meta["max_length"],
+                padding=True,
+                return_tensors="np",
+            )
+            lengths = enc["attention_mask"].sum(1)
+            values = self.session.run(
+                None,
+                {
+                    "input_ids": enc["input_ids"].astype(np.int64),
+                    "attention_mask": enc["attention_mask"].astype(np.int64),
+                },
+            )
+            for name, value in zip(self.meta["outputs"], values, strict=True):
+                for row, i in enumerate(chunk):
+                    out[name][i] = value[row] if value.ndim == 2 else value[row, : lengths[row]]
+        return out
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        emb = np.stack(self.run(texts, batch_size)["sentence_embedding"]) if texts else np.zeros((0, 1))
+        if self.meta["normalize"]:
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return emb
+
+    def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:
+        """Sentence tasks as in :meth:`MultiTaskModel.predict`; token tasks give tags per sub-token."""
+        names = list(self.tasks) if tasks is None else list(tasks)
+        unknown = [t for t in names if t not in self.tasks]
+        if unknown:
+            raise MtstError(f"unknown task(s) {', '.join(unknown)}; this export predicts: {', '.join(self.tasks)}")
+        raw = self.run(texts, batch_size)
+        rows: list[dict] = [{} for _ in texts]
+        for task in names:
+            labels = self.tasks[task]["labels"]
+            for i, logits in enumerate(raw[f"logits_{task}"]):
+                z = np.exp(logits - logits.max(-1, keepdims=True))
+                p = z / z.sum(-1, keepdims=True)
+                if self.tasks[task]["type"] == "classification":
+                    rows[i][task] = {
+                        "label": labels[int(p.argmax())],
+                        "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p, strict=True)},
+                    }
+                else:
+                    rows[i][task] = {"tags": [labels[int(j)] for j in p.argmax(-1)]}
+        return rows
+
+
+def export(run: str | Path, fmt: str, output: Path, quantize: str | None = None) -> Path:
+    """Export a run or model directory; ``fmt`` is ``sentence-transformers`` or ``onnx``."""
+    if fmt not in ("sentence-transformers", "onnx"):
+        raise MtstError(f"--format: {fmt!r}; use sentence-transformers or onnx")
+    if quantize and fmt != "onnx":
+        raise MtstError("--quantize applies to --format onnx only")
+    model = MultiTaskModel.load(run)
+    if (
+        output.exists()
+        and any(output.iterdir())
+        and not (output / "modules.json").exists()
+        and not (output / ONNX_META).exists()
+    ):
+        raise MtstError(f"{output} exists and is not an earlier export; choose an empty or new directory")
+    if fmt == "onnx":
+        return export_onnx(model, output, quantize)
+    return export_sentence_transformers(model, output)

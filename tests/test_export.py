@@ -1,0 +1,84 @@
+"""Export: sentence-transformers directory and ONNX graph, parity with the torch model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtst.cli import main
+from mtst.export import OnnxPredictor, export
+from mtst.model import MultiTaskModel
+from tests.conftest import SENTENCES, make_tasks
+
+
+@pytest.fixture
+def saved_model(tiny_backbone_dir: Path, tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    tasks = make_tasks()
+    tasks["tags"] = tasks["category"].model_copy(update={"type": "token_classification", "labels": ["O", "B-X"]})
+    model = MultiTaskModel.from_backbone(tasks, backbone=str(tiny_backbone_dir), pooling="max")
+    return model.save(tmp_path / "model")
+
+
+def test_sentence_transformers_export_gives_the_same_embeddings(saved_model: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    out = export(saved_model, "sentence-transformers", tmp_path / "st")
+    st = SentenceTransformer(str(out), device="cpu")
+    model = MultiTaskModel.load(saved_model)
+    ours = model.encode(SENTENCES, convert_to="torch")
+    theirs = torch.as_tensor(st.encode(SENTENCES, convert_to_numpy=True))
+    cos = torch.nn.functional.cosine_similarity(ours, theirs, dim=-1)
+    assert cos.min() > 0.9999
+    heads = json.loads((out / "mtst_heads" / "config.json").read_text())
+    assert set(heads["tasks"]) == {"category", "sentiment", "tags"}
+
+
+def test_onnx_matches_torch(saved_model: Path, tmp_path: Path) -> None:
+    out = export(saved_model, "onnx", tmp_path / "onnx")
+    model = MultiTaskModel.load(saved_model)
+    onnx = OnnxPredictor(out)
+    raw = onnx.run(SENTENCES)
+    with torch.inference_mode():
+        for i, text in enumerate(SENTENCES):  # one at a time: no padding on the torch side
+            feats = model(model.encoder.tokenize([text]))
+            assert np.allclose(raw["sentence_embedding"][i], feats["sentence_embedding"][0].numpy(), atol=1e-4)
+            for task in ("category", "sentiment", "tags"):
+                assert np.allclose(raw[f"logits_{task}"][i], feats["logits"][task][0].numpy(), atol=1e-4), task
+    ours = model.predict(SENTENCES, tasks=["category", "sentiment"])
+    theirs = onnx.predict(SENTENCES, tasks=["category", "sentiment"])
+    for a, b in zip(ours, theirs, strict=True):
+        for task in ("category", "sentiment"):
+            assert a[task]["label"] == b[task]["label"]
+            assert np.allclose(
+                list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-4
+            )
+    assert np.allclose(onnx.encode(SENTENCES), model.encode(SENTENCES), atol=1e-4)
+
+
+def test_int8_export_and_cli(saved_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "q"
+    assert main(["export", str(saved_model), "-o", str(out), "--format", "onnx", "--quantize", "int8"]) == 0
+    assert json.loads((out / "mtst_onnx.json").read_text())["quantize"] == "int8"
+    assert main(["predict", str(out), "--backend", "onnx", "--tasks", "category", *SENTENCES[:2]]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [r["text"] for r in lines] == SENTENCES[:2] and "label" in lines[0]["category"]
+    assert (
+        main(
+            [
+                "export",
+                str(saved_model),
+                "-o",
+                str(tmp_path / "x"),
+                "--format",
+                "sentence-transformers",
+                "--quantize",
+                "int8",
+            ]
+        )
+        == 2
+    )
