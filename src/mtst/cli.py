@@ -360,6 +360,40 @@ def predict(
             sys.stdout.write(json.dumps(rec) + "\n")
 
 
+@app.command()
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the server to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="MTST_API_KEY", help="Require this key (header X-API-Key).", show_default=False)
+    ] = None,
+    max_texts: Annotated[int, typer.Option(min=1, help="Texts per request.")] = 64,
+    max_chars: Annotated[int, typer.Option(min=1, help="Characters per text.")] = 5000,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Request body size limit.")] = 2.0,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight before 429.")] = 64,
+    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds per request before 504.")] = 10.0,
+    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 5.0,
+) -> None:
+    """Serve a trained model over HTTP: /encode, /predict, /similarity, /info, /metrics, /docs and a page at /."""
+    from mtst.serve import ServeSettings
+    from mtst.serve import serve as run_server
+
+    settings = ServeSettings(
+        max_texts=max_texts,
+        max_chars=max_chars,
+        max_body_bytes=int(max_body_mb * 2**20),
+        max_concurrency=max_concurrency,
+        timeout_s=timeout,
+        batch_wait_ms=batch_wait_ms,
+        api_key=api_key,
+    )
+    err_console.print(f"serving {run} on http://{host}:{port} (docs at /docs)")
+    run_server(run, host, port, settings)
+
+
 class ExportFormat(str, Enum):
     sentence_transformers = "sentence-transformers"
     onnx = "onnx"

@@ -107,7 +107,7 @@ class _Graph(nn.Module):
 def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None) -> Path:
     """One ONNX graph for encoder and heads, with the tokenizer and task metadata beside it."""
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise MtstError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'mtst[onnx]'") from exc
@@ -131,9 +131,8 @@ def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None
                 verbose=False,
             )
         if quantize == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
             import onnx
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
             plain = tmp / "model.fp32.onnx"
             graph_proto = onnx.load(str(tmp / ONNX_NAME))

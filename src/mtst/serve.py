@@ -1,0 +1,366 @@
+"""``mtst serve``: a trained model behind HTTP (FastAPI + uvicorn).
+
+Concurrent requests are micro-batched: each request's texts join a queue, and
+one worker runs a single forward pass over everything that arrived within
+``batch_wait_ms`` (up to ``max_batch`` texts), so throughput under load
+approaches offline encoding. Limits fail fast with a status that names them:
+too many texts or characters -> 422, body over the payload limit -> 413
+(before any parsing or tokenisation), over the concurrency cap -> 429,
+per-request timeout -> 504, missing API key -> 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from mtst.model import MultiTaskModel
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+PAGE_PATH = Path(__file__).parent / "static" / "index.html"
+
+
+@dataclass
+class ServeSettings:
+    """Limits and batching of the server (all have CLI options)."""
+
+    max_texts: int = 64
+    max_chars: int = 5000
+    max_body_bytes: int = 2 * 2**20
+    max_concurrency: int = 64
+    timeout_s: float = 10.0
+    batch_wait_ms: float = 5.0
+    max_batch: int = 64
+    api_key: str | None = None
+
+
+class TextsIn(BaseModel):
+    texts: list[str] = Field(description="Texts to process, in order.")
+
+
+class PredictIn(TextsIn):
+    tasks: list[str] | None = Field(default=None, description="Tasks to predict; default all.")
+
+
+class EncodeIn(TextsIn):
+    normalize: bool | None = Field(default=None, description="L2-normalise; default: the model's setting.")
+
+
+class SimilarityIn(BaseModel):
+    a: list[str] = Field(description="First list of texts.")
+    b: list[str] = Field(description="Second list of texts; scores are cosine similarities a x b.")
+
+
+@dataclass
+class Metrics:
+    """Counters and histograms in the Prometheus text format."""
+
+    requests: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
+    latency: dict[str, list[int]] = field(default_factory=dict)
+    latency_sum: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    batches: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
+    batch_sum: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        with self.lock:
+            self.requests[(path, status)] += 1
+            counts = self.latency.setdefault(path, [0] * (len(LATENCY_BUCKETS) + 1))
+            counts[_bucket(seconds, LATENCY_BUCKETS)] += 1
+            self.latency_sum[path] += seconds
+
+    def observe_batch(self, size: int) -> None:
+        with self.lock:
+            self.batches[_bucket(size, BATCH_BUCKETS)] += 1
+            self.batch_sum += size
+
+    def render(self) -> str:
+        lines = ["# HELP mtst_requests_total Requests by path and status.", "# TYPE mtst_requests_total counter"]
+        with self.lock:
+            for (path, status), n in sorted(self.requests.items()):
+                lines.append(f'mtst_requests_total{{path="{path}",status="{status}"}} {n}')
+            lines += ["# HELP mtst_request_seconds Request latency.", "# TYPE mtst_request_seconds histogram"]
+            for path, counts in sorted(self.latency.items()):
+                lines += _histogram("mtst_request_seconds", counts, LATENCY_BUCKETS, self.latency_sum[path], path)
+            lines += ["# HELP mtst_batch_texts Texts per forward pass.", "# TYPE mtst_batch_texts histogram"]
+            lines += _histogram("mtst_batch_texts", self.batches, BATCH_BUCKETS, self.batch_sum, None)
+        return "\n".join(lines) + "\n"
+
+
+def _bucket(value: float, bounds: Sequence[float]) -> int:
+    return next((i for i, b in enumerate(bounds) if value <= b), len(bounds))
+
+
+def _histogram(name: str, counts: list[int], bounds: Sequence[float], total: float, path: str | None) -> list[str]:
+    label = f'path="{path}",' if path else ""
+    out, running = [], 0
+    for bound, n in zip([*map(str, bounds), "+Inf"], counts, strict=True):
+        running += n
+        out.append(f'{name}_bucket{{{label}le="{bound}"}} {running}')
+    tail = f"{{{label.rstrip(',')}}}" if path else ""
+    return [*out, f"{name}_sum{tail} {total}", f"{name}_count{tail} {running}"]
+
+
+class MicroBatcher:
+    """Joins the texts of concurrent requests into one forward pass on a single worker thread."""
+
+    def __init__(self, model: MultiTaskModel, settings: ServeSettings, metrics: Metrics) -> None:
+        self.model = model
+        self.settings = settings
+        self.metrics = metrics
+        self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] | None = None
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+
+    async def submit(self, texts: list[str]) -> dict[str, Any]:
+        """Embeddings and class probabilities of ``texts``, computed in a shared batch."""
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        assert self.queue is not None
+        await self.queue.put((texts, future))
+        return await future
+
+    async def _run(self) -> None:
+        assert self.queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            size = len(items[0][0])
+            deadline = loop.time() + self.settings.batch_wait_ms / 1000
+            while size < self.settings.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    break
+                items.append(item)
+                size += len(item[0])
+            items = [(texts, fut) for texts, fut in items if not fut.cancelled()]
+            if not items:
+                continue
+            texts = [t for chunk, _ in items for t in chunk]
+            self.metrics.observe_batch(len(texts))
+            try:
+                result = await loop.run_in_executor(None, self._infer, texts)
+            except Exception as exc:  # every waiting request gets the error, the worker keeps going
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            start = 0
+            for chunk, fut in items:
+                part = {k: v[start : start + len(chunk)] for k, v in result.items()}
+                start += len(chunk)
+                if not fut.done():
+                    fut.set_result(part)
+
+    @torch.inference_mode()
+    def _infer(self, texts: list[str]) -> dict[str, Any]:
+        model = self.model
+        sentence_tasks = [t for t in model.prediction_tasks if model.tasks[t].type == "classification"]
+        ids = model.encoder.tokenize_ids(texts)
+        emb = np.zeros((len(texts), model.encoder.dim), dtype=np.float32)
+        probs = {t: np.zeros((len(texts), model.tasks[t].num_labels), dtype=np.float32) for t in sentence_tasks}
+        for chunk, batch in model.encoder.length_sorted_batches(ids, self.settings.max_batch):
+            feats = model(batch, tasks=sentence_tasks)
+            emb[chunk] = feats["sentence_embedding"].float().numpy()
+            for t in sentence_tasks:
+                probs[t][chunk] = feats["logits"][t].float().softmax(-1).numpy()
+        out: dict[str, Any] = {"embedding": emb, **{f"probs:{t}": p for t, p in probs.items()}}
+        token_tasks = [t for t in model.prediction_tasks if model.tasks[t].type == "token_classification"]
+        if token_tasks:
+            for t, rows in model.predict_tags(texts, token_tasks, self.settings.max_batch).items():
+                out[f"tags:{t}"] = rows
+        return out
+
+
+def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, name: str = "model") -> Any:
+    """The FastAPI application serving ``model``."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
+    settings = settings or ServeSettings()
+    model.eval()
+    metrics = Metrics()
+    batcher = MicroBatcher(model, settings, metrics)
+    in_flight = {"n": 0}
+
+    async def lifespan(app: Any) -> Any:
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="mtst model server",
+        description=f"Multi-task sentence encoder `{name}`: tasks {', '.join(model.prediction_tasks)}.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        """Auth, payload size and concurrency checks before any parsing; metrics for every request."""
+        started = time.perf_counter()
+        path = request.url.path
+        response = await _guarded(request, call_next)
+        metrics.observe(path, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def _guarded(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        if settings.api_key and request.url.path not in ("/", "/health", "/docs", "/openapi.json"):
+            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+                return JSONResponse({"detail": "missing or wrong API key (header X-API-Key)"}, status_code=401)
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return JSONResponse({"detail": "a Content-Length header is required"}, status_code=411)
+            if int(length) > settings.max_body_bytes:
+                return JSONResponse(
+                    {"detail": f"body of {int(length):,} bytes is over the limit of {settings.max_body_bytes:,}"},
+                    status_code=413,
+                )
+        if in_flight["n"] >= settings.max_concurrency:
+            return JSONResponse(
+                {"detail": f"over the concurrency limit of {settings.max_concurrency} requests; retry shortly"},
+                status_code=429,
+                headers={"Retry-After": "1"},
+            )
+        in_flight["n"] += 1
+        try:
+            return await call_next(request)
+        finally:
+            in_flight["n"] -= 1
+
+    def check_texts(texts: Sequence[str], field_name: str = "texts") -> None:
+        if not texts:
+            raise HTTPException(422, f"{field_name}: give at least one text")
+        if len(texts) > settings.max_texts:
+            raise HTTPException(422, f"{field_name}: {len(texts)} texts is over the limit of {settings.max_texts}")
+        long = [i for i, t in enumerate(texts) if len(t) > settings.max_chars]
+        if long:
+            raise HTTPException(
+                422,
+                f"{field_name}[{long[0]}]: {len(texts[long[0]])} characters is over the limit of {settings.max_chars}",
+            )
+
+    async def run(texts: list[str]) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(batcher.submit(texts), settings.timeout_s)
+        except TimeoutError:
+            raise HTTPException(504, f"no result within the {settings.timeout_s:g} s request timeout") from None
+
+    def normalized(emb: np.ndarray) -> np.ndarray:
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        return {
+            "model": name,
+            "backbone": model.encoder.reference,
+            "pooling": model.encoder.pooling,
+            "normalize": model.encoder.normalize,
+            "embedding_dim": model.encoder.dim,
+            "max_length": model.encoder.max_length,
+            "tasks": {
+                t: {"type": model.tasks[t].type, "labels": model.tasks[t].labels} for t in model.prediction_tasks
+            },
+            "limits": {
+                "max_texts": settings.max_texts,
+                "max_chars": settings.max_chars,
+                "max_body_bytes": settings.max_body_bytes,
+                "max_concurrency": settings.max_concurrency,
+                "timeout_s": settings.timeout_s,
+            },
+        }
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        return metrics.render()
+
+    @app.post("/encode")
+    async def encode(body: EncodeIn) -> dict[str, Any]:
+        check_texts(body.texts)
+        emb = (await run(body.texts))["embedding"]
+        wanted = model.encoder.normalize if body.normalize is None else body.normalize
+        emb = normalized(emb) if wanted else emb
+        return {"embeddings": emb.round(6).tolist(), "dim": int(emb.shape[1])}
+
+    @app.post("/predict")
+    async def predict(body: PredictIn) -> dict[str, Any]:
+        check_texts(body.texts)
+        tasks = body.tasks or model.prediction_tasks
+        unknown = [t for t in tasks if t not in model.prediction_tasks]
+        if unknown:
+            raise HTTPException(
+                422, f"tasks: unknown {', '.join(unknown)}; this model predicts {model.prediction_tasks}"
+            )
+        result = await run(body.texts)
+        rows: list[dict[str, Any]] = [{} for _ in body.texts]
+        for task in tasks:
+            if model.tasks[task].type == "classification":
+                labels = model.tasks[task].labels
+                for i, p in enumerate(result[f"probs:{task}"]):
+                    rows[i][task] = {
+                        "label": labels[int(p.argmax())],
+                        "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p, strict=True)},
+                    }
+            else:
+                for i, item in enumerate(result[f"tags:{task}"]):
+                    rows[i][task] = item
+        return {"predictions": rows}
+
+    @app.post("/similarity")
+    async def similarity(body: SimilarityIn) -> dict[str, Any]:
+        check_texts(body.a, "a")
+        check_texts(body.b, "b")
+        result = await run([*body.a, *body.b])
+        emb = normalized(result["embedding"])
+        scores = emb[: len(body.a)] @ emb[len(body.a) :].T
+        return {"scores": scores.round(6).tolist()}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return (
+            PAGE_PATH.read_text(encoding="utf-8")
+            .replace("__NAME__", json.dumps(name))
+            .replace("__KEYED__", json.dumps(bool(settings.api_key)))
+        )
+
+    return app
+
+
+def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None) -> None:
+    """Load a model and serve it until interrupted."""
+    import uvicorn
+
+    settings = settings or ServeSettings()
+    if settings.api_key is None:
+        settings.api_key = os.environ.get("MTST_API_KEY") or None
+    model = MultiTaskModel.load(run)
+    uvicorn.run(create_app(model, settings, str(run)), host=host, port=port, log_level="info")

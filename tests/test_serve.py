@@ -1,0 +1,172 @@
+"""HTTP serving: endpoints, every limit and error code, batch invariance, auth, metrics, the page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtst.model import MultiTaskModel
+from mtst.serve import ServeSettings, create_app
+from tests.conftest import SENTENCES, make_tasks
+
+httpx = pytest.importorskip("httpx")
+
+
+@pytest.fixture
+def model(tiny_backbone_dir: Path) -> MultiTaskModel:
+    torch.manual_seed(0)
+    return MultiTaskModel.from_backbone(make_tasks(), backbone=str(tiny_backbone_dir))
+
+
+def client(model: MultiTaskModel, **settings: object):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    return TestClient(create_app(model, ServeSettings(**settings), "tiny"))
+
+
+def test_endpoints(model: MultiTaskModel) -> None:
+    with client(model) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        info = c.get("/info").json()
+        assert set(info["tasks"]) == {"category", "sentiment"} and info["limits"]["max_texts"] == 64
+        pred = c.post("/predict", json={"texts": SENTENCES[:2], "tasks": ["category"]}).json()["predictions"]
+        assert [set(p) for p in pred] == [{"category"}, {"category"}]
+        assert pred == [{"category": r["category"]} for r in model.predict(SENTENCES[:2], tasks=["category"])]
+        emb = np.array(c.post("/encode", json={"texts": SENTENCES}).json()["embeddings"])
+        assert np.allclose(emb, model.encode(SENTENCES), atol=1e-5)
+        scores = c.post("/similarity", json={"a": SENTENCES[:2], "b": SENTENCES[:3]}).json()["scores"]
+        assert np.array(scores).shape == (2, 3) and abs(scores[0][0] - 1.0) < 1e-5
+        assert c.get("/docs").status_code == 200
+        page = c.get("/").text
+        assert "tiny" in page and "/predict" in page
+        metrics = c.get("/metrics").text
+        assert 'mtst_requests_total{path="/predict",status="200"} 1' in metrics
+        assert "mtst_request_seconds_bucket" in metrics and "mtst_batch_texts_count" in metrics
+
+
+def test_batch_invariance(model: MultiTaskModel) -> None:
+    """A text in a batch gets what it gets alone, whatever else shares its forward pass."""
+
+    async def go() -> tuple[list, list]:
+        app = create_app(model, ServeSettings(batch_wait_ms=50), "tiny")
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            alone = [(await c.post("/predict", json={"texts": [t]})).json()["predictions"][0] for t in SENTENCES]
+            together = await asyncio.gather(*(c.post("/predict", json={"texts": [t]}) for t in SENTENCES))
+            return alone, [r.json()["predictions"][0] for r in together]
+
+    alone, together = asyncio.run(go())
+    for a, b in zip(alone, together, strict=True):
+        for task in a:
+            assert a[task]["label"] == b[task]["label"]
+            assert np.allclose(
+                list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-5
+            )
+
+
+def test_limits(model: MultiTaskModel) -> None:
+    with client(model, max_texts=3, max_chars=20, max_body_bytes=500) as c:
+        r = c.post("/predict", json={"texts": ["a"] * 4})
+        assert r.status_code == 422 and "limit of 3" in r.json()["detail"]
+        r = c.post("/encode", json={"texts": ["x" * 21]})
+        assert r.status_code == 422 and "limit of 20" in r.json()["detail"]
+        r = c.post("/predict", json={"texts": ["a"], "tasks": ["nope"]})
+        assert r.status_code == 422 and "nope" in r.json()["detail"]
+        r = c.post("/predict", content=json.dumps({"texts": ["y" * 600]}), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "limit of 500" in r.json()["detail"]
+        assert c.post("/predict", json={"wrong": 1}).status_code == 422
+
+
+def test_api_key(model: MultiTaskModel) -> None:
+    with client(model, api_key="s3cret") as c:
+        assert c.post("/predict", json={"texts": ["a"]}).status_code == 401
+        assert c.post("/predict", json={"texts": ["a"]}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.post("/predict", json={"texts": ["a"]}, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.post("/predict", json={"texts": ["a"]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/health").status_code == 200
+
+
+def test_concurrency_cap_and_timeout(model: MultiTaskModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtst.serve import MicroBatcher
+
+    real = MicroBatcher._infer
+
+    def slow(self, texts):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        return real(self, texts)
+
+    monkeypatch.setattr(MicroBatcher, "_infer", slow)
+
+    async def go(settings: ServeSettings, n: int) -> list[int]:
+        app = create_app(model, settings, "tiny")
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            started = time.perf_counter()
+            codes = [
+                r.status_code
+                for r in await asyncio.gather(*(c.post("/predict", json={"texts": ["a"]}) for _ in range(n)))
+            ]
+            assert time.perf_counter() - started < 5, "limits answer fast, never hang"
+            return codes
+
+    codes = asyncio.run(go(ServeSettings(max_concurrency=2, batch_wait_ms=0), 6))
+    assert codes.count(200) == 2 and codes.count(429) == 4
+    assert asyncio.run(go(ServeSettings(timeout_s=0.05), 1)) == [504]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt install chromium)")
+def test_page_in_headless_chromium(model: MultiTaskModel, tmp_path: Path) -> None:
+    """Load the page, submit a sentence, read the predicted labels from the rendered DOM."""
+    model.save(tmp_path / "m")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mtst", "serve", str(tmp_path / "m"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/?text=" + urllib.parse.quote("The pan rusted.")
+        dom = subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    expected = model.predict(["The pan rusted."])[0]
+    for task in ("category", "sentiment"):
+        assert f'data-task="{task}">{expected[task]["label"]}<' in dom, dom[-2000:]
