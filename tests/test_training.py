@@ -246,3 +246,16 @@ def test_min_steps_gives_small_data_enough_updates(
     capped = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path, min_steps=10, max_steps=4))
     capped.setup()
     assert capped.total_steps == 4
+
+
+def test_checkpoints_hold_only_what_can_train(tiny_data: dict[str, str], tmp_path: Path) -> None:
+    from tests.conftest import save_tiny_bert
+
+    backbone = save_tiny_bert(tmp_path / "bert")
+    cfg = make_config(backbone, tiny_data, tmp_path / "run", strategy="heads", max_steps=3)
+    train(cfg, show_progress=False)
+    saved = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
+    assert saved and all(k.startswith("heads.") for k in saved)
+    assert main(["train", "--resume", str(tmp_path / "run"), "--set", "training.max_steps=5", "-q"]) == 0
+    save_tiny_bert(backbone, seed=9)  # the frozen weights a resume would rebuild are now different
+    assert main(["train", "--resume", str(tmp_path / "run"), "--set", "training.max_steps=7", "-q"]) == 2

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -51,18 +52,40 @@ def check_finite(model: nn.Module) -> None:
         raise MtstError(f"refusing to save non-finite weights ({', '.join(bad[:3])}...)")
 
 
+def _fingerprint(model: nn.Module, trainable: set[str] | None) -> float | None:
+    """A cheap checksum of the frozen parameters (sampled), or None for a full checkpoint."""
+    if trainable is None:
+        return None
+    total = 0.0
+    for name, param in model.named_parameters():
+        if name not in trainable:
+            flat = param.detach().reshape(-1)
+            total += float(flat[:: max(1, flat.numel() // 256)].double().sum())
+    return round(total, 6)
+
+
 def save_checkpoint(
     run_dir: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler_state: dict[str, Any],
     trainer_state: dict[str, Any],
+    trainable: set[str] | None = None,
 ) -> Path:
+    """Write the checkpoint; with ``trainable`` (the parameters that may ever train) only those.
+
+    Frozen weights are rebuilt from the backbone on resume, so a heads-only
+    run checkpoints kilobytes, not the whole encoder; a fingerprint of the
+    frozen weights guards against a backbone that changed in between.
+    """
     check_finite(model)
     target = run_dir / CHECKPOINT_DIR
     with atomic_directory(target) as tmp:
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
+        state = model.state_dict()
+        keys = [k for k in state if trainable is None or k in trainable]
+        weights = {k: state[k].detach().contiguous().cpu() for k in keys}
+        meta = {"partial": trainable is not None, "frozen_fingerprint": _fingerprint(model, trainable)}
+        save_file(weights, str(tmp / "model.safetensors"), metadata={k: json.dumps(v) for k, v in meta.items()})
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(opt_meta), encoding="utf-8")
@@ -77,7 +100,17 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     path = run_dir / CHECKPOINT_DIR
     if not (path / "trainer_state.json").exists():
         raise MtstError(f"{run_dir}: no checkpoint to resume from (expected {path})")
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    with safe_open(str(path / "model.safetensors"), framework="pt") as fh:
+        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
+    weights = load_file(str(path / "model.safetensors"))
+    if meta.get("partial"):
+        if meta.get("frozen_fingerprint") != _fingerprint(model, set(weights)):
+            raise MtstError(f"{path}: the backbone's frozen weights differ from those this run started from")
+        _, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise MtstError(f"{path}: checkpoint has weights this model lacks: {unexpected[:3]}")
+    else:
+        model.load_state_dict(weights)
     meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
     optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
     torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])

@@ -188,6 +188,7 @@ class Trainer:
             else self.groups
         )
         apply_trainable(self.model, self.groups)
+        self.ever_trainable = trainable_names(names, ever)
         if tc.strategy == "lora":
             saved = sorted(g for g in ever if g != "lora" and not g.startswith("heads."))
             self.model.lora = {**tc.lora.model_dump(), "saved_groups": saved}
@@ -200,7 +201,7 @@ class Trainer:
         if tc.strategy != "frozen":
             optimizer = build_optimizer(
                 self.model,
-                sorted(trainable_names(names, ever)),
+                sorted(self.ever_trainable),
                 tc.lr_backbone,
                 head_lr(tc),
                 tc.layer_decay,
@@ -621,7 +622,9 @@ class Trainer:
         state = {k: v for k, v in st.__dict__.items()}
         if not self.is_main:
             return
-        save_checkpoint(self.run_dir, self.raw_model, self.optimizer, self.scheduler.state_dict(), state)
+        save_checkpoint(
+            self.run_dir, self.raw_model, self.optimizer, self.scheduler.state_dict(), state, self.ever_trainable
+        )
 
     def _resume(self) -> None:
         saved = load_checkpoint(self.run_dir, self.raw_model, self.optimizer)
