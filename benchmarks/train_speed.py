@@ -57,14 +57,14 @@ def run_mtst(case: str, train_file: Path, workdir: Path, prefill: bool = True) -
 
     training = {k: (str(workdir / "cache") if v == "CACHE" else v) for k, v in CASES[case].items()}
     if "cache_dir" in training and prefill:  # an earlier run fills the cache; the measured one reuses it
-        run_mtst(case, train_file, workdir / "prefill", prefill=False)
+        run_mtst(case, train_file, workdir, prefill=False)
     cfg = validate_config(
         {
             "model": {"max_length": MAX_LENGTH},
             "tasks": {"sentiment": {}},
             "data": {"train": str(train_file), "test": str(DATA / "sst2" / "test.jsonl")},
             "training": {"epochs": EPOCHS, "batch_size": BATCH, **training},
-            "output_dir": str(workdir / case),
+            "output_dir": str(workdir / (case if prefill else f"{case}-prefill")),
         }
     )
     epoch_ends: list[float] = []
