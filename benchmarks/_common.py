@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 from pathlib import Path
 
 import torch
+
+from mtst.trainer import peak_rss_mb  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -29,7 +30,3 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

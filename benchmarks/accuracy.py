@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import DATA, machine, peak_rss_mb, read_jsonl
+from mtst.compare import dir_mb
 from mtst.config import validate_config
 from mtst.trainer import train
 
@@ -45,10 +46,6 @@ RECIPES: dict[str, dict] = {
     "lora r8": {"strategy": "lora", "lora": {"r": 8, "alpha": 16}},
     "lora r16": {"strategy": "lora", "lora": {"r": 16, "alpha": 32}},
 }
-
-
-def dir_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def dataset_sources(name: str, train_rows: int, workdir: Path) -> tuple[dict, dict]:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import machine
+from mtst.compare import dir_mb
 from mtst.config import load_config
 from mtst.demo import DEMO_DIR
 from mtst.export import OnnxPredictor, export
@@ -53,7 +54,7 @@ def main() -> None:
             run = Path(cfg.output_dir)
         model = MultiTaskModel.load(run)
         backends = {"torch fp32": lambda t: model.predict(t, batch_size=32)}
-        sizes = {"torch fp32": sum(f.stat().st_size for f in (run / "model").rglob("*") if f.is_file())}
+        sizes = {"torch fp32": dir_mb(run / "model") * 2**20}
         for name, quantize in (("onnx fp32", None), ("onnx int8", "int8")):
             out = export(run, "onnx", Path(tmp) / name.replace(" ", "_"), quantize)
             predictor = OnnxPredictor(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,10 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             writer.writerows(_rows(n, offset=100 * len(out)))
         out[split] = str(path)
     return out
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (for servers and process groups started by tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

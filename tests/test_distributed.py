@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +11,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import save_tiny_bert
+from tests.conftest import free_port, save_tiny_bert
 
 HELPER = Path(__file__).parent / "helpers" / "ddp_train.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_match_one(tmp_path: Path, tiny_data: dict[str, str]) -> None:

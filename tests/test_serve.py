@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import torch
 
 from mtst.model import MultiTaskModel
 from mtst.serve import ServeSettings, create_app
-from tests.conftest import SENTENCES, make_tasks
+from tests.conftest import SENTENCES, free_port, make_tasks
 
 httpx = pytest.importorskip("httpx")
 
@@ -124,12 +123,6 @@ def test_concurrency_cap_and_timeout(model: MultiTaskModel, monkeypatch: pytest.
     codes = asyncio.run(go(ServeSettings(max_concurrency=2, batch_wait_ms=0), 6))
     assert codes.count(200) == 2 and codes.count(429) == 4
     assert asyncio.run(go(ServeSettings(timeout_s=0.05), 1)) == [504]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt install chromium)")

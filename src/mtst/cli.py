@@ -407,11 +407,12 @@ def export(
     quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 weights (ONNX only).")] = None,
 ) -> None:
     """Write a trained model as a sentence-transformers directory or one ONNX graph (encoder + heads)."""
+    from mtst.compare import dir_mb
     from mtst.export import export as run_export
 
     with err_console.status(f"exporting {run}", spinner="dots") if _interactive() else nullcontext():
         path = run_export(run, format.value, output, quantize)
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    size = dir_mb(path)
     err_console.print(f"wrote {format.value} export to {path} ({size:.1f} MB)")
 
 
