@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 from rich.console import Console
@@ -35,25 +38,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (the server's worker processes; Linux /proc)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, (ppid, _) in stats.items() if ppid == parent and p not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(stats[p][1] for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
+
+
+def total_of(metrics_text: str, kind: str) -> float:
+    """``mtst_batch_texts_sum`` or ``_count`` from /metrics (of the server process that answered)."""
+    prefix = f"mtst_batch_texts_{kind}"
+    return float(next(x for x in metrics_text.splitlines() if x.startswith(prefix)).split()[-1])
+
+
 async def load(url: str, texts: list[str], clients: int) -> tuple[list[float], dict[int, int], float]:
+    """Closed-loop clients, each sending its next request when the last one is answered.
+
+    aiohttp rather than httpx: the load client shares the machine with the
+    server, and httpx spends several times more CPU per request.
+    """
     latencies: list[float] = []
     codes: dict[int, int] = {}
     queue: asyncio.Queue[str] = asyncio.Queue()
     for t in texts:
         queue.put_nowait(t)
 
-    async def client(c: httpx.AsyncClient) -> None:
+    async def client(session: aiohttp.ClientSession) -> None:
         while not queue.empty():
             text = queue.get_nowait()
             start = time.perf_counter()
-            r = await c.post(f"{url}/predict", json={"texts": [text]})
+            async with session.post(f"{url}/predict", json={"texts": [text]}) as r:
+                await r.read()
             latencies.append(time.perf_counter() - start)
-            codes[r.status_code] = codes.get(r.status_code, 0) + 1
+            codes[r.status] = codes.get(r.status, 0) + 1
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as c:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(client(c) for _ in range(clients)))
+        await asyncio.gather(*(client(session) for _ in range(clients)))
         return latencies, codes, time.perf_counter() - started
 
 
@@ -61,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=None, help="mtst serve --workers (default: its own)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/serve_load.json"))
     args = parser.parse_args()
     console = Console()
@@ -78,7 +118,8 @@ def main() -> None:
         model.save(Path(tmp) / "model")
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "mtst", "serve", str(Path(tmp) / "model"), "--port", str(port)],
+            [sys.executable, "-m", "mtst", "serve", str(Path(tmp) / "model"), "--port", str(port)]
+            + (["--workers", str(args.workers)] if args.workers else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -91,16 +132,17 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.2)
             asyncio.run(load(url, texts[:64], 4))  # warm-up
+            client_cpu0, server_cpu0 = client_cpu_seconds(), process_cpu_seconds(server.pid)
             latencies, codes, wall = asyncio.run(load(url, texts, args.clients))
+            client_cpu = (client_cpu_seconds() - client_cpu0) / wall
+            server_cpu = (process_cpu_seconds(server.pid) - server_cpu0) / wall
             batches = httpx.get(f"{url}/metrics").text
+            workers = httpx.get(f"{url}/info").json()["workers"]
         finally:
             server.terminate()
             server.wait(timeout=30)
     lat = np.array(latencies) * 1000
     errors = sum(n for code, n in codes.items() if code != 200)
-    mean_batch = [line for line in batches.splitlines() if line.startswith("mtst_batch_texts_")]
-    total = float(next(x for x in mean_batch if x.startswith("mtst_batch_texts_sum")).split()[-1])
-    count = float(next(x for x in mean_batch if x.startswith("mtst_batch_texts_count")).split()[-1])
     result = {
         "requests": len(texts),
         "clients": args.clients,
@@ -111,7 +153,10 @@ def main() -> None:
         "throughput_rps": len(texts) / wall,
         "offline_sentences_per_s": offline,
         "ratio_to_offline": len(texts) / wall / offline,
-        "mean_batch_texts": total / max(count, 1),
+        "mean_batch_texts": total_of(batches, "sum") / max(total_of(batches, "count"), 1),
+        "server_processes": workers,
+        "client_cores_busy": client_cpu,
+        "server_cores_busy": server_cpu,
         "machine": machine(),
     }
     table = Table(title=f"mtst serve · {args.clients} clients · {len(texts)} requests · {machine()}")
@@ -123,6 +168,9 @@ def main() -> None:
         "offline_sentences_per_s",
         "ratio_to_offline",
         "mean_batch_texts",
+        "server_processes",
+        "client_cores_busy",
+        "server_cores_busy",
     ):
         table.add_row(key, f"{result[key]:.2f}" if isinstance(result[key], float) else str(result[key]))
     console.print(table)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtst.encoder import SentenceEncoder, bundled_model_path, resolve_backbone
+from mtst.encoder import SentenceEncoder, _split_sorted, bundled_model_path, resolve_backbone
 from mtst.errors import ModelLoadError
 
 from .conftest import SENTENCES
@@ -118,3 +118,22 @@ def test_truncation_at_max_length(tiny_backbone_dir: Path) -> None:
     encoder = SentenceEncoder.from_pretrained(str(tiny_backbone_dir), max_length=8)
     ids = encoder.tokenize_ids(["word " * 50])
     assert len(ids[0]) == 8
+
+
+@pytest.mark.parametrize("max_padding", [None, 0.0, 0.2, 0.5])
+def test_padding_bounded_batches(max_padding: float | None) -> None:
+    """Chunks keep the order, never pass batch_size, and pad at most max_padding of their tokens."""
+    rng = np.random.default_rng(0)
+    lengths = sorted(rng.integers(1, 60, size=200).tolist(), reverse=True)
+    order = list(range(200))
+    chunks = list(_split_sorted(order, lengths, 16, max_padding))
+    assert [i for c in chunks for i in c] == order
+    assert all(1 <= len(c) <= 16 for c in chunks)
+    if max_padding is None:
+        assert [len(c) for c in chunks] == [16] * 12 + [8]
+    else:
+        for c in chunks:
+            real = sum(lengths[i] for i in c)
+            assert 1 - real / (len(c) * lengths[c[0]]) <= max_padding + 1e-12
+        if max_padding <= 0.2:
+            assert len(chunks) > 13  # the bound did split some chunks

@@ -125,24 +125,73 @@ def test_concurrency_cap_and_timeout(model: MultiTaskModel, monkeypatch: pytest.
     assert asyncio.run(go(ServeSettings(timeout_s=0.05), 1)) == [504]
 
 
+def start_server(run: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """``mtst serve RUN`` in a child process; returns once /health answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mtst", "serve", str(run), "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            return server, url
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.2)
+    server.kill()
+    raise AssertionError("the server did not come up")
+
+
+def test_several_server_processes(model: MultiTaskModel, tmp_path: Path) -> None:
+    """--workers 2: both processes answer as the model does, and stopping the server stops them."""
+    model.save(tmp_path / "m")
+    server, url = start_server(tmp_path / "m", "--workers", "2")
+    try:
+        info = json.loads(urllib.request.urlopen(f"{url}/info", timeout=10).read())
+        assert info["workers"] == 2
+        body = json.dumps({"texts": SENTENCES[:3]}).encode()
+        got = []
+        for _ in range(6):  # fresh connections, spread over the processes
+            req = urllib.request.Request(f"{url}/predict", body, {"Content-Type": "application/json"})
+            got.append(json.loads(urllib.request.urlopen(req, timeout=30).read())["predictions"])
+        children = {int(p) for p in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    expected = model.predict(SENTENCES[:3])
+    for predictions in got:
+        for a, b in zip(predictions, expected, strict=True):
+            for task in ("category", "sentiment"):
+                assert a[task]["label"] == b[task]["label"]
+                assert np.allclose(
+                    list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-5
+                )
+    assert len(children) >= 2
+
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    for _ in range(150):
+        if not any(running(p) for p in children):
+            break
+        time.sleep(0.1)
+    assert not [p for p in children if running(p)], "worker processes outlived the server"
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt install chromium)")
 def test_page_in_headless_chromium(model: MultiTaskModel, tmp_path: Path) -> None:
     """Load the page, submit a sentence, read the predicted labels from the rendered DOM."""
     model.save(tmp_path / "m")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mtst", "serve", str(tmp_path / "m"), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, base = start_server(tmp_path / "m")
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        url = f"http://127.0.0.1:{port}/?text=" + urllib.parse.quote("The pan rusted.")
+        url = f"{base}/?text=" + urllib.parse.quote("The pan rusted.")
         dom = subprocess.run(
             [
                 "chromium",

@@ -108,9 +108,11 @@ def test_frozen_modules_run_in_eval_mode(tiny_backbone_dir: Path, tiny_data: dic
 
 def test_gradual_unfreezing_schedule(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
     seen: list[set[str]] = []
+    counts: list[int] = []
 
     def record(trainer: Trainer) -> None:
         seen.append({parameter_group(n) for n, p in trainer.raw_model.named_parameters() if p.requires_grad})
+        counts.append(sum(p.numel() for p in trainer.raw_model.parameters() if p.requires_grad))
 
     cfg = make_config(
         tiny_backbone_dir, tiny_data, tmp_path, strategy="gradual", max_steps=6, gradual={"stage_steps": 2}
@@ -121,6 +123,8 @@ def test_gradual_unfreezing_schedule(tiny_backbone_dir: Path, tiny_data: dict[st
     assert seen[2] == seen[3] == heads | {"layers.1"}
     assert seen[4] == seen[5] == heads | {"layers.0", "layers.1"}
     assert result.steps == 6
+    # The reported count is what trains by the last stage, not the heads of the first.
+    assert counts[0] < counts[-1] == result.trainable_parameters
 
 
 def test_training_learns_and_writes_a_run_directory(

@@ -376,6 +376,14 @@ def serve(
     max_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight before 429.")] = 64,
     timeout: Annotated[float, typer.Option(min=0.01, help="Seconds per request before 504.")] = 10.0,
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 5.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes, each with its share of the CPU threads and its own /metrics; more than 1 "
+            "helps only with many concurrent clients.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve a trained model over HTTP: /encode, /predict, /similarity, /info, /metrics, /docs and a page at /."""
     from mtst.serve import ServeSettings
@@ -388,6 +396,7 @@ def serve(
         max_concurrency=max_concurrency,
         timeout_s=timeout,
         batch_wait_ms=batch_wait_ms,
+        workers=workers,
         api_key=api_key,
     )
     err_console.print(f"serving {run} on http://{host}:{port} (docs at /docs)")

@@ -313,7 +313,9 @@ def build_sections(payload: dict[str, Any], rows: list[Row], plots: dict[str, Pa
                 f"{at_full[0].train_rows:,} training rows, {seeds} seed(s), scored on the "
                 f"{payload['encoders'].get('stale_split', 'test')} split. F1 is macro-F1 for sentence tasks and "
                 "entity F1 for tagging tasks. Drift is 1 - mean cosine between the original and the fine-tuned "
-                f"sentence embeddings of {payload['encoders'].get('drift_texts', 0):,} texts."
+                f"sentence embeddings of {payload['encoders'].get('drift_texts', 0):,} texts. Train s includes "
+                "encoding the texts once through a frozen backbone; the runs share that cache, so only the first "
+                "run that needs it pays for it."
             ],
             "tables": [(main_header, main_rows)],
             "images": [plots[k] for k in ("metric_vs_parameters", "metric_vs_time", "drift") if k in plots],

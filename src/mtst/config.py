@@ -100,7 +100,7 @@ class TrainingSection(_Section):
     """How to train: what is frozen, for how long, at which learning rates.
 
     ``lr_head`` unset means: ``lr_backbone`` when the backbone trains from the
-    first step (``full``, ``top_k``), 1e-3 when it starts frozen (``heads``,
+    first step (``full``, ``top_k``), 1e-2 when it starts frozen (``heads``,
     ``gradual``), where heads must learn alone on fixed features.
     """
 
@@ -137,7 +137,7 @@ class TrainingSection(_Section):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
-FROZEN_START_LR_HEAD = 1e-3
+FROZEN_START_LR_HEAD = 1e-2
 
 
 def head_lr(training: TrainingSection) -> float:

@@ -217,6 +217,27 @@ def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch
     return l2_normalize(a_t) @ l2_normalize(b_t).T
 
 
+def _split_sorted(
+    order: list[int], lengths: list[int], batch_size: int, max_padding: float | None
+) -> Iterator[list[int]]:
+    """Consecutive chunks of ``order`` (lengths descending): at most ``batch_size`` rows, padding share bounded."""
+    chunk: list[int] = []
+    longest = real = 0
+    for i, n in zip(order, lengths, strict=True):
+        if chunk and (
+            len(chunk) == batch_size
+            or (max_padding is not None and 1 - (real + n) / (longest * (len(chunk) + 1)) > max_padding)
+        ):
+            yield chunk
+            chunk, real = [], 0
+        if not chunk:
+            longest = max(n, 1)
+        chunk.append(i)
+        real += n
+    if chunk:
+        yield chunk
+
+
 class SentenceEncoder(nn.Module):
     """Transformer backbone + pooling; turns texts into sentence embeddings.
 
@@ -281,17 +302,19 @@ class SentenceEncoder(nn.Module):
         return self.tokenizer.pad_token_id or 0
 
     def length_sorted_batches(
-        self, ids: Sequence[Sequence[int]], batch_size: int
+        self, ids: Sequence[Sequence[int]], batch_size: int, max_padding: float | None = None
     ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         """``(row indices, padded batch on the device)``, longest texts first.
 
         Sorting by token count lets each batch pad only to its own longest
-        text, which keeps padding (wasted compute) to a minimum.
+        text, which keeps padding (wasted compute) to a minimum. With
+        ``max_padding`` a batch also ends before padding would pass that share
+        of its tokens: a server's few texts of mixed lengths then run as a
+        few tight batches instead of one mostly padded one.
         """
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         device = self.device
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in _split_sorted(order, [len(ids[i]) for i in order], batch_size, max_padding):
             yield chunk, {k: v.to(device) for k, v in pad_batch([ids[i] for i in chunk], self.pad_id).items()}
 
     def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:

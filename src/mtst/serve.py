@@ -18,8 +18,9 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ class ServeSettings:
     timeout_s: float = 10.0
     batch_wait_ms: float = 5.0
     max_batch: int = 64
+    workers: int = 1
+    max_padding: float = 0.2
     api_key: str | None = None
 
 
@@ -115,6 +118,69 @@ def _histogram(name: str, counts: list[int], bounds: Sequence[float], total: flo
     return [*out, f"{name}_sum{tail} {total}", f"{name}_count{tail} {running}"]
 
 
+class Guard:
+    """Auth, payload size and concurrency checks before any parsing; metrics for every request.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` streams every
+    response through an extra task, which costs a visible share of a small
+    request's time under load.
+    """
+
+    OPEN_PATHS = ("/", "/health", "/docs", "/openapi.json")
+
+    def __init__(self, app: Any, settings: ServeSettings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.in_flight = 0
+
+    def _reject(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
+        settings = self.settings
+        if settings.api_key and path not in self.OPEN_PATHS:
+            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+                return 401, "missing or wrong API key (header X-API-Key)", {}
+        if method == "POST":
+            length = headers.get("content-length")
+            if length is None or not length.isdigit():
+                return 411, "a Content-Length header is required", {}
+            if int(length) > settings.max_body_bytes:
+                return 413, f"body of {int(length):,} bytes is over the limit of {settings.max_body_bytes:,}", {}
+        if self.in_flight >= settings.max_concurrency:
+            detail = f"over the concurrency limit of {settings.max_concurrency} requests; retry shortly"
+            return 429, detail, {"Retry-After": "1"}
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.responses import JSONResponse
+
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        rejected = self._reject(scope["method"], scope["path"], headers)
+        try:
+            if rejected:
+                code, detail, extra = rejected
+                await JSONResponse({"detail": detail}, status_code=code, headers=extra)(scope, receive, send_status)
+                return
+            self.in_flight += 1
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                self.in_flight -= 1
+        finally:
+            self.metrics.observe(scope["path"], status[0], time.perf_counter() - started)
+
+
 class MicroBatcher:
     """Joins the texts of concurrent requests into one forward pass on a single worker thread."""
 
@@ -124,6 +190,8 @@ class MicroBatcher:
         self.metrics = metrics
         self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] | None = None
         self.task: asyncio.Task | None = None
+        # One thread runs every forward pass: the model and its tokenizer are never used concurrently.
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="mtst-batch")
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -132,6 +200,7 @@ class MicroBatcher:
     async def stop(self) -> None:
         if self.task:
             self.task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, texts: list[str]) -> dict[str, Any]:
         """Embeddings and class probabilities of ``texts``, computed in a shared batch."""
@@ -163,7 +232,7 @@ class MicroBatcher:
             texts = [t for chunk, _ in items for t in chunk]
             self.metrics.observe_batch(len(texts))
             try:
-                result = await loop.run_in_executor(None, self._infer, texts)
+                result = await loop.run_in_executor(self.executor, self._infer, texts)
             except Exception as exc:  # every waiting request gets the error, the worker keeps going
                 for _, fut in items:
                     if not fut.done():
@@ -183,7 +252,9 @@ class MicroBatcher:
         ids = model.encoder.tokenize_ids(texts)
         emb = np.zeros((len(texts), model.encoder.dim), dtype=np.float32)
         probs = {t: np.zeros((len(texts), model.tasks[t].num_labels), dtype=np.float32) for t in sentence_tasks}
-        for chunk, batch in model.encoder.length_sorted_batches(ids, self.settings.max_batch):
+        for chunk, batch in model.encoder.length_sorted_batches(
+            ids, self.settings.max_batch, self.settings.max_padding
+        ):
             feats = model(batch, tasks=sentence_tasks)
             emb[chunk] = feats["sentence_embedding"].float().numpy()
             for t in sentence_tasks:
@@ -191,21 +262,20 @@ class MicroBatcher:
         out: dict[str, Any] = {"embedding": emb, **{f"probs:{t}": p for t, p in probs.items()}}
         token_tasks = [t for t in model.prediction_tasks if model.tasks[t].type == "token_classification"]
         if token_tasks:
-            for t, rows in model.predict_tags(texts, token_tasks, self.settings.max_batch).items():
-                out[f"tags:{t}"] = rows
+            tags = model.predict_tags(texts, token_tasks, self.settings.max_batch)
+            out.update({f"tags:{t}": rows for t, rows in tags.items()})
         return out
 
 
 def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, name: str = "model") -> Any:
     """The FastAPI application serving ``model``."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse, PlainTextResponse
 
     settings = settings or ServeSettings()
     model.eval()
     metrics = Metrics()
     batcher = MicroBatcher(model, settings, metrics)
-    in_flight = {"n": 0}
 
     async def lifespan(app: Any) -> Any:
         batcher.start()
@@ -218,40 +288,7 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        """Auth, payload size and concurrency checks before any parsing; metrics for every request."""
-        started = time.perf_counter()
-        path = request.url.path
-        response = await _guarded(request, call_next)
-        metrics.observe(path, response.status_code, time.perf_counter() - started)
-        return response
-
-    async def _guarded(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        if settings.api_key and request.url.path not in ("/", "/health", "/docs", "/openapi.json"):
-            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-                return JSONResponse({"detail": "missing or wrong API key (header X-API-Key)"}, status_code=401)
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return JSONResponse({"detail": "a Content-Length header is required"}, status_code=411)
-            if int(length) > settings.max_body_bytes:
-                return JSONResponse(
-                    {"detail": f"body of {int(length):,} bytes is over the limit of {settings.max_body_bytes:,}"},
-                    status_code=413,
-                )
-        if in_flight["n"] >= settings.max_concurrency:
-            return JSONResponse(
-                {"detail": f"over the concurrency limit of {settings.max_concurrency} requests; retry shortly"},
-                status_code=429,
-                headers={"Retry-After": "1"},
-            )
-        in_flight["n"] += 1
-        try:
-            return await call_next(request)
-        finally:
-            in_flight["n"] -= 1
+    app.add_middleware(Guard, settings=settings, metrics=metrics)
 
     def check_texts(texts: Sequence[str], field_name: str = "texts") -> None:
         if not texts:
@@ -297,6 +334,7 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
                 "max_concurrency": settings.max_concurrency,
                 "timeout_s": settings.timeout_s,
             },
+            "workers": settings.workers,
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -355,12 +393,30 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
     return app
 
 
+SERVE_ENV = "MTST_SERVE_SPEC"
+
+
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None) -> None:
-    """Load a model and serve it until interrupted."""
+    """Load a model and serve it until interrupted, in one process or several (``settings.workers``)."""
     import uvicorn
 
     settings = settings or ServeSettings()
     if settings.api_key is None:
         settings.api_key = os.environ.get("MTST_API_KEY") or None
-    model = MultiTaskModel.load(run)
-    uvicorn.run(create_app(model, settings, str(run)), host=host, port=port, log_level="info")
+    model = MultiTaskModel.load(run)  # in this process first, so that a bad run fails once, with its message
+    workers = settings.workers
+    if workers == 1:
+        uvicorn.run(create_app(model, settings, str(run)), host=host, port=port, log_level="info")
+        return
+    del model
+    threads = max(1, torch.get_num_threads() // workers)
+    os.environ[SERVE_ENV] = json.dumps({"run": str(run), "settings": asdict(settings), "threads": threads})
+    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, host=host, port=port, log_level="info")
+
+
+def app_from_env() -> Any:
+    """The application of one server process started by :func:`serve` (reads its spec from the environment)."""
+    spec = json.loads(os.environ[SERVE_ENV])
+    torch.set_num_threads(spec["threads"])
+    model = MultiTaskModel.load(spec["run"])
+    return create_app(model, ServeSettings(**spec["settings"]), spec["run"])

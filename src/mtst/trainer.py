@@ -182,8 +182,11 @@ class Trainer:
         for warning in check_plan(tc.strategy, self.groups, self.task_names):
             logger.warning(warning)
             self.console.print(f"[yellow]warning:[/yellow] {warning}")
+        self.total_steps = self._total_steps()
+        # Gradual unfreezing: the groups of every stage this run reaches (not the ones it never gets to).
+        last_stage = min((self.total_steps - 1) // self.stage_length, self.n_stages - 1)
         ever = (
-            set().union(*(self._groups_at(s) for s in range(self.n_stages)))
+            set().union(*(self._groups_at(s) for s in range(last_stage + 1)))
             if tc.strategy == "gradual"
             else self.groups
         )
@@ -192,7 +195,6 @@ class Trainer:
         if tc.strategy == "lora":
             saved = sorted(g for g in ever if g != "lora" and not g.startswith("heads."))
             self.model.lora = {**tc.lora.model_dump(), "saved_groups": saved}
-        self.total_steps = self._total_steps()
         # No DDP wrapper: gradients are averaged across processes after backward (_sync_gradients),
         # which works the same for the plain, cached and masked-LM forward paths.
         self.model = self.model.to(self.accelerator.device)
@@ -222,7 +224,10 @@ class Trainer:
         cache_start = time.perf_counter()
         self._refresh_cache()
         self.setup_cache_seconds = time.perf_counter() - cache_start
-        self.trainable = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        # Gradual unfreezing trains more as it goes: report the most that ever trains (the
+        # figure a comparison of strategies needs) and say what trains at the start.
+        self.trainable_at_start = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        self.trainable = sum(p.numel() for n, p in self.raw_model.named_parameters() if n in self.ever_trainable)
         self.total = sum(p.numel() for p in self.raw_model.parameters())
 
     @property
@@ -689,8 +694,9 @@ class Trainer:
             f"[bold]mtst train[/bold] · {self.config.model.backbone} · strategy [bold]{self.tc.strategy}[/bold] · "
             f"rows: {sizes} · tasks: {', '.join(self._task_note(t) for t in self.task_names)}"
         )
+        start = "" if self.trainable_at_start == self.trainable else f"{self.trainable_at_start:,} at the start, up to "
         self.console.print(
-            f"trainable parameters: {self.trainable:,} of {self.total:,} ({pct:.2f}%) · "
+            f"trainable parameters: {start}{self.trainable:,} of {self.total:,} ({pct:.2f}%) · "
             f"{self.total_steps} steps of batch {self.tc.batch_size} · run dir {self.run_dir}"
         )
         logger.info("training on %d rows; %d trainable of %d parameters", len(train), self.trainable, self.total)
