@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -107,6 +108,11 @@ def test_compare_sweep_report_and_resume(compare_config: Path, tmp_path: Path, c
     first = recommend(payload, rows)[0]
     assert f"Recommended: `{best.label}`" in first and f"{100 * best.mean:.1f}" in first
     assert f"Recommended: `{best.label}`" in md
+    # A strategy that moves the encoder less and keeps more similarity is named beside the best.
+    kept = dataclasses.replace(
+        best, label="gradual", primary=[best.mean - 0.05], drift=0.01, sts=max(r.sts or 0 for r in rows) + 0.05
+    )
+    assert any("`gradual` keeps the most" in line for line in recommend(payload, [*rows, kept]))
     printed = capsys.readouterr().out
     assert re.search(rf"Recommended: {best.label}\.", printed)
 

@@ -184,10 +184,20 @@ def recommend(payload: dict[str, Any], rows: list[Row]) -> list[str]:
         moved = [r for r in at_full if r.sts is not None]
         if moved:
             most = min(moved, key=lambda r: r.sts)
-            out.append(
+            text = (
                 f"General similarity (STS Spearman) is {100 * base:.1f} before training; after `{best.label}` it is "
                 f"{100 * (best.sts or base):.1f}, and the largest loss is `{most.label}` ({100 * most.sts:.1f})."
             )
+            # The strategy that trains part of the encoder and forgets least: the one to weigh
+            # against the best when the encoder also serves similarity search.
+            drifted = [r for r in moved if r.drift is not None and r.drift > 0 and r is not best]
+            if drifted:
+                kept = max(drifted, key=lambda r: r.sts)
+                text += (
+                    f" Of the strategies that change the encoder, `{kept.label}` keeps the most "
+                    f"({100 * kept.sts:.1f}), at {pct(kept.mean)} {metric}."
+                )
+            out.append(text)
     probes = pooling_rows(payload)
     if probes:
         top = max(probes, key=lambda p: p[1])
@@ -234,6 +244,7 @@ def make_plots(payload: dict[str, Any], rows: list[Row], directory: Path) -> dic
             ax.annotate(r.label, (x_of(r), 100 * r.mean), textcoords="offset points", xytext=(5, 5))
         if log:
             ax.set_xscale("log")
+        ax.margins(x=0.12, y=0.1)  # room for the labels of the outermost points
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{metric} (x100)")
         ax.grid(alpha=0.3)
