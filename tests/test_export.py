@@ -58,6 +58,17 @@ def test_onnx_matches_torch(saved_model: Path, tmp_path: Path) -> None:
                 list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-4
             )
     assert np.allclose(onnx.encode(SENTENCES), model.encode(SENTENCES), atol=1e-4)
+    # Token tasks: the same words, tags and entity spans as the torch model.
+    texts = [*SENTENCES, "Price: $12.50, from Acme!"]
+    for a, b in zip(model.predict(texts, tasks=["tags"]), onnx.predict(texts, tasks=["tags"]), strict=True):
+        assert a["tags"]["words"] == b["tags"]["words"] and a["tags"]["tags"] == b["tags"]["tags"]
+        assert [(e["start"], e["end"], e["type"]) for e in a["tags"]["entities"]] == [
+            (e["start"], e["end"], e["type"]) for e in b["tags"]["entities"]
+        ]
+        assert np.allclose(
+            [e["score"] for e in a["tags"]["entities"]], [e["score"] for e in b["tags"]["entities"]], atol=1e-4
+        )
+    assert any(r["tags"]["entities"] for r in model.predict(texts, tasks=["tags"]))  # the check above compared spans
 
 
 def test_int8_export_and_cli(saved_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -29,6 +29,7 @@ from torch import nn
 
 from mtst.errors import MtstError
 from mtst.model import MultiTaskModel, atomic_directory
+from mtst.predictions import sentence_record, softmax, token_record
 
 ONNX_NAME = "model.onnx"
 ONNX_META = "mtst_onnx.json"
@@ -170,14 +171,23 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(str(path / ONNX_NAME), options, providers=["CPUExecutionProvider"])
         self.tasks = {t: spec for t, spec in self.meta["tasks"].items() if spec["type"] != "masked_lm"}
 
-    def run(self, texts: Sequence[str], batch_size: int = 32) -> dict[str, list[np.ndarray]]:
-        """Raw outputs (embedding and logits per task) per text, in input order."""
+    def run(
+        self, texts: Sequence[str], batch_size: int = 32, words: Sequence[Sequence[str]] | None = None
+    ) -> dict[str, list[Any]]:
+        """Raw outputs (embedding and logits per task) per text, in input order.
+
+        With ``words`` (one word list per text) the texts are tokenised from
+        those words, as token tasks are, and ``"word_ids"`` maps each
+        sub-token to its word.
+        """
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out: dict[str, list[Any]] = {name: [None] * len(texts) for name in self.meta["outputs"]}
+        out: dict[str, list[Any]] = {name: [None] * len(texts) for name in [*self.meta["outputs"], "word_ids"]}
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
+            inputs: Any = [list(words[i]) for i in chunk] if words is not None else [texts[i] for i in chunk]
             enc = self.tokenizer(
-                [texts[i] for i in chunk],
+                inputs,
+                is_split_into_words=words is not None,
                 truncation=True,
                 max_length=self.meta["max_length"],
                 padding=True,
@@ -194,6 +204,9 @@ class OnnxPredictor:
             for name, value in zip(self.meta["outputs"], values, strict=True):
                 for row, i in enumerate(chunk):
                     out[name][i] = value[row] if value.ndim == 2 else value[row, : lengths[row]]
+            if words is not None:
+                for row, i in enumerate(chunk):
+                    out["word_ids"][i] = enc.word_ids(row)[: lengths[row]]
         return out
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -203,25 +216,30 @@ class OnnxPredictor:
         return emb
 
     def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:
-        """Sentence tasks as in :meth:`MultiTaskModel.predict`; token tasks give tags per sub-token."""
+        """The records of :meth:`MultiTaskModel.predict`: labels and probabilities, or entity spans."""
+        from mtst.tagging import split_words
+
         names = list(self.tasks) if tasks is None else list(tasks)
         unknown = [t for t in names if t not in self.tasks]
         if unknown:
             raise MtstError(f"unknown task(s) {', '.join(unknown)}; this export predicts: {', '.join(self.tasks)}")
-        raw = self.run(texts, batch_size)
         rows: list[dict] = [{} for _ in texts]
-        for task in names:
-            labels = self.tasks[task]["labels"]
-            for i, logits in enumerate(raw[f"logits_{task}"]):
-                z = np.exp(logits - logits.max(-1, keepdims=True))
-                p = z / z.sum(-1, keepdims=True)
-                if self.tasks[task]["type"] == "classification":
-                    rows[i][task] = {
-                        "label": labels[int(p.argmax())],
-                        "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p, strict=True)},
-                    }
-                else:
-                    rows[i][task] = {"tags": [labels[int(j)] for j in p.argmax(-1)]}
+        sentence = [t for t in names if self.tasks[t]["type"] == "classification"]
+        token = [t for t in names if t not in sentence]
+        if sentence:
+            raw = self.run(texts, batch_size)
+            for task in sentence:
+                for i, logits in enumerate(raw[f"logits_{task}"]):
+                    rows[i][task] = sentence_record(self.tasks[task]["labels"], softmax(logits))
+        if token:
+            split = [split_words(t) for t in texts]
+            raw = self.run(
+                texts, batch_size, words=[[w for w, _, _ in ws] or [t] for ws, t in zip(split, texts, strict=True)]
+            )
+            for task in token:
+                labels = self.tasks[task]["labels"]
+                for i, logits in enumerate(raw[f"logits_{task}"]):
+                    rows[i][task] = token_record(texts[i], split[i], raw["word_ids"][i], softmax(logits), labels)
         return rows
 
 

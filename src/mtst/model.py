@@ -28,6 +28,7 @@ from mtst.errors import ModelLoadError
 from mtst.freezing import parameter_group
 from mtst.heads import HeadSpec, build_head
 from mtst.lora import is_lora_param
+from mtst.predictions import sentence_record, token_record
 
 IGNORE_INDEX = -100
 CONFIG_NAME = "config.json"
@@ -132,7 +133,22 @@ class MultiTaskModel(nn.Module):
         self, ids: Sequence[Sequence[int]], tasks: Sequence[str] | None = None, batch_size: int = 32
     ) -> dict[str, Any]:
         """:meth:`predict_proba` on texts already tokenised (no padding)."""
+        return self.outputs_ids(ids, tasks, batch_size)[1]
+
+    def outputs_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        tasks: Sequence[str] | None = None,
+        batch_size: int = 32,
+        max_padding: float | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Sentence embeddings and per-task probabilities from one forward pass over tokenised texts.
+
+        Token tasks give one probability row per sub-token. ``max_padding``
+        bounds each batch's padding (see ``SentenceEncoder.length_sorted_batches``).
+        """
         names = self._check_tasks(tasks)
+        emb = np.zeros((len(ids), self.encoder.dim), dtype=np.float32)
         out: dict[str, Any] = {
             n: (
                 np.zeros((len(ids), self.tasks[n].num_labels), dtype=np.float32)
@@ -142,16 +158,17 @@ class MultiTaskModel(nn.Module):
             for n in names
         }
         with eval_mode(self):
-            for chunk, batch in self.encoder.length_sorted_batches(ids, batch_size):
-                logits = self(batch, tasks=names)["logits"]
+            for chunk, batch in self.encoder.length_sorted_batches(ids, batch_size, max_padding):
+                features = self(batch, tasks=names)
+                emb[chunk] = features["sentence_embedding"].float().cpu().numpy()
                 for name in names:
-                    probs = logits[name].float().softmax(-1).cpu().numpy()
+                    probs = features["logits"][name].float().softmax(-1).cpu().numpy()
                     if self.tasks[name].type == "classification":
                         out[name][chunk] = probs
                     else:
                         for row, i in enumerate(chunk):
                             out[name][i] = probs[row, : len(ids[i])]
-        return out
+        return emb, out
 
     def _check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
         names = self.prediction_tasks if tasks is None else list(tasks)
@@ -175,12 +192,8 @@ class MultiTaskModel(nn.Module):
         if sentence:
             probs = self.predict_proba(texts, tasks=sentence, batch_size=batch_size)
             for name in sentence:
-                labels = self.tasks[name].labels
                 for i, p in enumerate(probs[name]):
-                    rows[i][name] = {
-                        "label": labels[int(np.argmax(p))],
-                        "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p, strict=True)},
-                    }
+                    rows[i][name] = sentence_record(self.tasks[name].labels, p)
         if token:
             for name, tagged in self.predict_tags(texts, token, batch_size).items():
                 for i, item in enumerate(tagged):
@@ -190,30 +203,18 @@ class MultiTaskModel(nn.Module):
     @torch.inference_mode()
     def predict_tags(self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32) -> dict[str, list[dict]]:
         """Word tags and entity spans (character offsets) of raw texts, per token task."""
-        from mtst.tagging import entity_spans, first_subtokens, split_words
+        from mtst.tagging import split_words
 
         split = [split_words(t) for t in texts]
         ids, word_ids = self.encoder.tokenize_words(texts, [[w for w, _, _ in ws] or None for ws in split])
         probs = self.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size)
-        out: dict[str, list[dict]] = {}
-        for name in tasks:
-            labels = self.tasks[name].labels
-            out[name] = []
-            for i, text in enumerate(texts):
-                positions = first_subtokens(word_ids[i])
-                p = probs[name][i][positions] if positions else np.zeros((0, len(labels)))
-                tags = [labels[int(j)] for j in p.argmax(-1)]
-                entities = []
-                for kind, a, b in entity_spans(tags):
-                    start, end = split[i][a][1], split[i][b - 1][2]
-                    score = float(p[np.arange(a, b), p[a:b].argmax(-1)].mean())
-                    entities.append(
-                        {"type": kind, "text": text[start:end], "start": start, "end": end, "score": round(score, 6)}
-                    )
-                out[name].append(
-                    {"entities": entities, "words": [w for w, _, _ in split[i][: len(tags)]], "tags": tags}
-                )
-        return out
+        return {
+            name: [
+                token_record(text, split[i], word_ids[i], probs[name][i], self.tasks[name].labels)
+                for i, text in enumerate(texts)
+            ]
+            for name in tasks
+        }
 
     def encode(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | torch.Tensor:
         return self.encoder.encode(texts, **kwargs)

@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from mtst.model import MultiTaskModel
+from mtst.predictions import sentence_record
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -250,15 +251,7 @@ class MicroBatcher:
         model = self.model
         sentence_tasks = [t for t in model.prediction_tasks if model.tasks[t].type == "classification"]
         ids = model.encoder.tokenize_ids(texts)
-        emb = np.zeros((len(texts), model.encoder.dim), dtype=np.float32)
-        probs = {t: np.zeros((len(texts), model.tasks[t].num_labels), dtype=np.float32) for t in sentence_tasks}
-        for chunk, batch in model.encoder.length_sorted_batches(
-            ids, self.settings.max_batch, self.settings.max_padding
-        ):
-            feats = model(batch, tasks=sentence_tasks)
-            emb[chunk] = feats["sentence_embedding"].float().numpy()
-            for t in sentence_tasks:
-                probs[t][chunk] = feats["logits"][t].float().softmax(-1).numpy()
+        emb, probs = model.outputs_ids(ids, sentence_tasks, self.settings.max_batch, self.settings.max_padding)
         out: dict[str, Any] = {"embedding": emb, **{f"probs:{t}": p for t, p in probs.items()}}
         token_tasks = [t for t in model.prediction_tasks if model.tasks[t].type == "token_classification"]
         if token_tasks:
@@ -362,12 +355,8 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
         rows: list[dict[str, Any]] = [{} for _ in body.texts]
         for task in tasks:
             if model.tasks[task].type == "classification":
-                labels = model.tasks[task].labels
                 for i, p in enumerate(result[f"probs:{task}"]):
-                    rows[i][task] = {
-                        "label": labels[int(p.argmax())],
-                        "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p, strict=True)},
-                    }
+                    rows[i][task] = sentence_record(model.tasks[task].labels, p)
             else:
                 for i, item in enumerate(result[f"tags:{task}"]):
                     rows[i][task] = item
