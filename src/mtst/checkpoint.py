@@ -45,9 +45,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def check_finite(model: nn.Module) -> None:
-    """Refuse to save weights that hold NaN or inf."""
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+def check_finite(model: nn.Module, names: set[str] | None = None) -> None:
+    """Refuse to save weights that hold NaN or inf (only ``names``, where given: frozen ones cannot turn)."""
+    bad = [n for n, p in model.named_parameters() if (names is None or n in names) and not torch.isfinite(p).all()]
     if bad:
         raise MtstError(f"refusing to save non-finite weights ({', '.join(bad[:3])}...)")
 
@@ -78,7 +78,7 @@ def save_checkpoint(
     run checkpoints kilobytes, not the whole encoder; a fingerprint of the
     frozen weights guards against a backbone that changed in between.
     """
-    check_finite(model)
+    check_finite(model, trainable)
     target = run_dir / CHECKPOINT_DIR
     with atomic_directory(target) as tmp:
         state = model.state_dict()

@@ -175,7 +175,11 @@ def apply_trainable(model: nn.Module, groups: set[str]) -> None:
 def set_train_mode(model: nn.Module, groups: set[str]) -> None:
     """Training mode for trainable parts; eval mode (no dropout) for frozen ones."""
     model.train()
+    active = set()  # modules holding a trainable parameter, and their ancestors
+    for name, _ in model.named_parameters(remove_duplicate=False):
+        if parameter_group(name) in groups:
+            parts = name.split(".")
+            active.update(".".join(parts[:i]) for i in range(len(parts)))
     for name, module in model.named_modules():
-        params = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=True)]
-        if params and not any(parameter_group(p) in groups for p in params):
+        if name not in active and next(module.parameters(), None) is not None:
             module.eval()
