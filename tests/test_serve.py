@@ -146,6 +146,35 @@ def start_server(run: Path, *args: str) -> tuple[subprocess.Popen, str]:
     raise AssertionError("the server did not come up")
 
 
+def test_load_on_loopback(model: MultiTaskModel, tmp_path: Path) -> None:
+    """16 concurrent clients, 400 requests over real sockets: no errors, and requests share forward passes."""
+    model.save(tmp_path / "m")
+    server, url = start_server(tmp_path / "m")
+
+    async def client_loop(c: httpx.AsyncClient, i: int) -> list[int]:
+        codes = []
+        for j in range(25):
+            r = await c.post("/predict", json={"texts": [SENTENCES[(i + j) % len(SENTENCES)]]})
+            codes.append(r.status_code)
+        return codes
+
+    async def go() -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            results = await asyncio.gather(*(client_loop(c, i) for i in range(16)))
+        return [code for codes in results for code in codes]
+
+    try:
+        codes = asyncio.run(go())
+        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert codes == [200] * 400
+    values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line.startswith("mtst_batch")}
+    passes, texts = values["mtst_batch_texts_count"], values["mtst_batch_texts_sum"]
+    assert texts == 400 and passes < 400, "concurrent requests were never batched together"
+
+
 def test_several_server_processes(model: MultiTaskModel, tmp_path: Path) -> None:
     """--workers 2: both processes answer as the model does, and stopping the server stops them."""
     model.save(tmp_path / "m")

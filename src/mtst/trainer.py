@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from safetensors import safe_open
 
 from mtst.batches import Batcher
 from mtst.cache import PrefixCache, cache_key, cache_plan, pooled_embeddings, run_layers
@@ -43,7 +44,7 @@ from mtst.freezing import (
 )
 from mtst.heads import fit_ridge, head_specs
 from mtst.lora import add_lora
-from mtst.model import IGNORE_INDEX, MultiTaskModel
+from mtst.model import IGNORE_INDEX, WEIGHTS_NAME, MultiTaskModel
 from mtst.optim import GroupScheduler, build_optimizer
 from mtst.report import progress_bar
 
@@ -589,6 +590,36 @@ class Trainer:
         predictions = {task: logits.argmax(-1).cpu().numpy() for task, logits in feats["logits"].items()}
         return score_split(self.data.splits[split_name], predictions, self.data.labels)
 
+    def _evaluate_test_pooled(self, model_dir: Path) -> dict[str, dict] | None:
+        """Test scores from cached embeddings when the backbone never trained (None otherwise).
+
+        The best model then differs from the live one only in its heads, so those are read
+        from the saved weights; with ``cache_dir`` a repeated run encodes no test text at all.
+        """
+        backbone_trained = any(not n.startswith("heads.") for n in self.ever_trainable)
+        if self.cache_mode != "pooled" or self.world > 1 or backbone_trained:
+            return None
+        encoder, texts = self.raw_model.encoder, self.data.splits["test"].texts
+        self.pooled["test"] = pooled_embeddings(
+            encoder,
+            self.ids["test"],
+            self.tc.eval_batch_size,
+            self.tc.cache_memory_mb,
+            self.run_dir / "cache",
+            key=cache_key(encoder, texts, "pooled"),
+            store_dir=Path(self.tc.cache_dir) if self.tc.cache_dir else None,
+        )
+        heads = self.raw_model.heads
+        live = {k: v.clone() for k, v in heads.state_dict().items()}
+        with safe_open(str(model_dir / WEIGHTS_NAME), framework="pt") as fh:
+            best = {k.removeprefix("heads."): fh.get_tensor(k) for k in fh.keys() if k.startswith("heads.")}  # noqa: SIM118
+        try:
+            heads.load_state_dict(best, strict=False)
+            scores = self._evaluate_pooled("test")
+        finally:
+            heads.load_state_dict(live)
+        return {task: scores[task] for task in self.saved_tasks if task in scores}
+
     def _write_history(self) -> None:
         if not self.is_main:
             return
@@ -652,10 +683,11 @@ class Trainer:
         if self.is_main and ("validation" not in self.data.splits or not model_dir.exists()):
             self._save_model()
         self.accelerator.wait_for_everyone()
-        best = MultiTaskModel.load(model_dir)
         test = {}
         if "test" in self.data.splits:
-            test = self._evaluate(best, "test")
+            test = self._evaluate_test_pooled(model_dir)
+            if test is None:
+                test = self._evaluate(MultiTaskModel.load(model_dir), "test")
         validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
         result = TrainResult(
             run_dir=self.run_dir,
