@@ -115,6 +115,7 @@ def test_compare_sweep_report_and_resume(compare_config: Path, tmp_path: Path, c
     assert any("`gradual` keeps the most" in line for line in recommend(payload, [*rows, kept]))
     printed = capsys.readouterr().out
     assert re.search(rf"Recommended: {best.label}\.", printed)
+    assert f"{best.train_rows:,} training rows" in printed  # the table is the full-data one, not the 50% one
 
     # A second call finds every run finished and repeats none of them.
     stamps = {p: p.stat().st_mtime for p in (out / "runs").glob("*/metrics.json")}

@@ -265,7 +265,8 @@ def compare(
     written = write_report(payload, output)
     rows = summarize(payload)
     full = max(r.fraction for r in rows)
-    table = Table(title=f"strategies · {sweep.config.training.metric} · {rows[0].train_rows:,} training rows")
+    train_rows = max(r.train_rows for r in rows if r.fraction == full)
+    table = Table(title=f"strategies · {sweep.config.training.metric} · {train_rows:,} training rows")
     for col in ("strategy", "metric", "trainable", "train s", "drift"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in sorted((r for r in rows if r.fraction == full), key=lambda r: -r.mean):
