@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,84 @@ class PrefixCache:
             hidden[r, : p.shape[0]] = p
             mask[r, : p.shape[0]] = 1
         return hidden.to(device), mask.to(device)
+
+
+class FrozenWork:
+    """The cache one training run keeps of its frozen work, rebuilt when the trainable set moves.
+
+    ``pooled``: sentence embeddings per split (train and validation at once, test when asked);
+    ``prefix``: hidden states of the training rows at the first trainable layer.
+    """
+
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        ids: dict[str, Sequence[Sequence[int]]],
+        texts: dict[str, Sequence[str]],
+        num_layers: int,
+        batch_size: int,
+        budget_mb: float,
+        spill_dir: Path,
+        store_dir: Path | None = None,
+        enabled: bool = True,
+        note: Callable[[str], None] = logger.info,
+    ) -> None:
+        self.encoder, self.ids, self.texts = encoder, ids, texts
+        self.num_layers, self.batch_size, self.budget_mb = num_layers, batch_size, budget_mb
+        self.spill_dir, self.store_dir, self.enabled, self.note = spill_dir, store_dir, enabled, note
+        self.mode: str | None = None
+        self.pooled: dict[str, torch.Tensor] = {}
+        self.prefix: PrefixCache | None = None
+        self._fallback_noted = False
+
+    def refresh(self, groups: set[str]) -> None:
+        """(Re)build the cache for this trainable set; drop it when it no longer applies."""
+        mode, boundary = cache_plan(groups, self.num_layers, self.encoder.backbone, self.enabled)
+        if mode == self.mode and (mode != "prefix" or (self.prefix and self.prefix.boundary == boundary)):
+            return
+        self.pooled, self.prefix, self.mode = {}, None, None
+        if mode is None:
+            return
+        started = time.perf_counter()
+        if mode == "pooled":
+            for split in ("train", "validation"):
+                if split in self.ids:
+                    self.embeddings(split)
+        else:
+            size = PrefixCache.size_mb(self.ids["train"], self.encoder.dim)
+            if size > self.budget_mb:
+                if not self._fallback_noted:
+                    self.note(
+                        f"note: the frozen-prefix cache would take {size:.0f} MB, over training.cache_memory_mb="
+                        f"{self.budget_mb:.0f}; the frozen layers run every step instead"
+                    )
+                    self._fallback_noted = True
+                return
+            self.prefix = PrefixCache.build(self.encoder, self.ids["train"], boundary, self.batch_size)
+        self.mode = mode
+        logger.info("%s cache built in %.1fs (boundary %d)", mode, time.perf_counter() - started, boundary)
+
+    def embeddings(self, split: str) -> torch.Tensor:
+        """A split's pooled embeddings: from memory, from ``store_dir``, or encoded now."""
+        if split not in self.pooled:
+            self.pooled[split] = pooled_embeddings(
+                self.encoder,
+                self.ids[split],
+                self.batch_size,
+                self.budget_mb,
+                self.spill_dir,
+                key=cache_key(self.encoder, self.texts[split], "pooled"),
+                store_dir=self.store_dir,
+            )
+        return self.pooled[split]
+
+    def features(self, rows: Sequence[int], device: torch.device) -> dict[str, torch.Tensor] | None:
+        """Features for training rows from the cache: a sentence embedding (pooled) or the
+        trainable layers' token embeddings (prefix); None when no cache applies."""
+        if self.mode == "pooled":
+            return {"sentence_embedding": self.pooled["train"][torch.as_tensor(rows)].to(device)}
+        if self.mode == "prefix" and self.prefix is not None:
+            hidden, mask = self.prefix.batch(rows, device)
+            tokens = run_layers(self.encoder.backbone, hidden, mask, self.prefix.boundary, self.num_layers)
+            return self.encoder({"token_embeddings": tokens, "attention_mask": mask})
+        return None

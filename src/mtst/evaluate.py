@@ -136,9 +136,28 @@ def evaluate_split(
     ids: Sequence[Sequence[int]],
     batch_size: int = 64,
     word_ids: Sequence[Sequence[int | None]] | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, Any]:
-    """Per-task metrics of a model on a tokenised split."""
-    predictions = predict_split(model, split, ids, batch_size)
+    """Per-task metrics of a model on a tokenised split.
+
+    With several processes (``world`` > 1) each predicts every ``world``-th row
+    and the shares are gathered, so all ranks return the whole split's scores.
+    """
+    if world == 1:
+        predictions = predict_split(model, split, ids, batch_size)
+    else:
+        import torch.distributed
+
+        mine = list(range(rank, len(ids), world))
+        local = predict_split(model, split, [ids[i] for i in mine], batch_size)
+        shares: list[Any] = [None] * world
+        torch.distributed.all_gather_object(shares, (mine, local))  # in-memory exchange between our own ranks
+        predictions = {t: [None] * len(ids) for t in local}
+        for rows, part in shares:
+            for task, values in part.items():
+                for row, value in zip(rows, values, strict=True):
+                    predictions[task][row] = value
     return score_split(split, predictions, {t: spec.labels for t, spec in model.tasks.items()}, word_ids)
 
 

@@ -27,12 +27,12 @@ from rich.console import Console
 from safetensors import safe_open
 
 from mtst.batches import Batcher
-from mtst.cache import PrefixCache, cache_key, cache_plan, pooled_embeddings, run_layers
+from mtst.cache import FrozenWork, PrefixCache
 from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
 from mtst.config import RunConfig, dump_config, head_lr, validate_config
 from mtst.data import MISSING, epoch_batches, load_task_data
 from mtst.errors import ConfigError, MtstError
-from mtst.evaluate import evaluate_split, predict_split, score_split, summary_metrics, tokenize_split
+from mtst.evaluate import evaluate_split, score_split, summary_metrics, tokenize_split
 from mtst.freezing import (
     apply_trainable,
     check_plan,
@@ -216,10 +216,19 @@ class Trainer:
                 optimizer, tc.schedule, self.total_steps, int(tc.warmup_ratio * self.total_steps), tc.cycle_steps
             )
             self.optimizer = self.accelerator.prepare_optimizer(optimizer)
-        self.cache_mode: str | None = None
-        self.pooled: dict[str, torch.Tensor] = {}
-        self.prefix: PrefixCache | None = None
-        self._fallback_noted = False
+        token_tasks = [t for t, spec in self.raw_model.tasks.items() if spec.type == "token_classification"]
+        self.frozen = FrozenWork(
+            encoder,
+            self.ids,
+            {name: split.texts for name, split in self.data.splits.items()},
+            self.num_layers,
+            tc.eval_batch_size,
+            tc.cache_memory_mb,
+            self.run_dir / "cache" / (f"rank{self.rank}" if self.world > 1 else ""),
+            store_dir=Path(tc.cache_dir) if tc.cache_dir else None,
+            enabled=tc.cache and not token_tasks and not self.mlm_tasks,
+            note=self.console.print,
+        )
         if resume:
             self._resume()
         cache_start = time.perf_counter()
@@ -463,60 +472,25 @@ class Trainer:
         return float(flat[-1])
 
     # ---------------------------------------------------------------- caches
-    def _wanted_cache(self) -> tuple[str | None, int]:
-        token_tasks = [t for t, spec in self.raw_model.tasks.items() if spec.type == "token_classification"]
-        enabled = self.tc.cache and not token_tasks and not self.mlm_tasks
-        return cache_plan(self.groups, self.num_layers, self.raw_model.encoder.backbone, enabled)
+    @property
+    def cache_mode(self) -> str | None:
+        """``pooled``, ``prefix`` or None: which cache of frozen work the steps start from."""
+        return self.frozen.mode
+
+    @property
+    def prefix(self) -> PrefixCache | None:
+        return self.frozen.prefix
 
     def _refresh_cache(self) -> None:
-        """(Re)build the cache for the current trainable set; drop it when it no longer applies."""
-        mode, boundary = self._wanted_cache()
-        if mode == self.cache_mode and (mode != "prefix" or (self.prefix and self.prefix.boundary == boundary)):
-            return
-        self.pooled, self.prefix, self.cache_mode = {}, None, None
-        if mode is None:
-            return
-        encoder = self.raw_model.encoder
-        started = time.perf_counter()
-        if mode == "pooled":
-            for split in ("train", "validation"):
-                if split in self.ids:
-                    self.pooled[split] = pooled_embeddings(
-                        encoder,
-                        self.ids[split],
-                        self.tc.eval_batch_size,
-                        self.tc.cache_memory_mb,
-                        self.run_dir / "cache" / (f"rank{self.rank}" if self.world > 1 else ""),
-                        key=cache_key(encoder, self.data.splits[split].texts, "pooled"),
-                        store_dir=Path(self.tc.cache_dir) if self.tc.cache_dir else None,
-                    )
-        else:
-            size = PrefixCache.size_mb(self.ids["train"], encoder.dim)
-            if size > self.tc.cache_memory_mb:
-                if not self._fallback_noted:
-                    self.console.print(
-                        f"note: the frozen-prefix cache would take {size:.0f} MB, over training.cache_memory_mb="
-                        f"{self.tc.cache_memory_mb:.0f}; the frozen layers run every step instead"
-                    )
-                    self._fallback_noted = True
-                return
-            self.prefix = PrefixCache.build(encoder, self.ids["train"], boundary, self.tc.eval_batch_size)
-        self.cache_mode = mode
-        logger.info("%s cache built in %.1fs (boundary %d)", mode, time.perf_counter() - started, boundary)
+        self.frozen.refresh(self.groups)
         set_train_mode(self.model, self.groups)
 
     def _forward(self, rows: np.ndarray, batch: dict, tasks: list[str] | None) -> dict[str, Any]:
         """Forward pass, starting from the cache where one applies."""
-        model = self.raw_model
-        if self.cache_mode == "pooled":
-            feats = {"sentence_embedding": self.pooled["train"][torch.as_tensor(rows)].to(self.accelerator.device)}
-            return model.forward_heads(feats, tasks)
-        if self.cache_mode == "prefix" and self.prefix is not None:
-            hidden, mask = self.prefix.batch(rows, self.accelerator.device)
-            tokens = run_layers(model.encoder.backbone, hidden, mask, self.prefix.boundary, self.num_layers)
-            feats = model.encoder({"token_embeddings": tokens, "attention_mask": mask})
-            return model.forward_heads(feats, tasks)
-        return self.model(batch, tasks=tasks)
+        feats = self.frozen.features(rows, self.accelerator.device)
+        if feats is None:
+            return self.model(batch, tasks=tasks)
+        return self.raw_model.forward_heads(feats, tasks)
 
     def _trainable_params(self) -> list[torch.nn.Parameter]:
         key = frozenset(self.groups)
@@ -558,34 +532,22 @@ class Trainer:
     def _evaluate_validation(self) -> dict[str, dict] | None:
         if "validation" not in self.data.splits:
             return None
-        if "validation" in self.pooled:
+        if self.cache_mode == "pooled" and "validation" in self.frozen.pooled:
             return self._evaluate_pooled("validation")
         per_task = self._evaluate(self.raw_model, "validation")
         set_train_mode(self.model, self.groups)
         return per_task
 
     def _evaluate(self, model: MultiTaskModel, split_name: str) -> dict[str, dict]:
-        """Scores on a split; with several processes each predicts a share and the predictions are gathered."""
-        split, ids = self.data.splits[split_name], self.ids[split_name]
-        labels = {t: spec.labels for t, spec in model.tasks.items()}
-        if self.world == 1:
-            return evaluate_split(model, split, ids, self.tc.eval_batch_size, self.word_ids[split_name])
-        mine = list(range(self.rank, len(ids), self.world))
-        local = predict_split(model, split, [ids[i] for i in mine], self.tc.eval_batch_size)
-        shares: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(shares, (mine, local))  # in-memory exchange between our own ranks
-        predictions: dict[str, list[Any]] = {t: [None] * len(ids) for t in local}
-        for rows, part in shares:
-            for task, values in part.items():
-                for row, value in zip(rows, values, strict=True):
-                    predictions[task][row] = value
-        return score_split(split, predictions, labels, self.word_ids[split_name])
+        split, ids, word_ids = self.data.splits[split_name], self.ids[split_name], self.word_ids[split_name]
+        return evaluate_split(model, split, ids, self.tc.eval_batch_size, word_ids, self.rank, self.world)
 
     def _evaluate_pooled(self, split_name: str) -> dict[str, dict]:
         model = self.raw_model
         model.eval()
         with torch.inference_mode():
-            feats = model.forward_heads({"sentence_embedding": self.pooled[split_name].to(self.accelerator.device)})
+            emb = self.frozen.embeddings(split_name).to(self.accelerator.device)
+            feats = model.forward_heads({"sentence_embedding": emb})
         set_train_mode(self.model, self.groups)
         predictions = {task: logits.argmax(-1).cpu().numpy() for task, logits in feats["logits"].items()}
         return score_split(self.data.splits[split_name], predictions, self.data.labels)
@@ -599,16 +561,6 @@ class Trainer:
         backbone_trained = any(not n.startswith("heads.") for n in self.ever_trainable)
         if self.cache_mode != "pooled" or self.world > 1 or backbone_trained:
             return None
-        encoder, texts = self.raw_model.encoder, self.data.splits["test"].texts
-        self.pooled["test"] = pooled_embeddings(
-            encoder,
-            self.ids["test"],
-            self.tc.eval_batch_size,
-            self.tc.cache_memory_mb,
-            self.run_dir / "cache",
-            key=cache_key(encoder, texts, "pooled"),
-            store_dir=Path(self.tc.cache_dir) if self.tc.cache_dir else None,
-        )
         heads = self.raw_model.heads
         live = {k: v.clone() for k, v in heads.state_dict().items()}
         with safe_open(str(model_dir / WEIGHTS_NAME), framework="pt") as fh:
@@ -633,7 +585,7 @@ class Trainer:
         model = self.raw_model
         model.eval()
         train = self.data.splits["train"]
-        emb = self.pooled.get("train")
+        emb = self.frozen.pooled.get("train") if self.cache_mode == "pooled" else None
         if emb is None:
             emb = model.encoder.encode(train.texts, normalize=False, convert_to="torch")
         for task, spec in model.tasks.items():
