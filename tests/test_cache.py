@@ -27,15 +27,19 @@ def no_dropout_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _losses(backbone: Path, data: dict[str, str], run_dir: Path, **training) -> tuple[list[float], str | None, dict]:
-    cfg = make_config(backbone, data, run_dir, max_steps=20, **training)
+    """Per-step losses, the cache in use, and every figure scored: validation at each evaluation, then test."""
+    cfg = make_config(backbone, data, run_dir, max_steps=20, eval_every=5, **training)
     for task in cfg.tasks.values():
         task.dropout = 0.0
     losses: list[float] = []
     trainer = Trainer(cfg, callbacks=[lambda t: losses.append(t.last_loss)], show_progress=False)
     trainer.setup()
     mode = trainer.cache_mode
+    if mode == "prefix":  # validation is scored from its own prefix, through the trainable layers only
+        assert trainer.frozen.eval_prefix is not None
     result = trainer.fit()
-    return losses, mode, result.test
+    scores = {"validation": [h["validation"] for h in trainer.state.history], "test": result.test}
+    return losses, mode, scores
 
 
 @pytest.mark.parametrize(
@@ -53,13 +57,15 @@ def test_cached_training_matches_uncached(
     settings: dict,
     mode: str,
 ) -> None:
-    cached, cached_mode, cached_test = _losses(no_dropout_backbone, tiny_data, tmp_path / "a", **settings)
-    plain, plain_mode, plain_test = _losses(no_dropout_backbone, tiny_data, tmp_path / "b", cache=False, **settings)
+    cached, cached_mode, cached_scores = _losses(no_dropout_backbone, tiny_data, tmp_path / "a", **settings)
+    plain, plain_mode, plain_scores = _losses(no_dropout_backbone, tiny_data, tmp_path / "b", cache=False, **settings)
     assert (cached_mode, plain_mode) == (mode, None)
     assert len(cached) == len(plain) == 20
     torch.testing.assert_close(torch.tensor(cached), torch.tensor(plain), atol=1e-5, rtol=0)
-    # A frozen backbone scores the test split from cached embeddings: the same figures as the model's own pass.
-    assert cached_test and cached_test == plain_test
+    # Validation (from the pooled or prefix cache) and test (from cached embeddings where the backbone
+    # stayed frozen) give the same figures as the model's own pass.
+    assert len(cached_scores["validation"]) == 4 and cached_scores["test"]
+    assert cached_scores == plain_scores
 
 
 def test_gradual_moves_the_cache_boundary_down(

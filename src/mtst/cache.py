@@ -190,7 +190,8 @@ class FrozenWork:
     """The cache one training run keeps of its frozen work, rebuilt when the trainable set moves.
 
     ``pooled``: sentence embeddings per split (train and validation at once, test when asked);
-    ``prefix``: hidden states of the training rows at the first trainable layer.
+    ``prefix``: hidden states of the training rows (and, within the budget, the validation rows)
+    at the first trainable layer.
     """
 
     def __init__(
@@ -205,13 +206,16 @@ class FrozenWork:
         store_dir: Path | None = None,
         enabled: bool = True,
         note: Callable[[str], None] = logger.info,
+        cache_validation: bool = True,
     ) -> None:
         self.encoder, self.ids, self.texts = encoder, ids, texts
         self.num_layers, self.batch_size, self.budget_mb = num_layers, batch_size, budget_mb
         self.spill_dir, self.store_dir, self.enabled, self.note = spill_dir, store_dir, enabled, note
+        self.cache_validation = cache_validation
         self.mode: str | None = None
         self.pooled: dict[str, torch.Tensor] = {}
         self.prefix: PrefixCache | None = None
+        self.eval_prefix: PrefixCache | None = None  # the validation split's, when it fits the budget
         self._fallback_noted = False
 
     def refresh(self, groups: set[str]) -> None:
@@ -219,7 +223,7 @@ class FrozenWork:
         mode, boundary = cache_plan(groups, self.num_layers, self.encoder.backbone, self.enabled)
         if mode == self.mode and (mode != "prefix" or (self.prefix and self.prefix.boundary == boundary)):
             return
-        self.pooled, self.prefix, self.mode = {}, None, None
+        self.pooled, self.prefix, self.eval_prefix, self.mode = {}, None, None, None
         if mode is None:
             return
         started = time.perf_counter()
@@ -238,6 +242,10 @@ class FrozenWork:
                     self._fallback_noted = True
                 return
             self.prefix = PrefixCache.build(self.encoder, self.ids["train"], boundary, self.batch_size)
+            # Validation, scored every epoch, gets its own prefix where the budget has room for both.
+            val = self.ids.get("validation") if self.cache_validation else None
+            if val is not None and size + PrefixCache.size_mb(val, self.encoder.dim) <= self.budget_mb:
+                self.eval_prefix = PrefixCache.build(self.encoder, val, boundary, self.batch_size)
         self.mode = mode
         logger.info("%s cache built in %.1fs (boundary %d)", mode, time.perf_counter() - started, boundary)
 
@@ -261,7 +269,18 @@ class FrozenWork:
         if self.mode == "pooled":
             return {"sentence_embedding": self.pooled["train"][torch.as_tensor(rows)].to(device)}
         if self.mode == "prefix" and self.prefix is not None:
-            hidden, mask = self.prefix.batch(rows, device)
-            tokens = run_layers(self.encoder.backbone, hidden, mask, self.prefix.boundary, self.num_layers)
-            return self.encoder({"token_embeddings": tokens, "attention_mask": mask})
+            return self._from_prefix(self.prefix, rows, device)
         return None
+
+    def validation_features(self, device: torch.device) -> Callable[[Sequence[int]], dict[str, torch.Tensor]] | None:
+        """Features of validation rows from their cached prefix (None when there is none), so that
+        scoring each epoch runs only the trainable top layers."""
+        cache = self.eval_prefix
+        if self.mode != "prefix" or cache is None:
+            return None
+        return lambda rows: self._from_prefix(cache, rows, device)
+
+    def _from_prefix(self, cache: PrefixCache, rows: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
+        hidden, mask = cache.batch(rows, device)
+        tokens = run_layers(self.encoder.backbone, hidden, mask, cache.boundary, self.num_layers)
+        return self.encoder({"token_embeddings": tokens, "attention_mask": mask})

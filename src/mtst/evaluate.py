@@ -10,7 +10,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from mtst.data import Split
-    from mtst.model import MultiTaskModel
+    from mtst.model import MultiTaskModel, RowFeatures
 
 
 def rankdata(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -138,14 +138,17 @@ def evaluate_split(
     word_ids: Sequence[Sequence[int | None]] | None = None,
     rank: int = 0,
     world: int = 1,
+    features: RowFeatures | None = None,
 ) -> dict[str, Any]:
     """Per-task metrics of a model on a tokenised split.
 
     With several processes (``world`` > 1) each predicts every ``world``-th row
     and the shares are gathered, so all ranks return the whole split's scores.
+    ``features`` (one process only) gives the encoder's output for row indices
+    from a cache; see :meth:`MultiTaskModel.outputs_ids`.
     """
     if world == 1:
-        predictions = predict_split(model, split, ids, batch_size)
+        predictions = predict_split(model, split, ids, batch_size, features)
     else:
         import torch.distributed
 
@@ -162,11 +165,15 @@ def evaluate_split(
 
 
 def predict_split(
-    model: MultiTaskModel, split: Split, ids: Sequence[Sequence[int]], batch_size: int = 64
+    model: MultiTaskModel,
+    split: Split,
+    ids: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    features: RowFeatures | None = None,
 ) -> dict[str, list[Any]]:
     """Predicted class per row (sentence tasks) or per sub-token (token tasks), for the tasks the split labels."""
     tasks = [t for t in model.prediction_tasks if t in split.labels and len(split.rows_for(t))]
-    probs = model.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size)
+    probs = model.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size, features=features)
     predictions: dict[str, list[Any]] = {}
     for task in tasks:
         if model.tasks[task].type == "classification":

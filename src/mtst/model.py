@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ from mtst.freezing import parameter_group
 from mtst.heads import HeadSpec, build_head
 from mtst.lora import is_lora_param
 from mtst.predictions import sentence_record, token_record
+
+# The encoder's output for a batch of row indices, computed from a cache rather than from token ids.
+RowFeatures = Callable[[Sequence[int]], dict[str, torch.Tensor]]
 
 IGNORE_INDEX = -100
 CONFIG_NAME = "config.json"
@@ -130,10 +133,14 @@ class MultiTaskModel(nn.Module):
 
     @torch.inference_mode()
     def predict_proba_ids(
-        self, ids: Sequence[Sequence[int]], tasks: Sequence[str] | None = None, batch_size: int = 32
+        self,
+        ids: Sequence[Sequence[int]],
+        tasks: Sequence[str] | None = None,
+        batch_size: int = 32,
+        features: RowFeatures | None = None,
     ) -> dict[str, Any]:
         """:meth:`predict_proba` on texts already tokenised (no padding)."""
-        return self.outputs_ids(ids, tasks, batch_size)[1]
+        return self.outputs_ids(ids, tasks, batch_size, features=features)[1]
 
     def outputs_ids(
         self,
@@ -141,11 +148,14 @@ class MultiTaskModel(nn.Module):
         tasks: Sequence[str] | None = None,
         batch_size: int = 32,
         max_padding: float | None = None,
+        features: RowFeatures | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Sentence embeddings and per-task probabilities from one forward pass over tokenised texts.
 
         Token tasks give one probability row per sub-token. ``max_padding``
         bounds each batch's padding (see ``SentenceEncoder.length_sorted_batches``).
+        ``features``, where given, supplies the encoder's output for a batch of row
+        indices (a cache of frozen work), and only the heads run here.
         """
         names = self._check_tasks(tasks)
         emb = np.zeros((len(ids), self.encoder.dim), dtype=np.float32)
@@ -159,10 +169,10 @@ class MultiTaskModel(nn.Module):
         }
         with eval_mode(self):
             for chunk, batch in self.encoder.length_sorted_batches(ids, batch_size, max_padding):
-                features = self(batch, tasks=names)
-                emb[chunk] = features["sentence_embedding"].float().cpu().numpy()
+                feats = self(batch, tasks=names) if features is None else self.forward_heads(features(chunk), names)
+                emb[chunk] = feats["sentence_embedding"].float().cpu().numpy()
                 for name in names:
-                    probs = features["logits"][name].float().softmax(-1).cpu().numpy()
+                    probs = feats["logits"][name].float().softmax(-1).cpu().numpy()
                     if self.tasks[name].type == "classification":
                         out[name][chunk] = probs
                     else:

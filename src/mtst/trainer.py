@@ -44,7 +44,7 @@ from mtst.freezing import (
 )
 from mtst.heads import fit_ridge, head_specs
 from mtst.lora import add_lora
-from mtst.model import IGNORE_INDEX, WEIGHTS_NAME, MultiTaskModel
+from mtst.model import IGNORE_INDEX, WEIGHTS_NAME, MultiTaskModel, RowFeatures
 from mtst.optim import GroupScheduler, build_optimizer
 from mtst.report import progress_bar
 
@@ -228,6 +228,7 @@ class Trainer:
             store_dir=Path(tc.cache_dir) if tc.cache_dir else None,
             enabled=tc.cache and not token_tasks and not self.mlm_tasks,
             note=self.console.print,
+            cache_validation=self.world == 1,  # sharded evaluation runs the whole encoder
         )
         if resume:
             self._resume()
@@ -534,13 +535,14 @@ class Trainer:
             return None
         if self.cache_mode == "pooled" and "validation" in self.frozen.pooled:
             return self._evaluate_pooled("validation")
-        per_task = self._evaluate(self.raw_model, "validation")
+        cached = self.frozen.validation_features(self.accelerator.device)  # the trainable layers only
+        per_task = self._evaluate(self.raw_model, "validation", cached)
         set_train_mode(self.model, self.groups)
         return per_task
 
-    def _evaluate(self, model: MultiTaskModel, split_name: str) -> dict[str, dict]:
+    def _evaluate(self, model: MultiTaskModel, split_name: str, features: RowFeatures | None = None) -> dict[str, dict]:
         split, ids, word_ids = self.data.splits[split_name], self.ids[split_name], self.word_ids[split_name]
-        return evaluate_split(model, split, ids, self.tc.eval_batch_size, word_ids, self.rank, self.world)
+        return evaluate_split(model, split, ids, self.tc.eval_batch_size, word_ids, self.rank, self.world, features)
 
     def _evaluate_pooled(self, split_name: str) -> dict[str, dict]:
         model = self.raw_model
@@ -602,7 +604,7 @@ class Trainer:
     def _save_model(self) -> None:
         """Write the run's model (the kept heads; adapters alone or merged, as configured)."""
         model = self.raw_model
-        check_finite(model)
+        check_finite(model, self.ever_trainable)  # frozen weights cannot have turned non-finite
         if model.lora is not None and self.tc.lora.save == "merged":
             model = copy.deepcopy(model)
             model.merge_lora()
