@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mtst.encoder import SentenceEncoder, eval_mode
+
+if TYPE_CHECKING:
+    from mtst.model import RowFeatures
 
 logger = logging.getLogger("mtst")
 
@@ -272,13 +275,11 @@ class FrozenWork:
             return self._from_prefix(self.prefix, rows, device)
         return None
 
-    def validation_features(self, device: torch.device) -> Callable[[Sequence[int]], dict[str, torch.Tensor]] | None:
+    def validation_features(self, device: torch.device) -> RowFeatures | None:
         """Features of validation rows from their cached prefix (None when there is none), so that
         scoring each epoch runs only the trainable top layers."""
         cache = self.eval_prefix
-        if self.mode != "prefix" or cache is None:
-            return None
-        return lambda rows: self._from_prefix(cache, rows, device)
+        return None if cache is None else lambda rows: self._from_prefix(cache, rows, device)
 
     def _from_prefix(self, cache: PrefixCache, rows: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
         hidden, mask = cache.batch(rows, device)
