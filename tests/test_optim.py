@@ -5,7 +5,7 @@ from itertools import pairwise
 import pytest
 import torch
 
-from mtst.optim import GroupScheduler, plan_param_groups, schedule_factor
+from mtst.optim import MAX_STRETCH_EPOCHS, GroupScheduler, plan_param_groups, schedule_factor, step_budget
 
 from .test_freezing import NAMES
 
@@ -71,3 +71,21 @@ def test_lora_group_has_its_own_lr() -> None:
     plan = plan_param_groups(names, lr_backbone=1e-5, lr_head=1e-3, lr_lora=5e-4, num_layers=2)
     assert plan[names[0]].group == "lora" and plan[names[0]].lr == 5e-4
     assert plan[names[1]].lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("steps_per_epoch", "epochs", "max_steps", "min_steps", "expected"),
+    [
+        (10, 3, None, None, 30),  # epochs worth
+        (10, 2.5, None, None, 25),  # fractional epochs round up
+        (10, 3, 7, 500, 7),  # max_steps wins over everything
+        (10, 3, None, 20, 30),  # already past min_steps: unchanged
+        (10, 3, None, 60, 60),  # small data stretched to min_steps
+        (3, 3, None, 300, 3 * MAX_STRETCH_EPOCHS),  # but to at most MAX_STRETCH_EPOCHS epochs
+        (1, 0.1, None, None, 1),  # never zero steps
+    ],
+)
+def test_step_budget(
+    steps_per_epoch: int, epochs: float, max_steps: int | None, min_steps: int | None, expected: int
+) -> None:
+    assert step_budget(steps_per_epoch, epochs, max_steps, min_steps) == expected

@@ -206,7 +206,7 @@ def train(
     """Fine-tune a multi-task model (with no CONFIG: the bundled product-review demo)."""
     from mtst.config import apply_overrides, dump_config, load_config, validate_config
     from mtst.report import metrics_table
-    from mtst.trainer import resume_config
+    from mtst.rundir import resume_config
     from mtst.trainer import train as run_training
 
     if resume is not None:

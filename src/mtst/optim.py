@@ -9,6 +9,7 @@ groups unfrozen later (gradual unfreezing) a warm-up of their own.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ import torch
 from torch import nn
 
 from mtst.freezing import count_layers, parameter_group
+
+logger = logging.getLogger("mtst")
+
+MAX_STRETCH_EPOCHS = 10
 
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_", "layernorm")
 
@@ -177,3 +182,21 @@ class GroupScheduler:
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
+
+
+def step_budget(steps_per_epoch: int, epochs: float, max_steps: int | None, min_steps: int | None) -> int:
+    """Optimizer steps of a run: ``max_steps`` if set, else ``epochs`` worth, raised to ``min_steps``.
+
+    Small data needs optimizer steps, not epochs (with a validation split the best
+    checkpoint is kept), so a short run is stretched, to at most MAX_STRETCH_EPOCHS
+    epochs to bound overfitting.
+    """
+    if max_steps:
+        return max_steps
+    steps = max(1, math.ceil(epochs * steps_per_epoch))
+    if min_steps and steps < min_steps:
+        stretched = min(min_steps, MAX_STRETCH_EPOCHS * steps_per_epoch)
+        if stretched > steps:
+            logger.info("training.min_steps: %d steps instead of %d", stretched, steps)
+            steps = stretched
+    return steps

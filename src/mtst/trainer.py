@@ -12,9 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +26,8 @@ from safetensors import safe_open
 
 from mtst.batches import Batcher
 from mtst.cache import FrozenWork, PrefixCache
-from mtst.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
-from mtst.config import RunConfig, dump_config, head_lr, validate_config
+from mtst.checkpoint import check_finite, load_checkpoint, save_checkpoint
+from mtst.config import RunConfig, head_lr
 from mtst.data import MISSING, epoch_batches, load_task_data
 from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import evaluate_split, score_split, summary_metrics, tokenize_split
@@ -45,13 +43,13 @@ from mtst.freezing import (
 from mtst.heads import fit_ridge, head_specs
 from mtst.lora import add_lora
 from mtst.model import IGNORE_INDEX, WEIGHTS_NAME, MultiTaskModel, RowFeatures
-from mtst.optim import GroupScheduler, build_optimizer
+from mtst.optim import GroupScheduler, build_optimizer, step_budget
 from mtst.report import progress_bar
+from mtst.rundir import peak_rss_mb, prepare_run_dir
 
 logger = logging.getLogger("mtst")
 
 Callback = Callable[["Trainer"], None]
-MAX_STRETCH_EPOCHS = 10
 
 
 class TrainingError(MtstError):
@@ -82,15 +80,6 @@ class LoopState:
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def set_seed(seed: int) -> None:
@@ -129,16 +118,7 @@ class Trainer:
             self.console = Console(quiet=True)
             self.show_progress = False
         if self.is_main:
-            if not resume and self.run_dir.exists():
-                for stale in (CHECKPOINT_DIR, "model", "metrics.jsonl", "metrics.json", "train.log"):
-                    target = self.run_dir / stale
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    elif target.exists():
-                        target.unlink()
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._attach_log_file()
-            (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+            prepare_run_dir(self.run_dir, self.config, resume)
         self.accelerator.wait_for_everyone()
         set_seed(tc.seed)
         self.task_names = list(self.config.tasks)
@@ -248,17 +228,6 @@ class Trainer:
             self._raw_model = self.accelerator.unwrap_model(self.model)
         return self._raw_model
 
-    def _attach_log_file(self) -> None:
-        for handler in list(logger.handlers):
-            if getattr(handler, "_mtst_run", False):
-                logger.removeHandler(handler)
-                handler.close()
-        handler = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handler._mtst_run = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
     def _check_metric(self) -> None:
         allowed = ["mean_macro_f1", "mean_accuracy"]
         for name, task in self.config.tasks.items():
@@ -286,17 +255,8 @@ class Trainer:
         return max(1, -(-self._batches_per_epoch() // self.tc.grad_accumulation))
 
     def _total_steps(self) -> int:
-        if self.tc.max_steps:
-            return self.tc.max_steps
-        steps = max(1, math.ceil(self.tc.epochs * self._steps_per_epoch()))
-        if self.tc.min_steps and steps < self.tc.min_steps:
-            # Small data needs optimizer steps, not epochs (with a validation split the best
-            # checkpoint is kept); at most MAX_STRETCH_EPOCHS epochs, to bound overfitting.
-            stretched = min(self.tc.min_steps, MAX_STRETCH_EPOCHS * self._steps_per_epoch())
-            if stretched > steps:
-                logger.info("training.min_steps: %d steps instead of %d", stretched, steps)
-                steps = stretched
-        return steps
+        tc = self.tc
+        return step_budget(self._steps_per_epoch(), tc.epochs, tc.max_steps, tc.min_steps)
 
     def _stage_length(self) -> int:
         g = self.tc.gradual
@@ -704,15 +664,3 @@ def train(
     trainer = Trainer(config, console=console, callbacks=callbacks, show_progress=show_progress)
     trainer.setup(resume=resume)
     return trainer.fit()
-
-
-def resume_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config saved in a run directory."""
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise MtstError(f"{run_dir}: not a run directory (no config.yaml)")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    raw["output_dir"] = str(run_dir)
-    return validate_config(raw, str(path))
