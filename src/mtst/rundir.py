@@ -6,6 +6,7 @@ run left (a stale ``model/`` or checkpoint must never pass for this run's).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -45,6 +46,18 @@ def attach_log_file(run_dir: Path) -> None:
     handler._mtst_run = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    """``metrics.jsonl``: one line per evaluation, replaced whole so a reader never sees half a file."""
+    tmp = run_dir / ".metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in history), encoding="utf-8")
+    tmp.replace(run_dir / "metrics.jsonl")
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """``metrics.json``: the finished run's figures (what ``mtst compare`` and reports read)."""
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def resume_config(run_dir: str | Path) -> RunConfig:

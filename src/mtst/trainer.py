@@ -45,7 +45,7 @@ from mtst.lora import add_lora
 from mtst.model import IGNORE_INDEX, WEIGHTS_NAME, MultiTaskModel, RowFeatures
 from mtst.optim import GroupScheduler, build_optimizer, step_budget
 from mtst.report import progress_bar
-from mtst.rundir import peak_rss_mb, prepare_run_dir
+from mtst.rundir import peak_rss_mb, prepare_run_dir, write_history, write_summary
 
 logger = logging.getLogger("mtst")
 
@@ -535,12 +535,8 @@ class Trainer:
         return {task: scores[task] for task in self.saved_tasks if task in scores}
 
     def _write_history(self) -> None:
-        if not self.is_main:
-            return
-        lines = "".join(json.dumps(e) + "\n" for e in self.state.history)
-        tmp = self.run_dir / ".metrics.jsonl.tmp"
-        tmp.write_text(lines, encoding="utf-8")
-        tmp.replace(self.run_dir / "metrics.jsonl")
+        if self.is_main:
+            write_history(self.run_dir, self.state.history)
 
     def _fit_closed_form(self) -> None:
         """``frozen``: no gradient step; linear heads are fitted by ridge regression on frozen embeddings."""
@@ -628,7 +624,7 @@ class Trainer:
             "test_detail": test,
         }
         if self.is_main:
-            (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            write_summary(self.run_dir, summary)
         logger.info("finished: %s", json.dumps(summary["test"]))
         return result
 
