@@ -241,13 +241,13 @@ def test_bad_config_or_data_exits_2(
 def test_min_steps_gives_small_data_enough_updates(
     tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
-    trainer = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path, min_steps=10), show_progress=False)
+    trainer = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path / "a", min_steps=10), show_progress=False)
     trainer.setup()
     assert trainer._steps_per_epoch() == 3 and trainer.total_steps == 10
-    stretched = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path, min_steps=1000), show_progress=False)
+    stretched = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path / "b", min_steps=1000), show_progress=False)
     stretched.setup()
     assert stretched.total_steps == 30  # at most 10 epochs of 3 steps
-    capped = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path, min_steps=10, max_steps=4))
+    capped = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path / "c", min_steps=10, max_steps=4))
     capped.setup()
     assert capped.total_steps == 4
 

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mtst.encoder import SentenceEncoder, eval_mode
+from mtst.errors import ModelLoadError
+from mtst.fileio import read_safetensors
 
 if TYPE_CHECKING:
     from mtst.model import RowFeatures
@@ -66,8 +68,13 @@ def pooled_embeddings(
     """
     stored = store_dir / f"pooled-{key}.safetensors" if store_dir is not None and key else None
     if stored is not None and stored.exists():
-        logger.info("pooled cache reused from %s", stored)
-        return load_file(str(stored))["embeddings"]
+        try:
+            embeddings = read_safetensors(stored, "cached embeddings")[0]["embeddings"]
+        except (ModelLoadError, KeyError) as exc:  # a damaged cache entry is rebuilt, not fatal
+            logger.warning("ignoring a damaged cache entry: %s", exc)
+        else:
+            logger.info("pooled cache reused from %s", stored)
+            return embeddings
     embeddings = _encode_pooled(encoder, ids, batch_size, budget_mb, spill_dir, key)
     if stored is not None:
         stored.parent.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mtst.errors import MtstError
+from mtst.fileio import read_safetensors
 from mtst.model import atomic_directory
 
 CHECKPOINT_DIR = "checkpoint"
@@ -95,14 +95,33 @@ def save_checkpoint(
     return target
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MtstError(f"{path}: checkpoint file is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MtstError(f"{path}: checkpoint file is damaged ({exc})") from None
+
+
 def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, optimizer and RNG in place; return the trainer state."""
+    """Restore model, optimizer and RNG in place; return the trainer state.
+
+    Every file is read and checked before anything is restored, so a damaged
+    checkpoint fails with its name and leaves the model as it was.
+    """
     path = run_dir / CHECKPOINT_DIR
     if not (path / "trainer_state.json").exists():
         raise MtstError(f"{run_dir}: no checkpoint to resume from (expected {path})")
-    with safe_open(str(path / "model.safetensors"), framework="pt") as fh:
-        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
-    weights = load_file(str(path / "model.safetensors"))
+    weights, raw_meta = read_safetensors(path / "model.safetensors", "checkpoint")
+    opt_tensors, _ = read_safetensors(path / "optimizer.safetensors", "checkpoint")
+    rng, _ = read_safetensors(path / "rng.safetensors", "checkpoint")
+    opt_meta = _read_json(path / "optimizer.json")
+    state = _read_json(path / "trainer_state.json")
+    try:
+        meta = {k: json.loads(v) for k, v in raw_meta.items()}
+    except json.JSONDecodeError:
+        raise MtstError(f"{path / 'model.safetensors'}: checkpoint metadata is damaged") from None
     if meta.get("partial"):
         if meta.get("frozen_fingerprint") != _fingerprint(model, set(weights)):
             raise MtstError(f"{path}: the backbone's frozen weights differ from those this run started from")
@@ -111,7 +130,6 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
             raise MtstError(f"{path}: checkpoint has weights this model lacks: {unexpected[:3]}")
     else:
         model.load_state_dict(weights)
-    meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
-    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
-    return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, opt_meta))
+    torch.set_rng_state(rng["torch"])
+    return state

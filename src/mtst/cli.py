@@ -202,6 +202,9 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its checkpoint.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or config dump.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run already in the output directory.")
+    ] = False,
 ) -> None:
     """Fine-tune a multi-task model (with no CONFIG: the bundled product-review demo)."""
     from mtst.config import apply_overrides, dump_config, load_config, validate_config
@@ -212,6 +215,8 @@ def train(
     if resume is not None:
         if config is not None:
             raise MtstError("give either a CONFIG or --resume RUN_DIR, not both")
+        if overwrite:
+            raise MtstError("--resume continues the run in RUN_DIR; --overwrite would replace it: give one of them")
         cfg = resume_config(resume)
         if set_:
             cfg = validate_config(apply_overrides(cfg.model_dump(mode="json"), set_), str(resume / "config.yaml"))
@@ -223,7 +228,9 @@ def train(
         err_console.rule("resolved config")
         err_console.print(dump_config(cfg).rstrip(), highlight=False, markup=False)
         err_console.rule()
-    result = run_training(cfg, resume=resume is not None, console=err_console, show_progress=not quiet)
+    result = run_training(
+        cfg, resume=resume is not None, console=err_console, show_progress=not quiet, overwrite=overwrite
+    )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, process 0 reports
         return
     if result.validation:
@@ -400,8 +407,7 @@ def serve(
         workers=workers,
         api_key=api_key,
     )
-    err_console.print(f"serving {run} on http://{host}:{port} (docs at /docs)")
-    run_server(run, host, port, settings)
+    run_server(run, host, port, settings, announce=lambda line: err_console.print(line, highlight=False))
 
 
 class ExportFormat(str, Enum):

@@ -135,7 +135,7 @@ def execute(raw: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
     with (run_dir / "output.log").open("w", encoding="utf-8") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "mtst", "train", str(cfg_path), "--quiet"],
+            [sys.executable, "-m", "mtst", "train", str(cfg_path), "--quiet", "--overwrite"],
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,

@@ -280,7 +280,10 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(section, dict):
             for split in ("train", "validation", "test"):
                 value = section.get(split)
-                if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
+                if not isinstance(value, str) or Path(value).expanduser().is_absolute():
+                    continue
+                # relative to the config file; a path that exists only from the working directory keeps working
+                if (base / value).exists() or not Path(value).exists():
                     section[split] = str(base / value)
 
     fix(raw.get("data"))

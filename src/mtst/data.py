@@ -90,11 +90,32 @@ def column(rows: Sequence[dict[str, Any]], name: str, source: str | Path) -> lis
     return [r[name] for r in rows]
 
 
+def text_problem(text: Any) -> str | None:
+    """Why ``text`` cannot be embedded, or None. One rule for files, arguments and the server.
+
+    A text is a string with at least one non-space character and only valid
+    Unicode: a lone surrogate (from a byte that is not UTF-8 on a command line,
+    or ``\\ud800`` in JSON) would break the tokenizer.
+    """
+    if not isinstance(text, str):
+        return f"not text ({type(text).__name__})"
+    if not text.strip():
+        return "empty text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode (a lone surrogate or undecodable byte at character {exc.start})"
+    return None
+
+
 def check_texts(texts: Sequence[Any], source: str | Path) -> list[str]:
-    """Texts must be non-empty strings; blank ones are listed by row number."""
-    bad = [i for i, t in enumerate(texts, start=1) if not isinstance(t, str) or not t.strip()]
+    """Every text must pass :func:`text_problem`; bad ones are listed by row number."""
+    bad = [(i, problem) for i, t in enumerate(texts, start=1) if (problem := text_problem(t))]
+    if len(bad) == 1:
+        raise DataError(f"{source}, row {bad[0][0]}: {bad[0][1]}")
     if bad:
-        raise DataError(f"{source}: empty or non-text value on row(s) {_rows(bad)}")
+        kinds = sorted({problem.split(" (")[0] for _, problem in bad})
+        raise DataError(f"{source}: {' / '.join(kinds)} on row(s) {_rows([i for i, _ in bad])}")
     return list(texts)
 
 
@@ -226,6 +247,18 @@ def _row_texts(rows: list[dict[str, Any]], text_column: str, tokens_column: str,
     return check_texts(column(rows, text_column, source), source)
 
 
+def _load_part(field: str, source: str) -> list[dict[str, Any]]:
+    """Rows of one configured data file; any error names the config field and the resolved path."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        given = "" if path.is_absolute() else f" (given as {source!r})"
+        raise DataError(f"{field}: no such file: {path.resolve()}{given}")
+    try:
+        return load_table(path)
+    except DataError as exc:
+        raise DataError(f"{field}: {exc}") from None
+
+
 def build_task_data(
     tasks: dict[str, TaskSource | tuple],
     shared: dict[str, str | None],
@@ -246,14 +279,14 @@ def build_task_data(
         texts: list[str] = []
         words: list[list[str] | None] = []
         raw: dict[str, list[Any]] = {t: [] for t in sources}
-        parts: list[tuple[str, list[str]]] = []
+        parts: list[tuple[str, str, list[str]]] = []
         if shared.get(split):
-            parts.append((shared[split], [t for t, src in sources.items() if src.own is None]))
+            parts.append((f"data.{split}", shared[split], [t for t, src in sources.items() if src.own is None]))
         for task, src in sources.items():
             if src.own and src.own.get(split):
-                parts.append((src.own[split], [task]))
-        for source, owners in parts:
-            rows = load_table(source)
+                parts.append((f"tasks.{task}.data.{split}", src.own[split], [task]))
+        for key, source, owners in parts:
+            rows = _load_part(key, source)
             part_words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
             for task, src in sources.items():
                 col = _task_column(src, rows[0]) if task in owners else None

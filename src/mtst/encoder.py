@@ -78,8 +78,28 @@ def _pooling_from_st_config(cfg: dict[str, Any]) -> str:
 
 
 def check_no_pickle_only(directory: Path) -> None:
-    """Refuse directories whose weights exist only as pickles (never unpickled)."""
-    has_safetensors = any(directory.glob("*.safetensors")) or (directory / "model.safetensors.index.json").exists()
+    """Refuse weights that are not safetensors before any loader sees the directory (never unpickled).
+
+    A sharded index that points at pickle files, or a directory whose weights
+    exist only as pickles, fails here with mtst's own message rather than
+    reaching ``torch.load``.
+    """
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ModelLoadError(f"{index}: no weight_map; cannot tell which files hold the weights")
+        files = sorted({str(f) for f in weight_map.values()})
+        bad = [f for f in files if not f.endswith(".safetensors") or Path(f).name != f]
+        if bad:
+            raise ModelLoadError(
+                f"{index} maps weights to {', '.join(bad[:3])}, which are not safetensors files in that "
+                "directory; mtst reads weights from safetensors only and never unpickles files"
+            )
+        missing = [f for f in files if not (directory / f).is_file()]
+        if missing:
+            raise ModelLoadError(f"{index} names weight files that are missing: {', '.join(missing[:3])}")
+    has_safetensors = any(directory.glob("*.safetensors")) or index.exists()
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles and not has_safetensors:
         raise ModelLoadError(
@@ -264,10 +284,15 @@ class SentenceEncoder(nn.Module):
         self.pooling = pooling
         self.normalize = normalize
         self.reference = reference
-        model_max = getattr(backbone.config, "max_position_embeddings", 512)
-        tok_max = getattr(tokenizer, "model_max_length", model_max) or model_max
-        limit = min(model_max, tok_max if tok_max < 1_000_000 else model_max)
+        limit = self.length_limit
         self.max_length = min(max_length, limit) if max_length else min(512, limit)
+
+    @property
+    def length_limit(self) -> int:
+        """The most tokens the backbone and tokenizer allow."""
+        model_max = getattr(self.backbone.config, "max_position_embeddings", 512)
+        tok_max = getattr(self.tokenizer, "model_max_length", model_max) or model_max
+        return min(model_max, tok_max if tok_max < 1_000_000 else model_max)
 
     @classmethod
     def from_pretrained(
@@ -277,7 +302,23 @@ class SentenceEncoder(nn.Module):
         normalize: bool | None = None,
         max_length: int | None = None,
     ) -> SentenceEncoder:
-        """Load a backbone; unset options take the checkpoint's own defaults."""
+        """Load a backbone; unset options take the checkpoint's own defaults.
+
+        ``reference`` may also be a trained mtst model or run directory: its
+        (fine-tuned) encoder is loaded, with LoRA adapters merged.
+        """
+        from mtst.model import MultiTaskModel, is_model_dir
+
+        if is_model_dir(reference):
+            model = MultiTaskModel.load(reference)
+            if model.lora is not None:
+                model.merge_lora()
+            encoder = model.encoder
+            encoder.pooling = pooling or encoder.pooling
+            encoder.normalize = encoder.normalize if normalize is None else normalize
+            if max_length:
+                encoder.max_length = min(max_length, encoder.length_limit)
+            return encoder
         source = resolve_backbone(reference)
         backbone, tokenizer = load_backbone(source)
         return cls(

@@ -45,16 +45,39 @@ def _plain(model: MultiTaskModel) -> MultiTaskModel:
     return merged
 
 
+def _drops_pooler(backbone: nn.Module) -> bool:
+    """True when the backbone's class has a pooler that mtst removed (and can be built without one)."""
+    import inspect
+
+    has_slot = hasattr(backbone, "pooler") and backbone.pooler is None
+    return has_slot and "add_pooling_layer" in inspect.signature(type(backbone).__init__).parameters
+
+
+def save_quietly(backbone: nn.Module, directory: Path) -> None:
+    """``save_pretrained`` as safetensors, without transformers' progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        backbone.save_pretrained(directory, safe_serialization=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def export_sentence_transformers(model: MultiTaskModel, output: Path) -> Path:
     """A directory ``SentenceTransformer(output)`` loads, plus the heads in ``mtst_heads/``."""
     model = _plain(model)
     encoder = model.encoder
     with atomic_directory(output) as tmp:
-        encoder.backbone.save_pretrained(tmp, safe_serialization=True)
+        save_quietly(encoder.backbone, tmp)
         encoder.tokenizer.save_pretrained(tmp)
-        (tmp / "sentence_bert_config.json").write_text(
-            json.dumps({"max_seq_length": encoder.max_length, "do_lower_case": False}, indent=2) + "\n"
-        )
+        st_config: dict = {"max_seq_length": encoder.max_length, "do_lower_case": False}
+        if _drops_pooler(encoder.backbone):
+            # mtst strips BERT's unused pooler; without this, loading would report it missing and initialise it
+            st_config["model_args"] = {"add_pooling_layer": False}
+        (tmp / "sentence_bert_config.json").write_text(json.dumps(st_config, indent=2) + "\n")
         pooling_dir = tmp / "1_Pooling"
         pooling_dir.mkdir()
         (pooling_dir / "config.json").write_text(

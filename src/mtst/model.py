@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mtst import __version__
 from mtst.encoder import DEFAULT_BACKBONE, SentenceEncoder, check_no_pickle_only, eval_mode, strip_unused_pooler
 from mtst.errors import ModelLoadError
+from mtst.fileio import read_safetensors
 from mtst.freezing import parameter_group
 from mtst.heads import HeadSpec, build_head
 from mtst.lora import is_lora_param
@@ -299,7 +300,7 @@ class MultiTaskModel(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         path = resolve_model_dir(directory)
-        config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
+        config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))  # resolve_model_dir parsed it
         weights = path / WEIGHTS_NAME
         if not weights.exists():
             check_no_pickle_only(path)
@@ -339,7 +340,7 @@ class MultiTaskModel(nn.Module):
                     f"{path}: its LoRA adapters were trained on other weights than the backbone now at "
                     f"{config['backbone']!r}; load it where that backbone is unchanged"
                 )
-        state = load_file(str(weights))
+        state, _ = read_safetensors(weights, "model weights")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if lora:  # base weights come from the backbone; only the saved parts must all match
             missing = [k for k in missing if k.startswith("heads.") or is_lora_param(k)]
@@ -390,13 +391,6 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 def load_encoder(reference: str, pooling: str | None = None, normalize: bool | None = None) -> SentenceEncoder:
     """An encoder from a saved mtst model or run, else from a backbone reference."""
-    if is_model_dir(reference):
-        encoder = MultiTaskModel.load(reference).encoder
-        if pooling:
-            encoder.pooling = pooling
-        if normalize is not None:
-            encoder.normalize = normalize
-        return encoder
     return SentenceEncoder.from_pretrained(reference, pooling=pooling, normalize=normalize)
 
 

@@ -82,8 +82,8 @@ def confusion_table(task: str, metrics: dict) -> Table:
     return table
 
 
-def plot_confusion(task: str, metrics: dict, path: Path) -> Path:
-    """Confusion matrix as a PNG (counts annotated, row-normalised colour)."""
+def confusion_figure(task: str, metrics: dict) -> Any:
+    """Confusion matrix figure (counts annotated, row-normalised colour); the title always fits."""
     try:
         import matplotlib
 
@@ -103,11 +103,20 @@ def plot_confusion(task: str, metrics: dict, path: Path) -> Path:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{task}: accuracy {100 * metrics['accuracy']:.1f}%, macro-F1 {100 * metrics['macro_f1']:.1f}%")
+    scores = f"accuracy {100 * metrics['accuracy']:.1f}% · macro-F1 {100 * metrics['macro_f1']:.1f}%"
+    fig.suptitle(f"{task}\n{scores}", fontsize=11)  # two lines: a small figure never cuts the figures off
     for i in range(len(labels)):
         for j in range(len(labels)):
             ax.text(j, i, int(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
     fig.tight_layout()
+    return fig
+
+
+def plot_confusion(task: str, metrics: dict, path: Path) -> Path:
+    """Write :func:`confusion_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(task, metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -12,13 +12,14 @@ per-request timeout -> 504, missing API key -> 401.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from mtst.data import text_problem
+from mtst.errors import MtstError
 from mtst.model import MultiTaskModel
 from mtst.predictions import sentence_record
 
@@ -128,11 +131,13 @@ class Guard:
     """
 
     OPEN_PATHS = ("/", "/health", "/docs", "/openapi.json")
+    OTHER_PATH = "other"  # the metrics label of every path the app does not serve
 
-    def __init__(self, app: Any, settings: ServeSettings, metrics: Metrics) -> None:
+    def __init__(self, app: Any, settings: ServeSettings, metrics: Metrics, routes: set[str]) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
+        self.routes = routes  # known paths: metrics labels stay bounded whatever clients ask for
         self.in_flight = 0
 
     def _reject(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
@@ -179,7 +184,8 @@ class Guard:
             finally:
                 self.in_flight -= 1
         finally:
-            self.metrics.observe(scope["path"], status[0], time.perf_counter() - started)
+            path = scope["path"] if scope["path"] in self.routes else self.OTHER_PATH
+            self.metrics.observe(path, status[0], time.perf_counter() - started)
 
 
 class MicroBatcher:
@@ -234,17 +240,22 @@ class MicroBatcher:
             self.metrics.observe_batch(len(texts))
             try:
                 result = await loop.run_in_executor(self.executor, self._infer, texts)
-            except Exception as exc:  # every waiting request gets the error, the worker keeps going
-                for _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            except Exception as exc:
+                # One request's texts must not fail its neighbours': run each request alone, so that
+                # only the one that breaks the forward pass gets the error. The worker keeps going.
+                if len(items) == 1:
+                    _settle(items[0][1], exc=exc)
+                    continue
+                for chunk, fut in items:
+                    try:
+                        _settle(fut, await loop.run_in_executor(self.executor, self._infer, chunk))
+                    except Exception as single:
+                        _settle(fut, exc=single)
                 continue
             start = 0
             for chunk, fut in items:
-                part = {k: v[start : start + len(chunk)] for k, v in result.items()}
+                _settle(fut, {k: v[start : start + len(chunk)] for k, v in result.items()})
                 start += len(chunk)
-                if not fut.done():
-                    fut.set_result(part)
 
     @torch.inference_mode()
     def _infer(self, texts: list[str]) -> dict[str, Any]:
@@ -258,6 +269,31 @@ class MicroBatcher:
             tags = model.predict_tags(texts, token_tasks, self.settings.max_batch)
             out.update({f"tags:{t}": rows for t, rows in tags.items()})
         return out
+
+
+def _settle(future: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:
+    """Give a waiting request its result or error (unless it already gave up)."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def text_problems(texts: Sequence[Any], field_name: str, max_chars: int) -> str | None:
+    """The first text a request may not hold, as a message naming its index (None when all are fine).
+
+    The same rule as the CLI: a text is a non-blank string of valid Unicode (no lone surrogates,
+    which no tokenizer accepts) of at most ``max_chars`` characters.
+    """
+    for i, text in enumerate(texts):
+        problem = text_problem(text)
+        if problem:
+            return f"{field_name}[{i}]: {problem}"
+        if len(text) > max_chars:
+            return f"{field_name}[{i}]: {len(text)} characters is over the limit of {max_chars}"
+    return None
 
 
 def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, name: str = "model") -> Any:
@@ -281,25 +317,30 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
         lifespan=lifespan,
     )
 
-    app.add_middleware(Guard, settings=settings, metrics=metrics)
+    routes: set[str] = set()  # filled once every route is declared (below)
+    app.add_middleware(Guard, settings=settings, metrics=metrics, routes=routes)
 
     def check_texts(texts: Sequence[str], field_name: str = "texts") -> None:
         if not texts:
             raise HTTPException(422, f"{field_name}: give at least one text")
         if len(texts) > settings.max_texts:
             raise HTTPException(422, f"{field_name}: {len(texts)} texts is over the limit of {settings.max_texts}")
-        long = [i for i, t in enumerate(texts) if len(t) > settings.max_chars]
-        if long:
-            raise HTTPException(
-                422,
-                f"{field_name}[{long[0]}]: {len(texts[long[0]])} characters is over the limit of {settings.max_chars}",
-            )
+        problem = text_problems(texts, field_name, settings.max_chars)
+        if problem:
+            raise HTTPException(422, problem)
 
     async def run(texts: list[str]) -> dict[str, Any]:
         try:
             return await asyncio.wait_for(batcher.submit(texts), settings.timeout_s)
         except TimeoutError:
             raise HTTPException(504, f"no result within the {settings.timeout_s:g} s request timeout") from None
+        except Exception as exc:  # this request's texts broke the forward pass (its neighbours' did not)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HTTPException(500, f"these texts could not be processed: {reason}") from None
+
+    def rounded(values: np.ndarray) -> list:
+        # float64 first: a float32 rounded to 6 places still prints as 0.8123450040817261 in JSON
+        return np.round(values.astype(np.float64), 6).tolist()
 
     def normalized(emb: np.ndarray) -> np.ndarray:
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -340,7 +381,7 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
         emb = (await run(body.texts))["embedding"]
         wanted = model.encoder.normalize if body.normalize is None else body.normalize
         emb = normalized(emb) if wanted else emb
-        return {"embeddings": emb.round(6).tolist(), "dim": int(emb.shape[1])}
+        return {"embeddings": rounded(emb), "dim": int(emb.shape[1])}
 
     @app.post("/predict")
     async def predict(body: PredictIn) -> dict[str, Any]:
@@ -369,7 +410,7 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
         result = await run([*body.a, *body.b])
         emb = normalized(result["embedding"])
         scores = emb[: len(body.a)] @ emb[len(body.a) :].T
-        return {"scores": scores.round(6).tolist()}
+        return {"scores": rounded(scores)}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -379,20 +420,52 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
             .replace("__KEYED__", json.dumps(bool(settings.api_key)))
         )
 
+    routes.update(route.path for route in app.routes)
     return app
 
 
 SERVE_ENV = "MTST_SERVE_SPEC"
 
 
-def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None) -> None:
-    """Load a model and serve it until interrupted, in one process or several (``settings.workers``)."""
+def check_port(host: str, port: int) -> None:
+    """Fail with the port's name when it cannot be bound (before the server starts and logs)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise MtstError(f"--host {host}: not an address this machine can bind ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise MtstError(f"--port {port}: cannot listen on {host}:{port} ({reason}); choose another port") from None
+
+
+def serve(
+    run: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServeSettings | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Load a model and serve it until interrupted, in one process or several (``settings.workers``).
+
+    The model is loaded and the port checked first, so that a bad run or a busy port fails
+    once, with its message; ``announce`` then hears where the server listens.
+    """
     import uvicorn
 
     settings = settings or ServeSettings()
     if settings.api_key is None:
         settings.api_key = os.environ.get("MTST_API_KEY") or None
-    model = MultiTaskModel.load(run)  # in this process first, so that a bad run fails once, with its message
+    model = MultiTaskModel.load(run)
+    check_port(host, port)
+    if announce is not None:
+        announce(f"serving {run} on http://{host}:{port} (docs at /docs)")
     workers = settings.workers
     if workers == 1:
         uvicorn.run(create_app(model, settings, str(run)), host=host, port=port, log_level="info")

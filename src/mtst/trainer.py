@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from safetensors import safe_open
 
 from mtst.batches import Batcher
 from mtst.cache import FrozenWork, PrefixCache
@@ -31,6 +30,7 @@ from mtst.config import RunConfig, head_lr
 from mtst.data import MISSING, epoch_batches, load_task_data
 from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import evaluate_split, score_split, summary_metrics, tokenize_split
+from mtst.fileio import read_safetensors
 from mtst.freezing import (
     apply_trainable,
     check_plan,
@@ -45,7 +45,7 @@ from mtst.lora import add_lora
 from mtst.model import IGNORE_INDEX, WEIGHTS_NAME, MultiTaskModel, RowFeatures
 from mtst.optim import GroupScheduler, build_optimizer, step_budget
 from mtst.report import progress_bar
-from mtst.rundir import peak_rss_mb, prepare_run_dir, write_history, write_summary
+from mtst.rundir import buffered_log, check_run_dir, peak_rss_mb, prepare_run_dir, write_history, write_summary
 
 logger = logging.getLogger("mtst")
 
@@ -97,8 +97,10 @@ class Trainer:
         console: Console | None = None,
         callbacks: Sequence[Callback] = (),
         show_progress: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.config = config
+        self.overwrite = overwrite
         self.tc = config.training
         self.console = console or Console(stderr=True)
         self.callbacks = list(callbacks)
@@ -117,13 +119,33 @@ class Trainer:
         if not self.is_main:  # one voice: only rank 0 logs, shows progress and writes files
             self.console = Console(quiet=True)
             self.show_progress = False
-        if self.is_main:
-            prepare_run_dir(self.run_dir, self.config, resume)
-        self.accelerator.wait_for_everyone()
-        set_seed(tc.seed)
+        # Everything that can fail runs before the run directory is touched: a failed start writes nothing.
+        check_run_dir(self.run_dir, resume, self.overwrite)
+        with buffered_log() as early_log:
+            set_seed(tc.seed)
+            self._load_inputs()
+            self._plan_groups()
+            self.accelerator.wait_for_everyone()  # every process has checked the run directory and its inputs
+            if self.is_main:
+                prepare_run_dir(self.run_dir, self.config, resume, early_log)
+            self.accelerator.wait_for_everyone()
+        self._build_optimizer()
+        self._build_frozen_work()
+        if resume:
+            self._resume()
+        cache_start = time.perf_counter()
+        self._refresh_cache()
+        self.setup_cache_seconds = time.perf_counter() - cache_start
+        # Gradual unfreezing trains more as it goes: report the most that ever trains (the
+        # figure a comparison of strategies needs) and say what trains at the start.
+        self.trainable_at_start = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        self.trainable = sum(p.numel() for n, p in self.raw_model.named_parameters() if n in self.ever_trainable)
+        self.total = sum(p.numel() for p in self.raw_model.parameters())
+
+    def _load_inputs(self) -> None:
+        """Data, labels, backbone and tokenised splits (every check on the user's inputs)."""
         self.task_names = list(self.config.tasks)
         self._check_metric()
-
         self.data = load_task_data(self.config)
         self.model = MultiTaskModel.from_backbone(
             head_specs(self.config, self.data),
@@ -153,6 +175,9 @@ class Trainer:
             self.console.print(f"note: {note} (model.max_length raises the limit)")
         self.lengths = [len(x) for x in self.ids["train"]]
 
+    def _plan_groups(self) -> None:
+        """What trains at each stage, the step budget, and LoRA adapters where asked."""
+        tc = self.tc
         self.num_layers = count_layers(n for n, _ in self.model.named_parameters())
         if tc.strategy == "lora":
             add_lora(self.model.encoder.backbone, tc.lora, self.num_layers)
@@ -176,6 +201,9 @@ class Trainer:
         if tc.strategy == "lora":
             saved = sorted(g for g in ever if g != "lora" and not g.startswith("heads."))
             self.model.lora = {**tc.lora.model_dump(), "saved_groups": saved}
+
+    def _build_optimizer(self) -> None:
+        tc = self.tc
         # No DDP wrapper: gradients are averaged across processes after backward (_sync_gradients),
         # which works the same for the plain, cached and masked-LM forward paths.
         self.model = self.model.to(self.accelerator.device)
@@ -196,9 +224,12 @@ class Trainer:
                 optimizer, tc.schedule, self.total_steps, int(tc.warmup_ratio * self.total_steps), tc.cycle_steps
             )
             self.optimizer = self.accelerator.prepare_optimizer(optimizer)
+
+    def _build_frozen_work(self) -> None:
+        tc = self.tc
         token_tasks = [t for t, spec in self.raw_model.tasks.items() if spec.type == "token_classification"]
         self.frozen = FrozenWork(
-            encoder,
+            self.raw_model.encoder,
             self.ids,
             {name: split.texts for name, split in self.data.splits.items()},
             self.num_layers,
@@ -210,16 +241,6 @@ class Trainer:
             note=self.console.print,
             cache_validation=self.world == 1,  # sharded evaluation runs the whole encoder
         )
-        if resume:
-            self._resume()
-        cache_start = time.perf_counter()
-        self._refresh_cache()
-        self.setup_cache_seconds = time.perf_counter() - cache_start
-        # Gradual unfreezing trains more as it goes: report the most that ever trains (the
-        # figure a comparison of strategies needs) and say what trains at the start.
-        self.trainable_at_start = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
-        self.trainable = sum(p.numel() for n, p in self.raw_model.named_parameters() if n in self.ever_trainable)
-        self.total = sum(p.numel() for p in self.raw_model.parameters())
 
     @property
     def raw_model(self) -> MultiTaskModel:
@@ -322,10 +343,14 @@ class Trainer:
         self._print_plan()
         # The one-off cache build counts as training time: it is the price of the cheap epochs.
         started = time.perf_counter() - self.state.train_seconds - self.setup_cache_seconds
-        if tc.strategy == "frozen":
-            self._fit_closed_form()
-        else:
-            self._loop(started)
+        try:
+            if tc.strategy == "frozen":
+                self._fit_closed_form()
+            else:
+                self._loop(started)
+        except TrainingError as exc:
+            logger.error("%s", exc)
+            raise
         self.state.train_seconds = time.perf_counter() - started
         return self._finish()
 
@@ -525,8 +550,8 @@ class Trainer:
             return None
         heads = self.raw_model.heads
         live = {k: v.clone() for k, v in heads.state_dict().items()}
-        with safe_open(str(model_dir / WEIGHTS_NAME), framework="pt") as fh:
-            best = {k.removeprefix("heads."): fh.get_tensor(k) for k in fh.keys() if k.startswith("heads.")}  # noqa: SIM118
+        saved, _ = read_safetensors(model_dir / WEIGHTS_NAME, "model weights")
+        best = {k.removeprefix("heads."): v for k, v in saved.items() if k.startswith("heads.")}
         try:
             heads.load_state_dict(best, strict=False)
             scores = self._evaluate_pooled("test")
@@ -655,8 +680,12 @@ def train(
     console: Console | None = None,
     callbacks: Sequence[Callback] = (),
     show_progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train from a validated config; ``resume`` continues from the run directory's checkpoint."""
-    trainer = Trainer(config, console=console, callbacks=callbacks, show_progress=show_progress)
+    """Train from a validated config; ``resume`` continues from the run directory's checkpoint.
+
+    An ``output_dir`` that already holds files is refused unless ``overwrite`` (or ``resume``).
+    """
+    trainer = Trainer(config, console=console, callbacks=callbacks, show_progress=show_progress, overwrite=overwrite)
     trainer.setup(resume=resume)
     return trainer.fit()
