@@ -301,6 +301,12 @@ class MultiTaskModel(nn.Module):
 
         path = resolve_model_dir(directory)
         config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))  # resolve_model_dir parsed it
+        version = config.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelLoadError(
+                f"{path} was saved in mtst model format version {version}; this mtst reads versions up to "
+                f"{FORMAT_VERSION}: upgrade mtst to load it"
+            )
         weights = path / WEIGHTS_NAME
         if not weights.exists():
             check_no_pickle_only(path)
