@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mtst.rundir import peak_rss_mb  # noqa: F401  (re-exported for the scripts)
+from mtst.training.rundir import peak_rss_mb  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

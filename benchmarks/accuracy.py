@@ -24,7 +24,7 @@ from rich.table import Table
 from _common import DATA, machine, peak_rss_mb, read_jsonl
 from mtst.compare import dir_mb
 from mtst.config import validate_config
-from mtst.trainer import train
+from mtst.training.trainer import train
 
 REFERENCE = {
     "strategy": "full",

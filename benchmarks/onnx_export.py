@@ -23,8 +23,8 @@ from mtst.compare import dir_mb
 from mtst.config import load_config
 from mtst.demo import DEMO_DIR
 from mtst.export import OnnxPredictor, export
-from mtst.model import MultiTaskModel
-from mtst.trainer import train
+from mtst.modeling.model import MultiTaskModel
+from mtst.training.trainer import train
 
 
 def timed(predict, texts: list[str], repeat: int) -> tuple[list[dict], float]:

@@ -30,8 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import DATA, machine, read_jsonl
-from mtst.heads import HeadSpec
-from mtst.model import MultiTaskModel
+from mtst.modeling.heads import HeadSpec
+from mtst.modeling.model import MultiTaskModel
 
 
 def free_port() -> int:

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import DATA, machine, read_jsonl
-from mtst.encoder import SentenceEncoder
 from mtst.evaluate import spearman
+from mtst.modeling.encoder import SentenceEncoder
 
 
 def main() -> None:

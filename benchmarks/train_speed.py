@@ -54,7 +54,7 @@ def run_mtst(case: str, train_file: Path, workdir: Path, seed: int, prefill: boo
     from rich.console import Console
 
     from mtst.config import validate_config
-    from mtst.trainer import Trainer
+    from mtst.training.trainer import Trainer
 
     training = {k: (str(workdir / "cache") if v == "CACHE" else v) for k, v in CASES[case].items()}
     if "cache_dir" in training and prefill:  # an earlier run fills the cache; the measured one reuses it
@@ -109,7 +109,7 @@ def run_hf(train_file: Path, workdir: Path, seed: int) -> dict:
     )
     from transformers.utils import logging as hf_logging
 
-    from mtst.encoder import bundled_model_path
+    from mtst.modeling.encoder import bundled_model_path
 
     hf_logging.set_verbosity_error()
     path = str(bundled_model_path())

@@ -10,7 +10,7 @@ import json
 import random
 from pathlib import Path
 
-from mtst.tagging import split_words
+from mtst.modeling.tagging import split_words
 
 BRANDS = [
     "Acme",

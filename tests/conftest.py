@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from mtst.encoder import SentenceEncoder, bundled_model_path
-from mtst.heads import HeadSpec
-from mtst.model import MultiTaskModel
+from mtst.modeling.encoder import SentenceEncoder, bundled_model_path
+from mtst.modeling.heads import HeadSpec
+from mtst.modeling.model import MultiTaskModel
 
 SENTENCES = [
     "The battery lasts two full days.",

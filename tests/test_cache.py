@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtst.cache import cache_key
-from mtst.encoder import SentenceEncoder
-from mtst.trainer import Trainer
+from mtst.modeling.encoder import SentenceEncoder
+from mtst.training.cache import cache_key
+from mtst.training.trainer import Trainer
 
 from .conftest import save_tiny_bert
 from .test_training import make_config

@@ -54,3 +54,17 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_reading_a_config_imports_no_torch() -> None:
+    """The config sits at the bottom: loading a YAML file needs neither torch nor the models."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mtst.config import load_config; load_config(None); "
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers') "
+        "or m.startswith(('mtst.modeling', 'mtst.training'))]; print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

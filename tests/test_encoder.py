@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtst.encoder import SentenceEncoder, _split_sorted, bundled_model_path, resolve_backbone
 from mtst.errors import ModelLoadError
+from mtst.modeling.encoder import SentenceEncoder, _split_sorted, bundled_model_path, resolve_backbone
 
 from .conftest import SENTENCES
 

@@ -11,7 +11,7 @@ import torch
 
 from mtst.cli import main
 from mtst.export import OnnxPredictor, export
-from mtst.model import MultiTaskModel
+from mtst.modeling.model import MultiTaskModel
 from tests.conftest import SENTENCES, make_tasks
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mtst.errors import ModelLoadError
-from mtst.model import MultiTaskModel
+from mtst.modeling.model import MultiTaskModel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "saved_model_v1"
 

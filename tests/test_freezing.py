@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from mtst.errors import ConfigError
-from mtst.freezing import (
+from mtst.modeling.model import MultiTaskModel
+from mtst.training.freezing import (
     apply_trainable,
     check_plan,
     count_layers,
@@ -17,7 +18,6 @@ from mtst.freezing import (
     strategy_groups,
     trainable_groups,
 )
-from mtst.model import MultiTaskModel
 
 from .conftest import make_tasks
 
@@ -122,7 +122,7 @@ def test_apply_trainable_on_a_real_model(tiny_backbone_dir: Path, strategy: str)
 
 
 def test_lora_parameters_form_their_own_group() -> None:
-    from mtst.freezing import strategy_groups
+    from mtst.training.freezing import strategy_groups
 
     assert parameter_group("encoder.backbone.encoder.layer.3.attention.self.query.lora_A.default.weight") == "lora"
     assert parameter_group("encoder.backbone.encoder.layer.3.attention.self.query.base_layer.weight") == "layers.3"

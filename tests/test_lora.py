@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from mtst.config import validate_config
 from mtst.errors import ConfigError, ModelLoadError
-from mtst.model import MultiTaskModel
-from mtst.trainer import Trainer
+from mtst.modeling.model import MultiTaskModel
+from mtst.training.trainer import Trainer
 from tests.conftest import SENTENCES, save_tiny_bert
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mtst.config import validate_config
-from mtst.mlm import mask_batch, span_mask, word_starts
-from mtst.model import MultiTaskModel
-from mtst.trainer import Trainer, train
+from mtst.modeling.mlm import mask_batch, span_mask, word_starts
+from mtst.modeling.model import MultiTaskModel
+from mtst.training.trainer import Trainer, train
 from tests.conftest import make_tasks
 
 # 40 words; words 5, 6 and 20 have three sub-tokens each.

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mtst.errors import ModelLoadError
-from mtst.heads import HeadSpec
-from mtst.model import IGNORE_INDEX, MultiTaskModel
+from mtst.modeling.heads import HeadSpec
+from mtst.modeling.model import IGNORE_INDEX, MultiTaskModel
 
 from .conftest import SENTENCES, make_tasks
 

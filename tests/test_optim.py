@@ -5,7 +5,7 @@ from itertools import pairwise
 import pytest
 import torch
 
-from mtst.optim import MAX_STRETCH_EPOCHS, GroupScheduler, plan_param_groups, schedule_factor, step_budget
+from mtst.training.optim import MAX_STRETCH_EPOCHS, GroupScheduler, plan_param_groups, schedule_factor, step_budget
 
 from .test_freezing import NAMES
 

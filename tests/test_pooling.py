@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtst.pooling import normalize, pool
+from mtst.modeling.pooling import normalize, pool
 
 
 @pytest.fixture

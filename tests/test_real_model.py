@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtst.encoder import SentenceEncoder, bundled_model_path
+from mtst.modeling.encoder import SentenceEncoder, bundled_model_path
 
 pytestmark = pytest.mark.slow
 

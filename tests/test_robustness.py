@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mtst.cli import main
-from mtst.encoder import SentenceEncoder
 from mtst.errors import ModelLoadError
-from mtst.model import MultiTaskModel
+from mtst.modeling.encoder import SentenceEncoder
+from mtst.modeling.model import MultiTaskModel
 from mtst.serve import ServeSettings, create_app
 from tests.conftest import SENTENCES, make_tasks, save_tiny_bert
 
@@ -267,7 +267,7 @@ def test_serve_fails_cleanly_on_a_busy_port_or_a_missing_run(finished_run: Path,
 
 def test_nan_stop_is_written_to_train_log(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
     from mtst.config import load_config
-    from mtst.trainer import Trainer, TrainingError, train
+    from mtst.training.trainer import Trainer, TrainingError, train
 
     def poison(trainer: Trainer) -> None:
         if trainer.state.global_step == 2:

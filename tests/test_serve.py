@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtst.model import MultiTaskModel
+from mtst.modeling.model import MultiTaskModel
 from mtst.serve import ServeSettings, create_app
 from tests.conftest import SENTENCES, free_port, make_tasks
 

@@ -13,9 +13,9 @@ from mtst.config import load_config, validate_config
 from mtst.data import build_task_data
 from mtst.demo import DEMO_DIR, tagged_config_path
 from mtst.errors import DataError
-from mtst.model import MultiTaskModel
-from mtst.tagging import align_tags, bio_labels, entity_spans, read_conll, split_words, tagging_metrics
-from mtst.trainer import train
+from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.tagging import align_tags, bio_labels, entity_spans, read_conll, split_words, tagging_metrics
+from mtst.training.trainer import train
 
 
 def test_split_words_keeps_prices_and_offsets() -> None:

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from mtst.cli import main
 from mtst.config import RunConfig, validate_config
-from mtst.freezing import parameter_group, parse_freeze
-from mtst.trainer import Trainer, TrainingError, train
+from mtst.training.freezing import parameter_group, parse_freeze
+from mtst.training.trainer import Trainer, TrainingError, train
 
 
 def make_config(tiny_backbone_dir: Path, tiny_data: dict[str, str], run_dir: Path, **training: Any) -> RunConfig:
@@ -97,7 +97,7 @@ def test_frozen_modules_run_in_eval_mode(tiny_backbone_dir: Path, tiny_data: dic
     cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path, strategy="top_k", top_k=1)
     trainer = Trainer(cfg, show_progress=False)
     trainer.setup()
-    from mtst.freezing import set_train_mode
+    from mtst.training.freezing import set_train_mode
 
     set_train_mode(trainer.model, trainer.groups)
     layers = trainer.raw_model.encoder.backbone.encoder.layer
@@ -171,7 +171,7 @@ RESUME_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     from mtst.config import validate_config
-    from mtst.trainer import train
+    from mtst.training.trainer import train
     import json
     cfg = validate_config(json.loads(sys.argv[1]))
     def kill(trainer):

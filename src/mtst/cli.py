@@ -55,14 +55,14 @@ def _interactive() -> bool:
 
 
 def _load(model: str, pooling: Pooling | None = None, normalize: bool | None = None) -> Any:
-    from mtst.model import load_encoder
+    from mtst.modeling.model import load_encoder
 
     with err_console.status(f"loading {model}", spinner="dots") if _interactive() else nullcontext():
         return load_encoder(model, pooling=pooling.value if pooling else None, normalize=normalize)
 
 
 def _default_model() -> str:
-    from mtst.encoder import DEFAULT_BACKBONE
+    from mtst.modeling.encoder import DEFAULT_BACKBONE
 
     return os.environ.get("MTST_MODEL", DEFAULT_BACKBONE)
 
@@ -209,8 +209,8 @@ def train(
     """Fine-tune a multi-task model (with no CONFIG: the bundled product-review demo)."""
     from mtst.config import apply_overrides, dump_config, load_config, validate_config
     from mtst.report import metrics_table
-    from mtst.rundir import resume_config
-    from mtst.trainer import train as run_training
+    from mtst.training.rundir import resume_config
+    from mtst.training.trainer import train as run_training
 
     if resume is not None:
         if config is not None:
@@ -291,7 +291,7 @@ DataOpt = Annotated[Path, typer.Option("--data", "-d", help="CSV, JSONL, Parquet
 
 
 def _load_model(run: Path) -> Any:
-    from mtst.model import MultiTaskModel
+    from mtst.modeling.model import MultiTaskModel
 
     with err_console.status(f"loading {run}", spinner="dots") if _interactive() else nullcontext():
         return MultiTaskModel.load(run)

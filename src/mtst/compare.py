@@ -230,7 +230,7 @@ def measure_encoders(sweep: Sweep, results: list[RunResult], console: Console) -
     """Drift, STS before/after, and frozen-run heads evaluated on each moved backbone."""
     from mtst.data import load_task_data
     from mtst.evaluate import evaluate_split, tokenize_split
-    from mtst.model import MultiTaskModel, load_encoder
+    from mtst.modeling.model import MultiTaskModel, load_encoder
 
     data = load_task_data(sweep.config)
     split_name = eval_split_name(data)

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mtst.encoder import DEFAULT_BACKBONE
 from mtst.errors import ConfigError
-from mtst.lora import LoraSettings
+
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
 Strategy = Literal["frozen", "heads", "top_k", "gradual", "full", "lora"]
 STRATEGIES: tuple[str, ...] = ("frozen", "heads", "top_k", "gradual", "full", "lora")
@@ -85,6 +85,18 @@ class TaskSection(_Section):
     def keeps_head(self) -> bool:
         """Heads are saved unless dropped; an MLM head is dropped unless kept."""
         return self.keep_head if self.keep_head is not None else self.type != "masked_lm"
+
+
+class LoraSettings(_Section):
+    """Rank, scaling, dropout and where the adapters go."""
+
+    r: int = Field(default=8, ge=1)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+    lr: float = Field(default=5e-4, gt=0)
+    full_top_k: int = Field(default=0, ge=0)
+    save: str = Field(default="adapters", pattern="^(adapters|merged)$")
 
 
 class GradualSection(_Section):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from mtst.errors import DataError
-from mtst.tagging import CONLL_SUFFIXES, bio_labels, check_tagged_row, read_conll
+from mtst.modeling.tagging import CONLL_SUFFIXES, bio_labels, check_tagged_row, read_conll
 
 if TYPE_CHECKING:
     from mtst.config import RunConfig

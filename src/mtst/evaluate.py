@@ -10,7 +10,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from mtst.data import Split
-    from mtst.model import MultiTaskModel, RowFeatures
+    from mtst.modeling.model import MultiTaskModel, RowFeatures
 
 
 def rankdata(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ def score_split(
     Sentence tasks take predicted class indices; tagging tasks take per-token
     class indices (one array per row), read at each word's first sub-token.
     """
-    from mtst.tagging import first_subtokens, tagging_metrics
+    from mtst.modeling.tagging import first_subtokens, tagging_metrics
 
     out = {}
     for task, pred in predictions.items():

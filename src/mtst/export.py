@@ -28,8 +28,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mtst.errors import MtstError
-from mtst.model import MultiTaskModel, atomic_directory
-from mtst.predictions import sentence_record, softmax, token_record
+from mtst.modeling.model import MultiTaskModel, atomic_directory
+from mtst.modeling.predictions import sentence_record, softmax, token_record
 
 ONNX_NAME = "model.onnx"
 ONNX_META = "mtst_onnx.json"
@@ -240,7 +240,7 @@ class OnnxPredictor:
 
     def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:
         """The records of :meth:`MultiTaskModel.predict`: labels and probabilities, or entity spans."""
-        from mtst.tagging import split_words
+        from mtst.modeling.tagging import split_words
 
         names = list(self.tasks) if tasks is None else list(tasks)
         unknown = [t for t in names if t not in self.tasks]

@@ -31,8 +31,8 @@ from pydantic import BaseModel, Field
 
 from mtst.data import text_problem
 from mtst.errors import MtstError
-from mtst.model import MultiTaskModel
-from mtst.predictions import sentence_record
+from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.predictions import sentence_record
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)

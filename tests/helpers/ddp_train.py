@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from mtst.config import load_config
-from mtst.trainer import Trainer
+from mtst.training.trainer import Trainer
 
 
 def main() -> None:

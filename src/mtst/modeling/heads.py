@@ -66,7 +66,7 @@ class HeadSpec(BaseModel):
 def build_head(spec: HeadSpec, input_dim: int, vocab_size: int | None = None) -> nn.Module:
     """Linear head by default; one hidden layer (GELU, dropout) when asked; the MLM head for ``masked_lm``."""
     if spec.type == "masked_lm":
-        from mtst.mlm import MaskedLMHead
+        from mtst.modeling.mlm import MaskedLMHead
 
         if vocab_size is None:
             raise ValueError("a masked_lm head needs the backbone's vocabulary size")

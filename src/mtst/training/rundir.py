@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mtst.checkpoint import CHECKPOINT_DIR
 from mtst.config import RunConfig, dump_config, validate_config
 from mtst.errors import MtstError
 from mtst.fileio import atomic_write_text
+from mtst.training.checkpoint import CHECKPOINT_DIR
 
 logger = logging.getLogger("mtst")
 

@@ -22,14 +22,20 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from mtst import __version__
-from mtst.encoder import DEFAULT_BACKBONE, SentenceEncoder, check_no_pickle_only, eval_mode, strip_unused_pooler
 from mtst.errors import ModelLoadError
 from mtst.fileio import read_safetensors
-from mtst.freezing import parameter_group
-from mtst.heads import HeadSpec, build_head
-from mtst.lora import is_lora_param
-from mtst.predictions import sentence_record, token_record
+from mtst.modeling.encoder import (
+    DEFAULT_BACKBONE,
+    SentenceEncoder,
+    check_no_pickle_only,
+    eval_mode,
+    strip_unused_pooler,
+)
+from mtst.modeling.heads import HeadSpec, build_head
+from mtst.modeling.predictions import sentence_record, token_record
+from mtst.training.freezing import parameter_group
+from mtst.training.lora import is_lora_param
+from mtst.version import __version__
 
 # The encoder's output for a batch of row indices, computed from a cache rather than from token ids.
 RowFeatures = Callable[[Sequence[int]], dict[str, torch.Tensor]]
@@ -88,7 +94,7 @@ class MultiTaskModel(nn.Module):
 
     def masked_lm_loss(self, task: str, features: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
         """MLM loss of ``task``'s head on masked inputs (labels ``-100`` except at masked tokens)."""
-        from mtst.mlm import mlm_loss
+        from mtst.modeling.mlm import mlm_loss
 
         self.encoder.embed_tokens(features)
         weight = self.encoder.backbone.get_input_embeddings().weight
@@ -214,7 +220,7 @@ class MultiTaskModel(nn.Module):
     @torch.inference_mode()
     def predict_tags(self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32) -> dict[str, list[dict]]:
         """Word tags and entity spans (character offsets) of raw texts, per token task."""
-        from mtst.tagging import split_words
+        from mtst.modeling.tagging import split_words
 
         split = [split_words(t) for t in texts]
         ids, word_ids = self.encoder.tokenize_words(texts, [[w for w, _, _ in ws] or None for ws in split])
@@ -288,7 +294,7 @@ class MultiTaskModel(nn.Module):
 
     def merge_lora(self) -> int:
         """Fold LoRA adapters into the backbone; the model then saves and loads as a plain one."""
-        from mtst.lora import merge_lora
+        from mtst.training.lora import merge_lora
 
         merged = merge_lora(self.encoder.backbone)
         self.lora = None
@@ -335,8 +341,9 @@ class MultiTaskModel(nn.Module):
         )
         model = cls(encoder, tasks)
         if lora:
-            from mtst.freezing import count_layers
-            from mtst.lora import LoraSettings, add_lora
+            from mtst.config import LoraSettings
+            from mtst.training.freezing import count_layers
+            from mtst.training.lora import add_lora
 
             settings = LoraSettings(**{k: v for k, v in lora.items() if k in LoraSettings.model_fields})
             add_lora(backbone, settings, count_layers(n for n, _ in backbone.named_parameters()))
@@ -360,7 +367,7 @@ class MultiTaskModel(nn.Module):
 
 def _lora_base(reference: str, path: Path) -> nn.Module:
     """The pretrained backbone a LoRA model was trained on (its saved directory holds adapters only)."""
-    from mtst.encoder import load_backbone, resolve_backbone
+    from mtst.modeling.encoder import load_backbone, resolve_backbone
 
     try:
         source = resolve_backbone(reference)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtst.freezing import count_layers, parameter_group
+from mtst.training.freezing import count_layers, parameter_group
 
 logger = logging.getLogger("mtst")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtst.tagging import entity_spans, first_subtokens
+from mtst.modeling.tagging import entity_spans, first_subtokens
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch import nn
 
 from mtst.errors import MtstError
 from mtst.fileio import read_safetensors
-from mtst.model import atomic_directory
+from mtst.modeling.model import atomic_directory
 
 CHECKPOINT_DIR = "checkpoint"
 

@@ -29,12 +29,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from mtst.encoder import SentenceEncoder, eval_mode
 from mtst.errors import ModelLoadError
 from mtst.fileio import read_safetensors
+from mtst.modeling.encoder import SentenceEncoder, eval_mode
 
 if TYPE_CHECKING:
-    from mtst.model import RowFeatures
+    from mtst.modeling.model import RowFeatures
 
 logger = logging.getLogger("mtst")
 

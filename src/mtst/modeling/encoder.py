@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtst.config import DEFAULT_BACKBONE
 from mtst.errors import ModelLoadError
-from mtst.pooling import POOLING_MODES, pool
-from mtst.pooling import normalize as l2_normalize
+from mtst.modeling.pooling import POOLING_MODES, pool
+from mtst.modeling.pooling import normalize as l2_normalize
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "bundled"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -307,7 +307,7 @@ class SentenceEncoder(nn.Module):
         ``reference`` may also be a trained mtst model or run directory: its
         (fine-tuned) encoder is loaded, with LoRA adapters merged.
         """
-        from mtst.model import MultiTaskModel, is_model_dir
+        from mtst.modeling.model import MultiTaskModel, is_model_dir
 
         if is_model_dir(reference):
             model = MultiTaskModel.load(reference)

@@ -23,15 +23,18 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from mtst.batches import Batcher
-from mtst.cache import FrozenWork, PrefixCache
-from mtst.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from mtst.config import RunConfig, head_lr
 from mtst.data import MISSING, epoch_batches, load_task_data
 from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import evaluate_split, score_split, summary_metrics, tokenize_split
 from mtst.fileio import read_safetensors
-from mtst.freezing import (
+from mtst.modeling.heads import fit_ridge, head_specs
+from mtst.modeling.model import IGNORE_INDEX, WEIGHTS_NAME, MultiTaskModel, RowFeatures
+from mtst.report import progress_bar
+from mtst.training.batches import Batcher
+from mtst.training.cache import FrozenWork, PrefixCache
+from mtst.training.checkpoint import check_finite, load_checkpoint, save_checkpoint
+from mtst.training.freezing import (
     apply_trainable,
     check_plan,
     count_layers,
@@ -40,12 +43,9 @@ from mtst.freezing import (
     trainable_groups,
     trainable_names,
 )
-from mtst.heads import fit_ridge, head_specs
-from mtst.lora import add_lora
-from mtst.model import IGNORE_INDEX, WEIGHTS_NAME, MultiTaskModel, RowFeatures
-from mtst.optim import GroupScheduler, build_optimizer, step_budget
-from mtst.report import progress_bar
-from mtst.rundir import buffered_log, check_run_dir, peak_rss_mb, prepare_run_dir, write_history, write_summary
+from mtst.training.lora import add_lora
+from mtst.training.optim import GroupScheduler, build_optimizer, step_budget
+from mtst.training.rundir import buffered_log, check_run_dir, peak_rss_mb, prepare_run_dir, write_history, write_summary
 
 logger = logging.getLogger("mtst")
 

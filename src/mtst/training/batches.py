@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from mtst.data import Split
-from mtst.encoder import pad_batch
-from mtst.mlm import IGNORE_INDEX, mask_batch
-from mtst.tagging import align_tags
+from mtst.modeling.encoder import pad_batch
+from mtst.modeling.mlm import IGNORE_INDEX, mask_batch
+from mtst.modeling.tagging import align_tags
 
 
 class Batcher:

@@ -8,28 +8,12 @@ A run saves only the adapters and heads (plus any layers trained in full);
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from mtst.config import LoraSettings
 from mtst.errors import ConfigError
 
 LORA_MARKER = "lora_"
-
-
-class LoraSettings(BaseModel):
-    """Rank, scaling, dropout and where the adapters go."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    r: int = Field(default=8, ge=1)
-    alpha: float = Field(default=16.0, gt=0)
-    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
-    lr: float = Field(default=5e-4, gt=0)
-    full_top_k: int = Field(default=0, ge=0)
-    save: str = Field(default="adapters", pattern="^(adapters|merged)$")
 
 
 def is_lora_param(name: str) -> bool:
@@ -63,10 +47,6 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, num_layers: int) -> No
     inject_adapter_in_model(config, backbone)
 
 
-def has_lora(module: nn.Module) -> bool:
-    return any(is_lora_param(n) for n, _ in module.named_parameters())
-
-
 def merge_lora(backbone: nn.Module) -> int:
     """Fold every adapter into its base layer and put the plain layer back; returns how many."""
     from peft.tuners.lora import LoraLayer
@@ -78,9 +58,3 @@ def merge_lora(backbone: nn.Module) -> int:
         parent = backbone.get_submodule(parent_name) if parent_name else backbone
         setattr(parent, child, module.get_base_layer())
     return len(targets)
-
-
-def lora_summary(settings: dict[str, Any] | None) -> str:
-    if not settings:
-        return "none"
-    return f"r={settings['r']}, alpha={settings['alpha']}, targets={','.join(settings['target_modules'])}"

@@ -1,0 +1,1 @@
+"""Training: strategies, the plan they make, the loop that runs it and the run directory it writes."""
