@@ -9,7 +9,7 @@ import torch
 
 from mtst.modeling.encoder import SentenceEncoder
 from mtst.training.cache import cache_key
-from mtst.training.trainer import Trainer
+from mtst.training.trainer import StepEvent, setup_run
 
 from .conftest import save_tiny_bert
 from .test_training import make_config
@@ -32,13 +32,12 @@ def _losses(backbone: Path, data: dict[str, str], run_dir: Path, **training) -> 
     for task in cfg.tasks.values():
         task.dropout = 0.0
     losses: list[float] = []
-    trainer = Trainer(cfg, callbacks=[lambda t: losses.append(t.last_loss)], show_progress=False)
-    trainer.setup()
-    mode = trainer.cache_mode
+    loop = setup_run(cfg, callbacks=[lambda event: losses.append(event.loss)], show_progress=False)
+    mode = loop.inputs.frozen.mode
     if mode == "prefix":  # validation is scored from its own prefix, through the trainable layers only
-        assert trainer.frozen.eval_prefix is not None
-    result = trainer.fit()
-    scores = {"validation": [h["validation"] for h in trainer.state.history], "test": result.test}
+        assert loop.inputs.frozen.eval_prefix is not None
+    result = loop.fit()
+    scores = {"validation": [h["validation"] for h in loop.state.history], "test": result.test}
     return losses, mode, scores
 
 
@@ -78,12 +77,11 @@ def test_gradual_moves_the_cache_boundary_down(
         no_dropout_backbone, tiny_data, tmp_path, strategy="gradual", max_steps=8, gradual={"stage_steps": 2}
     )
 
-    def record(t: Trainer) -> None:
-        seen.append((t.cache_mode, t.prefix.boundary if t.prefix else None))
+    def record(event: StepEvent) -> None:
+        seen.append((event.cache_mode, event.cache_boundary))
 
-    trainer = Trainer(cfg, callbacks=[record], show_progress=False)
-    trainer.setup()
-    trainer.fit()
+    loop = setup_run(cfg, callbacks=[record], show_progress=False)
+    loop.fit()
     assert seen[0] == ("pooled", None)
     assert seen[2] == ("prefix", 2)
     assert seen[4] == ("prefix", 1)
@@ -97,9 +95,8 @@ def test_over_budget_prefix_falls_back(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     cfg = make_config(no_dropout_backbone, tiny_data, tmp_path, strategy="top_k", top_k=1, cache_memory_mb=1e-6)
-    trainer = Trainer(cfg, show_progress=False)
-    trainer.setup()
-    assert trainer.cache_mode is None
+    loop = setup_run(cfg, show_progress=False)
+    assert loop.inputs.frozen.mode is None
 
 
 def test_cache_key_changes_with_everything_that_matters(no_dropout_backbone: Path, tiny_backbone_dir: Path) -> None:

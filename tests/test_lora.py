@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from mtst.config import validate_config
 from mtst.errors import ConfigError, ModelLoadError
 from mtst.modeling.model import MultiTaskModel
-from mtst.training.trainer import Trainer
+from mtst.training.trainer import setup_run
 from tests.conftest import SENTENCES, save_tiny_bert
 
 
@@ -40,11 +40,10 @@ def test_only_adapters_and_heads_change(
     from rich.console import Console
 
     cfg = validate_config(lora_config(tiny_backbone_dir, tiny_data, tmp_path))
-    trainer = Trainer(cfg, show_progress=False, console=Console(stderr=True, width=200))
-    trainer.setup()
-    model = trainer.raw_model
+    loop = setup_run(cfg, show_progress=False, console=Console(stderr=True, width=200))
+    model = loop.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer.fit()
+    loop.fit()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed, "training moved something"
     assert all("lora_" in n or n.startswith("heads.") for n in changed), sorted(changed)[:5]
@@ -52,7 +51,7 @@ def test_only_adapters_and_heads_change(
     # Exact count: r x (in + out) for query and value in each of 2 layers (hidden 32), plus both heads.
     heads = sum(p.numel() for n, p in model.named_parameters() if n.startswith("heads."))
     expected = 2 * 2 * 4 * (32 + 32) + heads
-    assert trainer.trainable == expected
+    assert loop.inputs.trainable_parameters == expected
     printed = re.search(r"trainable parameters: ([\d,]+) of", capsys.readouterr().err)
     assert printed and int(printed.group(1).replace(",", "")) == expected
 
@@ -61,15 +60,14 @@ def test_saved_run_holds_adapters_and_heads_only(
     tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
     cfg = validate_config(lora_config(tiny_backbone_dir, tiny_data, tmp_path))
-    trainer = Trainer(cfg, show_progress=False)
-    trainer.setup()
-    trainer.fit()
+    loop = setup_run(cfg, show_progress=False)
+    loop.fit()
     saved = load_file(str(tmp_path / "model" / "model.safetensors"))
     assert saved and all("lora_" in k or k.startswith("heads.") for k in saved)
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["lora"]["r"] == 4
     loaded = MultiTaskModel.load(tmp_path)
-    live = trainer.raw_model.eval()
+    live = loop.model.eval()
     a = live.predict_proba(SENTENCES)["category"]
     b = loaded.predict_proba(SENTENCES)["category"]
     assert abs(a - b).max() < 1e-6
@@ -79,10 +77,9 @@ def test_merged_model_gives_the_same_outputs(
     tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
     cfg = validate_config(lora_config(tiny_backbone_dir, tiny_data, tmp_path / "run", save="merged"))
-    trainer = Trainer(cfg, show_progress=False)
-    trainer.setup()
-    trainer.fit()
-    live = copy.deepcopy(trainer.raw_model).eval()
+    loop = setup_run(cfg, show_progress=False)
+    loop.fit()
+    live = copy.deepcopy(loop.model).eval()
     with torch.no_grad():  # make the adapters matter for the comparison
         for n, p in live.named_parameters():
             if "lora_B" in n:
@@ -100,25 +97,23 @@ def test_merged_model_gives_the_same_outputs(
 
 def test_full_top_layers_above_adapters(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
     cfg = validate_config(lora_config(tiny_backbone_dir, tiny_data, tmp_path, full_top_k=1))
-    trainer = Trainer(cfg, show_progress=False)
-    trainer.setup()
-    names = [n for n, _ in trainer.raw_model.named_parameters()]
+    loop = setup_run(cfg, show_progress=False)
+    names = [n for n, _ in loop.model.named_parameters()]
     assert any("layer.0." in n and "lora_" in n for n in names)
     assert not any("layer.1." in n and "lora_" in n for n in names)
-    trainer.fit()
+    loop.fit()
     saved = load_file(str(tmp_path / "model" / "model.safetensors"))
     assert any("layer.1." in k and "lora_" not in k for k in saved), "the fully trained top layer is saved"
     loaded = MultiTaskModel.load(tmp_path)
-    a = trainer.raw_model.eval().predict_proba(SENTENCES)["sentiment"]
+    a = loop.model.eval().predict_proba(SENTENCES)["sentiment"]
     assert abs(loaded.predict_proba(SENTENCES)["sentiment"] - a).max() < 1e-6
 
 
 def test_adapters_refuse_another_backbone(tiny_data: dict[str, str], tmp_path: Path) -> None:
     backbone = save_tiny_bert(tmp_path / "bert", seed=3)
     cfg = validate_config(lora_config(backbone, tiny_data, tmp_path / "run", save="adapters"))
-    trainer = Trainer(cfg, show_progress=False)
-    trainer.setup()
-    trainer.fit()
+    loop = setup_run(cfg, show_progress=False)
+    loop.fit()
     save_tiny_bert(backbone, seed=4)  # the backbone directory now holds other weights
     with pytest.raises(ModelLoadError, match="other weights"):
         MultiTaskModel.load(tmp_path / "run")
@@ -127,4 +122,4 @@ def test_adapters_refuse_another_backbone(tiny_data: dict[str, str], tmp_path: P
 def test_unknown_target_module_is_named(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
     cfg = validate_config(lora_config(tiny_backbone_dir, tiny_data, tmp_path, target_modules=["q_proj"]))
     with pytest.raises(ConfigError, match=r"q_proj.*query"):
-        Trainer(cfg, show_progress=False).setup()
+        setup_run(cfg, show_progress=False)

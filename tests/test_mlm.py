@@ -11,7 +11,7 @@ import torch
 from mtst.config import validate_config
 from mtst.modeling.mlm import mask_batch, span_mask, word_starts
 from mtst.modeling.model import MultiTaskModel
-from mtst.training.trainer import Trainer, train
+from mtst.training.trainer import setup_run, train
 from tests.conftest import make_tasks
 
 # 40 words; words 5, 6 and 20 have three sub-tokens each.
@@ -120,12 +120,10 @@ def test_mlm_weight_zero_equals_no_mlm(tiny_backbone_dir: Path, tiny_data: dict[
 
 def test_mlm_task_trains_and_is_auxiliary(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
     cfg = validate_config(mlm_config(tiny_backbone_dir, tiny_data, tmp_path, {"weight": 0.5, "keep_head": True}))
-    trainer = Trainer(cfg, show_progress=False)
-    trainer.setup()
-    head = trainer.raw_model.heads["mlm"]
-    before = head.dense.weight.detach().clone()
-    trainer.fit()
-    assert not torch.equal(before, trainer.raw_model.heads["mlm"].dense.weight)
+    loop = setup_run(cfg, show_progress=False)
+    before = loop.model.heads["mlm"].dense.weight.detach().clone()
+    loop.fit()
+    assert not torch.equal(before, loop.model.heads["mlm"].dense.weight)
     saved = MultiTaskModel.load(tmp_path)
     assert "mlm" in saved.tasks and "mlm" not in saved.prediction_tasks
     assert set(saved.predict(["a pan"])[0]) == {"category", "sentiment"}

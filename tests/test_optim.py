@@ -5,7 +5,8 @@ from itertools import pairwise
 import pytest
 import torch
 
-from mtst.training.optim import MAX_STRETCH_EPOCHS, GroupScheduler, plan_param_groups, schedule_factor, step_budget
+from mtst.training.optim import GroupScheduler, plan_param_groups, schedule_factor
+from mtst.training.plan import MAX_STRETCH_EPOCHS, step_budget
 
 from .test_freezing import NAMES
 

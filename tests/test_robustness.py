@@ -267,12 +267,12 @@ def test_serve_fails_cleanly_on_a_busy_port_or_a_missing_run(finished_run: Path,
 
 def test_nan_stop_is_written_to_train_log(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
     from mtst.config import load_config
-    from mtst.training.trainer import Trainer, TrainingError, train
+    from mtst.training.trainer import StepEvent, TrainingError, train
 
-    def poison(trainer: Trainer) -> None:
-        if trainer.state.global_step == 2:
+    def poison(event: StepEvent) -> None:
+        if event.state.global_step == 2:
             with torch.no_grad():
-                trainer.raw_model.heads["category"][-1].weight.fill_(float("nan"))
+                event.model.heads["category"][-1].weight.fill_(float("nan"))
 
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_backbone_dir, tiny_data, tmp_path / "run"))
     with pytest.raises(TrainingError):

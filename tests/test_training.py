@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from mtst.cli import main
 from mtst.config import RunConfig, validate_config
 from mtst.training.freezing import parameter_group, parse_freeze
-from mtst.training.trainer import Trainer, TrainingError, train
+from mtst.training.trainer import StepEvent, TrainingError, setup_run, train
 
 
 def make_config(tiny_backbone_dir: Path, tiny_data: dict[str, str], run_dir: Path, **training: Any) -> RunConfig:
@@ -59,13 +59,10 @@ def test_one_step_grads_and_frozen_params(
 ) -> None:
     """Trainable grads finite and non-zero; frozen parameters bit-identical after a step."""
     cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path, strategy=strategy, max_grad_norm=None, **extra)
-    trainer = Trainer(cfg, show_progress=False)
-    trainer.setup()
-    model = trainer.raw_model
+    loop = setup_run(cfg, show_progress=False)
+    model = loop.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    batch, labels = trainer._collate(np.arange(8), None)
-    loss, _ = model.compute_loss(trainer._forward(np.arange(8), batch, None), labels)
-    loss.backward()
+    loop.batch_loss(np.arange(8)).backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, "every strategy here trains something"
     for name, p in model.named_parameters():
@@ -78,7 +75,7 @@ def test_one_step_grads_and_frozen_params(
             assert p.grad.abs().sum() > 0, name
         else:
             assert p.grad is None, name
-    trainer.optimizer.step()
+    loop.optimizer.step()
     for name, p in model.named_parameters():
         if name in trainable:
             continue
@@ -95,24 +92,20 @@ def test_one_step_grads_and_frozen_params(
 
 def test_frozen_modules_run_in_eval_mode(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
     cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path, strategy="top_k", top_k=1)
-    trainer = Trainer(cfg, show_progress=False)
-    trainer.setup()
-    from mtst.training.freezing import set_train_mode
-
-    set_train_mode(trainer.model, trainer.groups)
-    layers = trainer.raw_model.encoder.backbone.encoder.layer
+    model = setup_run(cfg, show_progress=False).model
+    layers = model.encoder.backbone.encoder.layer
     assert not layers[0].training and layers[1].training
-    assert not trainer.raw_model.encoder.backbone.embeddings.training
-    assert trainer.raw_model.heads["category"].training
+    assert not model.encoder.backbone.embeddings.training
+    assert model.heads["category"].training
 
 
 def test_gradual_unfreezing_schedule(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
     seen: list[set[str]] = []
     counts: list[int] = []
 
-    def record(trainer: Trainer) -> None:
-        seen.append({parameter_group(n) for n, p in trainer.raw_model.named_parameters() if p.requires_grad})
-        counts.append(sum(p.numel() for p in trainer.raw_model.parameters() if p.requires_grad))
+    def record(event: StepEvent) -> None:
+        seen.append({parameter_group(n) for n, p in event.model.named_parameters() if p.requires_grad})
+        counts.append(sum(p.numel() for p in event.model.parameters() if p.requires_grad))
 
     cfg = make_config(
         tiny_backbone_dir, tiny_data, tmp_path, strategy="gradual", max_steps=6, gradual={"stage_steps": 2}
@@ -155,10 +148,10 @@ def test_frozen_strategy_fits_heads_in_closed_form(
 def test_nan_loss_stops_the_run_naming_the_step(
     tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
-    def poison(trainer: Trainer) -> None:
-        if trainer.state.global_step == 3:
+    def poison(event: StepEvent) -> None:
+        if event.state.global_step == 3:
             with torch.no_grad():
-                trainer.raw_model.heads["category"][-1].weight.fill_(float("nan"))
+                event.model.heads["category"][-1].weight.fill_(float("nan"))
 
     cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path / "run", strategy="heads", checkpoint_every=2)
     with pytest.raises(TrainingError, match="at step 4"):
@@ -174,8 +167,8 @@ RESUME_SCRIPT = textwrap.dedent(
     from mtst.training.trainer import train
     import json
     cfg = validate_config(json.loads(sys.argv[1]))
-    def kill(trainer):
-        if trainer.state.global_step == 5:
+    def kill(event):
+        if event.state.global_step == 5:
             os.kill(os.getpid(), signal.SIGKILL)
     train(cfg, callbacks=[kill], show_progress=False)
     """
@@ -236,20 +229,6 @@ def test_bad_config_or_data_exits_2(
     err = capsys.readouterr().err
     assert code == 2
     assert message in err.replace("\n", " ")
-
-
-def test_min_steps_gives_small_data_enough_updates(
-    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
-) -> None:
-    trainer = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path / "a", min_steps=10), show_progress=False)
-    trainer.setup()
-    assert trainer._steps_per_epoch() == 3 and trainer.total_steps == 10
-    stretched = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path / "b", min_steps=1000), show_progress=False)
-    stretched.setup()
-    assert stretched.total_steps == 30  # at most 10 epochs of 3 steps
-    capped = Trainer(make_config(tiny_backbone_dir, tiny_data, tmp_path / "c", min_steps=10, max_steps=4))
-    capped.setup()
-    assert capped.total_steps == 4
 
 
 def test_checkpoints_hold_only_what_can_train(tiny_data: dict[str, str], tmp_path: Path) -> None:

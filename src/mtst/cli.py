@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mtst.errors import MtstError
+from mtst.training.strategies import help_text as strategy_help
 
 app = typer.Typer(
     name="mtst",
@@ -249,7 +250,7 @@ def train(
 def compare(
     config: Annotated[Path | None, typer.Argument(help="YAML config; default: the bundled demo.")] = None,
     strategies: Annotated[
-        str, typer.Option(help="Comma-separated: frozen, heads, top_k:K, gradual, full, lora[:RANK].")
+        str, typer.Option(help=f"Comma-separated, a number after ':' where one is taken. {strategy_help()}")
     ] = "frozen,heads,top_k:2,gradual,full",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per strategy (training.seed, +1, ...).")] = 1,
     train_fractions: Annotated[str, typer.Option(help="Learning curve: fractions of the training rows.")] = "1.0",

@@ -24,10 +24,11 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from mtst.config import STRATEGIES, RunConfig, validate_config
+from mtst.config import RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
+from mtst.training.strategies import REGISTRY
 
-FROZEN_BACKBONE = ("frozen", "heads")
+FROZEN_BACKBONE = ("frozen", "heads")  # strategies whose backbone never moves (drift 0 by construction)
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,15 @@ def parse_strategies(text: str) -> list[tuple[str, dict[str, Any]]]:
         if not raw:
             continue
         name, _, arg = raw.partition(":")
-        if name not in STRATEGIES:
-            raise ConfigError(f"--strategies: unknown {name!r}; allowed: {', '.join(STRATEGIES)}")
+        if name not in REGISTRY:
+            raise ConfigError(f"--strategies: unknown {name!r}; allowed: {', '.join(REGISTRY)}")
+        strategy = REGISTRY[name]
         overrides: dict[str, Any] = {"strategy": name}
         if arg:
-            if not arg.isdigit() or int(arg) < 1 or name not in ("top_k", "lora"):
-                raise ConfigError(f"--strategies: {raw!r}; only top_k:K and lora:RANK take a positive number")
-            if name == "top_k":
-                overrides["top_k"] = int(arg)
-            else:
-                overrides["lora"] = {"r": int(arg), "alpha": 2 * int(arg)}
+            if not arg.isdigit() or int(arg) < 1 or strategy.compare_arg is None:
+                takes = " and ".join(f"{s.name}:{s.compare_arg}" for s in REGISTRY.values() if s.compare_arg)
+                raise ConfigError(f"--strategies: {raw!r}; only {takes} take a positive number")
+            overrides.update(strategy.compare_overrides(int(arg)))
         if any(label == raw for label, _ in out):
             raise ConfigError(f"--strategies: {raw!r} is listed twice")
         out.append((raw, overrides))

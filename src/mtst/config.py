@@ -14,11 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtst.errors import ConfigError
+from mtst.training.strategies import NAMES, get_strategy
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
-Strategy = Literal["frozen", "heads", "top_k", "gradual", "full", "lora"]
-STRATEGIES: tuple[str, ...] = ("frozen", "heads", "top_k", "gradual", "full", "lora")
+STRATEGIES: tuple[str, ...] = NAMES
 
 
 class _Section(BaseModel):
@@ -116,7 +116,7 @@ class TrainingSection(_Section):
     ``gradual``), where heads must learn alone on fixed features.
     """
 
-    strategy: Strategy = "full"
+    strategy: str = "full"
     top_k: int = Field(default=2, ge=1)
     freeze: list[str] = Field(default_factory=list)
     gradual: GradualSection = Field(default_factory=GradualSection)
@@ -148,17 +148,42 @@ class TrainingSection(_Section):
     cache_dir: str | None = None
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in NAMES:
+            raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(NAMES)}")
+        return value
 
-FROZEN_START_LR_HEAD = 1e-2
+    @property
+    def head_lr(self) -> float:
+        """The head learning rate in force: ``lr_head``, else the strategy's default."""
+        return self.lr_head if self.lr_head is not None else get_strategy(self.strategy).default_head_lr(self)
 
 
 def head_lr(training: TrainingSection) -> float:
     """The head learning rate in force (see :class:`TrainingSection`)."""
-    if training.lr_head is not None:
-        return training.lr_head
-    if training.strategy == "lora":
-        return training.lora.lr
-    return FROZEN_START_LR_HEAD if training.strategy in ("heads", "gradual", "frozen") else training.lr_backbone
+    return training.head_lr
+
+
+def resolve_precision(wanted: str, cuda: bool, bf16: bool) -> str:
+    """Accelerate's mixed-precision name for ``training.precision`` on this device (``auto``: bf16 where it runs)."""
+    if wanted == "auto":
+        return "bf16" if cuda and bf16 else "no"
+    if wanted == "fp16" and not cuda:
+        raise ConfigError("training.precision: fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
+    return {"fp32": "no"}.get(wanted, wanted)
+
+
+def allowed_metrics(tasks: dict[str, TaskSection]) -> list[str]:
+    """The names ``training.metric`` may take for these tasks."""
+    allowed = ["mean_macro_f1", "mean_accuracy"]
+    for name, task in tasks.items():
+        if task.type == "classification":
+            allowed += [f"{name}/macro_f1", f"{name}/accuracy"]
+        elif task.type == "token_classification":
+            allowed += [f"{name}/{m}" for m in ("f1", "precision", "recall", "accuracy")]
+    return allowed
 
 
 class RunConfig(_Section):
@@ -183,6 +208,9 @@ class RunConfig(_Section):
                 raise ValueError(f"tasks.{name}: a masked_lm task trains on every training text; remove its data")
         if all(t.is_auxiliary for t in self.tasks.values()):
             raise ValueError("tasks: every task is auxiliary; at least one task must be a main task")
+        allowed = allowed_metrics(self.tasks)
+        if self.training.metric not in allowed:
+            raise ValueError(f"training.metric: {self.training.metric!r} is not one of: {', '.join(allowed)}")
         return self
 
     def label_column(self, task: str) -> str:
@@ -193,7 +221,7 @@ def _format_error(err: dict[str, Any]) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "config"
     if err["type"] == "extra_forbidden":
         return f"{path}: unknown key"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if "input" in err and err["type"] not in ("missing", "value_error"):
         msg += f" (got {err['input']!r})"
     return f"{path}: {msg}"

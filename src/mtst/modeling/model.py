@@ -256,12 +256,14 @@ class MultiTaskModel(nn.Module):
             config["lora"] = self.lora
         return config
 
-    def save(self, directory: str | Path, tasks: Sequence[str] | None = None) -> Path:
+    def save(
+        self, directory: str | Path, tasks: Sequence[str] | None = None, backbone_groups: Sequence[str] | None = None
+    ) -> Path:
         """Write the model directory atomically (a crash never leaves half a model).
 
-        ``tasks`` keeps only those heads (e.g. to drop auxiliary ones). A model
-        with LoRA adapters saves the adapters, heads and any layers trained in
-        full; the rest is read from its backbone when loaded.
+        ``tasks`` keeps only those heads (e.g. to drop auxiliary ones). With
+        ``backbone_groups`` (a LoRA model) only the adapters, the heads and
+        those groups are saved; the rest is read from the backbone when loaded.
         """
         names = list(self.tasks) if tasks is None else list(tasks)
         target = Path(directory)
@@ -270,8 +272,8 @@ class MultiTaskModel(nn.Module):
             for k, v in self.state_dict().items()
             if not k.startswith("heads.") or k.split(".")[1] in names
         }
-        if self.lora is not None:
-            keep = set(self.lora.get("saved_groups", []))
+        if self.lora is not None and backbone_groups is not None:
+            keep = set(backbone_groups)
             state = {
                 k: v
                 for k, v in state.items()
@@ -280,7 +282,8 @@ class MultiTaskModel(nn.Module):
         with atomic_directory(target) as tmp:
             config = self.config_dict(names)
             if self.lora is not None:
-                config["lora"] = {**self.lora, "backbone_fingerprint": self._fingerprint()}
+                saved = {"saved_groups": list(backbone_groups)} if backbone_groups is not None else {}
+                config["lora"] = {**self.lora, **saved, "backbone_fingerprint": self._fingerprint()}
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             self.encoder.backbone.config.save_pretrained(tmp / BACKBONE_CONFIG_DIR)
@@ -299,6 +302,13 @@ class MultiTaskModel(nn.Module):
         merged = merge_lora(self.encoder.backbone)
         self.lora = None
         return merged
+
+    @staticmethod
+    def read_heads(directory: str | Path) -> dict[str, torch.Tensor]:
+        """The head weights of a saved model (keys as in ``model.heads.state_dict()``)."""
+        path = resolve_model_dir(directory)
+        weights, _ = read_safetensors(path / WEIGHTS_NAME, "model weights")
+        return {k.removeprefix("heads."): v for k, v in weights.items() if k.startswith("heads.")}
 
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskModel:
@@ -347,7 +357,7 @@ class MultiTaskModel(nn.Module):
 
             settings = LoraSettings(**{k: v for k, v in lora.items() if k in LoraSettings.model_fields})
             add_lora(backbone, settings, count_layers(n for n, _ in backbone.named_parameters()))
-            model.lora = {k: v for k, v in lora.items() if k != "backbone_fingerprint"}
+            model.lora = {k: v for k, v in lora.items() if k in LoraSettings.model_fields}
             if abs(model._fingerprint() - lora.get("backbone_fingerprint", model._fingerprint())) > 1e-2:
                 raise ModelLoadError(
                     f"{path}: its LoRA adapters were trained on other weights than the backbone now at "

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from mtst.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -79,87 +81,6 @@ def parse_freeze(items: Iterable[str], num_layers: int, tasks: Iterable[str]) ->
         else:
             raise ConfigError(f"training.freeze: cannot read {item!r}; allowed forms: {FREEZE_FORMS}")
     return groups
-
-
-def gradual_stage_groups(
-    stage: int, num_layers: int, tasks: Iterable[str], per_stage: int = 1, include_embeddings: bool = False
-) -> set[str]:
-    """Trainable groups at a gradual-unfreezing stage: heads at 0, then top layers downwards."""
-    heads = {f"heads.{t}" for t in tasks}
-    unfrozen = min(stage * per_stage, num_layers)
-    groups = heads | {f"layers.{i}" for i in range(num_layers - unfrozen, num_layers)}
-    if unfrozen > 0:
-        groups.add("backbone_other")
-    if include_embeddings and stage * per_stage > num_layers:
-        groups.add("embeddings")
-    return groups
-
-
-def gradual_num_stages(num_layers: int, per_stage: int = 1, include_embeddings: bool = False) -> int:
-    """Stages until everything that will ever train is unfrozen (stage 0 = heads only)."""
-    stages = -(-num_layers // per_stage)
-    return stages + (1 if include_embeddings else 0) + 1
-
-
-def strategy_groups(strategy: str, num_layers: int, tasks: Iterable[str], top_k: int = 2) -> set[str]:
-    """Trainable groups of a named strategy (``gradual`` here means its first stage).
-
-    For ``lora``, ``top_k`` is the number of top layers trained in full above the adapters.
-    """
-    task_list = list(tasks)
-    heads = {f"heads.{t}" for t in task_list}
-    if strategy == "frozen":
-        return set()
-    if strategy in ("heads", "gradual"):
-        return heads
-    if strategy == "top_k":
-        k = min(top_k, num_layers)
-        return heads | {"backbone_other"} | {f"layers.{i}" for i in range(num_layers - k, num_layers)}
-    if strategy == "full":
-        return all_groups(num_layers, task_list)
-    if strategy == "lora":
-        k = min(top_k, num_layers)
-        top = {f"layers.{i}" for i in range(num_layers - k, num_layers)} | ({"backbone_other"} if k else set())
-        return heads | {"lora"} | top
-    raise ConfigError(f"training.strategy: unknown {strategy!r}")
-
-
-def trainable_groups(
-    strategy: str,
-    num_layers: int,
-    tasks: Iterable[str],
-    top_k: int = 2,
-    freeze: Iterable[str] = (),
-    stage: int = 0,
-    per_stage: int = 1,
-    include_embeddings: bool = False,
-) -> set[str]:
-    """Strategy (at ``stage`` for gradual) minus the explicit freeze list."""
-    task_list = list(tasks)
-    if strategy == "gradual":
-        groups = gradual_stage_groups(stage, num_layers, task_list, per_stage, include_embeddings)
-    else:
-        groups = strategy_groups(strategy, num_layers, task_list, top_k)
-    return groups - parse_freeze(freeze, num_layers, task_list)
-
-
-def check_plan(strategy: str, groups: set[str], tasks: Iterable[str]) -> list[str]:
-    """Refuse a plan with nothing to train; return warnings about risky plans."""
-    task_list = list(tasks)
-    if not groups and strategy != "frozen":
-        raise ConfigError(
-            f"training: strategy {strategy!r} with this freeze list leaves nothing to train; "
-            "use strategy 'frozen' for an evaluation-only baseline"
-        )
-    warnings = []
-    backbone_trains = any(not g.startswith("heads.") for g in groups)
-    frozen_heads = [t for t in task_list if f"heads.{t}" not in groups]
-    if backbone_trains and frozen_heads:
-        warnings.append(
-            f"head(s) {', '.join(frozen_heads)} are frozen while the backbone trains: their inputs will drift "
-            "under them and their accuracy can fall; freeze the backbone too to keep them as they are"
-        )
-    return warnings
 
 
 def trainable_names(names: Iterable[str], groups: set[str]) -> set[str]:

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from mtst.training.freezing import count_layers, parameter_group
+from mtst.training.plan import group_lr
 
 logger = logging.getLogger("mtst")
-
-MAX_STRETCH_EPOCHS = 10
 
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_", "layernorm")
 
@@ -31,24 +30,6 @@ class GroupPlan:
     group: str
     lr: float
     weight_decay: float
-
-
-def group_lr(
-    group: str, num_layers: int, lr_backbone: float, lr_head: float, layer_decay: float, lr_lora: float | None = None
-) -> float:
-    """LR of layer l (0-based, L layers) = lr_backbone x decay^(L-1-l); embeddings get decay^L.
-
-    LoRA adapters have their own LR (adapters start at zero and need larger steps).
-    """
-    if group.startswith("heads."):
-        return lr_head
-    if group == "lora":
-        return lr_lora if lr_lora is not None else lr_backbone
-    if group.startswith("layers."):
-        return lr_backbone * layer_decay ** (num_layers - 1 - int(group.split(".")[1]))
-    if group == "embeddings":
-        return lr_backbone * layer_decay**num_layers
-    return lr_backbone
 
 
 def no_weight_decay(name: str) -> bool:
@@ -182,21 +163,3 @@ class GroupScheduler:
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
-
-
-def step_budget(steps_per_epoch: int, epochs: float, max_steps: int | None, min_steps: int | None) -> int:
-    """Optimizer steps of a run: ``max_steps`` if set, else ``epochs`` worth, raised to ``min_steps``.
-
-    Small data needs optimizer steps, not epochs (with a validation split the best
-    checkpoint is kept), so a short run is stretched, to at most MAX_STRETCH_EPOCHS
-    epochs to bound overfitting.
-    """
-    if max_steps:
-        return max_steps
-    steps = max(1, math.ceil(epochs * steps_per_epoch))
-    if min_steps and steps < min_steps:
-        stretched = min(min_steps, MAX_STRETCH_EPOCHS * steps_per_epoch)
-        if stretched > steps:
-            logger.info("training.min_steps: %d steps instead of %d", stretched, steps)
-            steps = stretched
-    return steps

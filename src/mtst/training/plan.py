@@ -1,0 +1,160 @@
+"""The training plan: what a run will do, computed from the resolved config and the data's statistics.
+
+Pure: no model, no torch. The plan names the trainable groups of every stage,
+their learning rates, the step budget and warm-up, which groups ever train
+(and so what a checkpoint holds), whether caches of frozen work may apply and
+what the saved model keeps of the backbone. The loop only carries it out, so
+the whole plan is unit-testable and printable before a run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+
+from mtst.config import RunConfig
+from mtst.errors import ConfigError
+from mtst.training.freezing import parse_freeze
+from mtst.training.strategies import GroupContext, get_strategy
+
+logger = logging.getLogger("mtst")
+
+MAX_STRETCH_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the plan needs to know of the data: rows that carry at least one label."""
+
+    labelled_rows: int
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    strategy: str
+    num_layers: int
+    stages: tuple[frozenset[str], ...]  # trainable groups per stage, the freeze list applied
+    stage_steps: int | None  # optimizer steps per stage (None: one stage)
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    head_lr: float
+    group_lrs: dict[str, float]  # base learning rate of every group that ever trains
+    closed_form: bool
+    cache: bool  # frozen work may be cached (the config allows it and no task needs raw tokens)
+    saved_backbone_groups: tuple[str, ...] | None  # None: the saved model holds the whole backbone
+    warnings: tuple[str, ...] = ()
+
+    def stage_at(self, step: int) -> int:
+        if not self.stage_steps:
+            return 0
+        return min(step // self.stage_steps, len(self.stages) - 1)
+
+    def groups_at(self, step: int) -> set[str]:
+        return set(self.stages[self.stage_at(step)])
+
+    @property
+    def last_stage(self) -> int:
+        return self.stage_at(max(0, self.total_steps - 1))
+
+    @property
+    def ever(self) -> set[str]:
+        """Every group that trains at some step of this run (not stages it never reaches)."""
+        return set().union(*self.stages[: self.last_stage + 1])
+
+    @property
+    def backbone_moves(self) -> bool:
+        return any(not g.startswith("heads.") for g in self.ever)
+
+
+def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_tasks: bool = False) -> TrainingPlan:
+    """The plan of ``config`` for a backbone of ``num_layers`` layers and data with ``stats``.
+
+    ``raw_token_tasks``: a token or masked-LM task needs every token's state, so no cache applies.
+    Raises :class:`ConfigError` for a plan that leaves nothing to train.
+    """
+    tc = config.training
+    strategy = get_strategy(tc.strategy)
+    tasks = tuple(config.tasks)
+    ctx = GroupContext(num_layers, tasks, tc)
+    frozen = parse_freeze(tc.freeze, num_layers, tasks)
+    stages = tuple(frozenset(strategy.stage_groups(s, ctx) - frozen) for s in range(strategy.num_stages(ctx)))
+    batches = max(1, -(-stats.labelled_rows // tc.batch_size))
+    steps_per_epoch = max(1, -(-batches // tc.grad_accumulation))
+    total = step_budget(steps_per_epoch, tc.epochs, tc.max_steps, tc.min_steps)
+    if not stages[0] and not strategy.closed_form:
+        raise ConfigError(
+            f"training: strategy {tc.strategy!r} with this freeze list leaves nothing to train; "
+            "use strategy 'frozen' for an evaluation-only baseline"
+        )
+    plan = TrainingPlan(
+        strategy=tc.strategy,
+        num_layers=num_layers,
+        stages=stages,
+        stage_steps=strategy.stage_steps(ctx, steps_per_epoch) if len(stages) > 1 else None,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        warmup_steps=int(tc.warmup_ratio * total),
+        head_lr=tc.head_lr,
+        group_lrs={},
+        closed_form=strategy.closed_form,
+        cache=tc.cache and not raw_token_tasks,
+        saved_backbone_groups=None,
+    )
+    ever = plan.ever
+    saved = strategy.saved_backbone_groups(ever)
+    lrs = {g: group_lr(g, num_layers, tc.lr_backbone, plan.head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
+    return replace(
+        plan,
+        group_lrs=lrs,
+        saved_backbone_groups=None if saved is None or tc.lora.save == "merged" else tuple(saved),
+        warnings=tuple(_warnings(stages[0], tasks)),
+    )
+
+
+def _warnings(groups: frozenset[str], tasks: tuple[str, ...]) -> list[str]:
+    backbone_trains = any(not g.startswith("heads.") for g in groups)
+    frozen_heads = [t for t in tasks if f"heads.{t}" not in groups]
+    if backbone_trains and frozen_heads:
+        return [
+            f"head(s) {', '.join(frozen_heads)} are frozen while the backbone trains: their inputs will drift "
+            "under them and their accuracy can fall; freeze the backbone too to keep them as they are"
+        ]
+    return []
+
+
+def group_lr(
+    group: str, num_layers: int, lr_backbone: float, lr_head: float, layer_decay: float, lr_lora: float | None = None
+) -> float:
+    """LR of layer l (0-based, L layers) = lr_backbone x decay^(L-1-l); embeddings get decay^L.
+
+    LoRA adapters have their own LR (adapters start at zero and need larger steps).
+    """
+    if group.startswith("heads."):
+        return lr_head
+    if group == "lora":
+        return lr_lora if lr_lora is not None else lr_backbone
+    if group.startswith("layers."):
+        return lr_backbone * layer_decay ** (num_layers - 1 - int(group.split(".")[1]))
+    if group == "embeddings":
+        return lr_backbone * layer_decay**num_layers
+    return lr_backbone
+
+
+def step_budget(steps_per_epoch: int, epochs: float, max_steps: int | None, min_steps: int | None) -> int:
+    """Optimizer steps of a run: ``max_steps`` if set, else ``epochs`` worth, raised to ``min_steps``.
+
+    Small data needs optimizer steps, not epochs (with a validation split the best
+    checkpoint is kept), so a short run is stretched, to at most MAX_STRETCH_EPOCHS
+    epochs to bound overfitting.
+    """
+    if max_steps:
+        return max_steps
+    steps = max(1, math.ceil(epochs * steps_per_epoch))
+    if min_steps and steps < min_steps:
+        stretched = min(min_steps, MAX_STRETCH_EPOCHS * steps_per_epoch)
+        if stretched > steps:
+            logger.info("training.min_steps: %d steps instead of %d", stretched, steps)
+            steps = stretched
+    return steps

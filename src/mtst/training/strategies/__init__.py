@@ -1,0 +1,35 @@
+"""The strategy registry: one module per strategy, one protocol (``base.Strategy``).
+
+Adding a strategy means one module here, one line in ``REGISTRY`` and one row
+in the strategy test table. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from mtst.errors import ConfigError
+from mtst.training.strategies.base import FROZEN_START_LR_HEAD, GroupContext, Strategy
+from mtst.training.strategies.frozen import Frozen
+from mtst.training.strategies.full import Full
+from mtst.training.strategies.gradual import Gradual
+from mtst.training.strategies.heads import Heads
+from mtst.training.strategies.lora import Lora
+from mtst.training.strategies.top_k import TopK
+
+REGISTRY: dict[str, Strategy] = {s.name: s for s in (Frozen(), Heads(), TopK(), Gradual(), Full(), Lora())}
+NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy called ``name``; an unknown name lists the known ones."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"training.strategy: unknown {name!r}; allowed: {', '.join(NAMES)}") from None
+
+
+def help_text() -> str:
+    """One line per strategy (for ``--help`` and error messages)."""
+    return "; ".join(f"{s.name}{':' + s.compare_arg if s.compare_arg else ''}: {s.trains}" for s in REGISTRY.values())
+
+
+__all__ = ["FROZEN_START_LR_HEAD", "NAMES", "REGISTRY", "GroupContext", "Strategy", "get_strategy", "help_text"]

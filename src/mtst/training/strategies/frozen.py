@@ -1,0 +1,16 @@
+"""``frozen``: nothing trains; linear heads are fitted in closed form on frozen embeddings."""
+
+from __future__ import annotations
+
+from mtst.training.strategies.base import GroupContext, Strategy
+
+
+class Frozen(Strategy):
+    name = "frozen"
+    trains = "nothing: linear heads are fitted in closed form on frozen embeddings"
+    use_when = "a zero-training baseline"
+    backbone_starts_frozen = True
+    closed_form = True
+
+    def stage_groups(self, stage: int, ctx: GroupContext) -> set[str]:
+        return set()

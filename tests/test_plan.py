@@ -1,0 +1,141 @@
+"""The training plan and the strategies behind it: pure functions of the config and the data's size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mtst.config import validate_config
+from mtst.errors import ConfigError
+from mtst.training.plan import DataStats, TrainingPlan, build_plan
+from mtst.training.strategies import FROZEN_START_LR_HEAD, NAMES, REGISTRY
+
+TASKS = ["category", "sentiment"]
+HEADS = {"heads.category", "heads.sentiment"}
+L = 4
+
+
+def layers(*idx: int) -> set[str]:
+    return {f"layers.{i}" for i in idx}
+
+
+def plan_for(
+    strategy: str, num_layers: int = L, rows: int = 320, raw_tokens: bool = False, **training: Any
+) -> TrainingPlan:
+    config = validate_config(
+        {
+            "tasks": {t: {} for t in TASKS},
+            "data": {"train": "train.csv"},
+            "training": {"strategy": strategy, "batch_size": 32, "epochs": 3, "min_steps": None, **training},
+        }
+    )
+    return build_plan(config, num_layers, DataStats(labelled_rows=rows), raw_token_tasks=raw_tokens)
+
+
+TOP = {"backbone_other"}
+EVERYTHING = HEADS | layers(0, 1, 2, 3) | {"embeddings", "backbone_other"}
+
+# One row per strategy: (strategy, settings, groups at the start, head LR, backbone moves, closed form)
+STRATEGY_TABLE = [
+    ("frozen", {}, set(), FROZEN_START_LR_HEAD, False, True),
+    ("heads", {}, HEADS, FROZEN_START_LR_HEAD, False, False),
+    ("top_k", {"top_k": 2}, HEADS | layers(2, 3) | TOP, 5e-5, True, False),
+    ("gradual", {}, HEADS, FROZEN_START_LR_HEAD, True, False),
+    ("full", {}, EVERYTHING, 5e-5, True, False),
+    ("lora", {}, HEADS | {"lora"}, 5e-4, True, False),
+    ("lora", {"lora": {"full_top_k": 2}}, HEADS | {"lora"} | layers(2, 3) | TOP, 5e-4, True, False),
+]
+
+
+def test_every_registered_strategy_has_a_row() -> None:
+    assert {row[0] for row in STRATEGY_TABLE} == set(NAMES) == set(REGISTRY)
+
+
+@pytest.mark.parametrize(("strategy", "settings", "start", "head_lr", "moves", "closed"), STRATEGY_TABLE)
+def test_strategy_plans(
+    strategy: str, settings: dict, start: set[str], head_lr: float, moves: bool, closed: bool
+) -> None:
+    plan = plan_for(strategy, **settings)
+    assert plan.groups_at(0) == start
+    assert plan.head_lr == head_lr
+    assert plan.backbone_moves == moves
+    assert plan.closed_form == closed
+    assert set(plan.group_lrs) == plan.ever
+    assert all(plan.group_lrs[h] == head_lr for h in HEADS & plan.ever)
+
+
+def test_explicit_head_lr_wins_and_layer_decay_shapes_backbone_lrs() -> None:
+    plan = plan_for("full", lr_head=1e-3, lr_backbone=1e-4, layer_decay=0.5)
+    assert plan.head_lr == 1e-3
+    assert plan.group_lrs["layers.3"] == pytest.approx(1e-4)
+    assert plan.group_lrs["layers.0"] == pytest.approx(1e-4 * 0.5**3)
+    assert plan.group_lrs["embeddings"] == pytest.approx(1e-4 * 0.5**4)
+
+
+def test_freeze_list_combines_with_strategies() -> None:
+    plan = plan_for("full", freeze=["embeddings", "layers.0-1", "heads.category"])
+    assert plan.groups_at(0) == {"heads.sentiment", "backbone_other"} | layers(2, 3)
+    assert plan_for("full", freeze=["backbone"]).groups_at(0) == HEADS
+    assert plan_for("top_k", top_k=3, freeze=["layers.1"]).groups_at(0) == HEADS | layers(2, 3) | TOP
+
+
+def test_nothing_to_train_is_an_error_not_a_no_op() -> None:
+    with pytest.raises(ConfigError, match="nothing to train"):
+        plan_for("heads", freeze=["heads"])
+    assert plan_for("frozen").groups_at(0) == set()
+
+
+def test_frozen_head_on_a_moving_backbone_warns() -> None:
+    warnings = plan_for("full", freeze=["heads.category"]).warnings
+    assert len(warnings) == 1 and "category" in warnings[0] and "drift" in warnings[0]
+    assert plan_for("heads", freeze=["heads.category"]).warnings == ()
+
+
+def test_gradual_stages_unfreeze_top_layer_first() -> None:
+    plan = plan_for("gradual", gradual={"stage_steps": 2}, max_steps=100)
+    assert plan.stage_steps == 2 and len(plan.stages) == L + 1
+    assert plan.groups_at(0) == plan.groups_at(1) == HEADS
+    assert plan.groups_at(2) == HEADS | layers(3) | TOP
+    assert plan.groups_at(4) == HEADS | layers(2, 3) | TOP
+    assert plan.groups_at(8) == plan.groups_at(99) == HEADS | layers(0, 1, 2, 3) | TOP
+    two = plan_for("gradual", gradual={"stage_steps": 2, "layers_per_stage": 2, "include_embeddings": True})
+    assert len(two.stages) == 4 and "embeddings" in two.stages[-1]
+
+
+def test_gradual_trains_only_the_stages_it_reaches() -> None:
+    short = plan_for("gradual", gradual={"stage_steps": 5}, max_steps=8)
+    assert short.last_stage == 1 and short.ever == HEADS | layers(3) | TOP
+    # a stage lasts one epoch by default: 320 rows at batch 32
+    assert plan_for("gradual").stage_steps == 10
+
+
+@pytest.mark.parametrize(
+    ("rows", "training", "steps_per_epoch", "total"),
+    [
+        (320, {}, 10, 30),  # 3 epochs
+        (320, {"grad_accumulation": 2}, 5, 15),
+        (24, {"min_steps": 250}, 1, 10),  # stretched, to at most 10 epochs
+        (3200, {"min_steps": 250}, 100, 300),  # already past min_steps
+        (640, {"min_steps": 100}, 20, 100),
+        (320, {"max_steps": 7}, 10, 7),
+    ],
+)
+def test_step_budget_follows_the_data(rows: int, training: dict, steps_per_epoch: int, total: int) -> None:
+    plan = plan_for("full", rows=rows, **training)
+    assert (plan.steps_per_epoch, plan.total_steps) == (steps_per_epoch, total)
+    assert plan.warmup_steps == int(0.1 * total)
+
+
+def test_cache_and_saved_groups() -> None:
+    assert plan_for("heads").cache and not plan_for("heads", raw_tokens=True).cache
+    assert not plan_for("heads", cache=False).cache
+    assert plan_for("full").saved_backbone_groups is None
+    assert plan_for("lora").saved_backbone_groups == ()
+    assert plan_for("lora", lora={"full_top_k": 1}).saved_backbone_groups == ("backbone_other", "layers.3")
+    assert plan_for("lora", lora={"save": "merged"}).saved_backbone_groups is None
+
+
+def test_unknown_strategy_names_the_allowed_ones() -> None:
+    with pytest.raises(ConfigError, match="allowed: frozen, heads, top_k, gradual, full, lora"):
+        plan_for("everything")
