@@ -29,7 +29,7 @@ from torch import nn
 
 from mtst.errors import MtstError
 from mtst.modeling.model import MultiTaskModel, atomic_directory
-from mtst.modeling.predictions import sentence_record, softmax, token_record
+from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
 ONNX_NAME = "model.onnx"
 ONNX_META = "mtst_onnx.json"
@@ -238,32 +238,34 @@ class OnnxPredictor:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return emb
 
+    def task_specs(self) -> dict[str, Any]:
+        """The prediction tasks and their specs (the :class:`~mtst.modeling.predictions.Predictor` protocol)."""
+        return self.tasks
+
+    def outputs(
+        self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32, max_padding: float | None = None
+    ) -> Outputs:
+        """Embeddings and every asked task's probabilities from one run of the graph (words first for token tasks)."""
+        names = check_tasks(self.tasks, tasks)
+        words = text_words(texts) if needs_words(self.tasks, names) else None
+        word_lists = (
+            None if words is None else [[w for w, _, _ in ws] or [t] for ws, t in zip(words, texts, strict=True)]
+        )
+        raw = self.run(texts, batch_size, words=word_lists)
+        probs: dict[str, Any] = {}
+        for task in names:
+            logits = raw[f"logits_{task}"]
+            probs[task] = (
+                [softmax(x) for x in logits]
+                if self.tasks[task]["type"] != "classification"
+                else (softmax(np.stack(logits)) if logits else np.zeros((0, len(self.tasks[task]["labels"]))))
+            )
+        emb = np.stack(raw["sentence_embedding"]) if texts else np.zeros((0, self.meta["embedding_dim"]))
+        return Outputs(emb, probs, raw["word_ids"] if words is not None else None, words)
+
     def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:
         """The records of :meth:`MultiTaskModel.predict`: labels and probabilities, or entity spans."""
-        from mtst.modeling.tagging import split_words
-
-        names = list(self.tasks) if tasks is None else list(tasks)
-        unknown = [t for t in names if t not in self.tasks]
-        if unknown:
-            raise MtstError(f"unknown task(s) {', '.join(unknown)}; this export predicts: {', '.join(self.tasks)}")
-        rows: list[dict] = [{} for _ in texts]
-        sentence = [t for t in names if self.tasks[t]["type"] == "classification"]
-        token = [t for t in names if t not in sentence]
-        if sentence:
-            raw = self.run(texts, batch_size)
-            for task in sentence:
-                for i, logits in enumerate(raw[f"logits_{task}"]):
-                    rows[i][task] = sentence_record(self.tasks[task]["labels"], softmax(logits))
-        if token:
-            split = [split_words(t) for t in texts]
-            raw = self.run(
-                texts, batch_size, words=[[w for w, _, _ in ws] or [t] for ws, t in zip(split, texts, strict=True)]
-            )
-            for task in token:
-                labels = self.tasks[task]["labels"]
-                for i, logits in enumerate(raw[f"logits_{task}"]):
-                    rows[i][task] = token_record(texts[i], split[i], raw["word_ids"][i], softmax(logits), labels)
-        return rows
+        return predict(self, texts, tasks, batch_size)
 
 
 def export(run: str | Path, fmt: str, output: Path, quantize: str | None = None) -> Path:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from mtst.data import text_problem
 from mtst.errors import MtstError
 from mtst.modeling.model import MultiTaskModel
-from mtst.modeling.predictions import sentence_record
+from mtst.modeling.predictions import Outputs, UnknownTaskError, check_tasks, records
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -209,7 +209,7 @@ class MicroBatcher:
             self.task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, texts: list[str]) -> dict[str, Any]:
+    async def submit(self, texts: list[str]) -> Outputs:
         """Embeddings and class probabilities of ``texts``, computed in a shared batch."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         assert self.queue is not None
@@ -254,21 +254,14 @@ class MicroBatcher:
                 continue
             start = 0
             for chunk, fut in items:
-                _settle(fut, {k: v[start : start + len(chunk)] for k, v in result.items()})
+                _settle(fut, result.rows(start, start + len(chunk)))
                 start += len(chunk)
 
     @torch.inference_mode()
-    def _infer(self, texts: list[str]) -> dict[str, Any]:
+    def _infer(self, texts: list[str]) -> Outputs:
+        """Every prediction task of the model (and the embeddings) in one forward pass."""
         model = self.model
-        sentence_tasks = [t for t in model.prediction_tasks if model.tasks[t].type == "classification"]
-        ids = model.encoder.tokenize_ids(texts)
-        emb, probs = model.outputs_ids(ids, sentence_tasks, self.settings.max_batch, self.settings.max_padding)
-        out: dict[str, Any] = {"embedding": emb, **{f"probs:{t}": p for t, p in probs.items()}}
-        token_tasks = [t for t in model.prediction_tasks if model.tasks[t].type == "token_classification"]
-        if token_tasks:
-            tags = model.predict_tags(texts, token_tasks, self.settings.max_batch)
-            out.update({f"tags:{t}": rows for t, rows in tags.items()})
-        return out
+        return model.outputs(texts, model.prediction_tasks, self.settings.max_batch, self.settings.max_padding)
 
 
 def _settle(future: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:
@@ -305,6 +298,7 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
     model.eval()
     metrics = Metrics()
     batcher = MicroBatcher(model, settings, metrics)
+    specs = model.task_specs()
 
     async def lifespan(app: Any) -> Any:
         batcher.start()
@@ -329,7 +323,7 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
         if problem:
             raise HTTPException(422, problem)
 
-    async def run(texts: list[str]) -> dict[str, Any]:
+    async def run(texts: list[str]) -> Outputs:
         try:
             return await asyncio.wait_for(batcher.submit(texts), settings.timeout_s)
         except TimeoutError:
@@ -378,7 +372,7 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
     @app.post("/encode")
     async def encode(body: EncodeIn) -> dict[str, Any]:
         check_texts(body.texts)
-        emb = (await run(body.texts))["embedding"]
+        emb = (await run(body.texts)).embeddings
         wanted = model.encoder.normalize if body.normalize is None else body.normalize
         emb = normalized(emb) if wanted else emb
         return {"embeddings": rounded(emb), "dim": int(emb.shape[1])}
@@ -386,29 +380,17 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
     @app.post("/predict")
     async def predict(body: PredictIn) -> dict[str, Any]:
         check_texts(body.texts)
-        tasks = body.tasks or model.prediction_tasks
-        unknown = [t for t in tasks if t not in model.prediction_tasks]
-        if unknown:
-            raise HTTPException(
-                422, f"tasks: unknown {', '.join(unknown)}; this model predicts {model.prediction_tasks}"
-            )
-        result = await run(body.texts)
-        rows: list[dict[str, Any]] = [{} for _ in body.texts]
-        for task in tasks:
-            if model.tasks[task].type == "classification":
-                for i, p in enumerate(result[f"probs:{task}"]):
-                    rows[i][task] = sentence_record(model.tasks[task].labels, p)
-            else:
-                for i, item in enumerate(result[f"tags:{task}"]):
-                    rows[i][task] = item
-        return {"predictions": rows}
+        try:
+            tasks = check_tasks(specs, body.tasks or None)
+        except UnknownTaskError as exc:
+            raise HTTPException(422, f"tasks: {exc}") from None
+        return {"predictions": records(body.texts, specs, await run(body.texts), tasks)}
 
     @app.post("/similarity")
     async def similarity(body: SimilarityIn) -> dict[str, Any]:
         check_texts(body.a, "a")
         check_texts(body.b, "b")
-        result = await run([*body.a, *body.b])
-        emb = normalized(result["embedding"])
+        emb = normalized((await run([*body.a, *body.b])).embeddings)
         scores = emb[: len(body.a)] @ emb[len(body.a) :].T
         return {"scores": rounded(scores)}
 

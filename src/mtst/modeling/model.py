@@ -32,7 +32,8 @@ from mtst.modeling.encoder import (
     strip_unused_pooler,
 )
 from mtst.modeling.heads import HeadSpec, build_head
-from mtst.modeling.predictions import sentence_record, token_record
+from mtst.modeling.predictions import Outputs, check_tasks, needs_words, text_words
+from mtst.modeling.predictions import predict as predict_records
 from mtst.training.freezing import parameter_group
 from mtst.training.lora import is_lora_param
 from mtst.version import __version__
@@ -149,6 +150,7 @@ class MultiTaskModel(nn.Module):
         """:meth:`predict_proba` on texts already tokenised (no padding)."""
         return self.outputs_ids(ids, tasks, batch_size, features=features)[1]
 
+    @torch.inference_mode()
     def outputs_ids(
         self,
         ids: Sequence[Sequence[int]],
@@ -164,7 +166,7 @@ class MultiTaskModel(nn.Module):
         ``features``, where given, supplies the encoder's output for a batch of row
         indices (a cache of frozen work), and only the heads run here.
         """
-        names = self._check_tasks(tasks)
+        names = check_tasks(self.task_specs(), tasks)
         emb = np.zeros((len(ids), self.encoder.dim), dtype=np.float32)
         out: dict[str, Any] = {
             n: (
@@ -187,13 +189,27 @@ class MultiTaskModel(nn.Module):
                             out[name][i] = probs[row, : len(ids[i])]
         return emb, out
 
-    def _check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
-        names = self.prediction_tasks if tasks is None else list(tasks)
-        unknown = [n for n in names if n not in self.prediction_tasks]
-        if unknown:
-            have = ", ".join(self.prediction_tasks)
-            raise ModelLoadError(f"unknown task(s) {', '.join(unknown)}; this model predicts: {have}")
-        return names
+    def task_specs(self) -> dict[str, HeadSpec]:
+        """The prediction tasks and their specs (the :class:`~mtst.modeling.predictions.Predictor` protocol)."""
+        return {name: self.tasks[name] for name in self.prediction_tasks}
+
+    @torch.inference_mode()
+    def outputs(
+        self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32, max_padding: float | None = None
+    ) -> Outputs:
+        """Embeddings and every asked task's probabilities from one forward pass over ``texts``.
+
+        With a token task among ``tasks`` the texts are split into words first (their tags
+        and spans need the words); sentence tasks read the same pass.
+        """
+        names = check_tasks(self.task_specs(), tasks)
+        if needs_words(self.task_specs(), names):
+            words = text_words(texts)
+            ids, word_ids = self.encoder.tokenize_words(texts, [[w for w, _, _ in ws] or None for ws in words])
+            emb, probs = self.outputs_ids(ids, names, batch_size, max_padding)
+            return Outputs(emb, probs, word_ids, words)
+        emb, probs = self.outputs_ids(self.encoder.tokenize_ids(list(texts)), names, batch_size, max_padding)
+        return Outputs(emb, probs)
 
     def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:
         """One dict per text.
@@ -202,36 +218,7 @@ class MultiTaskModel(nn.Module):
         ``{"entities": [{"type", "text", "start", "end", "score"}], "words", "tags"}``
         with character offsets into the input text.
         """
-        names = self._check_tasks(tasks)
-        sentence = [n for n in names if self.tasks[n].type == "classification"]
-        token = [n for n in names if self.tasks[n].type == "token_classification"]
-        rows: list[dict] = [{} for _ in texts]
-        if sentence:
-            probs = self.predict_proba(texts, tasks=sentence, batch_size=batch_size)
-            for name in sentence:
-                for i, p in enumerate(probs[name]):
-                    rows[i][name] = sentence_record(self.tasks[name].labels, p)
-        if token:
-            for name, tagged in self.predict_tags(texts, token, batch_size).items():
-                for i, item in enumerate(tagged):
-                    rows[i][name] = item
-        return rows
-
-    @torch.inference_mode()
-    def predict_tags(self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32) -> dict[str, list[dict]]:
-        """Word tags and entity spans (character offsets) of raw texts, per token task."""
-        from mtst.modeling.tagging import split_words
-
-        split = [split_words(t) for t in texts]
-        ids, word_ids = self.encoder.tokenize_words(texts, [[w for w, _, _ in ws] or None for ws in split])
-        probs = self.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size)
-        return {
-            name: [
-                token_record(text, split[i], word_ids[i], probs[name][i], self.tasks[name].labels)
-                for i, text in enumerate(texts)
-            ]
-            for name in tasks
-        }
+        return predict_records(self, texts, tasks, batch_size)
 
     def encode(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | torch.Tensor:
         return self.encoder.encode(texts, **kwargs)

@@ -1,17 +1,110 @@
-"""Prediction records from probabilities, shared by every backend (torch, ONNX) and the server.
+"""One inference path: every backend (torch, ONNX) and the server predict through here.
 
-One place decides what a prediction looks like, so ``mtst predict``, the
-ONNX predictor and ``POST /predict`` return the same records.
+A backend is a :class:`Predictor`: it turns texts into :class:`Outputs` (the
+sentence embeddings and every asked task's probabilities from ONE forward
+pass, sentence and token tasks together). :func:`check_tasks` is the one
+unknown-task check and :func:`records` the one place that decides what a
+prediction looks like, so ``mtst predict``, the ONNX predictor and
+``POST /predict`` return the same records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-from mtst.modeling.tagging import entity_spans, first_subtokens
+from mtst.errors import ModelLoadError
+from mtst.modeling.tagging import entity_spans, first_subtokens, split_words
+
+
+class UnknownTaskError(ModelLoadError):
+    """A task was asked for that the model does not predict (a ModelLoadError, as it always was)."""
+
+
+@dataclass
+class Outputs:
+    """One forward pass over texts: pooled embeddings (not normalised) and per-task probabilities.
+
+    Sentence tasks hold an ``(n, labels)`` array; token tasks a list of
+    ``(sub-tokens, labels)`` arrays, with ``word_ids`` (sub-token -> word) and
+    ``words`` (``(word, start, end)`` per text) to map them back to the text.
+    """
+
+    embeddings: np.ndarray
+    probs: dict[str, Any]
+    word_ids: list[list[int | None]] | None = None
+    words: list[list[tuple[str, int, int]]] | None = None
+
+    def rows(self, start: int, stop: int) -> Outputs:
+        """The outputs of texts ``start:stop`` (a request's share of a shared batch)."""
+        return Outputs(
+            self.embeddings[start:stop],
+            {t: p[start:stop] for t, p in self.probs.items()},
+            None if self.word_ids is None else self.word_ids[start:stop],
+            None if self.words is None else self.words[start:stop],
+        )
+
+
+class Predictor(Protocol):
+    """What the CLI, the server and :func:`predict` need of a backend."""
+
+    def task_specs(self) -> Mapping[str, Any]:
+        """Prediction tasks -> their spec (``type`` and ``labels``), in the model's order."""
+        ...
+
+    def outputs(
+        self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32, max_padding: float | None = None
+    ) -> Outputs: ...
+
+
+def spec_value(spec: Any, key: str) -> Any:
+    """A field of a task spec, whether a HeadSpec (torch) or a dict (an ONNX export's metadata)."""
+    return spec[key] if isinstance(spec, Mapping) else getattr(spec, key)
+
+
+def check_tasks(specs: Mapping[str, Any], asked: Sequence[str] | None) -> list[str]:
+    """The tasks to predict (default: all); unknown names fail naming what the model predicts."""
+    names = list(specs) if asked is None else list(asked)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise UnknownTaskError(f"unknown task(s) {', '.join(unknown)}; this model predicts: {', '.join(specs)}")
+    return names
+
+
+def needs_words(specs: Mapping[str, Any], names: Sequence[str]) -> bool:
+    return any(spec_value(specs[n], "type") == "token_classification" for n in names)
+
+
+def text_words(texts: Sequence[str]) -> list[list[tuple[str, int, int]]]:
+    """Words with character offsets per text (token tasks tag words, and report spans in the text)."""
+    return [split_words(t) for t in texts]
+
+
+def records(texts: Sequence[str], specs: Mapping[str, Any], out: Outputs, names: Sequence[str]) -> list[dict]:
+    """One dict per text: ``{"label", "probabilities"}`` per sentence task, entity spans per token task."""
+    rows: list[dict] = [{} for _ in texts]
+    for task in names:
+        labels = spec_value(specs[task], "labels")
+        token = spec_value(specs[task], "type") == "token_classification"
+        for i, probs in enumerate(out.probs[task]):
+            if token:
+                assert out.word_ids is not None and out.words is not None
+                rows[i][task] = token_record(texts[i], out.words[i], out.word_ids[i], probs, labels)
+            else:
+                rows[i][task] = sentence_record(labels, probs)
+    return rows
+
+
+def predict(predictor: Predictor, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32):
+    """Records of ``texts`` for ``tasks`` (default all) from one forward pass of ``predictor``."""
+    specs = predictor.task_specs()
+    names = check_tasks(specs, tasks)
+    if not texts:
+        return []
+    return records(texts, specs, predictor.outputs(texts, names, batch_size), names)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
