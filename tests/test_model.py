@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtst.constants import IGNORE_INDEX
 from mtst.errors import ModelLoadError
 from mtst.modeling.heads import HeadSpec
-from mtst.modeling.model import IGNORE_INDEX, MultiTaskModel
+from mtst.modeling.model import MultiTaskModel
 
 from .conftest import SENTENCES, make_tasks
 

@@ -131,16 +131,17 @@ def _encode_with_progress(encoder: Any, items: list[str], batch_size: int) -> An
 def _write_embeddings(output: Path, texts: list[str], embeddings: Any) -> None:
     import numpy as np
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
+    from mtst.fileio import atomic_file, atomic_write_text
+
     if output.suffix.lower() == ".npy":
-        with tmp.open("wb") as fh:
+        with atomic_file(output) as tmp, tmp.open("wb") as fh:
             np.save(fh, embeddings)
     else:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for text, vec in zip(texts, embeddings, strict=True):
-                fh.write(json.dumps({"text": text, "embedding": [float(x) for x in vec]}) + "\n")
-    tmp.replace(output)
+        lines = (
+            json.dumps({"text": t, "embedding": [float(x) for x in vec]})
+            for t, vec in zip(texts, embeddings, strict=True)
+        )
+        atomic_write_text(output, "".join(line + "\n" for line in lines))
 
 
 @app.command()
@@ -351,10 +352,9 @@ def predict(
         raise MtstError(f"--backend: {backend!r}; use torch or onnx")
     records = [{"text": t, **r} for t, r in zip(items, rows, strict=True)]
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        tmp.replace(output)
+        from mtst.fileio import atomic_write_text
+
+        atomic_write_text(output, "".join(json.dumps(r) + "\n" for r in records))
         err_console.print(f"wrote {len(records)} predictions to {output}")
     elif _interactive():
         table = Table(title=f"predictions · {run}")

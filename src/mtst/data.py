@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from mtst.constants import IGNORE_INDEX
 from mtst.errors import DataError
 from mtst.modeling.tagging import CONLL_SUFFIXES, bio_labels, check_tagged_row, read_conll
 
@@ -138,7 +139,7 @@ def _rows(numbers: Sequence[int], limit: int = 10) -> str:
 
 
 # --------------------------------------------------------------------------- training data
-MISSING = -100
+MISSING = IGNORE_INDEX  # a row without a label for a task
 
 
 @dataclass

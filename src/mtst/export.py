@@ -28,7 +28,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mtst.errors import MtstError
-from mtst.modeling.model import MultiTaskModel, atomic_directory
+from mtst.fileio import atomic_directory
+from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
 ONNX_NAME = "model.onnx"

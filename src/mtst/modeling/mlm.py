@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from mtst.constants import IGNORE_INDEX
 
 
 class MaskedLMHead(nn.Module):

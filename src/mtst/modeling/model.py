@@ -10,9 +10,8 @@ directory is self-contained and never needs a pickle.
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from mtst.constants import IGNORE_INDEX
 from mtst.errors import ModelLoadError
-from mtst.fileio import read_safetensors
+from mtst.fileio import atomic_directory, read_safetensors
 from mtst.modeling.encoder import (
     DEFAULT_BACKBONE,
     SentenceEncoder,
@@ -31,6 +31,7 @@ from mtst.modeling.encoder import (
     eval_mode,
     strip_unused_pooler,
 )
+from mtst.modeling.fingerprint import weight_fingerprint
 from mtst.modeling.heads import HeadSpec, build_head
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, text_words
 from mtst.modeling.predictions import predict as predict_records
@@ -41,7 +42,6 @@ from mtst.version import __version__
 # The encoder's output for a batch of row indices, computed from a cache rather than from token ids.
 RowFeatures = Callable[[Sequence[int]], dict[str, torch.Tensor]]
 
-IGNORE_INDEX = -100
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BACKBONE_CONFIG_DIR = "backbone"
@@ -279,8 +279,7 @@ class MultiTaskModel(nn.Module):
 
     def _fingerprint(self) -> float:
         """A cheap checksum of the frozen base weights (adapters are only valid on the same backbone)."""
-        weight = self.encoder.backbone.get_input_embeddings().weight
-        return round(float(weight.detach().double().abs().sum()), 3)
+        return weight_fingerprint([self.encoder.backbone.get_input_embeddings().weight], None, absolute=True)
 
     def merge_lora(self) -> int:
         """Fold LoRA adapters into the backbone; the model then saves and loads as a plain one."""
@@ -402,25 +401,3 @@ def resolve_model_dir(path: str | Path) -> Path:
 def load_encoder(reference: str, pooling: str | None = None, normalize: bool | None = None) -> SentenceEncoder:
     """An encoder from a saved mtst model or run, else from a backbone reference."""
     return SentenceEncoder.from_pretrained(reference, pooling=pooling, normalize=normalize)
-
-
-@contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a scratch directory that replaces ``target`` only once fully written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    old = target.with_name(f".{target.name}.old")
-    for leftover in (tmp, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    if old.exists():
-        shutil.rmtree(old)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from mtst.constants import IGNORE_INDEX
 from mtst.errors import DataError
 
-IGNORE_INDEX = -100
 CONLL_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".iob2")
 
 # A word: letters/digits with inner . , ' - / & (prices, model numbers, "Wi-Fi"), an optional

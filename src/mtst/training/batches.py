@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtst.constants import IGNORE_INDEX
 from mtst.data import Split
 from mtst.modeling.encoder import pad_batch
-from mtst.modeling.mlm import IGNORE_INDEX, mask_batch
+from mtst.modeling.mlm import mask_batch
 from mtst.modeling.tagging import align_tags
 
 

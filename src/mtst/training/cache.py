@@ -30,8 +30,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mtst.errors import ModelLoadError
-from mtst.fileio import read_safetensors
+from mtst.fileio import atomic_file, read_safetensors
 from mtst.modeling.encoder import SentenceEncoder, eval_mode
+from mtst.modeling.fingerprint import weight_fingerprint
 
 if TYPE_CHECKING:
     from mtst.modeling.model import RowFeatures
@@ -43,9 +44,8 @@ def cache_key(encoder: SentenceEncoder, texts: Sequence[str], kind: str, boundar
     """A fingerprint of everything that decides a cache's contents."""
     h = hashlib.sha256()
     h.update(f"{kind}|{boundary}|{encoder.reference}|{encoder.pooling}|{encoder.max_length}|".encode())
-    for _, param in sorted(encoder.backbone.named_parameters()):
-        flat = param.detach().reshape(-1)
-        h.update(flat[:: max(1, flat.numel() // 64)].float().cpu().numpy().tobytes())
+    params = (p for _, p in sorted(encoder.backbone.named_parameters(), key=lambda item: item[0]))
+    h.update(repr(weight_fingerprint(params, per_tensor=64)).encode())
     for text in texts:
         h.update(text.encode("utf-8"))
         h.update(b"\0")
@@ -77,10 +77,8 @@ def pooled_embeddings(
             return embeddings
     embeddings = _encode_pooled(encoder, ids, batch_size, budget_mb, spill_dir, key)
     if stored is not None:
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stored.with_name(f".{stored.name}.tmp")
-        save_file({"embeddings": embeddings.contiguous()}, str(tmp))
-        tmp.replace(stored)
+        with atomic_file(stored) as tmp:
+            save_file({"embeddings": embeddings.contiguous()}, str(tmp))
     return embeddings
 
 

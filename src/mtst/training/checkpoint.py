@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mtst.errors import MtstError
-from mtst.fileio import read_safetensors
-from mtst.modeling.model import atomic_directory
+from mtst.fileio import atomic_directory, read_safetensors
+from mtst.modeling.fingerprint import weight_fingerprint
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -56,12 +56,7 @@ def _fingerprint(model: nn.Module, trainable: set[str] | None) -> float | None:
     """A cheap checksum of the frozen parameters (sampled), or None for a full checkpoint."""
     if trainable is None:
         return None
-    total = 0.0
-    for name, param in model.named_parameters():
-        if name not in trainable:
-            flat = param.detach().reshape(-1)
-            total += float(flat[:: max(1, flat.numel() // 256)].double().sum())
-    return round(total, 6)
+    return weight_fingerprint(p for name, p in model.named_parameters() if name not in trainable)
 
 
 def save_checkpoint(

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from mtst.constants import IGNORE_INDEX
 from mtst.data import epoch_batches
 from mtst.errors import MtstError
-from mtst.modeling.mlm import IGNORE_INDEX
 from mtst.report import progress_bar
 from mtst.training.freezing import apply_trainable, set_train_mode
 from mtst.training.optim import GroupScheduler, build_optimizer
