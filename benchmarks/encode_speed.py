@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import DATA, machine, read_jsonl
-from mtst.modeling.encoder import SentenceEncoder, bundled_model_path
+from mtst.modeling.backbone import bundled_model_path
+from mtst.modeling.encoder import SentenceEncoder
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:

@@ -109,7 +109,7 @@ def run_hf(train_file: Path, workdir: Path, seed: int) -> dict:
     )
     from transformers.utils import logging as hf_logging
 
-    from mtst.modeling.encoder import bundled_model_path
+    from mtst.modeling.backbone import bundled_model_path
 
     hf_logging.set_verbosity_error()
     path = str(bundled_model_path())

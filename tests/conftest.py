@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from mtst.modeling.encoder import SentenceEncoder, bundled_model_path
+from mtst.modeling.backbone import bundled_model_path
+from mtst.modeling.encoder import SentenceEncoder
 from mtst.modeling.heads import HeadSpec
 from mtst.modeling.model import MultiTaskModel
 

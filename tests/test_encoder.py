@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mtst.errors import ModelLoadError
-from mtst.modeling.encoder import SentenceEncoder, _split_sorted, bundled_model_path, resolve_backbone
+from mtst.modeling.backbone import bundled_model_path, resolve_backbone
+from mtst.modeling.encoder import SentenceEncoder, _split_sorted
 
 from .conftest import SENTENCES
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtst.modeling.encoder import SentenceEncoder, bundled_model_path
+from mtst.modeling.backbone import bundled_model_path
+from mtst.modeling.encoder import SentenceEncoder
 
 pytestmark = pytest.mark.slow
 

@@ -24,13 +24,8 @@ from torch import nn
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import ModelLoadError
 from mtst.fileio import atomic_directory, read_safetensors
-from mtst.modeling.encoder import (
-    DEFAULT_BACKBONE,
-    SentenceEncoder,
-    check_no_pickle_only,
-    eval_mode,
-    strip_unused_pooler,
-)
+from mtst.modeling.backbone import check_no_pickle_only, strip_unused_pooler
+from mtst.modeling.encoder import DEFAULT_BACKBONE, SentenceEncoder, eval_mode
 from mtst.modeling.fingerprint import weight_fingerprint
 from mtst.modeling.heads import HeadSpec, build_head
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, text_words
@@ -363,7 +358,7 @@ class MultiTaskModel(nn.Module):
 
 def _lora_base(reference: str, path: Path) -> nn.Module:
     """The pretrained backbone a LoRA model was trained on (its saved directory holds adapters only)."""
-    from mtst.modeling.encoder import load_backbone, resolve_backbone
+    from mtst.modeling.backbone import load_backbone, resolve_backbone
 
     try:
         source = resolve_backbone(reference)

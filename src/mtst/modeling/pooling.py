@@ -6,10 +6,11 @@ embedding does not depend on what else was in its batch.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 PoolingMode = Literal["cls", "mean", "max"]
 POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
@@ -34,3 +35,47 @@ def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str
 def normalize(embeddings: torch.Tensor) -> torch.Tensor:
     """L2-normalise rows so that a dot product is a cosine similarity."""
     return F.normalize(embeddings, p=2, dim=-1)
+
+
+class Pooling(nn.Module):
+    """The pooling step of the features pipeline (sentence-transformers' ``models.Pooling``, three modes).
+
+    Adds ``sentence_embedding`` from ``token_embeddings`` and ``attention_mask``;
+    :meth:`get_config_dict` is what a saved model records of it.
+    """
+
+    def __init__(self, mode: str = "mean") -> None:
+        super().__init__()
+        self.mode = mode
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in POOLING_MODES:
+            raise ValueError(f"unknown pooling {value!r}; allowed: {', '.join(POOLING_MODES)}")
+        self._mode = value
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        features["sentence_embedding"] = pool(features["token_embeddings"], features["attention_mask"], self.mode)
+        return features
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Pooling:
+        return cls(config["mode"])
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+class Normalize(nn.Module):
+    """L2-normalises ``sentence_embedding`` (sentence-transformers' ``models.Normalize``)."""
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        features["sentence_embedding"] = normalize(features["sentence_embedding"])
+        return features
