@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtst.data import MISSING, build_task_data, epoch_batches, length_grouped_batches, task_probabilities
+from mtst.data import MISSING, build_task_data
 from mtst.errors import DataError
+from mtst.training.batches import epoch_batches, length_grouped_batches, task_probabilities
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

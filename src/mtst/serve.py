@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hmac
 import json
 import os
-import threading
-import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +27,10 @@ from pydantic import BaseModel, Field
 
 from mtst.data import text_problem
 from mtst.errors import MtstError
+from mtst.guard import Guard, Metrics
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, UnknownTaskError, check_tasks, records
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 PAGE_PATH = Path(__file__).parent / "static" / "index.html"
 
 
@@ -70,122 +65,6 @@ class EncodeIn(TextsIn):
 class SimilarityIn(BaseModel):
     a: list[str] = Field(description="First list of texts.")
     b: list[str] = Field(description="Second list of texts; scores are cosine similarities a x b.")
-
-
-@dataclass
-class Metrics:
-    """Counters and histograms in the Prometheus text format."""
-
-    requests: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
-    latency: dict[str, list[int]] = field(default_factory=dict)
-    latency_sum: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    batches: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
-    batch_sum: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def observe(self, path: str, status: int, seconds: float) -> None:
-        with self.lock:
-            self.requests[(path, status)] += 1
-            counts = self.latency.setdefault(path, [0] * (len(LATENCY_BUCKETS) + 1))
-            counts[_bucket(seconds, LATENCY_BUCKETS)] += 1
-            self.latency_sum[path] += seconds
-
-    def observe_batch(self, size: int) -> None:
-        with self.lock:
-            self.batches[_bucket(size, BATCH_BUCKETS)] += 1
-            self.batch_sum += size
-
-    def render(self) -> str:
-        lines = ["# HELP mtst_requests_total Requests by path and status.", "# TYPE mtst_requests_total counter"]
-        with self.lock:
-            for (path, status), n in sorted(self.requests.items()):
-                lines.append(f'mtst_requests_total{{path="{path}",status="{status}"}} {n}')
-            lines += ["# HELP mtst_request_seconds Request latency.", "# TYPE mtst_request_seconds histogram"]
-            for path, counts in sorted(self.latency.items()):
-                lines += _histogram("mtst_request_seconds", counts, LATENCY_BUCKETS, self.latency_sum[path], path)
-            lines += ["# HELP mtst_batch_texts Texts per forward pass.", "# TYPE mtst_batch_texts histogram"]
-            lines += _histogram("mtst_batch_texts", self.batches, BATCH_BUCKETS, self.batch_sum, None)
-        return "\n".join(lines) + "\n"
-
-
-def _bucket(value: float, bounds: Sequence[float]) -> int:
-    return next((i for i, b in enumerate(bounds) if value <= b), len(bounds))
-
-
-def _histogram(name: str, counts: list[int], bounds: Sequence[float], total: float, path: str | None) -> list[str]:
-    label = f'path="{path}",' if path else ""
-    out, running = [], 0
-    for bound, n in zip([*map(str, bounds), "+Inf"], counts, strict=True):
-        running += n
-        out.append(f'{name}_bucket{{{label}le="{bound}"}} {running}')
-    tail = f"{{{label.rstrip(',')}}}" if path else ""
-    return [*out, f"{name}_sum{tail} {total}", f"{name}_count{tail} {running}"]
-
-
-class Guard:
-    """Auth, payload size and concurrency checks before any parsing; metrics for every request.
-
-    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` streams every
-    response through an extra task, which costs a visible share of a small
-    request's time under load.
-    """
-
-    OPEN_PATHS = ("/", "/health", "/docs", "/openapi.json")
-    OTHER_PATH = "other"  # the metrics label of every path the app does not serve
-
-    def __init__(self, app: Any, settings: ServeSettings, metrics: Metrics, routes: set[str]) -> None:
-        self.app = app
-        self.settings = settings
-        self.metrics = metrics
-        self.routes = routes  # known paths: metrics labels stay bounded whatever clients ask for
-        self.in_flight = 0
-
-    def _reject(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
-        settings = self.settings
-        if settings.api_key and path not in self.OPEN_PATHS:
-            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-                return 401, "missing or wrong API key (header X-API-Key)", {}
-        if method == "POST":
-            length = headers.get("content-length")
-            if length is None or not length.isdigit():
-                return 411, "a Content-Length header is required", {}
-            if int(length) > settings.max_body_bytes:
-                return 413, f"body of {int(length):,} bytes is over the limit of {settings.max_body_bytes:,}", {}
-        if self.in_flight >= settings.max_concurrency:
-            detail = f"over the concurrency limit of {settings.max_concurrency} requests; retry shortly"
-            return 429, detail, {"Retry-After": "1"}
-        return None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        from starlette.responses import JSONResponse
-
-        started = time.perf_counter()
-        status = [500]
-
-        async def send_status(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        rejected = self._reject(scope["method"], scope["path"], headers)
-        try:
-            if rejected:
-                code, detail, extra = rejected
-                await JSONResponse({"detail": detail}, status_code=code, headers=extra)(scope, receive, send_status)
-                return
-            self.in_flight += 1
-            try:
-                await self.app(scope, receive, send_status)
-            finally:
-                self.in_flight -= 1
-        finally:
-            path = scope["path"] if scope["path"] in self.routes else self.OTHER_PATH
-            self.metrics.observe(path, status[0], time.perf_counter() - started)
 
 
 class MicroBatcher:
@@ -291,14 +170,12 @@ def text_problems(texts: Sequence[Any], field_name: str, max_chars: int) -> str 
 
 def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, name: str = "model") -> Any:
     """The FastAPI application serving ``model``."""
-    from fastapi import FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse, PlainTextResponse
+    from fastapi import FastAPI
 
     settings = settings or ServeSettings()
     model.eval()
     metrics = Metrics()
     batcher = MicroBatcher(model, settings, metrics)
-    specs = model.task_specs()
 
     async def lifespan(app: Any) -> Any:
         batcher.start()
@@ -310,9 +187,28 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
         description=f"Multi-task sentence encoder `{name}`: tasks {', '.join(model.prediction_tasks)}.",
         lifespan=lifespan,
     )
-
     routes: set[str] = set()  # filled once every route is declared (below)
     app.add_middleware(Guard, settings=settings, metrics=metrics, routes=routes)
+    _add_text_routes(app, model, settings, batcher)
+    _add_info_routes(app, model, settings, metrics, name)
+    routes.update(route.path for route in app.routes)
+    return app
+
+
+def _rounded(values: np.ndarray) -> list:
+    # float64 first: a float32 rounded to 6 places still prints as 0.8123450040817261 in JSON
+    return np.round(values.astype(np.float64), 6).tolist()
+
+
+def _normalized(emb: np.ndarray) -> np.ndarray:
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def _add_text_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, batcher: MicroBatcher) -> None:
+    """``/encode``, ``/predict`` and ``/similarity``: texts checked at the edge, then one shared forward pass."""
+    from fastapi import HTTPException
+
+    specs = model.task_specs()
 
     def check_texts(texts: Sequence[str], field_name: str = "texts") -> None:
         if not texts:
@@ -332,50 +228,13 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise HTTPException(500, f"these texts could not be processed: {reason}") from None
 
-    def rounded(values: np.ndarray) -> list:
-        # float64 first: a float32 rounded to 6 places still prints as 0.8123450040817261 in JSON
-        return np.round(values.astype(np.float64), 6).tolist()
-
-    def normalized(emb: np.ndarray) -> np.ndarray:
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/info")
-    async def info() -> dict[str, Any]:
-        return {
-            "model": name,
-            "backbone": model.encoder.reference,
-            "pooling": model.encoder.pooling,
-            "normalize": model.encoder.normalize,
-            "embedding_dim": model.encoder.dim,
-            "max_length": model.encoder.max_length,
-            "tasks": {
-                t: {"type": model.tasks[t].type, "labels": model.tasks[t].labels} for t in model.prediction_tasks
-            },
-            "limits": {
-                "max_texts": settings.max_texts,
-                "max_chars": settings.max_chars,
-                "max_body_bytes": settings.max_body_bytes,
-                "max_concurrency": settings.max_concurrency,
-                "timeout_s": settings.timeout_s,
-            },
-            "workers": settings.workers,
-        }
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def prometheus() -> str:
-        return metrics.render()
-
     @app.post("/encode")
     async def encode(body: EncodeIn) -> dict[str, Any]:
         check_texts(body.texts)
         emb = (await run(body.texts)).embeddings
         wanted = model.encoder.normalize if body.normalize is None else body.normalize
-        emb = normalized(emb) if wanted else emb
-        return {"embeddings": rounded(emb), "dim": int(emb.shape[1])}
+        emb = _normalized(emb) if wanted else emb
+        return {"embeddings": _rounded(emb), "dim": int(emb.shape[1])}
 
     @app.post("/predict")
     async def predict(body: PredictIn) -> dict[str, Any]:
@@ -390,9 +249,37 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
     async def similarity(body: SimilarityIn) -> dict[str, Any]:
         check_texts(body.a, "a")
         check_texts(body.b, "b")
-        emb = normalized((await run([*body.a, *body.b])).embeddings)
-        scores = emb[: len(body.a)] @ emb[len(body.a) :].T
-        return {"scores": rounded(scores)}
+        emb = _normalized((await run([*body.a, *body.b])).embeddings)
+        return {"scores": _rounded(emb[: len(body.a)] @ emb[len(body.a) :].T)}
+
+
+def _add_info_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, metrics: Metrics, name: str) -> None:
+    """``/health``, ``/info``, ``/metrics`` and the page at ``/``."""
+    from fastapi.responses import HTMLResponse, PlainTextResponse
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        encoder = model.encoder
+        limits = ("max_texts", "max_chars", "max_body_bytes", "max_concurrency", "timeout_s")
+        return {
+            "model": name,
+            "backbone": encoder.reference,
+            "pooling": encoder.pooling,
+            "normalize": encoder.normalize,
+            "embedding_dim": encoder.dim,
+            "max_length": encoder.max_length,
+            "tasks": {t: {"type": s.type, "labels": s.labels} for t, s in model.task_specs().items()},
+            "limits": {key: getattr(settings, key) for key in limits},
+            "workers": settings.workers,
+        }
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        return metrics.render()
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -401,9 +288,6 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
             .replace("__NAME__", json.dumps(name))
             .replace("__KEYED__", json.dumps(bool(settings.api_key)))
         )
-
-    routes.update(route.path for route in app.routes)
-    return app
 
 
 SERVE_ENV = "MTST_SERVE_SPEC"

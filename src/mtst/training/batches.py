@@ -1,7 +1,7 @@
-"""From row indices to model inputs: padded token ids, per-task labels, masked-LM inputs.
+"""Batches: which rows train together each epoch, and the tensors they become.
 
-The trainer decides *which* rows form a batch (:func:`mtst.data.epoch_batches`);
-a :class:`Batcher` turns them into tensors. It holds the tokenised training
+:func:`epoch_batches` decides *which* rows form a batch (length-grouped, task
+mixing and sampling); a :class:`Batcher` turns them into tensors. It holds the tokenised training
 split, the sub-token-aligned tags of tagging tasks and the word ids that span
 masking needs, so none of that is recomputed per step.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mtst.constants import IGNORE_INDEX
-from mtst.data import Split
+from mtst.data import MISSING, Split
 from mtst.modeling.encoder import pad_batch
 from mtst.modeling.mlm import mask_batch
 from mtst.modeling.tagging import align_tags
@@ -85,3 +85,80 @@ class Batcher:
             spec.span_p,
         )
         return {"input_ids": masked, "attention_mask": batch["attention_mask"]}, labels
+
+
+def length_grouped_batches(
+    indices: np.ndarray, lengths: Sequence[int], batch_size: int, rng: np.random.Generator, bucket: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of similar-length rows, so each pads little.
+
+    Rows are shuffled, cut into buckets of ``bucket`` batches, sorted by
+    length inside a bucket, split into batches, and the batches shuffled:
+    random enough for SGD, with most of the padding gone.
+    """
+    perm = rng.permutation(indices)
+    batches: list[np.ndarray] = []
+    span = batch_size * bucket
+    for start in range(0, len(perm), span):
+        chunk = perm[start : start + span]
+        chunk = chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def task_probabilities(counts: dict[str, int], sampling: str, temperature: float = 2.0) -> dict[str, float]:
+    """How often each task is drawn: by size, by size^(1/T), or evenly (round robin)."""
+    if sampling == "round_robin":
+        return {t: 1.0 / len(counts) for t in counts}
+    power = 1.0 if sampling == "proportional" else 1.0 / temperature
+    weights = {t: float(n) ** power for t, n in counts.items()}
+    total = sum(weights.values())
+    return {t: w / total for t, w in weights.items()}
+
+
+def epoch_batches(
+    split: Split,
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: np.random.Generator,
+    batching: str = "mixed",
+    sampling: str = "proportional",
+    temperature: float = 2.0,
+) -> list[tuple[np.ndarray, str | None]]:
+    """One epoch of ``(row indices, task or None)``; ``None`` means every task's labels count.
+
+    An epoch has as many batches as the labelled rows fill. ``mixed`` batches
+    hold rows of any task; ``per_task`` batches hold one task, chosen per
+    batch by the sampling rule. ``temperature`` and ``round_robin`` re-weight
+    tasks by drawing rows from each task's own pool.
+    """
+    pools = {t: split.rows_for(t) for t in split.labels}
+    pools = {t: p for t, p in pools.items() if len(p)}
+    labelled = np.flatnonzero(np.any(np.stack([split.labels[t] != MISSING for t in split.labels]), axis=0))
+    n_batches = -(-len(labelled) // batch_size)
+    if batching == "mixed" and (sampling == "proportional" or len(pools) == 1):
+        return [(b, None) for b in length_grouped_batches(labelled, lengths, batch_size, rng)]
+    probs = task_probabilities({t: len(p) for t, p in pools.items()}, sampling, temperature)
+    names = list(pools)
+    queues = {t: list(rng.permutation(pools[t])) for t in names}
+
+    def draw(task: str) -> int:
+        if not queues[task]:
+            queues[task] = list(rng.permutation(pools[task]))
+        return int(queues[task].pop())
+
+    def pick(i: int) -> str:
+        if sampling == "round_robin":
+            return names[i % len(names)]
+        return names[int(rng.choice(len(names), p=[probs[t] for t in names]))]
+
+    out: list[tuple[np.ndarray, str | None]] = []
+    for b in range(n_batches):
+        if batching == "per_task":
+            task = pick(b)
+            out.append((np.array([draw(task) for _ in range(batch_size)]), task))
+        else:
+            rows = [draw(pick(b * batch_size + j)) for j in range(batch_size)]
+            out.append((np.array(rows), None))
+    return out

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from mtst.constants import IGNORE_INDEX
-from mtst.data import epoch_batches
 from mtst.errors import MtstError
 from mtst.report import progress_bar
+from mtst.training.batches import epoch_batches
 from mtst.training.freezing import apply_trainable, set_train_mode
 from mtst.training.optim import GroupScheduler, build_optimizer
 

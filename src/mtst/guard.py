@@ -1,0 +1,140 @@
+"""The server's front door: auth, body size and concurrency checks before any parsing, and metrics.
+
+:class:`Guard` is a plain ASGI middleware (Starlette's ``BaseHTTPMiddleware``
+streams every response through an extra task, which costs a visible share of
+a small request's time under load). :class:`Metrics` renders Prometheus'
+text format; paths are labelled by route, with every unknown path folded
+into ``other``, so no client can grow it without bound.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mtst.serve import ServeSettings
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass
+class Metrics:
+    """Counters and histograms in the Prometheus text format."""
+
+    requests: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
+    latency: dict[str, list[int]] = field(default_factory=dict)
+    latency_sum: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    batches: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
+    batch_sum: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        with self.lock:
+            self.requests[(path, status)] += 1
+            counts = self.latency.setdefault(path, [0] * (len(LATENCY_BUCKETS) + 1))
+            counts[_bucket(seconds, LATENCY_BUCKETS)] += 1
+            self.latency_sum[path] += seconds
+
+    def observe_batch(self, size: int) -> None:
+        with self.lock:
+            self.batches[_bucket(size, BATCH_BUCKETS)] += 1
+            self.batch_sum += size
+
+    def render(self) -> str:
+        lines = ["# HELP mtst_requests_total Requests by path and status.", "# TYPE mtst_requests_total counter"]
+        with self.lock:
+            for (path, status), n in sorted(self.requests.items()):
+                lines.append(f'mtst_requests_total{{path="{path}",status="{status}"}} {n}')
+            lines += ["# HELP mtst_request_seconds Request latency.", "# TYPE mtst_request_seconds histogram"]
+            for path, counts in sorted(self.latency.items()):
+                lines += _histogram("mtst_request_seconds", counts, LATENCY_BUCKETS, self.latency_sum[path], path)
+            lines += ["# HELP mtst_batch_texts Texts per forward pass.", "# TYPE mtst_batch_texts histogram"]
+            lines += _histogram("mtst_batch_texts", self.batches, BATCH_BUCKETS, self.batch_sum, None)
+        return "\n".join(lines) + "\n"
+
+
+def _bucket(value: float, bounds: Sequence[float]) -> int:
+    return next((i for i, b in enumerate(bounds) if value <= b), len(bounds))
+
+
+def _histogram(name: str, counts: list[int], bounds: Sequence[float], total: float, path: str | None) -> list[str]:
+    label = f'path="{path}",' if path else ""
+    out, running = [], 0
+    for bound, n in zip([*map(str, bounds), "+Inf"], counts, strict=True):
+        running += n
+        out.append(f'{name}_bucket{{{label}le="{bound}"}} {running}')
+    tail = f"{{{label.rstrip(',')}}}" if path else ""
+    return [*out, f"{name}_sum{tail} {total}", f"{name}_count{tail} {running}"]
+
+
+class Guard:
+    """Auth, payload size and concurrency checks before any parsing; metrics for every request.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` streams every
+    response through an extra task, which costs a visible share of a small
+    request's time under load.
+    """
+
+    OPEN_PATHS = ("/", "/health", "/docs", "/openapi.json")
+    OTHER_PATH = "other"  # the metrics label of every path the app does not serve
+
+    def __init__(self, app: Any, settings: ServeSettings, metrics: Metrics, routes: set[str]) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.routes = routes  # known paths: metrics labels stay bounded whatever clients ask for
+        self.in_flight = 0
+
+    def _reject(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
+        settings = self.settings
+        if settings.api_key and path not in self.OPEN_PATHS:
+            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+                return 401, "missing or wrong API key (header X-API-Key)", {}
+        if method == "POST":
+            length = headers.get("content-length")
+            if length is None or not length.isdigit():
+                return 411, "a Content-Length header is required", {}
+            if int(length) > settings.max_body_bytes:
+                return 413, f"body of {int(length):,} bytes is over the limit of {settings.max_body_bytes:,}", {}
+        if self.in_flight >= settings.max_concurrency:
+            detail = f"over the concurrency limit of {settings.max_concurrency} requests; retry shortly"
+            return 429, detail, {"Retry-After": "1"}
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.responses import JSONResponse
+
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        rejected = self._reject(scope["method"], scope["path"], headers)
+        try:
+            if rejected:
+                code, detail, extra = rejected
+                await JSONResponse({"detail": detail}, status_code=code, headers=extra)(scope, receive, send_status)
+                return
+            self.in_flight += 1
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                self.in_flight -= 1
+        finally:
+            path = scope["path"] if scope["path"] in self.routes else self.OTHER_PATH
+            self.metrics.observe(path, status[0], time.perf_counter() - started)
