@@ -1,0 +1,135 @@
+"""Every strategy through one shared tester (peft's TEST_CASES style): cache, resume, save/load, ONNX.
+
+Adding a strategy adds a row to ``CASES``; every aspect then runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mtst.cli import main
+from mtst.config import validate_config
+from mtst.errors import MtstError
+from mtst.modeling.model import MultiTaskModel
+from mtst.training.strategies import NAMES
+from mtst.training.trainer import StepEvent, train
+
+from .conftest import SENTENCES, save_tiny_bert
+
+CASES: dict[str, dict[str, Any]] = {
+    "frozen": {"strategy": "frozen"},
+    "heads": {"strategy": "heads"},
+    "top_k": {"strategy": "top_k", "top_k": 1},
+    "gradual": {"strategy": "gradual", "gradual": {"stage_steps": 2}},
+    "full": {"strategy": "full", "layer_decay": 0.8},
+    "lora": {"strategy": "lora", "lora": {"r": 2}},
+    "lora_merged": {"strategy": "lora", "lora": {"r": 2, "save": "merged", "full_top_k": 1}},
+}
+ASPECTS = ("cache", "resume", "save_load", "onnx")
+
+
+def test_every_strategy_has_a_case() -> None:
+    assert {c["strategy"] for c in CASES.values()} == set(NAMES)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No dropout anywhere, so cached and uncached runs can agree to the last digit."""
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("bert-nodrop"), seed=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+
+
+class StrategyTester:
+    """The checks every strategy must pass, each on fresh run directories under ``root``."""
+
+    def __init__(self, backbone: Path, data: dict[str, str], root: Path, case: dict[str, Any]) -> None:
+        self.backbone, self.data, self.root, self.case = backbone, data, root, case
+
+    def config(self, name: str, **extra: Any) -> Any:
+        training = {"batch_size": 8, "max_steps": 6, "min_steps": None, "lr_backbone": 1e-3, **self.case, **extra}
+        return validate_config(
+            {
+                "model": {"backbone": str(self.backbone), "max_length": 32},
+                "tasks": {"category": {"dropout": 0.0}, "sentiment": {"dropout": 0.0}},
+                "data": dict(self.data),
+                "training": training,
+                "output_dir": str(self.root / name),
+            }
+        )
+
+    def check_cache(self) -> None:
+        """Caches of frozen work change nothing: same validation history and test figures."""
+        cached = train(self.config("cached", cache=True), show_progress=False)
+        plain = train(self.config("plain", cache=False), show_progress=False)
+        assert cached.steps == plain.steps
+        for a, b in zip(cached.history, plain.history, strict=True):
+            assert a.get("validation", {}) == pytest.approx(b.get("validation", {}), abs=1e-6)
+        assert cached.test.keys() == plain.test.keys()
+        for task in cached.test:
+            assert cached.test[task]["accuracy"] == pytest.approx(plain.test[task]["accuracy"], abs=1e-6)
+
+    def check_resume(self) -> None:
+        """A run stopped after a checkpoint and resumed ends where an uninterrupted one does."""
+        straight = train(self.config("straight", checkpoint_every=2), show_progress=False)
+        if self.case["strategy"] == "frozen":  # nothing to resume: no step, no checkpoint
+            with pytest.raises(MtstError, match="no checkpoint"):
+                train(self.config("straight"), resume=True, show_progress=False)
+            return
+
+        class Stop(Exception):
+            pass
+
+        def stop(event: StepEvent) -> None:
+            if event.state.global_step == 3:
+                raise Stop
+
+        with pytest.raises(Stop):
+            train(self.config("stopped", checkpoint_every=2), callbacks=[stop], show_progress=False)
+        assert main(["train", "--resume", str(self.root / "stopped"), "-q"]) == 0
+        resumed = json.loads((self.root / "stopped" / "metrics.json").read_text())
+        assert resumed["steps"] == straight.steps
+        assert resumed["test"] == pytest.approx(
+            json.loads((self.root / "straight" / "metrics.json").read_text())["test"]
+        )
+
+    def check_save_load(self) -> dict[str, Any]:
+        """The saved model loads alone and scores on test what the run reported."""
+        result = train(self.config("saved"), show_progress=False)
+        model = MultiTaskModel.load(self.root / "saved")
+        if self.case["strategy"] == "lora":
+            merged = self.case["lora"].get("save") == "merged"
+            assert (model.lora is None) == merged
+        from mtst.evaluate import evaluate_file
+
+        scores = evaluate_file(model, self.data["test"])
+        for task, m in result.test.items():
+            assert scores[task]["accuracy"] == pytest.approx(m["accuracy"], abs=1e-6), task
+        return result.test
+
+    def check_onnx(self) -> None:
+        """The ONNX export of the saved model predicts what the torch model does."""
+        pytest.importorskip("onnxruntime")
+        from mtst.export import OnnxPredictor, export
+
+        train(self.config("exported"), show_progress=False)
+        model = MultiTaskModel.load(self.root / "exported")
+        out = export(self.root / "exported", "onnx", self.root / "onnx")
+        ours, theirs = model.predict(SENTENCES), OnnxPredictor(out).predict(SENTENCES)
+        for a, b in zip(ours, theirs, strict=True):
+            for task in a:
+                assert a[task]["label"] == b[task]["label"]
+                assert np.allclose(
+                    list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-4
+                )
+
+
+@pytest.mark.parametrize("aspect", ASPECTS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_strategy(case: str, aspect: str, backbone: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
+    getattr(StrategyTester(backbone, tiny_data, tmp_path, CASES[case]), f"check_{aspect}")()
