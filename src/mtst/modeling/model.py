@@ -27,11 +27,11 @@ from mtst.fileio import atomic_directory, read_safetensors
 from mtst.modeling.backbone import check_no_pickle_only, strip_unused_pooler
 from mtst.modeling.encoder import DEFAULT_BACKBONE, SentenceEncoder, eval_mode
 from mtst.modeling.fingerprint import weight_fingerprint
+from mtst.modeling.groups import parameter_group
 from mtst.modeling.heads import HeadSpec, build_head
+from mtst.modeling.lora import is_lora_param
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, text_words
 from mtst.modeling.predictions import predict as predict_records
-from mtst.training.freezing import parameter_group
-from mtst.training.lora import is_lora_param
 from mtst.version import __version__
 
 # The encoder's output for a batch of row indices, computed from a cache rather than from token ids.
@@ -278,7 +278,7 @@ class MultiTaskModel(nn.Module):
 
     def merge_lora(self) -> int:
         """Fold LoRA adapters into the backbone; the model then saves and loads as a plain one."""
-        from mtst.training.lora import merge_lora
+        from mtst.modeling.lora import merge_lora
 
         merged = merge_lora(self.encoder.backbone)
         self.lora = None
@@ -332,18 +332,7 @@ class MultiTaskModel(nn.Module):
         )
         model = cls(encoder, tasks)
         if lora:
-            from mtst.config import LoraSettings
-            from mtst.training.freezing import count_layers
-            from mtst.training.lora import add_lora
-
-            settings = LoraSettings(**{k: v for k, v in lora.items() if k in LoraSettings.model_fields})
-            add_lora(backbone, settings, count_layers(n for n, _ in backbone.named_parameters()))
-            model.lora = {k: v for k, v in lora.items() if k in LoraSettings.model_fields}
-            if abs(model._fingerprint() - lora.get("backbone_fingerprint", model._fingerprint())) > 1e-2:
-                raise ModelLoadError(
-                    f"{path}: its LoRA adapters were trained on other weights than the backbone now at "
-                    f"{config['backbone']!r}; load it where that backbone is unchanged"
-                )
+            model._attach_saved_lora(lora, path, config["backbone"])
         state, _ = read_safetensors(weights, "model weights")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if lora:  # base weights come from the backbone; only the saved parts must all match
@@ -354,6 +343,22 @@ class MultiTaskModel(nn.Module):
             )
         model.eval()
         return model
+
+    def _attach_saved_lora(self, lora: dict[str, Any], path: Path, reference: str) -> None:
+        """Inject a saved model's adapters onto its (already loaded) base, after checking it is the same base."""
+        from mtst.config import LoraSettings
+        from mtst.modeling.groups import count_layers
+        from mtst.modeling.lora import add_lora
+
+        backbone = self.encoder.backbone
+        settings = LoraSettings(**{k: v for k, v in lora.items() if k in LoraSettings.model_fields})
+        add_lora(backbone, settings, count_layers(n for n, _ in backbone.named_parameters()))
+        self.lora = settings.model_dump()
+        if abs(self._fingerprint() - lora.get("backbone_fingerprint", self._fingerprint())) > 1e-2:
+            raise ModelLoadError(
+                f"{path}: its LoRA adapters were trained on other weights than the backbone now at "
+                f"{reference!r}; load it where that backbone is unchanged"
+            )
 
 
 def _lora_base(reference: str, path: Path) -> nn.Module:

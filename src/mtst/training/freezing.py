@@ -14,36 +14,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from mtst.errors import ConfigError
+from mtst.modeling.groups import parameter_group
 
 if TYPE_CHECKING:
     from torch import nn
 
 logger = logging.getLogger(__name__)
 
-_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
-_HEAD = re.compile(r"^heads\.([^.]+)\.")
 FREEZE_FORMS = "embeddings, backbone, layers.N, layers.A-B, heads, heads.<task>"
-
-
-def parameter_group(name: str) -> str:
-    """The group a parameter belongs to, from its name in :class:`MultiTaskModel`."""
-    head = _HEAD.match(name)
-    if head:
-        return f"heads.{head.group(1)}"
-    if "lora_" in name:
-        return "lora"
-    layer = _LAYER.search(name)
-    if layer:
-        return f"layers.{int(layer.group(1))}"
-    if "embed" in name:
-        return "embeddings"
-    return "backbone_other"
-
-
-def count_layers(names: Iterable[str]) -> int:
-    """Number of transformer layers seen in the parameter names."""
-    indices = [int(g.split(".")[1]) for g in map(parameter_group, names) if g.startswith("layers.")]
-    return max(indices) + 1 if indices else 0
 
 
 def all_groups(num_layers: int, tasks: Iterable[str]) -> set[str]:

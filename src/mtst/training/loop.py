@@ -333,6 +333,6 @@ class TrainingLoop:
 
 
 def _group_of(name: str) -> str:
-    from mtst.training.freezing import parameter_group
+    from mtst.modeling.groups import parameter_group
 
     return parameter_group(name)

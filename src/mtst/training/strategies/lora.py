@@ -26,7 +26,7 @@ class Lora(Strategy):
 
     def prepare(self, model: nn.Module, ctx: GroupContext) -> None:
         """Inject the adapters, and record what the saved model will hold."""
-        from mtst.training.lora import add_lora
+        from mtst.modeling.lora import add_lora
 
         add_lora(model.encoder.backbone, ctx.training.lora, ctx.num_layers)
         model.lora = ctx.training.lora.model_dump()

@@ -1,0 +1,56 @@
+"""The package's layers (README, Development): no module imports from a layer below it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mtst
+
+LAYERS = [
+    ("errors", "constants", "version", "demo"),
+    ("training.strategies",),
+    ("config",),
+    ("fileio",),
+    ("modeling",),
+    ("data", "evaluate", "report"),
+    ("training",),
+]
+ROOT = Path(mtst.__file__).parent
+
+
+def layer(module: str) -> int:
+    name = module.removeprefix("mtst.")
+    matches = [
+        (len(prefix), i)
+        for i, group in enumerate(LAYERS)
+        for prefix in group
+        if name == prefix or name.startswith(prefix + ".")
+    ]
+    return max(matches)[1] if matches else len(LAYERS)  # the applications sit on top
+
+
+def runtime_imports(tree: ast.Module) -> list[str]:
+    """``from mtst... import`` at module level or in functions, not under ``if TYPE_CHECKING``."""
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    return [
+        n.module
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("mtst.") and id(n) not in skipped
+    ]
+
+
+def test_no_module_imports_from_a_lower_layer() -> None:
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        module = "mtst." + ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        for target in runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if layer(target) > layer(module) and not module.startswith("mtst.training.strategies."):
+                bad.append(f"{module} imports {target}")
+    assert not bad, bad
