@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 from mtst.cli import main
 from mtst.config import RunConfig, validate_config
-from mtst.training.freezing import parameter_group, parse_freeze
+from mtst.modeling.groups import parameter_group
+from mtst.training.freezing import parse_freeze
 from mtst.training.trainer import StepEvent, TrainingError, setup_run, train
 
 

@@ -20,6 +20,7 @@ import torch
 
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import MtstError
+from mtst.modeling.groups import parameter_group
 from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
 from mtst.training.freezing import apply_trainable, set_train_mode
@@ -333,6 +334,5 @@ class TrainingLoop:
 
 
 def _group_of(name: str) -> str:
-    from mtst.modeling.groups import parameter_group
 
     return parameter_group(name)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtst.training.freezing import count_layers, parameter_group
+from mtst.modeling.groups import count_layers, parameter_group
 from mtst.training.plan import group_lr
 
 logger = logging.getLogger("mtst")

@@ -23,11 +23,12 @@ from rich.console import Console
 from mtst.config import RunConfig, resolve_precision
 from mtst.data import MISSING, TaskData, load_task_data
 from mtst.evaluate import tokenize_split
+from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
 from mtst.training.batches import Batcher
 from mtst.training.cache import FrozenWork
-from mtst.training.freezing import count_layers, trainable_names
+from mtst.training.freezing import trainable_names
 from mtst.training.loop import Callback, LoopState, StepEvent, TrainingError, TrainingLoop
 from mtst.training.plan import DataStats, TrainingPlan, build_plan
 from mtst.training.rundir import buffered_log, check_run_dir
