@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mtst.cli_io import encode_with_progress, gather_texts, prediction_cell, write_embeddings
 from mtst.errors import MtstError
 from mtst.training.strategies import help_text as strategy_help
 
@@ -84,11 +85,11 @@ def encode(
     """Embed sentences."""
     if output is not None and output.suffix.lower() not in (".npy", ".jsonl"):
         raise MtstError(f"--output must end in .npy or .jsonl, got {output.name!r}")
-    items = _gather_texts(texts, input, text_column, "nothing to encode: give texts as arguments or --input FILE")
+    items = gather_texts(texts, input, text_column, "nothing to encode: give texts as arguments or --input FILE")
     encoder = _load(model or _default_model(), pooling, normalize)
-    embeddings = _encode_with_progress(encoder, items, batch_size)
+    embeddings = encode_with_progress(encoder, items, batch_size)
     if output is not None:
-        _write_embeddings(output, items, embeddings)
+        write_embeddings(output, items, embeddings)
         err_console.print(f"wrote {len(items)} embeddings of dim {embeddings.shape[1]} to {output}")
         return
     if _interactive():
@@ -104,44 +105,6 @@ def encode(
     else:
         for text, vec in zip(items, embeddings, strict=True):
             sys.stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
-
-
-def _gather_texts(texts: list[str] | None, path: Path | None, text_column: str, none_message: str) -> list[str]:
-    """Texts from the arguments, then from a file; all non-empty."""
-    from mtst.data import check_texts, read_texts
-
-    items = list(texts or [])
-    if path is not None:
-        items += read_texts(path, text_column)
-    if not items:
-        raise MtstError(none_message)
-    return check_texts(items, "arguments" if path is None else path)
-
-
-def _encode_with_progress(encoder: Any, items: list[str], batch_size: int) -> Any:
-    if len(items) < 2000 or not sys.stderr.isatty():
-        return encoder.encode(items, batch_size=batch_size)
-    from rich.progress import Progress
-
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("encoding", total=len(items))
-        return encoder.encode(items, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
-
-
-def _write_embeddings(output: Path, texts: list[str], embeddings: Any) -> None:
-    import numpy as np
-
-    from mtst.fileio import atomic_file, atomic_write_text
-
-    if output.suffix.lower() == ".npy":
-        with atomic_file(output) as tmp, tmp.open("wb") as fh:
-            np.save(fh, embeddings)
-    else:
-        lines = (
-            json.dumps({"text": t, "embedding": [float(x) for x in vec]})
-            for t, vec in zip(texts, embeddings, strict=True)
-        )
-        atomic_write_text(output, "".join(line + "\n" for line in lines))
 
 
 @app.command()
@@ -263,7 +226,7 @@ def compare(
 ) -> None:
     """Run strategies side by side on your data and write a report that recommends one."""
     from mtst.compare import load_sweep, measure_encoders, run_sweep, save_results
-    from mtst.compare_report import recommend, summarize, write_report
+    from mtst.compare_report import recommend, strategy_table, summarize, write_report
 
     sweep = load_sweep(config, set_ or [], strategies, seeds, train_fractions, poolings, sts, output)
     runs = sweep.runs()
@@ -273,15 +236,7 @@ def compare(
     payload = save_results(sweep, results, encoders)
     written = write_report(payload, output)
     rows = summarize(payload)
-    full = max(r.fraction for r in rows)
-    train_rows = max(r.train_rows for r in rows if r.fraction == full)
-    table = Table(title=f"strategies · {sweep.config.training.metric} · {train_rows:,} training rows")
-    for col in ("strategy", "metric", "trainable", "train s", "drift"):
-        table.add_column(col, justify="left" if col == "strategy" else "right")
-    for r in sorted((r for r in rows if r.fraction == full), key=lambda r: -r.mean):
-        spread = f" ± {100 * r.std:.1f}" if len(r.primary) > 1 else ""
-        drift = "-" if r.drift is None else f"{r.drift:.3f}"
-        table.add_row(r.label, f"{100 * r.mean:.1f}{spread}", f"{r.trainable:,}", f"{r.train_seconds:.0f}", drift)
+    table = strategy_table(rows, sweep.config.training.metric)
     console.print(table)
     for sentence in recommend(payload, rows):
         console.print(sentence.replace("**", "").replace("`", ""), highlight=False)
@@ -340,7 +295,7 @@ def predict(
     backend: Annotated[str, typer.Option(help="torch, or onnx for a directory written by mtst export.")] = "torch",
 ) -> None:
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks)."""
-    items = _gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
+    items = gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
     wanted = [t.strip() for t in tasks.split(",")] if tasks else None
     if backend == "onnx":
         from mtst.export import OnnxPredictor
@@ -362,7 +317,7 @@ def predict(
         for task in rows[0]:
             table.add_column(task)
         for rec in records:
-            table.add_row(rec["text"], *(_prediction_cell(v) for k, v in rec.items() if k != "text"))
+            table.add_row(rec["text"], *(prediction_cell(v) for k, v in rec.items() if k != "text"))
         console.print(table)
     else:
         for rec in records:
@@ -431,14 +386,6 @@ def export(
         path = run_export(run, format.value, output, quantize)
     size = dir_mb(path)
     err_console.print(f"wrote {format.value} export to {path} ({size:.1f} MB)")
-
-
-def _prediction_cell(value: dict) -> str:
-    if "label" in value:
-        return f"{value['label']} ({max(value['probabilities'].values()):.2f})"
-    if "entities" not in value:
-        return " ".join(value["tags"])
-    return "; ".join(f"{e['text']} [{e['type']}]" for e in value["entities"]) or "(no entities)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,60 @@
+"""What the command line reads and writes: texts from arguments or files, embeddings and prediction cells."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mtst.errors import MtstError
+
+err_console = Console(stderr=True)
+
+
+def gather_texts(texts: list[str] | None, path: Path | None, text_column: str, none_message: str) -> list[str]:
+    """Texts from the arguments, then from a file; all non-empty."""
+    from mtst.data import check_texts, read_texts
+
+    items = list(texts or [])
+    if path is not None:
+        items += read_texts(path, text_column)
+    if not items:
+        raise MtstError(none_message)
+    return check_texts(items, "arguments" if path is None else path)
+
+
+def encode_with_progress(encoder: Any, items: list[str], batch_size: int) -> Any:
+    if len(items) < 2000 or not sys.stderr.isatty():
+        return encoder.encode(items, batch_size=batch_size)
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("encoding", total=len(items))
+        return encoder.encode(items, batch_size=batch_size, progress=lambda n: bar.advance(task, n))
+
+
+def write_embeddings(output: Path, texts: list[str], embeddings: Any) -> None:
+    import numpy as np
+
+    from mtst.fileio import atomic_file, atomic_write_text
+
+    if output.suffix.lower() == ".npy":
+        with atomic_file(output) as tmp, tmp.open("wb") as fh:
+            np.save(fh, embeddings)
+    else:
+        lines = (
+            json.dumps({"text": t, "embedding": [float(x) for x in vec]})
+            for t, vec in zip(texts, embeddings, strict=True)
+        )
+        atomic_write_text(output, "".join(line + "\n" for line in lines))
+
+
+def prediction_cell(value: dict) -> str:
+    if "label" in value:
+        return f"{value['label']} ({max(value['probabilities'].values()):.2f})"
+    if "entities" not in value:
+        return " ".join(value["tags"])
+    return "; ".join(f"{e['text']} [{e['type']}]" for e in value["entities"]) or "(no entities)"
