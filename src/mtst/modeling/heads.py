@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
@@ -78,22 +76,6 @@ def build_head(spec: HeadSpec, input_dim: int, vocab_size: int | None = None) ->
         width = spec.hidden_size
     layers.append(nn.Linear(width, spec.num_labels))
     return nn.Sequential(*layers)
-
-
-def fit_ridge(linear: nn.Linear, embeddings: torch.Tensor, labels: np.ndarray, num_labels: int) -> None:
-    """Fit a linear head in closed form: ridge regression onto one-hot labels (the ``frozen`` strategy).
-
-    The ridge strength scales with the features' mean squared norm, so it
-    needs no tuning across backbones.
-    """
-    x = embeddings.double()
-    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-    y = torch.nn.functional.one_hot(torch.as_tensor(labels), num_labels).double()
-    ridge = 1e-2 * x.pow(2).sum() / len(x) * torch.eye(x.shape[1], dtype=x.dtype)
-    weights = torch.linalg.solve(x.T @ x + ridge, x.T @ y)
-    with torch.no_grad():
-        linear.weight.copy_(weights[:-1].T.float())
-        linear.bias.copy_(weights[-1].float())
 
 
 def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:

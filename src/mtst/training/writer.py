@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 
 from mtst.evaluate import evaluate_split, score_split, summary_metrics
-from mtst.modeling.heads import fit_ridge
+from mtst.modeling.logistic import fit_linear_head
 from mtst.modeling.model import MultiTaskModel, RowFeatures
 from mtst.training.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from mtst.training.freezing import set_train_mode
@@ -148,7 +148,10 @@ class RunWriter:
 
     # ----------------------------------------------------------- closed form
     def fit_closed_form(self, loop: TrainingLoop) -> None:
-        """``frozen``: no gradient step; linear heads are fitted by ridge regression on frozen embeddings."""
+        """``frozen``: no gradient step; linear heads are fitted to convergence on frozen embeddings.
+
+        Multinomial logistic regression (L-BFGS), its strength chosen by cross-validation on the training rows.
+        """
         model, frozen = loop.model, self.inputs.frozen
         model.eval()
         train = self.inputs.data.splits["train"]
@@ -160,7 +163,11 @@ class RunWriter:
                 logger.info("frozen: head %s keeps its initial weights (not a linear sentence head)", task)
                 continue
             rows = train.rows_for(task)
-            fit_ridge(model.heads[task][-1], emb[torch.as_tensor(rows)], train.labels[task][rows], spec.num_labels)
+            fit = fit_linear_head(
+                model.heads[task][-1], emb[torch.as_tensor(rows)], train.labels[task][rows], self.tc.seed
+            )
+            cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
+            logger.info("frozen: head %s fitted by logistic regression (C=%g%s)", task, fit.c, cv)
         loop.evaluate([])
         if "validation" not in self.inputs.data.splits:
             self.save_model(model)

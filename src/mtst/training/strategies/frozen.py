@@ -1,4 +1,4 @@
-"""``frozen``: nothing trains; linear heads are fitted in closed form on frozen embeddings."""
+"""``frozen``: nothing trains; linear heads are fitted to convergence (logistic regression) on frozen embeddings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from mtst.training.strategies.base import GroupContext, Strategy
 
 class Frozen(Strategy):
     name = "frozen"
-    trains = "nothing: linear heads are fitted in closed form on frozen embeddings"
+    trains = "nothing: linear heads are fitted by cross-validated logistic regression on frozen embeddings"
     use_when = "a zero-training baseline"
     backbone_starts_frozen = True
     closed_form = True
