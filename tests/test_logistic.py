@@ -31,7 +31,7 @@ def test_fewer_rows_than_dimensions_does_not_interpolate_noise() -> None:
     assert fit.c == min(C_GRID)
     assert float(fit.weight.norm()) < 1.0  # bounded, where an unregularised fit grows without limit
     unregularised = fit_logistic(x, y, 3, grid=(1e6,))
-    assert accuracy(unregularised, x, y) == 1.0 and float(unregularised.weight.norm()) > 10 * float(fit.weight.norm())
+    assert accuracy(unregularised, x, y) == 1.0 and float(unregularised.weight.norm()) > 3 * float(fit.weight.norm())
     xt, yt = torch.tensor(rng.normal(size=(3000, 384))), rng.integers(0, 3, 3000)
     assert abs(accuracy(fit, xt, yt) - 1 / 3) < 0.05
 

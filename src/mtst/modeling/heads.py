@@ -37,6 +37,7 @@ class HeadSpec(BaseModel):
     weight: float = Field(default=1.0, ge=0.0)
     label_column: str | None = None
     auxiliary: bool = False
+    normalize_input: bool = False  # read the L2-normalised embedding (heads fitted on the direction alone)
 
     @field_validator("labels")
     @classmethod

@@ -85,8 +85,13 @@ class MultiTaskModel(nn.Module):
     def forward_heads(self, features: dict[str, Any], tasks: Sequence[str] | None = None) -> dict[str, Any]:
         """Heads only, on features that already hold the embeddings (e.g. from a cache)."""
         names = self.prediction_tasks if tasks is None else [t for t in tasks if t in self.prediction_tasks]
-        features["logits"] = {name: self.heads[name](features[self.tasks[name].input_key]) for name in names}
+        features["logits"] = {name: self.heads[name](self._head_input(name, features)) for name in names}
         return features
+
+    def _head_input(self, name: str, features: dict[str, Any]) -> torch.Tensor:
+        spec = self.tasks[name]
+        x = features[spec.input_key]
+        return F.normalize(x, dim=-1) if spec.normalize_input else x
 
     def masked_lm_loss(self, task: str, features: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
         """MLM loss of ``task``'s head on masked inputs (labels ``-100`` except at masked tokens)."""

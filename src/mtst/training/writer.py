@@ -163,9 +163,10 @@ class RunWriter:
                 logger.info("frozen: head %s keeps its initial weights (not a linear sentence head)", task)
                 continue
             rows = train.rows_for(task)
-            fit = fit_linear_head(
-                model.heads[task][-1], emb[torch.as_tensor(rows)], train.labels[task][rows], self.tc.seed
-            )
+            features = emb[torch.as_tensor(rows)].float()
+            if spec.normalize_input:
+                features = torch.nn.functional.normalize(features, dim=-1)
+            fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], self.tc.seed)
             cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
             logger.info("frozen: head %s fitted by logistic regression (C=%g%s)", task, fit.c, cv)
         loop.evaluate([])

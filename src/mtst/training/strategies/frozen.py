@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mtst.training.strategies.base import GroupContext, Strategy
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class Frozen(Strategy):
@@ -14,3 +19,10 @@ class Frozen(Strategy):
 
     def stage_groups(self, stage: int, ctx: GroupContext) -> set[str]:
         return set()
+
+    def prepare(self, model: nn.Module, ctx: GroupContext) -> None:
+        """Linear sentence heads read the normalised embedding: the encoder is trained for cosine
+        similarity, so the direction carries the meaning (measured: benchmarks/head_fit.py)."""
+        for name, spec in model.tasks.items():
+            if spec.type == "classification" and not spec.hidden_size:
+                model.tasks[name] = spec.model_copy(update={"normalize_input": True})
