@@ -163,6 +163,10 @@ class Split:
     def rows_for(self, task: str) -> np.ndarray:
         return np.flatnonzero(self.labels[task] != MISSING)
 
+    def labelled_rows(self) -> np.ndarray:
+        """Rows with a label for at least one task (what an epoch goes through)."""
+        return np.flatnonzero(np.any(np.stack([v != MISSING for v in self.labels.values()]), axis=0))
+
 
 @dataclass
 class TaskData:

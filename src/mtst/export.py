@@ -255,12 +255,10 @@ class OnnxPredictor:
         raw = self.run(texts, batch_size, words=word_lists)
         probs: dict[str, Any] = {}
         for task in names:
-            logits = raw[f"logits_{task}"]
-            probs[task] = (
-                [softmax(x) for x in logits]
-                if self.tasks[task]["type"] != "classification"
-                else (softmax(np.stack(logits)) if logits else np.zeros((0, len(self.tasks[task]["labels"]))))
-            )
+            per_text = [softmax(x) for x in raw[f"logits_{task}"]]  # (labels,) or (sub-tokens, labels) each
+            sentence = self.tasks[task]["type"] == "classification"
+            width = len(self.tasks[task]["labels"])
+            probs[task] = np.asarray(per_text).reshape(len(texts), width) if sentence else per_text
         emb = np.stack(raw["sentence_embedding"]) if texts else np.zeros((0, self.meta["embedding_dim"]))
         return Outputs(emb, probs, raw["word_ids"] if words is not None else None, words)
 

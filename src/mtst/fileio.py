@@ -58,10 +58,12 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(old)
 
 
-def read_safetensors(path: Path, what: str = "weights") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; a damaged or missing file names itself.
+def read_safetensors(
+    path: Path, what: str = "weights", prefix: str = ""
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (those whose name starts with ``prefix``) and metadata of a safetensors file.
 
-    ``what`` says what the file is to the user ("model weights", "checkpoint").
+    A damaged or missing file names itself; ``what`` says what it is to the user ("model weights", "checkpoint").
     """
     from safetensors import SafetensorError, safe_open
 
@@ -71,7 +73,7 @@ def read_safetensors(path: Path, what: str = "weights") -> tuple[dict[str, torch
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = dict(fh.metadata() or {})
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+            tensors = {key: fh.get_tensor(key) for key in fh.keys() if key.startswith(prefix)}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path}: {what} file is damaged or not safetensors ({reason})") from None

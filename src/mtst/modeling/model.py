@@ -202,8 +202,9 @@ class MultiTaskModel(nn.Module):
         With a token task among ``tasks`` the texts are split into words first (their tags
         and spans need the words); sentence tasks read the same pass.
         """
-        names = check_tasks(self.task_specs(), tasks)
-        if needs_words(self.task_specs(), names):
+        specs = self.task_specs()
+        names = check_tasks(specs, tasks)
+        if needs_words(specs, names):
             words = text_words(texts)
             ids, word_ids = self.encoder.tokenize_words(texts, [[w for w, _, _ in ws] or None for ws in words])
             emb, probs = self.outputs_ids(ids, names, batch_size, max_padding)
@@ -293,8 +294,8 @@ class MultiTaskModel(nn.Module):
     def read_heads(directory: str | Path) -> dict[str, torch.Tensor]:
         """The head weights of a saved model (keys as in ``model.heads.state_dict()``)."""
         path = resolve_model_dir(directory)
-        weights, _ = read_safetensors(path / WEIGHTS_NAME, "model weights")
-        return {k.removeprefix("heads."): v for k, v in weights.items() if k.startswith("heads.")}
+        weights, _ = read_safetensors(path / WEIGHTS_NAME, "model weights", prefix="heads.")
+        return {k.removeprefix("heads."): v for k, v in weights.items()}
 
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskModel:

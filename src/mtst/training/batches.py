@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mtst.constants import IGNORE_INDEX
-from mtst.data import MISSING, Split
+from mtst.data import Split
 from mtst.modeling.encoder import pad_batch
 from mtst.modeling.mlm import mask_batch
 from mtst.modeling.tagging import align_tags
@@ -135,7 +135,7 @@ def epoch_batches(
     """
     pools = {t: split.rows_for(t) for t in split.labels}
     pools = {t: p for t, p in pools.items() if len(p)}
-    labelled = np.flatnonzero(np.any(np.stack([split.labels[t] != MISSING for t in split.labels]), axis=0))
+    labelled = split.labelled_rows()
     n_batches = -(-len(labelled) // batch_size)
     if batching == "mixed" and (sampling == "proportional" or len(pools) == 1):
         return [(b, None) for b in length_grouped_batches(labelled, lengths, batch_size, rng)]

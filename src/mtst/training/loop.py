@@ -20,7 +20,6 @@ import torch
 
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import MtstError
-from mtst.modeling.groups import parameter_group
 from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
 from mtst.training.freezing import apply_trainable, set_train_mode
@@ -118,10 +117,9 @@ class TrainingLoop:
         self.optimizer: Any = None
         self.scheduler: GroupScheduler | None = None
         if not plan.closed_form:
-            names = sorted(n for n, _ in self.model.named_parameters() if _group_of(n) in plan.ever)
             optimizer = build_optimizer(
                 self.model,
-                names,
+                sorted(inputs.ever_trainable),
                 self.tc.lr_backbone,
                 plan.head_lr,
                 self.tc.layer_decay,
@@ -138,12 +136,13 @@ class TrainingLoop:
         self._params: list[torch.nn.Parameter] = []
 
     # ----------------------------------------------------------------- events
-    def _event(self, loss: float | None = None, evaluation: dict | None = None) -> StepEvent:
+    def _fire(self, hook: str, loss: float | None = None, evaluation: dict | None = None) -> None:
+        """Call ``hook`` on every callback (the event is built only when someone listens)."""
+        if not self.callbacks:
+            return
         frozen = self.inputs.frozen
         boundary = frozen.prefix.boundary if frozen.prefix is not None else None
-        return StepEvent(self.state, self.model, self.plan, loss, evaluation, frozen.mode, boundary)
-
-    def _fire(self, hook: str, event: StepEvent) -> None:
+        event = StepEvent(self.state, self.model, self.plan, loss, evaluation, frozen.mode, boundary)
         for callback in self.callbacks:
             getattr(callback, hook)(event)
 
@@ -183,7 +182,7 @@ class TrainingLoop:
 
     def run(self, started: float) -> None:
         """Train until the step budget or early stopping (``frozen``: one closed-form fit)."""
-        self._fire("on_train_begin", self._event())
+        self._fire("on_train_begin")
         try:
             if self.plan.closed_form:
                 self.writer.fit_closed_form(self)
@@ -193,7 +192,7 @@ class TrainingLoop:
             logger.error("%s", exc)
             raise
         self.state.train_seconds = time.perf_counter() - started
-        self._fire("on_train_end", self._event())
+        self._fire("on_train_end")
 
     def _steps(self, started: float) -> None:
         tc, st, plan = self.tc, self.state, self.plan
@@ -228,7 +227,7 @@ class TrainingLoop:
                     if b >= len(batches):
                         self._end_epoch(running, started)
                         running = []
-                    self._fire("on_step_end", self._event(loss))
+                    self._fire("on_step_end", loss=loss)
                     if st.stopped_early:
                         break
             if not st.history or st.history[-1]["step"] != st.global_step:
@@ -246,7 +245,7 @@ class TrainingLoop:
     def evaluate(self, running: list[float]) -> None:
         """Score the validation split; the writer records it, keeps the best model and says when to stop."""
         entry = self.writer.record_evaluation(self, running)
-        self._fire("on_evaluate", self._event(evaluation=entry))
+        self._fire("on_evaluate", evaluation=entry)
 
     def checkpoint(self, started: float) -> None:
         self.state.train_seconds = time.perf_counter() - started
@@ -331,8 +330,3 @@ class TrainingLoop:
             self._params_key = key
             self._params = [p for p in self.model.parameters() if p.requires_grad]
         return self._params
-
-
-def _group_of(name: str) -> str:
-
-    return parameter_group(name)

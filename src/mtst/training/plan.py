@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from mtst.config import RunConfig
 from mtst.errors import ConfigError
@@ -47,9 +47,7 @@ class TrainingPlan:
     warnings: tuple[str, ...] = ()
 
     def stage_at(self, step: int) -> int:
-        if not self.stage_steps:
-            return 0
-        return min(step // self.stage_steps, len(self.stages) - 1)
+        return _stage_index(step, self.stage_steps, len(self.stages))
 
     def groups_at(self, step: int) -> set[str]:
         return set(self.stages[self.stage_at(step)])
@@ -88,29 +86,30 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
             f"training: strategy {tc.strategy!r} with this freeze list leaves nothing to train; "
             "use strategy 'frozen' for an evaluation-only baseline"
         )
-    plan = TrainingPlan(
+    stage_steps = strategy.stage_steps(ctx, steps_per_epoch) if len(stages) > 1 else None
+    ever = set().union(*stages[: _stage_index(max(0, total - 1), stage_steps, len(stages)) + 1])
+    saved = strategy.saved_backbone_groups(ever)
+    head_lr = tc.head_lr
+    lrs = {g: group_lr(g, num_layers, tc.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
+    return TrainingPlan(
         strategy=tc.strategy,
         num_layers=num_layers,
         stages=stages,
-        stage_steps=strategy.stage_steps(ctx, steps_per_epoch) if len(stages) > 1 else None,
+        stage_steps=stage_steps,
         steps_per_epoch=steps_per_epoch,
         total_steps=total,
         warmup_steps=int(tc.warmup_ratio * total),
-        head_lr=tc.head_lr,
-        group_lrs={},
+        head_lr=head_lr,
+        group_lrs=lrs,
         closed_form=strategy.closed_form,
         cache=tc.cache and not raw_token_tasks,
-        saved_backbone_groups=None,
-    )
-    ever = plan.ever
-    saved = strategy.saved_backbone_groups(ever)
-    lrs = {g: group_lr(g, num_layers, tc.lr_backbone, plan.head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
-    return replace(
-        plan,
-        group_lrs=lrs,
         saved_backbone_groups=None if saved is None or tc.lora.save == "merged" else tuple(saved),
         warnings=tuple(_warnings(stages[0], tasks)),
     )
+
+
+def _stage_index(step: int, stage_steps: int | None, num_stages: int) -> int:
+    return 0 if not stage_steps else min(step // stage_steps, num_stages - 1)
 
 
 def _warnings(groups: frozenset[str], tasks: tuple[str, ...]) -> list[str]:

@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from mtst.config import RunConfig, resolve_precision
-from mtst.data import MISSING, TaskData, load_task_data
+from mtst.data import TaskData, load_task_data
 from mtst.evaluate import tokenize_split
 from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
@@ -111,9 +111,7 @@ def load_inputs(config: RunConfig, console: Console) -> RunInputs:
 
 
 def data_stats(data: TaskData) -> DataStats:
-    train = data.splits["train"]
-    labelled = int(np.any(np.stack([v != MISSING for v in train.labels.values()]), axis=0).sum())
-    return DataStats(labelled_rows=labelled)
+    return DataStats(labelled_rows=len(data.splits["train"].labelled_rows()))
 
 
 def make_plan(inputs: RunInputs) -> TrainingPlan:
@@ -124,9 +122,8 @@ def make_plan(inputs: RunInputs) -> TrainingPlan:
     raw_tokens = token_tasks or bool(inputs.mlm_tasks)
     plan = build_plan(config, num_layers, data_stats(inputs.data), raw_token_tasks=raw_tokens)
     get_strategy(plan.strategy).prepare(inputs.model, GroupContext(num_layers, tuple(config.tasks), config.training))
-    names = [n for n, _ in inputs.model.named_parameters()]
-    inputs.ever_trainable = trainable_names(names, plan.ever)
     params = dict(inputs.model.named_parameters())
+    inputs.ever_trainable = trainable_names(params, plan.ever)
     inputs.trainable_parameters = sum(params[n].numel() for n in inputs.ever_trainable)
     return plan
 

@@ -213,10 +213,11 @@ class RunWriter:
         those are swapped in for the pass; with ``cache_dir`` a repeated run encodes no test text.
         """
         started = time.perf_counter()
-        heads = loop.model.heads
-        best = self.best_heads if self.best_heads is not None else _saved_heads(model_dir, self.plan)
-        if self.inputs.frozen.mode != "pooled" or self.world > 1 or best is None:
+        if self.inputs.frozen.mode != "pooled" or self.world > 1 or self.plan.backbone_moves:
             return self._score(MultiTaskModel.load(model_dir), "test")
+        # kept in memory when this process saved the best model; read back after a resume
+        best = self.best_heads if self.best_heads is not None else MultiTaskModel.read_heads(model_dir)
+        heads = loop.model.heads
         live = {k: v.clone() for k, v in heads.state_dict().items()}
         try:
             heads.load_state_dict(best, strict=False)
@@ -225,10 +226,3 @@ class RunWriter:
             heads.load_state_dict(live)
         logger.info("test scored from cached embeddings in %.2fs", time.perf_counter() - started)
         return {task: scores[task] for task in self.inputs.saved_tasks if task in scores}
-
-
-def _saved_heads(model_dir: Path, plan: TrainingPlan) -> dict[str, torch.Tensor] | None:
-    """Heads of the saved best model (a resumed run), when the backbone never trained; else None."""
-    if plan.backbone_moves:
-        return None
-    return MultiTaskModel.read_heads(model_dir)
