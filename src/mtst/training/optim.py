@@ -48,29 +48,31 @@ def plan_param_groups(
     """Name -> (group, lr, weight decay) for every parameter name given."""
     name_list = list(names)
     layers = count_layers(name_list) if num_layers is None else num_layers
+    groups = {parameter_group(n) for n in name_list}
+    lrs = {g: group_lr(g, layers, lr_backbone, lr_head, layer_decay, lr_lora) for g in groups}
+    return param_groups_from_lrs(name_list, lrs, weight_decay)
+
+
+def param_groups_from_lrs(
+    names: Iterable[str], group_lrs: dict[str, float], weight_decay: float
+) -> dict[str, GroupPlan]:
+    """Name -> (group, lr, weight decay), each group's LR given (as a :class:`TrainingPlan` states them)."""
     return {
         n: GroupPlan(
             group=parameter_group(n),
-            lr=group_lr(parameter_group(n), layers, lr_backbone, lr_head, layer_decay, lr_lora),
+            lr=group_lrs[parameter_group(n)],
             weight_decay=0.0 if no_weight_decay(n) else weight_decay,
         )
-        for n in name_list
+        for n in names
     }
 
 
 def build_optimizer(
-    model: nn.Module,
-    names: Iterable[str],
-    lr_backbone: float,
-    lr_head: float,
-    layer_decay: float,
-    weight_decay: float,
-    num_layers: int,
-    lr_lora: float | None = None,
+    model: nn.Module, names: Iterable[str], group_lrs: dict[str, float], weight_decay: float
 ) -> torch.optim.AdamW:
-    """AdamW over the named parameters, one param group per (group, weight-decay) pair."""
+    """AdamW over the named parameters, one param group per (group, weight-decay) pair, at the plan's LRs."""
     params = dict(model.named_parameters())
-    plan = plan_param_groups(names, lr_backbone, lr_head, layer_decay, weight_decay, num_layers, lr_lora)
+    plan = param_groups_from_lrs(names, group_lrs, weight_decay)
     buckets: dict[tuple[str, float], dict] = {}
     for name in sorted(plan, key=_param_order(list(params))):
         p = plan[name]
@@ -82,7 +84,8 @@ def build_optimizer(
         bucket["names"].append(name)
     # On CPU the fused kernel saves per-step Python overhead that a cached heads-only step notices.
     fused = bool(params) and all(p.device.type == "cpu" for p in params.values())
-    return torch.optim.AdamW(list(buckets.values()), lr=lr_backbone, fused=fused or None)
+    lr = max(group_lrs.values(), default=0.0)  # every param group sets its own; this is only AdamW's default
+    return torch.optim.AdamW(list(buckets.values()), lr=lr, fused=fused or None)
 
 
 def _param_order(ordered: list[str]) -> Callable[[str], int]:
