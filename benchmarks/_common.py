@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from mtst.training.rundir import peak_rss_mb  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("MTST_BENCH_DATA", ROOT.parent / "shared" / "data"))  # override: another copy
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:

@@ -29,6 +29,11 @@ CASES: dict[str, dict[str, Any]] = {
     "full": {"strategy": "full", "layer_decay": 0.8},
     "lora": {"strategy": "lora", "lora": {"r": 2}},
     "lora_merged": {"strategy": "lora", "lora": {"r": 2, "save": "merged", "full_top_k": 1}},
+    # a contrastive stage first: through the prefix cache (frozen, top_k), every layer (full), adapters (lora)
+    "frozen_contrastive": {"strategy": "frozen", "contrastive": {"enabled": True, "top_k": 1, "max_steps": 3}},
+    "top_k_contrastive": {"strategy": "top_k", "top_k": 1, "contrastive": {"enabled": True, "max_steps": 3}},
+    "full_contrastive": {"strategy": "full", "contrastive": {"enabled": True, "max_steps": 3}},
+    "lora_contrastive": {"strategy": "lora", "lora": {"r": 2}, "contrastive": {"enabled": True, "max_steps": 3}},
 }
 ASPECTS = ("cache", "resume", "save_load", "onnx")
 

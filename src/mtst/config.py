@@ -19,6 +19,7 @@ from mtst.training.strategies import NAMES, get_strategy
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
 STRATEGIES: tuple[str, ...] = NAMES
+AUTO = "auto"  # the default recipe: the strategy is chosen from the data (mtst.training.recipe)
 
 
 class _Section(BaseModel):
@@ -108,6 +109,31 @@ class GradualSection(_Section):
     include_embeddings: bool = False
 
 
+class ContrastiveSection(_Section):
+    """The contrastive stage: before the supervised steps, the encoder learns from the labels that
+    same-label sentences lie close and different-label ones apart (SetFit's idea, on in-batch pairs).
+
+    It trains the backbone parts the strategy trains; for ``frozen`` and ``heads``, whose backbone
+    never trains, every layer, or the top ``top_k`` (their input then comes from the frozen-prefix cache). ``enabled`` unset: on
+    where the ``auto`` recipe chooses it, off otherwise. ``loss``: ``cosine`` regresses the cosine of
+    every same-label pair in a batch to 1 and of every other pair to 0 (positives and negatives weighted
+    equally, SetFit's CosineSimilarityLoss over all pairs); ``supcon`` is the supervised contrastive loss.
+    The stage runs ``epochs`` passes over the labelled rows, at least ``min_steps`` and at most
+    ``max_steps`` optimizer steps.
+    """
+
+    enabled: bool | None = None
+    loss: Literal["cosine", "supcon"] = "cosine"
+    top_k: int | None = Field(default=None, ge=1)
+    epochs: float = Field(default=30.0, gt=0)
+    min_steps: int = Field(default=20, ge=1)
+    max_steps: int = Field(default=150, ge=1)
+    batch_size: int = Field(default=32, ge=4)
+    lr: float = Field(default=4e-5, gt=0)
+    temperature: float = Field(default=0.1, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+
+
 class TrainingSection(_Section):
     """How to train: what is frozen, for how long, at which learning rates.
 
@@ -116,7 +142,7 @@ class TrainingSection(_Section):
     ``gradual``), where heads must learn alone on fixed features.
     """
 
-    strategy: str = "full"
+    strategy: str = AUTO
     top_k: int = Field(default=2, ge=1)
     freeze: list[str] = Field(default_factory=list)
     gradual: GradualSection = Field(default_factory=GradualSection)
@@ -147,18 +173,23 @@ class TrainingSection(_Section):
     cache_memory_mb: float = Field(default=4096, gt=0)
     cache_dir: str | None = None
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    contrastive: ContrastiveSection = Field(default_factory=ContrastiveSection)
 
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        if value not in NAMES:
-            raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(NAMES)}")
+        if value != AUTO and value not in NAMES:
+            raise ValueError(f"unknown strategy {value!r}; allowed: {AUTO}, {', '.join(NAMES)}")
         return value
 
     @property
     def head_lr(self) -> float:
         """The head learning rate in force: ``lr_head``, else the strategy's default."""
-        return self.lr_head if self.lr_head is not None else get_strategy(self.strategy).default_head_lr(self)
+        if self.lr_head is not None:
+            return self.lr_head
+        if self.strategy == AUTO:  # resolved before training; until then the backbone's rate
+            return self.lr_backbone
+        return get_strategy(self.strategy).default_head_lr(self)
 
 
 def head_lr(training: TrainingSection) -> float:

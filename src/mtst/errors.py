@@ -22,3 +22,7 @@ class DataError(MtstError):
 
 class ModelLoadError(MtstError):
     """A backbone or saved model cannot be found or loaded."""
+
+
+class TrainingError(MtstError):
+    """Training cannot go on (e.g. the loss stopped being finite)."""

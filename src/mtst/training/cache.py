@@ -226,12 +226,16 @@ class FrozenWork:
         self.eval_prefix: PrefixCache | None = None  # the validation split's, when it fits the budget
         self._fallback_noted = False
 
+    def invalidate(self) -> None:
+        """Forget every cache: the weights they were computed from have changed (a contrastive stage)."""
+        self.pooled, self.prefix, self.eval_prefix, self.mode = {}, None, None, None
+
     def refresh(self, groups: set[str]) -> None:
         """(Re)build the cache for this trainable set; drop it when it no longer applies."""
         mode, boundary = cache_plan(groups, self.num_layers, self.encoder.backbone, self.enabled)
         if mode == self.mode and (mode != "prefix" or (self.prefix and self.prefix.boundary == boundary)):
             return
-        self.pooled, self.prefix, self.eval_prefix, self.mode = {}, None, None, None
+        self.invalidate()
         if mode is None:
             return
         started = time.perf_counter()

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from mtst.constants import IGNORE_INDEX
-from mtst.errors import MtstError
+from mtst.errors import TrainingError
 from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
+from mtst.training.contrastive import run_contrastive
 from mtst.training.freezing import apply_trainable, set_train_mode
 from mtst.training.optim import GroupScheduler, build_optimizer
 
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
     from mtst.training.writer import RunWriter, TrainResult
 
 logger = logging.getLogger("mtst")
-
-
-class TrainingError(MtstError):
-    """Training cannot go on (e.g. the loss stopped being finite)."""
 
 
 @dataclass
@@ -123,6 +120,8 @@ class TrainingLoop:
             )
             self.optimizer = accelerator.prepare_optimizer(optimizer)
         self.setup_seconds = 0.0
+        self.resumed = False
+        self.contrastive_losses: list[float] = []  # the contrastive stage's loss at each of its steps
         self._params_key: frozenset[str] | None = None
         self._params: list[torch.nn.Parameter] = []
 
@@ -164,6 +163,7 @@ class TrainingLoop:
         self.groups = set(self.plan.stages[self.state.stage])
         apply_trainable(self.model, self.groups)
         self.writer.write_history(self.state.history)
+        self.resumed = True  # the checkpoint holds what a contrastive stage tuned
         logger.info("resumed at step %d (epoch %d)", self.state.global_step, self.state.epoch)
 
     def fit(self) -> TrainResult:
@@ -171,10 +171,19 @@ class TrainingLoop:
         self.run(started=time.perf_counter() - self.state.train_seconds - self.setup_seconds)
         return self.writer.finish(self)
 
+    @property
+    def contrastive_pending(self) -> bool:
+        return self.plan.contrastive is not None and not self.resumed
+
     def run(self, started: float) -> None:
-        """Train until the step budget or early stopping (``frozen``: one closed-form fit)."""
+        """A contrastive stage where planned, then train until the step budget or early stopping
+        (``frozen``: one closed-form fit)."""
         self._fire("on_train_begin")
         try:
+            if self.contrastive_pending:
+                self.contrastive_losses = run_contrastive(self, self.plan.contrastive, self.tc.seed)
+                apply_trainable(self.model, self.groups)
+                self.refresh_cache()
             if self.plan.closed_form:
                 self.writer.fit_closed_form(self)
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mtst.config import RunConfig
 from mtst.errors import ConfigError
@@ -25,9 +25,35 @@ MAX_STRETCH_EPOCHS = 10
 
 @dataclass(frozen=True)
 class DataStats:
-    """What the plan needs to know of the data: rows that carry at least one label."""
+    """What the plan needs to know of the data: rows that carry at least one label, and the
+    rows per class of each sentence classification task (in label order)."""
 
     labelled_rows: int
+    class_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContrastivePlan:
+    """What the contrastive stage trains, for how long, at which rate, with which loss."""
+
+    groups: frozenset[str]
+    tasks: tuple[str, ...]
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    loss: str
+    temperature: float
+
+    def describe(self) -> str:
+        layers = [g for g in self.groups if g.startswith("layers.")]
+        if "lora" in self.groups:
+            part = "the LoRA adapters"
+        elif "embeddings" in self.groups:
+            part = "the whole backbone"
+        else:
+            part = f"the top {len(layers)} layer(s)"
+        return f"contrastive stage: {self.steps} steps of {self.batch_size} rows on {part}, {self.loss} loss"
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,7 @@ class TrainingPlan:
     cache: bool  # frozen work may be cached (the config allows it and no task needs raw tokens)
     saved_backbone_groups: tuple[str, ...] | None  # None: the saved model holds the whole backbone
     warnings: tuple[str, ...] = ()
+    contrastive: ContrastivePlan | None = None  # a stage before the supervised steps
 
     def stage_at(self, step: int) -> int:
         return _stage_index(step, self.stage_steps, len(self.stages))
@@ -63,7 +90,13 @@ class TrainingPlan:
 
     @property
     def backbone_moves(self) -> bool:
+        """The backbone changes during the supervised steps (not counting a contrastive stage before them)."""
         return any(not g.startswith("heads.") for g in self.ever)
+
+    @property
+    def tuned(self) -> set[str]:
+        """Every group any stage trains, the contrastive stage included (what checkpoints keep)."""
+        return self.ever | (set(self.contrastive.groups) if self.contrastive else set())
 
 
 def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_tasks: bool = False) -> TrainingPlan:
@@ -88,7 +121,8 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
         )
     stage_steps = strategy.stage_steps(ctx, steps_per_epoch) if len(stages) > 1 else None
     ever = set().union(*stages[: _stage_index(max(0, total - 1), stage_steps, len(stages)) + 1])
-    saved = strategy.saved_backbone_groups(ever)
+    contrastive = contrastive_plan(config, ctx, stages[-1], frozen, stats)
+    saved = strategy.saved_backbone_groups(ever | (set(contrastive.groups) if contrastive else set()))
     head_lr = tc.head_lr
     lrs = {g: group_lr(g, num_layers, tc.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
     return TrainingPlan(
@@ -105,7 +139,46 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
         cache=tc.cache and not raw_token_tasks,
         saved_backbone_groups=None if saved is None or tc.lora.save == "merged" else tuple(saved),
         warnings=tuple(_warnings(stages[0], tasks)),
+        contrastive=contrastive,
     )
+
+
+def contrastive_plan(
+    config: RunConfig, ctx: GroupContext, last_stage: frozenset[str], frozen: set[str], stats: DataStats
+) -> ContrastivePlan | None:
+    """The contrastive stage of this run, or None (off, or no classification task to learn from).
+
+    It trains the backbone groups of the strategy's last stage; where the backbone never trains
+    (``frozen``, ``heads``), every layer or the top ``contrastive.top_k``. The ``freeze`` list still applies.
+    """
+    cc = config.training.contrastive
+    if not cc.enabled:
+        return None
+    tasks = tuple(t for t, counts in stats.class_counts.items() if sum(c > 0 for c in counts) >= 2)
+    backbone = {g for g in last_stage if not g.startswith("heads.")}
+    groups = frozenset((backbone or ctx.top_layers(cc.top_k or ctx.num_layers)) - frozen)
+    if not tasks or not groups:
+        logger.info("contrastive stage skipped: %s", "no classification task" if not tasks else "nothing to train")
+        return None
+    rows = max(sum(stats.class_counts[t]) for t in tasks)
+    steps = contrastive_steps(rows, cc.batch_size, cc.epochs, cc.min_steps, cc.max_steps)
+    return ContrastivePlan(
+        groups=groups,
+        tasks=tasks,
+        steps=steps,
+        batch_size=cc.batch_size,
+        lr=config.training.lora.lr if "lora" in groups else cc.lr,
+        warmup_steps=int(cc.warmup_ratio * steps),
+        loss=cc.loss,
+        temperature=cc.temperature,
+    )
+
+
+def contrastive_steps(rows: int, batch_size: int, epochs: float, min_steps: int, max_steps: int) -> int:
+    """``epochs`` passes over ``rows`` in batches of ``batch_size`` (all rows when fewer), clamped to
+    [min_steps, max_steps]: the stage's cost grows with the data up to a bound."""
+    steps = math.ceil(epochs * rows / max(1, min(batch_size, rows)))
+    return int(min(max_steps, max(min_steps, steps)))
 
 
 def _stage_index(step: int, stage_steps: int | None, num_stages: int) -> int:

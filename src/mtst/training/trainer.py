@@ -31,6 +31,7 @@ from mtst.training.cache import FrozenWork
 from mtst.training.freezing import trainable_names
 from mtst.training.loop import Callback, LoopState, StepEvent, TrainingError, TrainingLoop
 from mtst.training.plan import DataStats, TrainingPlan, build_plan
+from mtst.training.recipe import Recipe, apply_recipe
 from mtst.training.rundir import buffered_log, check_run_dir
 from mtst.training.strategies import GroupContext, get_strategy
 from mtst.training.writer import RunWriter, TrainResult
@@ -64,7 +65,9 @@ class RunInputs:
     mlm_tasks: list[str]
     aux_tasks: list[str]
     saved_tasks: list[str]
-    ever_trainable: set[str] = field(default_factory=set)
+    ever_trainable: set[str] = field(default_factory=set)  # what the supervised steps train
+    tuned: set[str] = field(default_factory=set)  # what any stage trains (the contrastive one too)
+    recipe: Recipe | None = None  # the default recipe's choice, when the strategy was ``auto``
     trainable_parameters: int = 0
     frozen: Any = None  # FrozenWork, once the run directory exists
 
@@ -110,21 +113,39 @@ def load_inputs(config: RunConfig, console: Console) -> RunInputs:
     )
 
 
-def data_stats(data: TaskData) -> DataStats:
-    return DataStats(labelled_rows=len(data.splits["train"].labelled_rows()))
+def data_stats(config: RunConfig, data: TaskData) -> DataStats:
+    """Labelled rows, and rows per class of every main sentence classification task."""
+    train = data.splits["train"]
+    counts = {}
+    for task, spec in config.tasks.items():
+        if spec.type == "classification" and not spec.is_auxiliary:
+            y = train.labels[task][train.rows_for(task)]
+            counts[task] = tuple(int(c) for c in np.bincount(y, minlength=len(data.labels[task])))
+    return DataStats(labelled_rows=len(train.labelled_rows()), class_counts=counts)
 
 
 def make_plan(inputs: RunInputs) -> TrainingPlan:
-    """The plan for these inputs; the strategy prepares the model (e.g. LoRA adapters) to match it."""
-    config = inputs.config
+    """The plan for these inputs; the strategy prepares the model (e.g. LoRA adapters) to match it.
+
+    ``strategy: auto`` is resolved here, from the data (:mod:`mtst.training.recipe`); the choice is
+    logged and ``inputs.config`` becomes the resolved config (what the run directory records).
+    """
     num_layers = inputs.num_layers
-    token_tasks = any(spec.type == "token_classification" for spec in config.tasks.values())
+    token_tasks = any(spec.type == "token_classification" for spec in inputs.config.tasks.values())
     raw_tokens = token_tasks or bool(inputs.mlm_tasks)
-    plan = build_plan(config, num_layers, data_stats(inputs.data), raw_token_tasks=raw_tokens)
+    stats = data_stats(inputs.config, inputs.data)
+    inputs.config, inputs.recipe = apply_recipe(inputs.config, stats, raw_tokens)
+    if inputs.recipe is not None:
+        logger.info("recipe (training.strategy: auto): %s", inputs.recipe.reason)
+    config = inputs.config
+    plan = build_plan(config, num_layers, stats, raw_token_tasks=raw_tokens)
     get_strategy(plan.strategy).prepare(inputs.model, GroupContext(num_layers, tuple(config.tasks), config.training))
     params = dict(inputs.model.named_parameters())
     inputs.ever_trainable = trainable_names(params, plan.ever)
-    inputs.trainable_parameters = sum(params[n].numel() for n in inputs.ever_trainable)
+    inputs.tuned = trainable_names(params, plan.tuned)
+    inputs.trainable_parameters = sum(params[n].numel() for n in inputs.tuned)
+    if plan.contrastive is not None:
+        logger.info("%s", plan.contrastive.describe())
     return plan
 
 
@@ -166,9 +187,10 @@ def setup_run(
     loop = TrainingLoop(inputs, plan, accelerator, writer, callbacks, show_progress)
     if resume:
         loop.resume()
-    started = time.perf_counter()
-    loop.refresh_cache()
-    loop.setup_seconds = time.perf_counter() - started  # the cache build counts as training time
+    if not loop.contrastive_pending:  # a contrastive stage changes the weights the caches would hold
+        started = time.perf_counter()
+        loop.refresh_cache()
+        loop.setup_seconds = time.perf_counter() - started  # the cache build counts as training time
     _print_plan(inputs, plan, console)
     return loop
 

@@ -74,7 +74,7 @@ class RunWriter:
 
     def save_checkpoint(self, model: MultiTaskModel, optimizer: Any, scheduler: dict, state: LoopState) -> None:
         if self.is_main:
-            names = self.inputs.ever_trainable
+            names = self.inputs.tuned
             save_checkpoint(self.run_dir, model, optimizer, scheduler, dict(state.__dict__), names)
 
     def load_checkpoint(self, model: MultiTaskModel, optimizer: Any) -> dict[str, Any]:
@@ -84,7 +84,7 @@ class RunWriter:
         """Write the run's model: the kept heads, and the backbone the strategy says to keep."""
         if not self.is_main:
             return
-        check_finite(model, self.inputs.ever_trainable)  # frozen weights cannot have turned non-finite
+        check_finite(model, self.inputs.tuned)  # frozen weights cannot have turned non-finite
         groups = self.plan.saved_backbone_groups
         if model.lora is not None and groups is None:  # lora.save: merged
             model = copy.deepcopy(model)

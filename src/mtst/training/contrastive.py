@@ -1,0 +1,186 @@
+"""The contrastive stage: the encoder learns the labels' geometry before the heads are fitted.
+
+SetFit showed that on a few examples per class, tuning the encoder so that
+same-label sentences lie close and others apart, then fitting a logistic head,
+beats fine-tuning through a head. SetFit draws pairs and encodes both sides of
+each; here every batch is balanced over classes and *every* pair in it counts
+(a batch of B rows gives B(B-1)/2 pairs for B encodings), and where only the
+top layers train their input comes from the frozen-prefix cache, so a step
+costs a fraction of a full forward and backward pass.
+
+Pure parts (batches, pair masks, losses) are functions of labels and
+embeddings, tested without a model; :func:`run_contrastive` carries the stage
+out on a :class:`~mtst.training.loop.TrainingLoop`'s model and cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtst.constants import IGNORE_INDEX
+from mtst.errors import TrainingError
+from mtst.report import progress_bar
+from mtst.training.freezing import apply_trainable, set_train_mode, trainable_names
+from mtst.training.optim import schedule_factor
+
+if TYPE_CHECKING:
+    from mtst.training.loop import TrainingLoop
+    from mtst.training.plan import ContrastivePlan
+
+logger = logging.getLogger("mtst")
+
+
+# ------------------------------------------------------------------ batches
+def _cycle(rng: np.random.Generator, items: np.ndarray) -> Iterator[int]:
+    """Endless passes over ``items``, each pass in a new seeded order."""
+    while True:
+        yield from rng.permutation(items)
+
+
+def _draw(stream: Iterator[int], k: int) -> list[int]:
+    """The next ``k`` distinct items of a cycling stream (``k`` at most the items in one pass)."""
+    out: list[int] = []
+    while len(out) < k:
+        item = int(next(stream))
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def label_batches(
+    labels: dict[str, np.ndarray], batch_size: int, steps: int, seed: int
+) -> list[tuple[str, np.ndarray]]:
+    """``steps`` batches of training rows, one task each (tasks take turns), balanced over classes.
+
+    Each batch holds ``per_class`` rows of each of several classes (``per_class`` = batch size over the
+    number of classes, at least 2, so every class in a batch has a positive pair); classes and their
+    rows are visited in seeded passes, so every row is seen equally often. Rows without a label for a
+    task (``-100``) never enter that task's batches; a task with fewer than two classes has none.
+    """
+    rng = np.random.default_rng(seed)
+    streams = {}
+    for task, y in labels.items():
+        rows = np.flatnonzero(y != IGNORE_INDEX)
+        classes = np.unique(y[rows])
+        if len(classes) < 2:
+            continue
+        per_class = max(2, batch_size // len(classes))
+        classes_per_batch = max(2, min(len(classes), batch_size // per_class))
+        by_class = {int(c): _cycle(rng, rows[y[rows] == c]) for c in classes}
+        sizes = {int(c): int((y[rows] == c).sum()) for c in classes}
+        streams[task] = (_cycle(rng, classes), by_class, sizes, per_class, classes_per_batch)
+    if not streams:
+        return []
+    order = sorted(streams)
+    out = []
+    for step in range(steps):
+        task = order[step % len(order)]
+        class_stream, by_class, sizes, per_class, classes_per_batch = streams[task]
+        batch = [
+            row for c in _draw(class_stream, classes_per_batch) for row in _draw(by_class[c], min(per_class, sizes[c]))
+        ]
+        out.append((task, np.asarray(sorted(batch))))
+    return out
+
+
+def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (B, B) masks of same-label pairs (the diagonal excluded) and different-label pairs."""
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
+
+
+def contrastive_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, kind: str = "cosine", temperature: float = 0.1
+) -> torch.Tensor:
+    """The loss of one batch of sentence embeddings under their labels.
+
+    ``cosine``: mean squared error of each pair's cosine to 1 (same label) or 0 (different), positive and
+    negative pairs weighted equally as SetFit balances them. ``supcon``: supervised contrastive loss
+    (Khosla et al., 2020) at ``temperature``.
+    """
+    e = F.normalize(embeddings.float(), dim=-1)
+    sim = e @ e.T
+    pos, neg = pair_masks(labels)
+    if kind == "cosine":
+        parts = [((sim[m] - target) ** 2).mean() for m, target in ((pos, 1.0), (neg, 0.0)) if bool(m.any())]
+        return torch.stack(parts).mean()
+    if kind == "supcon":
+        logits = (sim / temperature).masked_fill(torch.eye(len(labels), dtype=torch.bool, device=sim.device), -1e9)
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        anchors = pos.any(1)
+        per_anchor = -(log_prob * pos).sum(1)[anchors] / pos.sum(1)[anchors]
+        return per_anchor.mean()
+    raise ValueError(f"unknown contrastive loss {kind!r}; allowed: cosine, supcon")
+
+
+# -------------------------------------------------------------------- stage
+def run_contrastive(loop: TrainingLoop, plan: ContrastivePlan, seed: int) -> list[float]:
+    """Carry the stage out on the loop's model; returns the loss of every step.
+
+    Only ``plan.groups`` train (AdamW, linear warm-up and decay); where they are a top block of
+    layers their input comes from the frozen-prefix cache. The supervised plan's trainable set is
+    restored afterwards.
+    """
+    inputs, model, device = loop.inputs, loop.model, loop.accelerator.device
+    split = inputs.data.splits["train"]
+    batches = label_batches({t: split.labels[t] for t in plan.tasks}, plan.batch_size, plan.steps, seed)
+    if not batches:
+        logger.info("contrastive stage skipped: no classification task has two classes")
+        return []
+    groups = set(plan.groups)
+    apply_trainable(model, groups)
+    names = trainable_names((n for n, _ in model.named_parameters()), groups)
+    params = [p for n, p in model.named_parameters() if n in names]
+    optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
+    frozen = inputs.frozen
+    frozen.refresh(groups)
+    set_train_mode(model, groups)
+    losses: list[float] = []
+    started = time.perf_counter()
+    progress = progress_bar(loop.writer.console, not loop.show_progress, "loss {task.fields[loss]:.4f}")
+    with progress:
+        bar = progress.add_task("contrastive", total=len(batches), loss=float("nan"))
+        for step, (task, rows) in enumerate(batches):
+            for g in optimizer.param_groups:
+                g["lr"] = plan.lr * schedule_factor("linear", step, len(batches), plan.warmup_steps)
+            loss = contrastive_loss(
+                sentence_embeddings(loop, rows, device),
+                torch.as_tensor(split.labels[task][rows], device=device),
+                plan.loss,
+                plan.temperature,
+            )
+            if not torch.isfinite(loss):
+                raise TrainingError(f"contrastive loss became {loss.item()} at step {step + 1}; lower contrastive.lr")
+            loop.accelerator.backward(loss)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            progress.update(bar, advance=1, loss=float(np.mean(losses[-20:])))
+    for p in params:
+        p.requires_grad_(False)
+    frozen.invalidate()
+    logger.info(
+        "contrastive stage: %d steps in %.1fs, loss %.4f -> %.4f",
+        len(losses),
+        time.perf_counter() - started,
+        np.mean(losses[:5]),
+        np.mean(losses[-5:]),
+    )
+    return losses
+
+
+def sentence_embeddings(loop: TrainingLoop, rows: Sequence[int] | np.ndarray, device: torch.device) -> torch.Tensor:
+    """Pooled embeddings of training rows with gradients: from the prefix cache where one applies."""
+    feats = loop.inputs.frozen.features(rows, device)
+    if feats is None:
+        feats = loop.model.encoder(loop.inputs.batcher.inputs(np.asarray(rows), device))
+    return feats["sentence_embedding"]

@@ -1,0 +1,61 @@
+"""The default recipe (``training.strategy: auto``): the strategy and its stages, chosen from the data.
+
+A pure function of the data's statistics, so the choice is table-tested and
+stated in the log before training starts. Thresholds come from
+``benchmarks/fewshot.py`` (SST-2, TREC, BANKING77 at 8 to 64 rows per class
+and full data, beside SetFit, a frozen encoder with logistic regression and
+plain fine-tuning); ``benchmarks/README.md`` has the figures.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from mtst.config import AUTO, RunConfig
+from mtst.training.plan import DataStats
+
+# Up to this many labelled rows per class (median over classes, the scarcest task), the encoder is
+# tuned contrastively and linear heads are fitted on it; above it, full fine-tuning is ahead.
+FEW_SHOT_ROWS_PER_CLASS = 100
+
+
+@dataclass(frozen=True)
+class Recipe:
+    strategy: str
+    contrastive: bool
+    reason: str  # one line for the log: the data seen and what it leads to
+
+
+def rows_per_class(counts: tuple[int, ...]) -> float:
+    """Median rows per class among the classes that have rows."""
+    present = [c for c in counts if c > 0]
+    return float(statistics.median(present)) if present else 0.0
+
+
+def choose_recipe(stats: DataStats, token_tasks: bool = False) -> Recipe:
+    """The recipe for data with ``stats`` (``token_tasks``: a token or masked-LM task is present)."""
+    if token_tasks:
+        return Recipe("full", False, "token-level task(s): full fine-tuning")
+    if not stats.class_counts:
+        return Recipe("full", False, f"{stats.labelled_rows} rows: full fine-tuning")
+    task, counts = min(stats.class_counts.items(), key=lambda item: rows_per_class(item[1]))
+    per_class = rows_per_class(counts)
+    classes = sum(c > 0 for c in counts)
+    seen = f"{stats.labelled_rows} rows; {task}: {classes} classes, {per_class:g} rows per class (median)"
+    if per_class <= FEW_SHOT_ROWS_PER_CLASS:
+        return Recipe("frozen", True, f"{seen}: contrastive tuning of the top layers, then logistic heads")
+    return Recipe("full", False, f"{seen}: full fine-tuning")
+
+
+def apply_recipe(config: RunConfig, stats: DataStats, token_tasks: bool = False) -> tuple[RunConfig, Recipe | None]:
+    """``config`` with ``strategy: auto`` resolved (an explicit ``contrastive.enabled`` is kept);
+    any other strategy is returned unchanged with no recipe."""
+    tc = config.training
+    if tc.strategy != AUTO:
+        return config, None
+    recipe = choose_recipe(stats, token_tasks)
+    enabled = recipe.contrastive if tc.contrastive.enabled is None else tc.contrastive.enabled
+    contrastive = tc.contrastive.model_copy(update={"enabled": enabled})
+    training = tc.model_copy(update={"strategy": recipe.strategy, "contrastive": contrastive})
+    return config.model_copy(update={"training": training}), recipe

@@ -1,0 +1,190 @@
+"""The contrastive stage: balanced label batches, pair masks, losses, its plan, and what it does to a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mtst.config import validate_config
+from mtst.modeling.model import MultiTaskModel
+from mtst.training.contrastive import contrastive_loss, label_batches, pair_masks
+from mtst.training.plan import DataStats, build_plan, contrastive_steps
+from mtst.training.trainer import setup_run
+
+from .conftest import save_tiny_bert
+
+M = -100  # no label for this task
+
+
+# ------------------------------------------------------------------ batches
+def test_batches_are_balanced_over_classes_and_respect_labels() -> None:
+    y = np.array([0] * 10 + [1] * 10 + [2] * 10 + [M] * 5)
+    for task, rows in label_batches({"t": y}, batch_size=12, steps=20, seed=0):
+        assert task == "t"
+        labels = y[rows]
+        assert M not in labels  # rows without this task's label never enter its batches
+        counts = np.bincount(labels, minlength=3)
+        assert set(counts[counts > 0]) == {4}  # equal rows per class present
+        assert len(rows) == len(set(rows.tolist()))
+
+
+def test_every_class_in_a_batch_has_a_positive_pair_even_with_many_classes() -> None:
+    y = np.repeat(np.arange(40), 3)
+    batches = label_batches({"t": y}, batch_size=16, steps=50, seed=1)
+    for _, rows in batches:
+        counts = np.bincount(y[rows])
+        assert counts[counts > 0].min() >= 2
+    seen = np.unique(np.concatenate([rows for _, rows in batches]))
+    assert len(seen) == len(y)  # the seeded passes reach every row
+
+
+def test_multi_task_rows_without_a_label_are_skipped_for_that_task_only() -> None:
+    a = np.array([0, 1, 0, 1, M, M, M, M])
+    b = np.array([M, M, M, M, 0, 1, 0, 1])
+    batches = label_batches({"a": a, "b": b}, batch_size=4, steps=6, seed=0)
+    assert [t for t, _ in batches] == ["a", "b"] * 3  # tasks take turns
+    for task, rows in batches:
+        assert set(rows.tolist()) <= ({0, 1, 2, 3} if task == "a" else {4, 5, 6, 7})
+
+
+def test_batches_are_seeded_and_a_task_with_one_class_has_none() -> None:
+    y = np.array([0, 1] * 20)
+    first = label_batches({"t": y}, 8, 5, seed=3)
+    again = label_batches({"t": y}, 8, 5, seed=3)
+    other = label_batches({"t": y}, 8, 5, seed=4)
+    assert all((a[1] == b[1]).all() for a, b in zip(first, again, strict=True))
+    assert any((a[1] != b[1]).any() for a, b in zip(first, other, strict=True))
+    assert label_batches({"t": np.zeros(10, dtype=int)}, 8, 5, seed=0) == []
+
+
+def test_pair_masks_split_every_off_diagonal_pair() -> None:
+    pos, neg = pair_masks(torch.tensor([0, 0, 1, 2, 1]))
+    assert not pos.diagonal().any() and not neg.diagonal().any()
+    assert int(pos.sum()) == 4  # (0,1), (2,4) both ways
+    assert bool((pos | neg | torch.eye(5, dtype=torch.bool)).all())
+    assert not bool((pos & neg).any())
+
+
+# ------------------------------------------------------------------- losses
+@pytest.mark.parametrize("kind", ["cosine", "supcon"])
+def test_loss_prefers_embeddings_that_cluster_by_label(kind: str) -> None:
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    clustered = torch.eye(3).repeat_interleave(2, dim=0) + 0.01 * torch.randn(
+        6, 3, generator=torch.Generator().manual_seed(0)
+    )
+    mixed = clustered[torch.tensor([0, 2, 4, 1, 3, 5])]
+    assert contrastive_loss(clustered, labels, kind) < contrastive_loss(mixed, labels, kind)
+    if kind == "cosine":  # same label identical, different labels orthogonal: nothing left to learn
+        assert float(contrastive_loss(torch.eye(3).repeat_interleave(2, dim=0), labels, kind)) == pytest.approx(0.0)
+
+
+def test_loss_has_gradients_and_rejects_an_unknown_kind() -> None:
+    emb = torch.randn(4, 8, requires_grad=True)
+    contrastive_loss(emb, torch.tensor([0, 0, 1, 1])).backward()
+    assert emb.grad is not None and torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="allowed: cosine, supcon"):
+        contrastive_loss(emb, torch.tensor([0, 0, 1, 1]), "triplet")
+
+
+# --------------------------------------------------------------------- plan
+def plan(strategy: str, enabled: bool | None = True, **training: Any):
+    config = validate_config(
+        {
+            "tasks": {"a": {}, "b": {}},
+            "data": {"train": "x.csv"},
+            "training": {"strategy": strategy, "contrastive": {"enabled": enabled}, **training},
+        }
+    )
+    stats = DataStats(labelled_rows=48, class_counts={"a": (8, 8, 8), "b": (24, 24)})
+    return build_plan(config, 4, stats)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "settings", "groups"),
+    [
+        ("frozen", {}, {"layers.0", "layers.1", "layers.2", "layers.3", "backbone_other"}),
+        ("frozen", {"contrastive": {"enabled": True, "top_k": 1}}, {"layers.3", "backbone_other"}),
+        ("top_k", {"top_k": 2}, {"layers.2", "layers.3", "backbone_other"}),
+        ("lora", {}, {"lora"}),
+        ("full", {"freeze": ["embeddings"]}, {"layers.0", "layers.1", "layers.2", "layers.3", "backbone_other"}),
+    ],
+)
+def test_the_stage_trains_what_the_strategy_trains(strategy: str, settings: dict, groups: set[str]) -> None:
+    p = plan(strategy, **settings)
+    assert p.contrastive is not None
+    assert set(p.contrastive.groups) == groups
+    assert p.contrastive.tasks == ("a", "b")
+    assert set(p.contrastive.groups) <= p.tuned  # checkpoints keep what the stage trained
+
+
+def test_the_stage_is_off_unless_asked_and_sized_by_the_data() -> None:
+    assert plan("frozen", enabled=None).contrastive is None
+    assert plan("frozen", enabled=False).contrastive is None
+    assert contrastive_steps(16, 32, 30, 20, 150) == 30  # fewer rows than a batch: one batch is every row
+    assert contrastive_steps(48, 32, 30, 20, 150) == 45
+    assert contrastive_steps(4, 32, 2, 20, 150) == 20  # at least min_steps
+    assert contrastive_steps(10_000, 32, 30, 20, 150) == 150  # at most max_steps
+
+
+# -------------------------------------------------------------------- stage
+@pytest.fixture(scope="module")
+def nodrop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("bert-c"), seed=5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+
+
+def _config(backbone: Path, data: dict[str, str], out: Path, **training: Any) -> Any:
+    contrastive = {"enabled": True, "min_steps": 16, "max_steps": 16, "batch_size": 8, "lr": 1e-3}
+    contrastive.update(training.pop("contrastive", {}))
+    return validate_config(
+        {
+            "model": {"backbone": str(backbone), "max_length": 32},
+            "tasks": {"category": {}, "sentiment": {}},
+            "data": {"train": data["train"], "test": data["test"]},
+            "training": {"strategy": "frozen", "contrastive": contrastive, **training},
+            "output_dir": str(out),
+        }
+    )
+
+
+def _separation(model_or_encoder: Any, texts: list[str], labels: np.ndarray) -> float:
+    """Mean cosine of same-label pairs minus that of different-label pairs."""
+    emb = torch.nn.functional.normalize(
+        torch.as_tensor(model_or_encoder.encode(texts, normalize=False, convert_to="torch")).float(), dim=-1
+    )
+    sim = emb @ emb.T
+    same = torch.as_tensor(labels[:, None] == labels[None, :])
+    return float(sim[same & ~torch.eye(len(texts), dtype=torch.bool)].mean() - sim[~same].mean())
+
+
+def test_the_stage_draws_same_label_sentences_together(nodrop: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
+    loop = setup_run(_config(nodrop, tiny_data, tmp_path / "run"), show_progress=False)
+    train = loop.inputs.data.splits["train"]
+    labels = train.labels["category"]
+    before = _separation(loop.model.encoder, train.texts, labels)
+    frozen_before = {n: p.detach().clone() for n, p in loop.model.named_parameters() if "embeddings" in n}
+    loop.fit()
+    assert len(loop.contrastive_losses) == 16 and all(np.isfinite(loop.contrastive_losses))
+    saved = MultiTaskModel.load(tmp_path / "run" / "model")
+    assert _separation(saved.encoder, train.texts, labels) > before + 0.02
+    for name, p in saved.named_parameters():  # the stage trained the layers, not the embeddings
+        if name in frozen_before:
+            assert torch.equal(p, frozen_before[name]), name
+
+
+def test_prefix_cache_gives_the_losses_of_the_whole_encoder(
+    nodrop: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    losses = {}
+    for cache in (True, False):
+        config = _config(nodrop, tiny_data, tmp_path / str(cache), cache=cache, contrastive={"top_k": 1})
+        loop = setup_run(config, show_progress=False)
+        loop.fit()
+        losses[cache] = loop.contrastive_losses
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+    assert losses[True][-1] < losses[True][0]

@@ -1,0 +1,67 @@
+"""The default recipe: a pure function of the data's statistics, table-tested."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtst.config import validate_config
+from mtst.training.plan import DataStats
+from mtst.training.recipe import FEW_SHOT_ROWS_PER_CLASS, apply_recipe, choose_recipe, rows_per_class
+
+F = FEW_SHOT_ROWS_PER_CLASS
+
+
+@pytest.mark.parametrize(
+    ("counts", "token_tasks", "strategy", "contrastive"),
+    [
+        ({"t": (8, 8)}, False, "frozen", True),  # 8 per class, binary
+        ({"t": (8,) * 77}, False, "frozen", True),  # 8 per class, many classes
+        ({"t": (F, F, F)}, False, "frozen", True),  # at the threshold
+        ({"t": (F + 1, F + 1)}, False, "full", False),  # above it
+        ({"t": (5000, 5000)}, False, "full", False),  # full data
+        ({"a": (5000, 5000), "b": (10, 10, 10)}, False, "frozen", True),  # the scarcest task decides
+        ({"t": (8, 8)}, True, "full", False),  # a token task needs the backbone fine-tuned
+        ({}, False, "full", False),  # no sentence classification task
+        ({"t": (3, 200, 0)}, False, "full", False),  # median over the classes that have rows
+    ],
+)
+def test_recipe_table(counts: dict, token_tasks: bool, strategy: str, contrastive: bool) -> None:
+    rows = sum(sum(c) for c in counts.values())
+    recipe = choose_recipe(DataStats(labelled_rows=rows, class_counts=counts), token_tasks)
+    assert (recipe.strategy, recipe.contrastive) == (strategy, contrastive)
+    assert recipe.reason
+
+
+def test_the_reason_states_what_was_seen() -> None:
+    recipe = choose_recipe(DataStats(24, {"label": (8, 8, 8)}))
+    assert recipe.reason.startswith("24 rows; label: 3 classes, 8 rows per class")
+    assert "contrastive" in recipe.reason and "logistic heads" in recipe.reason
+    assert rows_per_class((1, 2, 100, 0)) == 2
+
+
+def _config(**training: object):
+    return validate_config({"tasks": {"t": {}}, "data": {"train": "x.csv"}, "training": training})
+
+
+def test_auto_is_the_default_and_resolves_to_a_concrete_strategy() -> None:
+    config = _config()
+    assert config.training.strategy == "auto"
+    resolved, recipe = apply_recipe(config, DataStats(16, {"t": (8, 8)}))
+    assert recipe is not None
+    assert resolved.training.strategy == "frozen" and resolved.training.contrastive.enabled is True
+    assert config.training.strategy == "auto"  # the user's config is not changed
+
+
+def test_an_explicit_choice_is_kept() -> None:
+    config = _config(strategy="full")
+    assert apply_recipe(config, DataStats(16, {"t": (8, 8)})) == (config, None)
+    off = _config(contrastive={"enabled": False})
+    resolved, _ = apply_recipe(off, DataStats(16, {"t": (8, 8)}))
+    assert resolved.training.strategy == "frozen" and resolved.training.contrastive.enabled is False
+
+
+def test_unknown_strategy_lists_auto() -> None:
+    from mtst.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="allowed: auto, frozen"):
+        _config(strategy="fast")
