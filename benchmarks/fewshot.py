@@ -129,7 +129,7 @@ def load_results(*paths: Path) -> list[dict]:
 
 
 def save_result(path: Path, entry: dict) -> None:
-    results = load_results(path) + [entry]
+    results = [*load_results(path), entry]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1))

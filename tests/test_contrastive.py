@@ -127,7 +127,7 @@ def test_the_stage_is_off_unless_asked_and_sized_by_the_data() -> None:
     assert contrastive_steps(16, 32, 30, 20, 150) == 30  # fewer rows than a batch: one batch is every row
     assert contrastive_steps(48, 32, 30, 20, 150) == 45
     assert contrastive_steps(4, 32, 2, 20, 150) == 20  # at least min_steps
-    assert contrastive_steps(10_000, 32, 30, 20, 150) == 150  # at most max_steps
+    assert contrastive_steps(10_000, 32, 30, 20, 200) == 200  # at most max_steps
 
 
 # -------------------------------------------------------------------- stage

@@ -137,5 +137,5 @@ def test_cache_and_saved_groups() -> None:
 
 
 def test_unknown_strategy_names_the_allowed_ones() -> None:
-    with pytest.raises(ConfigError, match="allowed: frozen, heads, top_k, gradual, full, lora"):
+    with pytest.raises(ConfigError, match="allowed: auto, frozen, heads, top_k, gradual, full, lora"):
         plan_for("everything")

@@ -6,7 +6,13 @@ import pytest
 
 from mtst.config import validate_config
 from mtst.training.plan import DataStats
-from mtst.training.recipe import FEW_SHOT_ROWS_PER_CLASS, apply_recipe, choose_recipe, rows_per_class
+from mtst.training.recipe import (
+    FEW_SHOT_ROWS_PER_CLASS,
+    MAX_CONTRASTIVE_CLASSES,
+    apply_recipe,
+    choose_recipe,
+    rows_per_class,
+)
 
 F = FEW_SHOT_ROWS_PER_CLASS
 
@@ -15,11 +21,14 @@ F = FEW_SHOT_ROWS_PER_CLASS
     ("counts", "token_tasks", "strategy", "contrastive"),
     [
         ({"t": (8, 8)}, False, "frozen", True),  # 8 per class, binary
-        ({"t": (8,) * 77}, False, "frozen", True),  # 8 per class, many classes
+        ({"t": (8,) * 6}, False, "frozen", True),  # 8 per class, a few classes
+        ({"t": (8,) * MAX_CONTRASTIVE_CLASSES}, False, "frozen", True),  # every class still has 2 rows in each batch
+        ({"t": (8,) * 77}, False, "frozen", False),  # many classes: logistic heads on the pretrained encoder
         ({"t": (F, F, F)}, False, "frozen", True),  # at the threshold
         ({"t": (F + 1, F + 1)}, False, "full", False),  # above it
         ({"t": (5000, 5000)}, False, "full", False),  # full data
         ({"a": (5000, 5000), "b": (10, 10, 10)}, False, "frozen", True),  # the scarcest task decides
+        ({"a": (10,) * 50, "b": (10, 10, 10)}, False, "frozen", False),  # the task with most classes
         ({"t": (8, 8)}, True, "full", False),  # a token task needs the backbone fine-tuned
         ({}, False, "full", False),  # no sentence classification task
         ({"t": (3, 200, 0)}, False, "full", False),  # median over the classes that have rows

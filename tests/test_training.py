@@ -216,7 +216,10 @@ def _write(path: Path, text: str) -> str:
         ("tasks: {a: {}}\ndata: {train: t.csv}\ntraining: {strategy: partial}\n", "training.strategy"),
         ("tasks: {a: {}}\ndata: {train: t.csv}\ntraining: {epocs: 3}\n", "training.epocs: unknown key"),
         ("tasks: {a: {}}\ndata: {train: missing.csv}\n", "no such file"),
-        ("tasks: {y: {}}\ndata: {train: t.csv}\ntraining: {freeze: [backbone, heads]}\n", "nothing to train"),
+        (
+            "tasks: {y: {}}\ndata: {train: t.csv}\ntraining: {strategy: full, freeze: [backbone, heads]}\n",
+            "nothing to train",
+        ),
         ("tasks: {y: {}}\ndata: {train: t.csv, text_column: body}\n", "no column 'body'"),
         ("tasks: {y: {}}\ndata: {train: t.csv}\ntraining: {metric: f1}\n", "training.metric"),
     ],

@@ -114,8 +114,8 @@ class ContrastiveSection(_Section):
     same-label sentences lie close and different-label ones apart (SetFit's idea, on in-batch pairs).
 
     It trains the backbone parts the strategy trains; for ``frozen`` and ``heads``, whose backbone
-    never trains, every layer, or the top ``top_k`` (their input then comes from the frozen-prefix cache). ``enabled`` unset: on
-    where the ``auto`` recipe chooses it, off otherwise. ``loss``: ``cosine`` regresses the cosine of
+    never trains, every layer, or the top ``top_k`` (their input then comes from the frozen-prefix
+    cache). ``enabled`` unset: on where the ``auto`` recipe chooses it, off otherwise. ``loss``: ``cosine`` regresses the cosine of
     every same-label pair in a batch to 1 and of every other pair to 0 (positives and negatives weighted
     equally, SetFit's CosineSimilarityLoss over all pairs); ``supcon`` is the supervised contrastive loss.
     The stage runs ``epochs`` passes over the labelled rows, at least ``min_steps`` and at most
@@ -127,7 +127,7 @@ class ContrastiveSection(_Section):
     top_k: int | None = Field(default=None, ge=1)
     epochs: float = Field(default=30.0, gt=0)
     min_steps: int = Field(default=20, ge=1)
-    max_steps: int = Field(default=150, ge=1)
+    max_steps: int = Field(default=200, ge=1)
     batch_size: int = Field(default=32, ge=4)
     lr: float = Field(default=4e-5, gt=0)
     temperature: float = Field(default=0.1, gt=0)

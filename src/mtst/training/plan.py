@@ -44,15 +44,18 @@ class ContrastivePlan:
     warmup_steps: int
     loss: str
     temperature: float
+    num_layers: int
 
     def describe(self) -> str:
-        layers = [g for g in self.groups if g.startswith("layers.")]
+        layers = sum(g.startswith("layers.") for g in self.groups)
         if "lora" in self.groups:
             part = "the LoRA adapters"
         elif "embeddings" in self.groups:
             part = "the whole backbone"
+        elif layers == self.num_layers:
+            part = f"all {layers} layers"
         else:
-            part = f"the top {len(layers)} layer(s)"
+            part = f"the top {layers} of {self.num_layers} layers"
         return f"contrastive stage: {self.steps} steps of {self.batch_size} rows on {part}, {self.loss} loss"
 
 
@@ -171,6 +174,7 @@ def contrastive_plan(
         warmup_steps=int(cc.warmup_ratio * steps),
         loss=cc.loss,
         temperature=cc.temperature,
+        num_layers=ctx.num_layers,
     )
 
 

@@ -245,8 +245,17 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console) -> None
     )
     # Gradual unfreezing trains more as it goes: say what trains at the start and the most that ever does.
     start = "" if at_start == trainable else f"{at_start:,} at the start, up to "
+    steps = (
+        "linear heads fitted by logistic regression"
+        if plan.closed_form
+        else f"{plan.total_steps} steps of batch {config.training.batch_size}"
+    )
     console.print(
         f"trainable parameters: {start}{trainable:,} of {total:,} ({100.0 * trainable / max(1, total):.2f}%) · "
-        f"{plan.total_steps} steps of batch {config.training.batch_size} · run dir {config.output_dir}"
+        f"{steps} · run dir {config.output_dir}"
     )
+    if inputs.recipe is not None:
+        console.print(f"recipe (strategy auto): {inputs.recipe.reason}")
+    if plan.contrastive is not None:
+        console.print(f"{plan.contrastive.describe()}, then the {plan.strategy} strategy")
     logger.info("training on %d rows; %d trainable of %d parameters", len(data.splits["train"]), trainable, total)
