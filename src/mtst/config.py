@@ -115,9 +115,10 @@ class ContrastiveSection(_Section):
 
     It trains the backbone parts the strategy trains; for ``frozen`` and ``heads``, whose backbone
     never trains, every layer, or the top ``top_k`` (their input then comes from the frozen-prefix
-    cache). ``enabled`` unset: on where the ``auto`` recipe chooses it, off otherwise. ``loss``: ``cosine`` regresses the cosine of
-    every same-label pair in a batch to 1 and of every other pair to 0 (positives and negatives weighted
-    equally, SetFit's CosineSimilarityLoss over all pairs); ``supcon`` is the supervised contrastive loss.
+    cache). ``enabled`` unset: on where the ``auto`` recipe chooses it, off otherwise. ``loss``:
+    ``cosine`` regresses the cosine of every same-label pair in a batch to 1 and of every other pair
+    to 0 (positives and negatives weighted equally, SetFit's CosineSimilarityLoss over all pairs);
+    ``supcon`` is the supervised contrastive loss.
     The stage runs ``epochs`` passes over the labelled rows, at least ``min_steps`` and at most
     ``max_steps`` optimizer steps.
     """
