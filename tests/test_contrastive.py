@@ -121,6 +121,23 @@ def test_the_stage_trains_what_the_strategy_trains(strategy: str, settings: dict
     assert set(p.contrastive.groups) <= p.tuned  # checkpoints keep what the stage trained
 
 
+def test_tasks_with_many_classes_sit_the_stage_out() -> None:
+    config = validate_config(
+        {
+            "tasks": {"few": {}, "many": {}},
+            "data": {"train": "x.csv"},
+            "training": {"strategy": "frozen", "contrastive": {"enabled": True}},
+        }
+    )
+    stats = DataStats(labelled_rows=400, class_counts={"few": (200, 200), "many": (8,) * 50})
+    assert build_plan(config, 4, stats).contrastive.tasks == ("few",)
+    everyone = config.model_copy(deep=True)
+    everyone.training.contrastive.max_classes = None
+    assert build_plan(everyone, 4, stats).contrastive.tasks == ("few", "many")
+    only_many = DataStats(labelled_rows=400, class_counts={"many": (8,) * 50})
+    assert build_plan(config, 4, only_many).contrastive is None
+
+
 def test_the_stage_is_off_unless_asked_and_sized_by_the_data() -> None:
     assert plan("frozen", enabled=None).contrastive is None
     assert plan("frozen", enabled=False).contrastive is None

@@ -201,7 +201,7 @@ def train(
     if result.validation:
         err_console.print(f"best validation {cfg.training.metric}: {100 * result.validation[cfg.training.metric]:.1f}")
     if result.test:
-        console.print(metrics_table(result.test, f"test metrics · {cfg.training.strategy} · {result.run_dir}"))
+        console.print(metrics_table(result.test, f"test metrics · {result.strategy} · {result.run_dir}"))
     else:
         console.print(f"no test split; model and metrics are in {result.run_dir}")
     err_console.print(

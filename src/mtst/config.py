@@ -118,13 +118,16 @@ class ContrastiveSection(_Section):
     cache). ``enabled`` unset: on where the ``auto`` recipe chooses it, off otherwise. ``loss``:
     ``cosine`` regresses the cosine of every same-label pair in a batch to 1 and of every other pair
     to 0 (positives and negatives weighted equally, SetFit's CosineSimilarityLoss over all pairs);
-    ``supcon`` is the supervised contrastive loss.
+    ``supcon`` is the supervised contrastive loss. Tasks with more than ``max_classes`` classes sit the
+    stage out (with many classes a batch holds two rows of some of them, and the stage measured no
+    gain there); ``null`` lets every classification task take part.
     The stage runs ``epochs`` passes over the labelled rows, at least ``min_steps`` and at most
     ``max_steps`` optimizer steps.
     """
 
     enabled: bool | None = None
     loss: Literal["cosine", "supcon"] = "cosine"
+    max_classes: int | None = Field(default=16, ge=2)
     top_k: int | None = Field(default=None, ge=1)
     epochs: float = Field(default=30.0, gt=0)
     min_steps: int = Field(default=20, ge=1)

@@ -157,7 +157,11 @@ def contrastive_plan(
     cc = config.training.contrastive
     if not cc.enabled:
         return None
-    tasks = tuple(t for t, counts in stats.class_counts.items() if sum(c > 0 for c in counts) >= 2)
+    limit = cc.max_classes or 10**9
+    tasks = tuple(t for t, counts in stats.class_counts.items() if 2 <= sum(c > 0 for c in counts) <= limit)
+    if len(tasks) < len(stats.class_counts):
+        left_out = sorted(set(stats.class_counts) - set(tasks))
+        logger.info("contrastive stage: %s sit(s) out (one class, or more than contrastive.max_classes)", left_out)
     backbone = {g for g in last_stage if not g.startswith("heads.")}
     groups = frozenset((backbone or ctx.top_layers(cc.top_k or ctx.num_layers)) - frozen)
     if not tasks or not groups:

@@ -12,16 +12,16 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from mtst.config import AUTO, RunConfig
+from mtst.config import AUTO, ContrastiveSection, RunConfig
 from mtst.training.plan import DataStats
 
 # Up to this many labelled rows per class (median over classes, the scarcest task), linear heads are
 # fitted on the encoder (tuned contrastively where that helps); above it, full fine-tuning is ahead.
 FEW_SHOT_ROWS_PER_CLASS = 100
-# The contrastive stage helps where every class has a few rows in every batch (32 rows, at least 2
-# per class); with more classes its batches hold 2 rows of some classes each and it measured no
-# gain over logistic heads on the pretrained encoder (BANKING77, 77 classes), at 15 times the cost.
-MAX_CONTRASTIVE_CLASSES = 16
+# The contrastive stage helps tasks whose classes all fit in every batch (32 rows, at least 2 per
+# class); with more classes it measured no gain over logistic heads on the pretrained encoder
+# (BANKING77, 77 classes) at 15 times the cost, so such tasks sit it out (contrastive.max_classes).
+MAX_CONTRASTIVE_CLASSES = ContrastiveSection.model_fields["max_classes"].default
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,11 @@ def rows_per_class(counts: tuple[int, ...]) -> float:
     return float(statistics.median(present)) if present else 0.0
 
 
-def choose_recipe(stats: DataStats, token_tasks: bool = False) -> Recipe:
-    """The recipe for data with ``stats`` (``token_tasks``: a token or masked-LM task is present)."""
+def choose_recipe(
+    stats: DataStats, token_tasks: bool = False, max_classes: int | None = MAX_CONTRASTIVE_CLASSES
+) -> Recipe:
+    """The recipe for data with ``stats`` (``token_tasks``: a token or masked-LM task is present);
+    the contrastive stage where some task has at most ``max_classes`` classes (None: any)."""
     if token_tasks:
         return Recipe("full", False, "token-level task(s): full fine-tuning")
     if not stats.class_counts:
@@ -49,10 +52,10 @@ def choose_recipe(stats: DataStats, token_tasks: bool = False) -> Recipe:
     seen = f"{stats.labelled_rows} rows; {task}: {classes} classes, {per_class:g} rows per class (median)"
     if per_class > FEW_SHOT_ROWS_PER_CLASS:
         return Recipe("full", False, f"{seen}: full fine-tuning")
-    most = max(sum(c > 0 for c in task_counts) for task_counts in stats.class_counts.values())
-    if most <= MAX_CONTRASTIVE_CLASSES:
+    fewest = min(sum(c > 0 for c in task_counts) for task_counts in stats.class_counts.values())
+    if max_classes is None or fewest <= max_classes:
         return Recipe("frozen", True, f"{seen}: contrastive tuning of the encoder, then logistic heads")
-    return Recipe("frozen", False, f"{seen}: logistic heads on the pretrained encoder ({most} classes)")
+    return Recipe("frozen", False, f"{seen}: logistic heads on the pretrained encoder ({fewest} classes)")
 
 
 def apply_recipe(config: RunConfig, stats: DataStats, token_tasks: bool = False) -> tuple[RunConfig, Recipe | None]:
@@ -61,7 +64,7 @@ def apply_recipe(config: RunConfig, stats: DataStats, token_tasks: bool = False)
     tc = config.training
     if tc.strategy != AUTO:
         return config, None
-    recipe = choose_recipe(stats, token_tasks)
+    recipe = choose_recipe(stats, token_tasks, tc.contrastive.max_classes)
     enabled = recipe.contrastive if tc.contrastive.enabled is None else tc.contrastive.enabled
     contrastive = tc.contrastive.model_copy(update={"enabled": enabled})
     training = tc.model_copy(update={"strategy": recipe.strategy, "contrastive": contrastive})

@@ -46,6 +46,7 @@ class TrainResult:
     total_parameters: int
     train_seconds: float
     steps: int
+    strategy: str = ""  # the strategy that ran (``auto`` resolved)
 
 
 class RunWriter:
@@ -203,7 +204,15 @@ class RunWriter:
             write_summary(self.run_dir, summary)
         logger.info("finished: %s", json.dumps(summary["test"]))
         return TrainResult(
-            self.run_dir, test, validation, st.history, trainable, total, st.train_seconds, st.global_step
+            self.run_dir,
+            test,
+            validation,
+            st.history,
+            trainable,
+            total,
+            st.train_seconds,
+            st.global_step,
+            self.tc.strategy,
         )
 
     def _test_scores(self, loop: TrainingLoop, model_dir: Path) -> dict[str, dict]:
