@@ -151,12 +151,10 @@ def run_contrastive(loop: TrainingLoop, plan: ContrastivePlan, seed: int) -> lis
         for step, (task, rows) in enumerate(batches):
             for g in optimizer.param_groups:
                 g["lr"] = plan.lr * schedule_factor("linear", step, len(batches), plan.warmup_steps)
-            loss = contrastive_loss(
-                sentence_embeddings(loop, rows, device),
-                torch.as_tensor(split.labels[task][rows], device=device),
-                plan.loss,
-                plan.temperature,
-            )
+            with loop.accelerator.autocast():  # bf16 where the run uses it; the loss itself is in fp32
+                embeddings = sentence_embeddings(loop, rows, device)
+            labels = torch.as_tensor(split.labels[task][rows], device=device)
+            loss = contrastive_loss(embeddings, labels, plan.loss, plan.temperature)
             if not torch.isfinite(loss):
                 raise TrainingError(f"contrastive loss became {loss.item()} at step {step + 1}; lower contrastive.lr")
             loop.accelerator.backward(loss)
