@@ -118,6 +118,7 @@ def test_the_stage_trains_what_the_strategy_trains(strategy: str, settings: dict
     assert p.contrastive is not None
     assert set(p.contrastive.groups) == groups
     assert p.contrastive.tasks == ("a", "b")
+    assert p.contrastive.steps == 30 + 45  # each task its own budget: 30 passes over 24 rows, over 48 rows
     assert set(p.contrastive.groups) <= p.tuned  # checkpoints keep what the stage trained
 
 
@@ -186,7 +187,8 @@ def test_the_stage_draws_same_label_sentences_together(nodrop: Path, tiny_data: 
     before = _separation(loop.model.encoder, train.texts, labels)
     frozen_before = {n: p.detach().clone() for n, p in loop.model.named_parameters() if "embeddings" in n}
     loop.fit()
-    assert len(loop.contrastive_losses) == 16 and all(np.isfinite(loop.contrastive_losses))
+    assert len(loop.contrastive_losses) == 2 * 16  # 16 steps per task
+    assert all(np.isfinite(loop.contrastive_losses))
     saved = MultiTaskModel.load(tmp_path / "run" / "model")
     assert _separation(saved.encoder, train.texts, labels) > before + 0.02
     for name, p in saved.named_parameters():  # the stage trained the layers, not the embeddings

@@ -121,8 +121,8 @@ class ContrastiveSection(_Section):
     ``supcon`` is the supervised contrastive loss. Tasks with more than ``max_classes`` classes sit the
     stage out (with many classes a batch holds two rows of some of them, and the stage measured no
     gain there); ``null`` lets every classification task take part.
-    The stage runs ``epochs`` passes over the labelled rows, at least ``min_steps`` and at most
-    ``max_steps`` optimizer steps.
+    The stage runs ``epochs`` passes over each task's labelled rows, at least ``min_steps`` and at
+    most ``max_steps`` optimizer steps per task (tasks take turns, each getting what it would alone).
     """
 
     enabled: bool | None = None
