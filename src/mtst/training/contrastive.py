@@ -73,8 +73,9 @@ def label_batches(
             continue
         per_class = max(2, batch_size // len(classes))
         classes_per_batch = max(2, min(len(classes), batch_size // per_class))
-        by_class = {int(c): _cycle(rng, rows[y[rows] == c]) for c in classes}
-        sizes = {int(c): int((y[rows] == c).sum()) for c in classes}
+        members = {int(c): rows[y[rows] == c] for c in classes}
+        by_class = {c: _cycle(rng, m) for c, m in members.items()}
+        sizes = {c: len(m) for c, m in members.items()}
         streams[task] = (_cycle(rng, classes), by_class, sizes, per_class, classes_per_batch)
     if not streams:
         return []

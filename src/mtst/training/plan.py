@@ -99,7 +99,7 @@ class TrainingPlan:
     @property
     def tuned(self) -> set[str]:
         """Every group any stage trains, the contrastive stage included (what checkpoints keep)."""
-        return self.ever | (set(self.contrastive.groups) if self.contrastive else set())
+        return _with_contrastive(self.ever, self.contrastive)
 
 
 def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_tasks: bool = False) -> TrainingPlan:
@@ -125,7 +125,7 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
     stage_steps = strategy.stage_steps(ctx, steps_per_epoch) if len(stages) > 1 else None
     ever = set().union(*stages[: _stage_index(max(0, total - 1), stage_steps, len(stages)) + 1])
     contrastive = contrastive_plan(config, ctx, stages[-1], frozen, stats)
-    saved = strategy.saved_backbone_groups(ever | (set(contrastive.groups) if contrastive else set()))
+    saved = strategy.saved_backbone_groups(_with_contrastive(ever, contrastive))
     head_lr = tc.head_lr
     lrs = {g: group_lr(g, num_layers, tc.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
     return TrainingPlan(
@@ -184,6 +184,11 @@ def contrastive_plan(
         temperature=cc.temperature,
         num_layers=ctx.num_layers,
     )
+
+
+def _with_contrastive(groups: set[str], contrastive: ContrastivePlan | None) -> set[str]:
+    """``groups`` and what the contrastive stage trains."""
+    return groups | (set(contrastive.groups) if contrastive else set())
 
 
 def contrastive_steps(rows: int, batch_size: int, epochs: float, min_steps: int, max_steps: int) -> int:
