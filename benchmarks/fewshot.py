@@ -38,11 +38,12 @@ import torch
 
 from _common import DATA, ROOT, machine, read_jsonl
 
-DATASETS = {  # name: (folder, label column, sizes per class)
-    "sst2": ("sst2", "sentiment", (8, 64)),
-    "trec": ("trec", "coarse", (8, 64)),
-    "banking77": ("banking77", "intent", (8, 16)),
+DATASETS = {  # name: (folder, label column, sizes per class; 0 = the whole training set)
+    "sst2": ("sst2", "sentiment", (8, 64, 0)),
+    "trec": ("trec", "coarse", (8, 64, 0)),
+    "banking77": ("banking77", "intent", (8, 16, 0)),
 }
+FULL_CAP = 10_000  # "full" rows at most: SST-2's 67k would take hours a run on 2 cores
 METHODS = ("mtst", "setfit", "frozen_lr", "plain")
 RESULTS = ROOT / "benchmarks" / "results" / "fewshot.json"
 
@@ -54,6 +55,16 @@ def sample(rows: list[dict], column: str, n: int, seed: int) -> list[dict]:
 
     ds = Dataset.from_list([{"text": r["text"], "label": r[column]} for r in rows])
     return list(sample_dataset(ds, label_column="label", num_samples=n, seed=seed))
+
+
+def full_rows(rows: list[dict], column: str, cap: int) -> list[dict]:
+    """The whole training set, or a fixed random ``cap`` rows of it (the same for every seed and method)."""
+    picked = rows if len(rows) <= cap else [rows[i] for i in np.random.default_rng(0).permutation(len(rows))[:cap]]
+    return [{"text": r["text"], "label": r[column]} for r in picked]
+
+
+def size_name(size: int) -> str:
+    return "full" if size == 0 else f"{size}/class"
 
 
 def body_path() -> str:
@@ -146,7 +157,7 @@ def table(results: list[dict], tag: str | None = None) -> str:
             cells[(r["dataset"], r["size"])][r["method"]].append(r)
     methods = [m for m in (*METHODS, "mtst_variant") if any(m in c for c in cells.values())]
     lines = ["| data | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
-    for (dataset, size), by_method in sorted(cells.items()):
+    for (dataset, size), by_method in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 10**9)):
         row = []
         for m in methods:
             runs = by_method.get(m, [])
@@ -156,15 +167,17 @@ def table(results: list[dict], tag: str | None = None) -> str:
             acc = [r["accuracy"] for r in runs]
             sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
             secs = statistics.mean(r["seconds"] for r in runs)
-            row.append(f"{statistics.mean(acc):.1f} ± {sd:.1f} ({secs:.0f} s, n={len(acc)})")
-        lines.append(f"| {dataset} {size}/class | " + " | ".join(row) + " |")
+            digits = 2 if size == 0 else 1
+            row.append(f"{statistics.mean(acc):.{digits}f} ± {sd:.{digits}f} ({secs:.0f} s, n={len(acc)})")
+        lines.append(f"| {dataset} {size_name(size)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--sizes", default=None, help="examples per class, e.g. 8,64 (default: per dataset)")
+    parser.add_argument("--sizes", default=None, help="examples per class, e.g. 8,64; 0: full (default: per dataset)")
+    parser.add_argument("--full-cap", type=int, default=FULL_CAP, help="rows at most for size 0 (full)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -188,7 +201,7 @@ def main() -> None:
         sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes
         for size in sizes:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                train = sample(rows, column, size, seed)
+                train = full_rows(rows, column, args.full_cap) if size == 0 else sample(rows, column, size, seed)
                 for method in args.methods.split(","):
                     with tempfile.TemporaryDirectory() as tmp:
                         torch.manual_seed(seed)
@@ -204,7 +217,7 @@ def main() -> None:
                         "mtst_set": args.mtst_set,
                     }
                     save_result(out[0], entry)
-                    print(f"{name} {size}/class seed {seed} {method}: {acc:.1f} in {secs:.1f}s", flush=True)
+                    print(f"{name} {size_name(size)} seed {seed} {method}: {acc:.1f} in {secs:.1f}s", flush=True)
     print(table(load_results(out[0]), args.tag or None))
 
 

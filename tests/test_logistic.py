@@ -58,10 +58,10 @@ def test_a_class_with_one_row_falls_back_to_c_1_and_the_head_is_written() -> Non
 
 
 def test_large_data_chooses_the_strength_on_a_stratified_sample() -> None:
-    from mtst.modeling.logistic import _stratified_sample
+    from mtst.modeling.logistic import stratified_sample
 
     labels = np.array([0] * 9000 + [1] * 900 + [2] * 100)
-    rows = _stratified_sample(labels, 2000, seed=0)
+    rows = stratified_sample(labels, 2000, seed=0)
     assert len(rows) == 2000 and len(set(rows.tolist())) == 2000
     assert np.bincount(labels[rows]).tolist() == [1800, 180, 20]
-    assert _stratified_sample(labels[:50], 2000, seed=0).tolist() == list(range(50))
+    assert stratified_sample(labels[:50], 2000, seed=0).tolist() == list(range(50))

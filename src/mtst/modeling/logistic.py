@@ -75,7 +75,7 @@ def _folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     return [np.asarray(sorted(f)) for f in folds if f]
 
 
-def _stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+def stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Every row when there are at most ``limit``; else a seeded sample keeping each class's share (>= 1 row)."""
     if len(labels) <= limit:
         return np.arange(len(labels))
@@ -109,7 +109,7 @@ def fit_logistic(
     best_c, best_acc = (float(grid[0]) if len(grid) == 1 else 1.0), None
     if k >= 2 and len(grid) > 1:
         grid = sorted(grid)
-        cv_rows = _stratified_sample(y.numpy(), CV_MAX_ROWS, seed)
+        cv_rows = stratified_sample(y.numpy(), CV_MAX_ROWS, seed)
         splits = [cv_rows[f] for f in _folds(y.numpy()[cv_rows], k, seed)]
         correct = np.zeros(len(grid))
         for held in splits:

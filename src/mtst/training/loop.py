@@ -24,6 +24,7 @@ from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
 from mtst.training.contrastive import run_contrastive
 from mtst.training.freezing import apply_trainable, set_train_mode
+from mtst.training.headfit import WARM_START_ROWS, fit_heads
 from mtst.training.optim import GroupScheduler, build_optimizer
 
 if TYPE_CHECKING:
@@ -184,6 +185,8 @@ class TrainingLoop:
                 self.contrastive_losses = run_contrastive(self, self.plan.contrastive, self.tc.seed)
                 apply_trainable(self.model, self.groups)
                 self.refresh_cache()
+            if self.plan.head_init and not self.resumed:
+                self.warm_start_heads()
             if self.plan.closed_form:
                 self.writer.fit_closed_form(self)
             else:
@@ -193,6 +196,15 @@ class TrainingLoop:
             raise
         self.state.train_seconds = time.perf_counter() - started
         self._fire("on_train_end")
+
+    def warm_start_heads(self) -> None:
+        """Linear heads start at the logistic-regression optimum for the encoder as it stands
+        (after a contrastive stage), fitted on a sample of the training rows."""
+        frozen = self.inputs.frozen
+        emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
+        train = self.inputs.data.splits["train"]
+        fit_heads(self.model, train, self.tc.seed, emb, WARM_START_ROWS, self.tc.eval_batch_size, self.plan.head_init)
+        set_train_mode(self.model, self.groups)
 
     def _steps(self, started: float) -> None:
         tc, st, plan = self.tc, self.state, self.plan

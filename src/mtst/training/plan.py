@@ -75,6 +75,7 @@ class TrainingPlan:
     saved_backbone_groups: tuple[str, ...] | None  # None: the saved model holds the whole backbone
     warnings: tuple[str, ...] = ()
     contrastive: ContrastivePlan | None = None  # a stage before the supervised steps
+    head_init: tuple[str, ...] = ()  # heads fitted by logistic regression before the first step
 
     def stage_at(self, step: int) -> int:
         return _stage_index(step, self.stage_steps, len(self.stages))
@@ -143,6 +144,7 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
         saved_backbone_groups=None if saved is None or tc.lora.save == "merged" else tuple(saved),
         warnings=tuple(_warnings(stages[0], tasks)),
         contrastive=contrastive,
+        head_init=tuple(t for t in tasks if f"heads.{t}" in ever) if tc.head_init == "logistic" else (),
     )
 
 

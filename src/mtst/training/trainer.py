@@ -29,6 +29,7 @@ from mtst.modeling.model import MultiTaskModel
 from mtst.training.batches import Batcher
 from mtst.training.cache import FrozenWork
 from mtst.training.freezing import trainable_names
+from mtst.training.headfit import mark_normalized_inputs
 from mtst.training.loop import Callback, LoopState, StepEvent, TrainingError, TrainingLoop
 from mtst.training.plan import DataStats, TrainingPlan, build_plan
 from mtst.training.recipe import Recipe, apply_recipe
@@ -140,6 +141,8 @@ def make_plan(inputs: RunInputs) -> TrainingPlan:
     config = inputs.config
     plan = build_plan(config, num_layers, stats, raw_token_tasks=raw_tokens)
     get_strategy(plan.strategy).prepare(inputs.model, GroupContext(num_layers, tuple(config.tasks), config.training))
+    if plan.head_init:  # the warm start fits heads on the normalised embedding, as ``frozen`` does
+        mark_normalized_inputs(inputs.model, plan.head_init)
     params = dict(inputs.model.named_parameters())
     inputs.ever_trainable = trainable_names(params, plan.ever)
     inputs.tuned = trainable_names(params, plan.tuned)

@@ -20,10 +20,10 @@ import torch
 from rich.console import Console
 
 from mtst.evaluate import evaluate_split, score_split, summary_metrics
-from mtst.modeling.logistic import fit_linear_head
 from mtst.modeling.model import MultiTaskModel, RowFeatures
 from mtst.training.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from mtst.training.freezing import set_train_mode
+from mtst.training.headfit import fit_heads
 from mtst.training.rundir import peak_rss_mb, prepare_run_dir, write_history, write_summary
 
 if TYPE_CHECKING:
@@ -155,21 +155,8 @@ class RunWriter:
         """
         model, frozen = loop.model, self.inputs.frozen
         model.eval()
-        train = self.inputs.data.splits["train"]
         emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
-        if emb is None:
-            emb = model.encoder.encode(train.texts, normalize=False, convert_to="torch")
-        for task, spec in model.tasks.items():
-            if spec.hidden_size or spec.type != "classification":
-                logger.info("frozen: head %s keeps its initial weights (not a linear sentence head)", task)
-                continue
-            rows = train.rows_for(task)
-            features = emb[torch.as_tensor(rows)].float()
-            if spec.normalize_input:
-                features = torch.nn.functional.normalize(features, dim=-1)
-            fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], self.tc.seed)
-            cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
-            logger.info("frozen: head %s fitted by logistic regression (C=%g%s)", task, fit.c, cv)
+        fit_heads(model, self.inputs.data.splits["train"], self.tc.seed, emb, batch_size=self.tc.eval_batch_size)
         loop.evaluate([])
         if "validation" not in self.inputs.data.splits:
             self.save_model(model)

@@ -21,8 +21,6 @@ class Frozen(Strategy):
         return set()
 
     def prepare(self, model: nn.Module, ctx: GroupContext) -> None:
-        """Linear sentence heads read the normalised embedding: the encoder is trained for cosine
-        similarity, so the direction carries the meaning (measured: benchmarks/head_fit.py)."""
-        for name, spec in model.tasks.items():
-            if spec.type == "classification" and not spec.hidden_size:
-                model.tasks[name] = spec.model_copy(update={"normalize_input": True})
+        from mtst.training.headfit import mark_normalized_inputs
+
+        mark_normalized_inputs(model)

@@ -1,0 +1,91 @@
+"""Linear sentence heads fitted by logistic regression on the encoder as it stands.
+
+``frozen`` ends here (its heads are the whole result); every other strategy can
+start here (``training.head_init: logistic``): the heads begin at the optimum
+for the current encoder instead of at random, so the first steps do not spend
+the encoder's gradient on a random head (linear probing, then fine-tuning).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from mtst.modeling.logistic import fit_linear_head, stratified_sample
+
+if TYPE_CHECKING:
+    from mtst.data import Split
+    from mtst.modeling.model import MultiTaskModel
+
+logger = logging.getLogger("mtst")
+
+# Rows a warm start fits each head on: encoding them costs about as much as 40 training steps.
+WARM_START_ROWS = 2000
+
+
+def linear_sentence_heads(model: MultiTaskModel) -> list[str]:
+    """Tasks whose head is one linear layer on the sentence embedding (what logistic regression fits)."""
+    return [t for t, spec in model.tasks.items() if spec.type == "classification" and not spec.hidden_size]
+
+
+def mark_normalized_inputs(model: MultiTaskModel, only: tuple[str, ...] | None = None) -> None:
+    """Linear sentence heads (of ``only``, default all) read the normalised embedding: the encoder is
+    trained for cosine similarity, so the direction carries the meaning (measured: benchmarks/head_fit.py)."""
+    for name in linear_sentence_heads(model):
+        if only is not None and name not in only:
+            continue
+        model.tasks[name] = model.tasks[name].model_copy(update={"normalize_input": True})
+
+
+def fit_heads(
+    model: MultiTaskModel,
+    train: Split,
+    seed: int,
+    embeddings: torch.Tensor | None = None,
+    max_rows: int | None = None,
+    batch_size: int = 64,
+    only: tuple[str, ...] | None = None,
+) -> dict[str, float]:
+    """Fit every linear sentence head on the training rows; returns the strength ``C`` chosen per task.
+
+    ``embeddings``: the training split's pooled embeddings when a cache holds them; else the rows
+    are encoded now. ``max_rows``: fit each head on a stratified sample of at most this many rows
+    (a warm start needs a good head, not the best one, and encoding every row would cost a
+    fraction of an epoch). ``only``: these tasks' heads (default: every head).
+    """
+    chosen: dict[str, float] = {}
+    wanted = set(model.tasks if only is None else only)
+    tasks = [t for t in linear_sentence_heads(model) if t in wanted]
+    skipped = sorted(wanted - set(tasks))
+    if skipped:
+        logger.info("logistic heads: %s keep their initial weights (not linear sentence heads)", skipped)
+    if not tasks:
+        return chosen
+    rows_of = {}
+    for task in tasks:
+        rows = train.rows_for(task)
+        if max_rows is not None:
+            rows = rows[stratified_sample(train.labels[task][rows], max_rows, seed)]
+        rows_of[task] = rows
+    needed = np.unique(np.concatenate(list(rows_of.values())))
+    if embeddings is None:
+        was_training = model.training
+        model.eval()
+        emb = model.encoder.encode([train.texts[i] for i in needed], batch_size, normalize=False, convert_to="torch")
+        model.train(was_training)
+    else:
+        emb = embeddings[torch.as_tensor(needed)]
+    position = {int(r): i for i, r in enumerate(needed)}
+    for task in tasks:
+        rows = rows_of[task]
+        features = emb[torch.as_tensor([position[int(r)] for r in rows])].float()
+        if model.tasks[task].normalize_input:
+            features = torch.nn.functional.normalize(features, dim=-1)
+        fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], seed)
+        cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
+        logger.info("head %s fitted by logistic regression on %d rows (C=%g%s)", task, len(rows), fit.c, cv)
+        chosen[task] = fit.c
+    return chosen
