@@ -31,7 +31,7 @@ def test_the_plan_warm_starts_the_heads_that_train() -> None:
 def test_an_unknown_head_init_names_the_field_and_the_choices() -> None:
     from mtst.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="head_init.*'random'.*'logistic'"):
+    with pytest.raises(ConfigError, match=r"head_init.*'random'.*'logistic'"):
         validate_config({"tasks": {"a": {}}, "data": {"train": "x.csv"}, "training": {"head_init": "zeros"}})
 
 
