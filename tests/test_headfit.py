@@ -21,7 +21,8 @@ def _plan(**training: Any):
 
 
 def test_the_plan_warm_starts_the_heads_that_train() -> None:
-    assert _plan(strategy="full").head_init == ()  # random heads unless asked
+    assert _plan(strategy="full", head_init="random").head_init == ()
+    assert _plan(strategy="full").head_init == ("a", "b")  # the default
     assert _plan(strategy="full", head_init="logistic").head_init == ("a", "b")
     assert _plan(strategy="full", head_init="logistic", freeze=["heads.b"]).head_init == ("a",)
     assert _plan(strategy="gradual", head_init="logistic").head_init == ("a", "b")

@@ -31,7 +31,8 @@ F = FEW_SHOT_ROWS_PER_CLASS
         ({"a": (10,) * 50, "b": (10, 10, 10)}, False, "frozen", True),  # b takes part, a sits out
         ({"t": (8, 8)}, True, "full", False),  # a token task needs the backbone fine-tuned
         ({}, False, "full", False),  # no sentence classification task
-        ({"t": (3, 200, 0)}, False, "full", False),  # median over the classes that have rows
+        ({"t": (3, 200, 0)}, False, "full", False),  # the mean over the classes that have rows
+        ({"t": (4, 10, 40, 900) + (40,) * 6}, False, "full", False),  # median 40, but 1,194 rows in 10 classes
     ],
 )
 def test_recipe_table(counts: dict, token_tasks: bool, strategy: str, contrastive: bool) -> None:
@@ -45,7 +46,7 @@ def test_the_reason_states_what_was_seen() -> None:
     recipe = choose_recipe(DataStats(24, {"label": (8, 8, 8)}))
     assert recipe.reason.startswith("24 rows; label: 3 classes, 8 rows per class")
     assert "contrastive" in recipe.reason and "logistic heads" in recipe.reason
-    assert rows_per_class((1, 2, 100, 0)) == 2
+    assert rows_per_class((1, 2, 99, 0)) == 34
 
 
 def _config(**training: object):

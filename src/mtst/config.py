@@ -155,7 +155,7 @@ class TrainingSection(_Section):
     min_steps: int | None = Field(default=250, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr_head: float | None = Field(default=None, gt=0)
-    head_init: Literal["random", "logistic"] = "random"
+    head_init: Literal["random", "logistic"] = "logistic"
     lr_backbone: float = Field(default=5e-5, gt=0)
     layer_decay: float = Field(default=1.0, gt=0, le=1.0)
     weight_decay: float = Field(default=0.01, ge=0)

@@ -129,9 +129,12 @@ def fit_logistic(
     return LogisticFit(w.T.contiguous(), b, best_c, best_acc)
 
 
-def fit_linear_head(linear: nn.Linear, features: torch.Tensor, labels: np.ndarray, seed: int = 0) -> LogisticFit:
-    """Fit ``linear`` (a head's output layer) on fixed features, to convergence; returns the fit."""
-    fit = fit_logistic(features, labels, linear.out_features, seed=seed)
+def fit_linear_head(
+    linear: nn.Linear, features: torch.Tensor, labels: np.ndarray, seed: int = 0, grid: Sequence[float] = C_GRID
+) -> LogisticFit:
+    """Fit ``linear`` (a head's output layer) on fixed features, to convergence; returns the fit
+    (``grid``: the strengths to choose from; one value: that strength, no cross-validation)."""
+    fit = fit_logistic(features, labels, linear.out_features, grid=grid, seed=seed)
     with torch.no_grad():
         linear.weight.copy_(fit.weight.to(linear.weight.dtype))
         linear.bias.copy_(fit.bias.to(linear.bias.dtype))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mtst.modeling.logistic import fit_linear_head, stratified_sample
+from mtst.modeling.logistic import C_GRID, fit_linear_head, stratified_sample
 
 if TYPE_CHECKING:
     from mtst.data import Split
@@ -24,6 +24,11 @@ logger = logging.getLogger("mtst")
 
 # Rows a warm start fits each head on: encoding them costs about as much as 40 training steps.
 WARM_START_ROWS = 2000
+# A warm start's strength is fixed, not cross-validated: the penalty keeps the head's weights (and so
+# the gradient it sends into the shared encoder) moderate. Cross-validation can pick a weak penalty and
+# a large head whose gradients then swamp the other tasks' (a tagging task beside a warm-started
+# sentiment head lost most of its F1 with the CV choice, none with C=1).
+WARM_START_C = 1.0
 
 
 def linear_sentence_heads(model: MultiTaskModel) -> list[str]:
@@ -48,8 +53,10 @@ def fit_heads(
     max_rows: int | None = None,
     batch_size: int = 64,
     only: tuple[str, ...] | None = None,
+    c: float | None = None,
 ) -> dict[str, float]:
-    """Fit every linear sentence head on the training rows; returns the strength ``C`` chosen per task.
+    """Fit every linear sentence head on the training rows; returns the strength ``C`` used per task
+    (``c``: this strength; None: chosen by cross-validation).
 
     ``embeddings``: the training split's pooled embeddings when a cache holds them; else the rows
     are encoded now. ``max_rows``: fit each head on a stratified sample of at most this many rows
@@ -84,7 +91,8 @@ def fit_heads(
         features = emb[torch.as_tensor([position[int(r)] for r in rows])].float()
         if model.tasks[task].normalize_input:
             features = torch.nn.functional.normalize(features, dim=-1)
-        fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], seed)
+        grid = C_GRID if c is None else (c,)
+        fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], seed, grid)
         cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
         logger.info("head %s fitted by logistic regression on %d rows (C=%g%s)", task, len(rows), fit.c, cv)
         chosen[task] = fit.c
