@@ -22,7 +22,10 @@ def _plan(**training: Any):
 
 def test_the_plan_warm_starts_the_heads_that_train() -> None:
     assert _plan(strategy="full", head_init="random").head_init == ()
-    assert _plan(strategy="full").head_init == ("a", "b")  # the default
+    assert _plan(strategy="full").head_init == ()  # auto: random where the backbone trains from the start
+    assert _plan(strategy="heads").head_init == ("a", "b")  # auto: fitted where it starts frozen
+    assert _plan(strategy="gradual").head_init == ("a", "b")
+    assert _plan(strategy="gradual", head_init="random").head_init == ()
     assert _plan(strategy="full", head_init="logistic").head_init == ("a", "b")
     assert _plan(strategy="full", head_init="logistic", freeze=["heads.b"]).head_init == ("a",)
     assert _plan(strategy="gradual", head_init="logistic").head_init == ("a", "b")
@@ -32,7 +35,7 @@ def test_the_plan_warm_starts_the_heads_that_train() -> None:
 def test_an_unknown_head_init_names_the_field_and_the_choices() -> None:
     from mtst.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"head_init.*'random'.*'logistic'"):
+    with pytest.raises(ConfigError, match=r"head_init.*'auto'.*'logistic'.*'random'"):
         validate_config({"tasks": {"a": {}}, "data": {"train": "x.csv"}, "training": {"head_init": "zeros"}})
 
 

@@ -144,6 +144,9 @@ class TrainingSection(_Section):
     ``lr_head`` unset means: ``lr_backbone`` when the backbone trains from the
     first step (``full``, ``top_k``), 1e-2 when it starts frozen (``heads``,
     ``gradual``), where heads must learn alone on fixed features.
+    ``head_init: auto`` fits linear heads by logistic regression before the
+    first step where the backbone starts frozen (``heads``, ``gradual``), and
+    starts them random where it trains from the first step.
     """
 
     strategy: str = AUTO
@@ -155,7 +158,7 @@ class TrainingSection(_Section):
     min_steps: int | None = Field(default=250, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr_head: float | None = Field(default=None, gt=0)
-    head_init: Literal["random", "logistic"] = "logistic"
+    head_init: Literal["auto", "logistic", "random"] = "auto"
     lr_backbone: float = Field(default=5e-5, gt=0)
     layer_decay: float = Field(default=1.0, gt=0, le=1.0)
     weight_decay: float = Field(default=0.01, ge=0)
