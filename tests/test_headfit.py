@@ -26,6 +26,11 @@ def test_the_plan_warm_starts_the_heads_that_train() -> None:
     assert _plan(strategy="heads").head_init == ("a", "b")  # auto: fitted where it starts frozen
     assert _plan(strategy="gradual").head_init == ("a", "b")
     assert _plan(strategy="gradual", head_init="random").head_init == ()
+    many = DataStats(labelled_rows=400, class_counts={"a": (20,) * 20, "b": (100,) * 4})
+    config = validate_config(
+        {"tasks": {"a": {}, "b": {}}, "data": {"train": "x.csv"}, "training": {"strategy": "full"}}
+    )
+    assert build_plan(config, 4, many).head_init == ("a",)  # auto: a head of many classes starts fitted
     assert _plan(strategy="full", head_init="logistic").head_init == ("a", "b")
     assert _plan(strategy="full", head_init="logistic", freeze=["heads.b"]).head_init == ("a",)
     assert _plan(strategy="gradual", head_init="logistic").head_init == ("a", "b")

@@ -145,8 +145,8 @@ class TrainingSection(_Section):
     first step (``full``, ``top_k``), 1e-2 when it starts frozen (``heads``,
     ``gradual``), where heads must learn alone on fixed features.
     ``head_init: auto`` fits linear heads by logistic regression before the
-    first step where the backbone starts frozen (``heads``, ``gradual``), and
-    starts them random where it trains from the first step.
+    first step where the backbone starts frozen (``heads``, ``gradual``) or
+    the head has more than 16 classes; other heads start random.
     """
 
     strategy: str = AUTO
