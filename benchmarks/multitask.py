@@ -102,16 +102,18 @@ def table(results: list[dict], tag: str | None = None) -> str:
     """Markdown: per pair and size, each task's accuracy (mean +- std) shared vs single, and seconds."""
     from collections import defaultdict
 
-    cells: dict[tuple[str, int], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    cells: dict[tuple[str, int, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         if tag is None or r.get("tag") == tag:
-            cells[(r["pair"], r["size"])][r["method"]].append(r)
+            cells[(r["pair"], r["size"], r.get("tag", ""))][r["method"]].append(r)
     lines = ["| pair | task | shared | single | shared - single (paired) |", "|---|---|---:|---:|---:|"]
-    for (pair, size), by_method in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 10**9)):
+    for (pair, size, variant), by_method in sorted(
+        cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 10**9, kv[0][2])
+    ):
         shared = {r["seed"]: r for r in by_method.get("shared", [])}
         single = {r["seed"]: r for r in by_method.get("single", [])}
         for task in PAIRS[pair]:
-            row = [f"{pair} {size_name(size)}", task]
+            row = [f"{pair} {size_name(size)}" + (f" ({variant})" if variant else ""), task]
             for runs in (shared, single):
                 acc = [r["accuracy"][task] for r in runs.values()]
                 secs = statistics.mean(r["seconds"] for r in runs.values()) if runs else 0
