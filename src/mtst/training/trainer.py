@@ -261,4 +261,6 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console) -> None
         console.print(f"recipe (strategy auto): {inputs.recipe.reason}")
     if plan.contrastive is not None:
         console.print(f"{plan.contrastive.describe()}, then the {plan.strategy} strategy")
+    if plan.head_init:
+        console.print(f"head(s) {', '.join(plan.head_init)} start fitted by logistic regression (head_init)")
     logger.info("training on %d rows; %d trainable of %d parameters", len(data.splits["train"]), trainable, total)
