@@ -86,7 +86,7 @@ def test_the_warm_start_runs_before_the_steps_and_not_again_on_resume(
     calls: list[tuple[str, ...]] = []
     real = loop_module.fit_heads
 
-    def spy(*args: Any, **kwargs: Any) -> dict[str, float]:
+    def spy(*args: Any, **kwargs: Any) -> None:
         calls.append(args[6] if len(args) > 6 else kwargs.get("only"))
         return real(*args, **kwargs)
 

@@ -54,23 +54,22 @@ def fit_heads(
     batch_size: int = 64,
     only: tuple[str, ...] | None = None,
     c: float | None = None,
-) -> dict[str, float]:
-    """Fit every linear sentence head on the training rows; returns the strength ``C`` used per task
-    (``c``: this strength; None: chosen by cross-validation).
+) -> None:
+    """Fit every linear sentence head on the training rows (``c``: this strength; None: chosen by
+    cross-validation; each fit's strength is logged).
 
     ``embeddings``: the training split's pooled embeddings when a cache holds them; else the rows
     are encoded now. ``max_rows``: fit each head on a stratified sample of at most this many rows
     (a warm start needs a good head, not the best one, and encoding every row would cost a
     fraction of an epoch). ``only``: these tasks' heads (default: every head).
     """
-    chosen: dict[str, float] = {}
     wanted = set(model.tasks if only is None else only)
     tasks = [t for t in linear_sentence_heads(model) if t in wanted]
     skipped = sorted(wanted - set(tasks))
     if skipped:
         logger.info("logistic heads: %s keep their initial weights (not linear sentence heads)", skipped)
     if not tasks:
-        return chosen
+        return
     rows_of = {}
     for task in tasks:
         rows = train.rows_for(task)
@@ -78,22 +77,16 @@ def fit_heads(
             rows = rows[stratified_sample(train.labels[task][rows], max_rows, seed)]
         rows_of[task] = rows
     needed = np.unique(np.concatenate(list(rows_of.values())))
-    if embeddings is None:
-        was_training = model.training
-        model.eval()
+    if embeddings is None:  # encode() runs in eval mode and restores the modules' modes
         emb = model.encoder.encode([train.texts[i] for i in needed], batch_size, normalize=False, convert_to="torch")
-        model.train(was_training)
     else:
         emb = embeddings[torch.as_tensor(needed)]
-    position = {int(r): i for i, r in enumerate(needed)}
+    grid = C_GRID if c is None else (c,)
     for task in tasks:
         rows = rows_of[task]
-        features = emb[torch.as_tensor([position[int(r)] for r in rows])].float()
+        features = emb[torch.as_tensor(np.searchsorted(needed, rows))].float()  # ``needed`` is sorted
         if model.tasks[task].normalize_input:
             features = torch.nn.functional.normalize(features, dim=-1)
-        grid = C_GRID if c is None else (c,)
         fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], seed, grid)
         cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
         logger.info("head %s fitted by logistic regression on %d rows (C=%g%s)", task, len(rows), fit.c, cv)
-        chosen[task] = fit.c
-    return chosen
