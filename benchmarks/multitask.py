@@ -23,7 +23,9 @@ import json
 import os
 import statistics
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -76,7 +78,13 @@ def pair_data(pair: str, size: int, seed: int, cap: int) -> tuple[list[dict], li
 
 
 def run(
-    train: list[dict], test: list[dict], tasks: tuple[str, ...], seed: int, work: Path, overrides: dict
+    train: list[dict],
+    test: list[dict],
+    tasks: tuple[str, ...],
+    seed: int,
+    work: Path,
+    overrides: dict,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[dict[str, float], float]:
     """One ``mtst train`` on ``tasks``: test accuracy per task, training seconds."""
     from mtst.config import validate_config
@@ -94,7 +102,7 @@ def run(
         "training": {"seed": seed, **overrides},
         "output_dir": str(work / "run"),
     }
-    result = mtst_train(validate_config(raw), show_progress=False, overwrite=True)
+    result = mtst_train(validate_config(raw), callbacks=callbacks, show_progress=False, overwrite=True)
     return {t: 100 * result.test[t]["accuracy"] for t in tasks}, result.train_seconds
 
 
