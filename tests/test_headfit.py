@@ -22,7 +22,12 @@ def _plan(**training: Any):
 
 def test_the_plan_warm_starts_the_heads_that_train() -> None:
     assert _plan(strategy="full", head_init="random").head_init == ()
-    assert _plan(strategy="full").head_init == ()  # auto: random where the backbone trains from the start
+    # auto, where the backbone trains from the start: a lone head of few classes starts random ...
+    assert _plan(strategy="full", freeze=["heads.b"]).head_init == ()
+    one = validate_config({"tasks": {"a": {}}, "data": {"train": "x.csv"}, "training": {"strategy": "full"}})
+    assert build_plan(one, 4, DataStats(labelled_rows=48, class_counts={"a": (24, 24)})).head_init == ()
+    # ... heads that share the encoder with another classification task start fitted
+    assert _plan(strategy="full").head_init == ("a", "b")
     assert _plan(strategy="heads").head_init == ("a", "b")  # auto: fitted where it starts frozen
     assert _plan(strategy="gradual").head_init == ("a", "b")
     assert _plan(strategy="gradual", head_init="random").head_init == ()
@@ -30,7 +35,9 @@ def test_the_plan_warm_starts_the_heads_that_train() -> None:
     config = validate_config(
         {"tasks": {"a": {}, "b": {}}, "data": {"train": "x.csv"}, "training": {"strategy": "full"}}
     )
-    assert build_plan(config, 4, many).head_init == ("a",)  # auto: a head of many classes starts fitted
+    # auto: a head of many classes starts fitted, and b beside it as it shares the encoder; alone, only "a"
+    assert build_plan(config, 4, many).head_init == ("a", "b")
+    assert build_plan(config, 4, DataStats(400, {"a": (20,) * 20})).head_init == ("a",)
     assert _plan(strategy="full", head_init="logistic").head_init == ("a", "b")
     assert _plan(strategy="full", head_init="logistic", freeze=["heads.b"]).head_init == ("a",)
     assert _plan(strategy="gradual", head_init="logistic").head_init == ("a", "b")

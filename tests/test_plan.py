@@ -73,6 +73,46 @@ def test_explicit_head_lr_wins_and_layer_decay_shapes_backbone_lrs() -> None:
     assert plan.group_lrs["embeddings"] == pytest.approx(1e-4 * 0.5**4)
 
 
+def test_tasks_that_share_the_encoder_scale_its_learning_rate() -> None:
+    both = DataStats(labelled_rows=320, class_counts={"category": (160, 160), "sentiment": (100, 100, 120)})
+
+    def plan(strategy: str, tasks: list[str] = TASKS, stats: DataStats = both, **training: Any) -> TrainingPlan:
+        raw = {
+            "tasks": {t: {} for t in tasks},
+            "data": {"train": "x.csv"},
+            "training": {"strategy": strategy, **training},
+        }
+        return build_plan(validate_config(raw), L, stats)
+
+    shared = plan("full", lr_backbone=4e-5)
+    assert shared.shared_by == ("category", "sentiment")
+    assert shared.lr_scale == pytest.approx(2**0.5)
+    assert shared.group_lrs["layers.3"] == pytest.approx(4e-5 * 2**0.5)
+    assert shared.head_lr == pytest.approx(4e-5 * 2**0.5)  # the head rate follows the backbone's
+    assert plan("full", layer_decay=0.5).group_lrs["layers.0"] == pytest.approx(5e-5 * 2**0.5 * 0.5**3)
+    three = DataStats(labelled_rows=320, class_counts={"a": (1, 1), "b": (1, 1), "c": (1, 1)})
+    assert plan("full", ["a", "b", "c"], three).lr_scale == pytest.approx(3**0.5)
+    # an explicit head rate, and LoRA's own, stay as written
+    assert plan("full", lr_head=1e-3).head_lr == 1e-3
+    assert plan("lora").group_lrs["lora"] == plan("lora", task_lr="fixed").group_lrs["lora"]
+    assert plan("gradual").head_lr == FROZEN_START_LR_HEAD
+    assert plan("gradual").group_lrs["layers.3"] == pytest.approx(5e-5 * 2**0.5)
+    fixed = plan("full", task_lr="fixed")  # the tasks still share (and their heads start fitted), at 5e-5
+    assert fixed.lr_scale == 1.0 and fixed.shared_by == ("category", "sentiment")
+    assert set(fixed.group_lrs.values()) == {5e-5}
+    # nothing to share: one task, a frozen head, a backbone that never trains, a token task beside
+    for single in (
+        plan("full", ["category"], DataStats(labelled_rows=320, class_counts={"category": (160, 160)})),
+        plan("full", freeze=["heads.sentiment"]),
+        plan("heads"),
+        plan("full", stats=DataStats(labelled_rows=320, class_counts={"category": (160, 160)})),
+    ):
+        assert single.lr_scale == 1.0 and single.shared_by == ()
+        assert all(lr in (5e-5, single.head_lr) for lr in single.group_lrs.values())
+    with pytest.raises(ConfigError, match=r"task_lr.*'sqrt'.*'fixed'"):
+        plan("full", task_lr="linear")
+
+
 def test_freeze_list_combines_with_strategies() -> None:
     plan = plan_for("full", freeze=["embeddings", "layers.0-1", "heads.category"])
     assert plan.groups_at(0) == {"heads.sentiment", "backbone_other"} | layers(2, 3)

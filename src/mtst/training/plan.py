@@ -76,6 +76,8 @@ class TrainingPlan:
     warnings: tuple[str, ...] = ()
     contrastive: ContrastivePlan | None = None  # a stage before the supervised steps
     head_init: tuple[str, ...] = ()  # heads fitted by logistic regression before the first step
+    shared_by: tuple[str, ...] = ()  # classification tasks that train the encoder together (2 or more)
+    lr_scale: float = 1.0  # lr_backbone's multiplier for them (training.task_lr)
 
     def stage_at(self, step: int) -> int:
         return _stage_index(step, self.stage_steps, len(self.stages))
@@ -127,8 +129,11 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
     ever = set().union(*stages[: _stage_index(max(0, total - 1), stage_steps, len(stages)) + 1])
     contrastive = contrastive_plan(config, ctx, stages[-1], frozen, stats)
     saved = strategy.saved_backbone_groups(_with_contrastive(ever, contrastive))
-    head_lr = tc.head_lr
-    lrs = {g: group_lr(g, num_layers, tc.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
+    shared = sharing_tasks(ever, stats)
+    scale = task_lr_scale(tc.task_lr, len(shared))
+    scaled = tc.model_copy(update={"lr_backbone": tc.lr_backbone * scale})
+    head_lr = scaled.head_lr  # an explicit lr_head, or lora.lr, stays as written
+    lrs = {g: group_lr(g, num_layers, scaled.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
     return TrainingPlan(
         strategy=tc.strategy,
         num_layers=num_layers,
@@ -147,9 +152,31 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
         head_init=tuple(
             t
             for t in tasks
-            if f"heads.{t}" in ever and warm_start(tc.head_init, strategy, len(stats.class_counts.get(t, ())))
+            if f"heads.{t}" in ever
+            and warm_start(tc.head_init, strategy, len(stats.class_counts.get(t, ())), len(shared) > 1)
         ),
+        shared_by=shared,
+        lr_scale=scale,
     )
+
+
+def sharing_tasks(ever: set[str], stats: DataStats) -> tuple[str, ...]:
+    """Classification tasks whose heads train while the backbone does: two or more share the
+    encoder's steps (empty when the backbone never trains, or one task does)."""
+    if not any(not g.startswith("heads.") for g in ever):
+        return ()
+    tasks = tuple(t for t in stats.class_counts if f"heads.{t}" in ever)
+    return tasks if len(tasks) > 1 else ()
+
+
+def task_lr_scale(task_lr: str, sharing: int) -> float:
+    """``lr_backbone``'s multiplier where ``sharing`` classification tasks train the encoder together.
+
+    ``sqrt``: their summed gradients were near-orthogonal (cosine within +-0.2 over a whole TREC
+    coarse + fine run, benchmarks/task_gradients.py), so AdamW's normalised step gives each task
+    about 1/sqrt(n) of the step it would take alone; the multiplier gives it back.
+    """
+    return math.sqrt(sharing) if task_lr == "sqrt" and sharing > 1 else 1.0
 
 
 def contrastive_plan(
@@ -198,17 +225,20 @@ def contrastive_plan(
 WARM_START_MIN_CLASSES = 16
 
 
-def warm_start(head_init: str, strategy: Strategy, num_classes: int) -> bool:
+def warm_start(head_init: str, strategy: Strategy, num_classes: int, shared: bool = False) -> bool:
     """Whether a task's linear head is fitted by logistic regression before the first step.
 
     ``auto``: where the backbone starts frozen (``heads``, ``gradual``: the heads' first steps are on
-    fixed features, a convex problem better solved outright), and for heads of more than
-    WARM_START_MIN_CLASSES classes (benchmarks/README.md "Full data").
+    fixed features, a convex problem better solved outright), for heads of more than
+    WARM_START_MIN_CLASSES classes (benchmarks/README.md "Full data"), and where several
+    classification tasks train the encoder together (``shared``): a random head's gradient reshapes
+    the encoder the other tasks read (TREC coarse + fine: fine -2.1 beside a random coarse head,
+    -0.9 beside a fitted one, 3 seeds).
     """
     if strategy.closed_form:
         return False
     if head_init == "auto":
-        return strategy.backbone_starts_frozen or num_classes > WARM_START_MIN_CLASSES
+        return strategy.backbone_starts_frozen or num_classes > WARM_START_MIN_CLASSES or shared
     return head_init == "logistic"
 
 

@@ -263,4 +263,9 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console) -> None
         console.print(f"{plan.contrastive.describe()}, then the {plan.strategy} strategy")
     if plan.head_init:
         console.print(f"head(s) {', '.join(plan.head_init)} start fitted by logistic regression (head_init)")
+    if plan.lr_scale != 1.0:
+        console.print(
+            f"{len(plan.shared_by)} classification tasks train the encoder together ({', '.join(plan.shared_by)}): "
+            f"lr_backbone x{plan.lr_scale:.2f} = {plan.lr_scale * config.training.lr_backbone:.3g} (training.task_lr)"
+        )
     logger.info("training on %d rows; %d trainable of %d parameters", len(data.splits["train"]), trainable, total)
