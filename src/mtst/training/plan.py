@@ -174,10 +174,9 @@ def task_lr_scale(task_lr: str, sharing: int) -> float:
 
     Their gradients are near-orthogonal (cosine within +-0.2 over a whole TREC coarse + fine run,
     benchmarks/task_gradients.py), so AdamW's normalised step gives each task about 1/sqrt(n) of
-    the step it would take alone. ``sqrt`` gives that back; ``linear`` (the default) is the one
-    that kept every task at least level with one model per task (benchmarks/README.md
-    "Multi-task": TREC fine -0.27 with sqrt, +0.53 with linear, 3 seeds).
-    """
+    the step it would take alone. ``sqrt`` (the default) gives that back. ``linear`` gained more
+    where the tasks share rows and lost more where they do not (benchmarks/README.md "Multi-task":
+    worst task against one model per task -0.27 with sqrt, -0.53 with linear)."""
     if sharing < 2 or task_lr == "fixed":
         return 1.0
     return math.sqrt(sharing) if task_lr == "sqrt" else float(sharing)
