@@ -46,11 +46,11 @@ class GradientProbe(Callback):
 
     def _probe(self, event: StepEvent, step: int) -> None:
         model = event.model
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")]
-        saved = [p.grad for _, p in params]
+        params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")]
+        saved = [p.grad for p in params]
         modes = {m: m.training for m in model.modules()}
         tasks = list(self.labels)
-        grads = {t: [torch.zeros_like(p) for _, p in params] for t in tasks}
+        grads = {t: [torch.zeros_like(p) for p in params] for t in tasks}
         losses = {t: 0.0 for t in tasks}
         with torch.random.fork_rng():
             model.eval()
@@ -63,14 +63,14 @@ class GradientProbe(Callback):
                     _, per_task = model.compute_loss(features, {t: target})
                     if t not in per_task:
                         continue
-                    g = torch.autograd.grad(per_task[t], [p for _, p in params], retain_graph=True, allow_unused=True)
+                    g = torch.autograd.grad(per_task[t], params, retain_graph=True, allow_unused=True)
                     for acc, gi in zip(grads[t], g, strict=True):
                         if gi is not None:
                             acc += gi
                     losses[t] += per_task[t].item()
         for m, training in modes.items():
             m.train(training)
-        for (_, p), g in zip(params, saved, strict=True):
+        for p, g in zip(params, saved, strict=True):
             p.grad = g
         flat = {t: torch.cat([g.reshape(-1) for g in grads[t]]) for t in tasks}
         a, b = (flat[t] for t in tasks)

@@ -97,7 +97,7 @@ class TrainingPlan:
     @property
     def backbone_moves(self) -> bool:
         """The backbone changes during the supervised steps (not counting a contrastive stage before them)."""
-        return any(not g.startswith("heads.") for g in self.ever)
+        return trains_backbone(self.ever)
 
     @property
     def tuned(self) -> set[str]:
@@ -153,17 +153,22 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
             t
             for t in tasks
             if f"heads.{t}" in ever
-            and warm_start(tc.head_init, strategy, len(stats.class_counts.get(t, ())), len(shared) > 1)
+            and warm_start(tc.head_init, strategy, len(stats.class_counts.get(t, ())), bool(shared))
         ),
         shared_by=shared,
         lr_scale=scale,
     )
 
 
+def trains_backbone(groups: set[str] | frozenset[str]) -> bool:
+    """Whether any of ``groups`` is a backbone group (not a head)."""
+    return any(not g.startswith("heads.") for g in groups)
+
+
 def sharing_tasks(ever: set[str], stats: DataStats) -> tuple[str, ...]:
     """Classification tasks whose heads train while the backbone does: two or more share the
     encoder's steps (empty when the backbone never trains, or one task does)."""
-    if not any(not g.startswith("heads.") for g in ever):
+    if not trains_backbone(ever):
         return ()
     tasks = tuple(t for t in stats.class_counts if f"heads.{t}" in ever)
     return tasks if len(tasks) > 1 else ()
@@ -262,9 +267,8 @@ def _stage_index(step: int, stage_steps: int | None, num_stages: int) -> int:
 
 
 def _warnings(groups: frozenset[str], tasks: tuple[str, ...]) -> list[str]:
-    backbone_trains = any(not g.startswith("heads.") for g in groups)
     frozen_heads = [t for t in tasks if f"heads.{t}" not in groups]
-    if backbone_trains and frozen_heads:
+    if trains_backbone(groups) and frozen_heads:
         return [
             f"head(s) {', '.join(frozen_heads)} are frozen while the backbone trains: their inputs will drift "
             "under them and their accuracy can fall; freeze the backbone too to keep them as they are"
