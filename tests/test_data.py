@@ -109,3 +109,20 @@ def test_temperature_sampling_upweights_the_small_task(tmp_path: Path) -> None:
         ):
             counts.update("a" if split.labels["a"][r] != MISSING else "b" for r in rows)
     assert 0.4 < counts["b"] / sum(counts.values()) < 0.6
+
+
+def test_stats_count_rows_per_set_of_labelled_tasks(tmp_path: Path) -> None:
+    from mtst.config import validate_config
+    from mtst.training.trainer import data_stats
+
+    rows = [{"text": "a", "category": "x", "sentiment": "pos"}, {"text": "b", "category": "y", "sentiment": "neg"}]
+    rows += [{"text": "c", "category": "x"}, {"text": "d", "sentiment": "pos"}, {"text": "e", "sentiment": "neg"}]
+    train = write_jsonl(tmp_path / "t.jsonl", rows)
+    config = validate_config({"tasks": {"category": {}, "sentiment": {}}, "data": {"train": train}})
+    data = build_task_data({t: (t, None, None) for t in config.tasks}, {"train": train}, "text")
+    stats = data_stats(config, data)
+    both, cat, sent = frozenset({"category", "sentiment"}), frozenset({"category"}), frozenset({"sentiment"})
+    assert stats.task_sets == {both: 2, cat: 1, sent: 2}
+    assert stats.class_counts == {"category": (2, 1), "sentiment": (2, 2)}
+    assert stats.labels_per_row(("category", "sentiment")) == pytest.approx(7 / 5)
+    assert stats.labels_per_row(("category",)) == 1.0

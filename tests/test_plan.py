@@ -74,7 +74,18 @@ def test_explicit_head_lr_wins_and_layer_decay_shapes_backbone_lrs() -> None:
 
 
 def test_tasks_that_share_the_encoder_scale_its_learning_rate() -> None:
-    both = DataStats(labelled_rows=320, class_counts={"category": (160, 160), "sentiment": (100, 100, 120)})
+    # every row labelled for both tasks (counted: task_sets)
+    both = DataStats(
+        labelled_rows=320,
+        class_counts={"category": (160, 160), "sentiment": (100, 100, 120)},
+        task_sets={frozenset({"category", "sentiment"}): 320},
+    )
+    # each row labelled for one task
+    apart = DataStats(
+        labelled_rows=640,
+        class_counts={"category": (160, 160), "sentiment": (100, 100, 120)},
+        task_sets={frozenset({"category"}): 320, frozenset({"sentiment"}): 320},
+    )
 
     def plan(strategy: str, tasks: list[str] = TASKS, stats: DataStats = both, **training: Any) -> TrainingPlan:
         raw = {
@@ -86,18 +97,35 @@ def test_tasks_that_share_the_encoder_scale_its_learning_rate() -> None:
 
     shared = plan("full", lr_backbone=4e-5)
     assert shared.shared_by == ("category", "sentiment")
-    assert shared.lr_scale == pytest.approx(2**0.5)  # sqrt: times the root of the number of tasks
-    assert shared.group_lrs["layers.3"] == pytest.approx(4e-5 * 2**0.5)
-    assert shared.head_lr == pytest.approx(4e-5 * 2**0.5)  # the head rate follows the backbone's
-    assert plan("full", layer_decay=0.5).group_lrs["layers.0"] == pytest.approx(5e-5 * 2**0.5 * 0.5**3)
-    three = DataStats(labelled_rows=320, class_counts={"a": (1, 1), "b": (1, 1), "c": (1, 1)})
-    assert plan("full", ["a", "b", "c"], three).lr_scale == pytest.approx(3**0.5)
+    assert shared.lr_scale == 2.0  # per_row: two labels on every row
+    assert shared.group_lrs["layers.3"] == pytest.approx(8e-5)
+    assert shared.head_lr == pytest.approx(8e-5)  # the head rate follows the backbone's
+    assert plan("full", layer_decay=0.5).group_lrs["layers.0"] == pytest.approx(1e-4 * 0.5**3)
+    assert plan("full", stats=apart).lr_scale == 1.0  # one label per row: each task has its own steps
+    assert plan("full", stats=apart).shared_by == ("category", "sentiment")  # still shared: heads start fitted
+    half = DataStats(  # half the rows carry both labels: 1.5 labels per labelled row
+        labelled_rows=400,
+        class_counts={"category": (150, 150), "sentiment": (100, 100, 100)},
+        task_sets={
+            frozenset({"category", "sentiment"}): 200,
+            frozenset({"category"}): 100,
+            frozenset({"sentiment"}): 100,
+        },
+    )
+    assert plan("full", stats=half).lr_scale == pytest.approx(1.5)
+    estimated = DataStats(labelled_rows=320, class_counts=both.class_counts)  # no task_sets: from the totals
+    assert plan("full", stats=estimated).lr_scale == 2.0
+    three = DataStats(labelled_rows=2, class_counts={"a": (1, 1), "b": (1, 1), "c": (1, 1)})
+    assert plan("full", ["a", "b", "c"], three).lr_scale == 3.0
+    assert plan("full", ["a", "b", "c"], three, task_lr="sqrt").lr_scale == pytest.approx(3**0.5)
     assert plan("full", ["a", "b", "c"], three, task_lr="linear").lr_scale == 3.0
+    assert plan("full", stats=apart, task_lr="sqrt").lr_scale == pytest.approx(2**0.5)  # whatever the rows
+    assert plan("full", stats=apart, task_lr="linear").lr_scale == 2.0
     # an explicit head rate, and LoRA's own, stay as written
     assert plan("full", lr_head=1e-3).head_lr == 1e-3
     assert plan("lora").group_lrs["lora"] == plan("lora", task_lr="fixed").group_lrs["lora"]
     assert plan("gradual").head_lr == FROZEN_START_LR_HEAD
-    assert plan("gradual").group_lrs["layers.3"] == pytest.approx(5e-5 * 2**0.5)
+    assert plan("gradual").group_lrs["layers.3"] == pytest.approx(1e-4)
     fixed = plan("full", task_lr="fixed")  # the tasks still share (and their heads start fitted), at 5e-5
     assert fixed.lr_scale == 1.0 and fixed.shared_by == ("category", "sentiment")
     assert set(fixed.group_lrs.values()) == {5e-5}
@@ -110,7 +138,7 @@ def test_tasks_that_share_the_encoder_scale_its_learning_rate() -> None:
     ):
         assert single.lr_scale == 1.0 and single.shared_by == ()
         assert all(lr in (5e-5, single.head_lr) for lr in single.group_lrs.values())
-    with pytest.raises(ConfigError, match=r"task_lr.*'sqrt'.*'linear'.*'fixed'"):
+    with pytest.raises(ConfigError, match=r"task_lr.*'per_row'.*'sqrt'.*'linear'.*'fixed'"):
         plan("full", task_lr="quadratic")
 
 

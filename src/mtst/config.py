@@ -148,11 +148,13 @@ class TrainingSection(_Section):
     first step where the backbone starts frozen (``heads``, ``gradual``), the
     head has more than 16 classes, or several classification tasks train the
     encoder together; other heads start random.
-    ``task_lr: sqrt`` multiplies ``lr_backbone`` (and a head rate that
-    follows it) by the square root of the number of classification tasks that
-    train the encoder together, ``linear`` by that number: AdamW splits one
-    normalised step between their gradients, so each task alone would move at
-    a fraction of the rate; ``fixed`` keeps ``lr_backbone`` as written.
+    ``task_lr: per_row`` multiplies ``lr_backbone`` (and a head rate that
+    follows it), where several classification tasks train the encoder
+    together, by the mean number of their labels on a training row: AdamW
+    splits one normalised step between the tasks a row carries, so each would
+    move at a fraction of its own rate. ``sqrt`` multiplies by the square root
+    of the number of such tasks, ``linear`` by that number, whatever the rows;
+    ``fixed`` keeps ``lr_backbone`` as written.
     """
 
     strategy: str = AUTO
@@ -166,7 +168,7 @@ class TrainingSection(_Section):
     lr_head: float | None = Field(default=None, gt=0)
     head_init: Literal["auto", "logistic", "random"] = "auto"
     lr_backbone: float = Field(default=5e-5, gt=0)
-    task_lr: Literal["sqrt", "linear", "fixed"] = "sqrt"
+    task_lr: Literal["per_row", "sqrt", "linear", "fixed"] = "per_row"
     layer_decay: float = Field(default=1.0, gt=0, le=1.0)
     weight_decay: float = Field(default=0.01, ge=0)
     schedule: Literal["linear", "cosine", "constant", "cyclical"] = "linear"

@@ -25,11 +25,21 @@ MAX_STRETCH_EPOCHS = 10
 
 @dataclass(frozen=True)
 class DataStats:
-    """What the plan needs to know of the data: rows that carry at least one label, and the
-    rows per class of each sentence classification task (in label order)."""
+    """What the plan needs to know of the data: rows that carry at least one label, the rows per
+    class of each sentence classification task (in label order), and how many rows carry each
+    set of those tasks' labels (empty: not counted; the plan then estimates it from the totals)."""
 
     labelled_rows: int
     class_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    task_sets: dict[frozenset[str], int] = field(default_factory=dict)
+
+    def labels_per_row(self, tasks: tuple[str, ...]) -> float:
+        """Mean number of ``tasks`` labelled on a row that has a label for any of them: 2 where two
+        tasks label the same rows, 1 where each row belongs to one task."""
+        labels = sum(sum(self.class_counts.get(t, ())) for t in tasks)
+        wanted = set(tasks)
+        rows = sum(n for s, n in self.task_sets.items() if s & wanted) if self.task_sets else self.labelled_rows
+        return min(float(len(tasks)), max(1.0, labels / max(1, rows)))
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
     contrastive = contrastive_plan(config, ctx, stages[-1], frozen, stats)
     saved = strategy.saved_backbone_groups(_with_contrastive(ever, contrastive))
     shared = sharing_tasks(ever, stats)
-    scale = task_lr_scale(tc.task_lr, len(shared))
+    scale = task_lr_scale(tc.task_lr, len(shared), stats.labels_per_row(shared))
     scaled = tc.model_copy(update={"lr_backbone": tc.lr_backbone * scale})
     head_lr = scaled.head_lr  # an explicit lr_head, or lora.lr, stays as written
     lrs = {g: group_lr(g, num_layers, scaled.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
@@ -174,16 +184,20 @@ def sharing_tasks(ever: set[str], stats: DataStats) -> tuple[str, ...]:
     return tasks if len(tasks) > 1 else ()
 
 
-def task_lr_scale(task_lr: str, sharing: int) -> float:
-    """``lr_backbone``'s multiplier where ``sharing`` classification tasks train the encoder together.
+def task_lr_scale(task_lr: str, sharing: int, labels_per_row: float) -> float:
+    """``lr_backbone``'s multiplier where ``sharing`` classification tasks train the encoder together,
+    ``labels_per_row`` of them labelled on an average row.
 
     Their gradients are near-orthogonal (cosine within +-0.2 over a whole TREC coarse + fine run,
-    benchmarks/task_gradients.py), so AdamW's normalised step gives each task about 1/sqrt(n) of
-    the step it would take alone. ``sqrt`` (the default) gives that back. ``linear`` gained more
-    where the tasks share rows and lost more where they do not (benchmarks/README.md "Multi-task":
-    worst task against one model per task -0.27 with sqrt, -0.53 with linear)."""
+    benchmarks/task_gradients.py), so AdamW's normalised step is split between the tasks a row
+    carries, each moving a fraction of what it would alone. ``per_row`` (the default) multiplies
+    by the labels per row: x2 where two tasks label the same rows, x1 where each row belongs to
+    one task (there each task already gets its own rows' steps). ``sqrt`` and ``linear`` multiply
+    by the root of, or by, the number of tasks whatever the rows (benchmarks/README.md "Multi-task")."""
     if sharing < 2 or task_lr == "fixed":
         return 1.0
+    if task_lr == "per_row":
+        return labels_per_row
     return math.sqrt(sharing) if task_lr == "sqrt" else float(sharing)
 
 

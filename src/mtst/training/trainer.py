@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from mtst.config import RunConfig, resolve_precision
-from mtst.data import TaskData, load_task_data
+from mtst.data import MISSING, TaskData, load_task_data
 from mtst.evaluate import tokenize_split
 from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
@@ -115,14 +115,25 @@ def load_inputs(config: RunConfig, console: Console) -> RunInputs:
 
 
 def data_stats(config: RunConfig, data: TaskData) -> DataStats:
-    """Labelled rows, and rows per class of every main sentence classification task."""
+    """Labelled rows, rows per class of every main sentence classification task, and rows per set
+    of those tasks labelled together."""
     train = data.splits["train"]
     counts = {}
     for task, spec in config.tasks.items():
         if spec.type == "classification" and not spec.is_auxiliary:
             y = train.labels[task][train.rows_for(task)]
             counts[task] = tuple(int(c) for c in np.bincount(y, minlength=len(data.labels[task])))
-    return DataStats(labelled_rows=len(train.labelled_rows()), class_counts=counts)
+    names = list(counts)
+    sets: dict[frozenset[str], int] = {}
+    if names:
+        labelled = np.stack([train.labels[t] != MISSING for t in names], axis=1)
+        patterns, rows = np.unique(labelled, axis=0, return_counts=True)
+        sets = {
+            frozenset(t for t, on in zip(names, p, strict=True) if on): int(n)
+            for p, n in zip(patterns, rows, strict=True)
+            if p.any()
+        }
+    return DataStats(labelled_rows=len(train.labelled_rows()), class_counts=counts, task_sets=sets)
 
 
 def make_plan(inputs: RunInputs) -> TrainingPlan:
@@ -266,6 +277,7 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console) -> None
     if plan.lr_scale != 1.0:
         console.print(
             f"{len(plan.shared_by)} classification tasks train the encoder together ({', '.join(plan.shared_by)}): "
-            f"lr_backbone x{plan.lr_scale:.2f} = {plan.lr_scale * config.training.lr_backbone:.3g} (training.task_lr)"
+            f"lr_backbone x{plan.lr_scale:.2f} = {plan.lr_scale * config.training.lr_backbone:.3g} "
+            f"(training.task_lr: {config.training.task_lr})"
         )
     logger.info("training on %d rows; %d trainable of %d parameters", len(data.splits["train"]), trainable, total)
