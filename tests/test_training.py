@@ -246,3 +246,17 @@ def test_checkpoints_hold_only_what_can_train(tiny_data: dict[str, str], tmp_pat
     assert main(["train", "--resume", str(tmp_path / "run"), "--set", "training.max_steps=5", "-q"]) == 0
     save_tiny_bert(backbone, seed=9)  # the frozen weights a resume would rebuild are now different
     assert main(["train", "--resume", str(tmp_path / "run"), "--set", "training.max_steps=7", "-q"]) == 2
+
+
+def test_tasks_labelled_on_the_same_rows_double_the_encoder_rate(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path / "run", strategy="full", max_steps=1, lr_head=None)
+    setup = setup_run(cfg, console=console, show_progress=False)
+    # every demo row carries both labels: two per row, so x2 for the encoder and the head that follows it
+    assert setup.plan.lr_scale == 2.0
+    assert set(setup.plan.group_lrs.values()) == {2e-3}
+    assert "lr_backbone x2.00 = 0.002 (training.task_lr: per_row)" in console.export_text()
