@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtst.config import validate_config
 from mtst.data import MISSING, build_task_data
 from mtst.errors import DataError
 from mtst.training.batches import epoch_batches, length_grouped_batches, task_probabilities
+from mtst.training.trainer import data_stats
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -112,9 +114,6 @@ def test_temperature_sampling_upweights_the_small_task(tmp_path: Path) -> None:
 
 
 def test_stats_count_rows_per_set_of_labelled_tasks(tmp_path: Path) -> None:
-    from mtst.config import validate_config
-    from mtst.training.trainer import data_stats
-
     rows = [{"text": "a", "category": "x", "sentiment": "pos"}, {"text": "b", "category": "y", "sentiment": "neg"}]
     rows += [{"text": "c", "category": "x"}, {"text": "d", "sentiment": "pos"}, {"text": "e", "sentiment": "neg"}]
     train = write_jsonl(tmp_path / "t.jsonl", rows)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 
 from mtst.cli import main
@@ -251,12 +252,10 @@ def test_checkpoints_hold_only_what_can_train(tiny_data: dict[str, str], tmp_pat
 def test_tasks_labelled_on_the_same_rows_double_the_encoder_rate(
     tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
-    from rich.console import Console
-
     console = Console(record=True, width=200)
     cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path / "run", strategy="full", max_steps=1, lr_head=None)
     setup = setup_run(cfg, console=console, show_progress=False)
-    # every demo row carries both labels: two per row, so x2 for the encoder and the head that follows it
+    # every fixture row carries both labels: two per row, so x2 for the encoder and the head that follows it
     assert setup.plan.lr_scale == 2.0
     assert set(setup.plan.group_lrs.values()) == {2e-3}
     assert "lr_backbone x2.00 = 0.002 (training.task_lr: per_row)" in console.export_text()
