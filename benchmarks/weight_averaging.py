@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from _common import DATA, ROOT, machine, read_jsonl
-from fewshot import DATASETS, FULL_CAP, full_rows, save_result
+from fewshot import DATASETS, FULL_CAP, full_rows, run_mtst, save_result
 from mtst.training.loop import Callback, StepEvent
 
 RESULTS = ROOT / "benchmarks" / "results" / "weight_averaging.json"
@@ -80,27 +80,14 @@ class Averages(Callback):
 
 
 def run(name: str, seed: int, overrides: dict) -> tuple[dict[str, float], float]:
-    from mtst.config import validate_config
-    from mtst.training.trainer import train
-
     folder, column, _ = DATASETS[name]
-    train_rows = full_rows(read_jsonl(DATA / folder / "train.jsonl"), column, FULL_CAP)
+    train = full_rows(read_jsonl(DATA / folder / "train.jsonl"), column, FULL_CAP)
     test = [{"text": r["text"], "label": r[column]} for r in read_jsonl(DATA / folder / "test.jsonl")]
     averages = Averages(test)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for split, rows in (("train", train_rows), ("test", test)):
-            with (work / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
-                fh.writelines(json.dumps({"text": r["text"], "label": str(r["label"])}) + "\n" for r in rows)
-        raw = {
-            "tasks": {"label": {}},
-            "data": {"train": str(work / "train.jsonl"), "test": str(work / "test.jsonl")},
-            "training": {"seed": seed, "strategy": "full", **overrides},
-            "output_dir": str(work / "run"),
-        }
         torch.manual_seed(seed)
-        result = train(validate_config(raw), show_progress=False, overwrite=True, callbacks=[averages])
-    return averages.scores, result.train_seconds
+        _, seconds = run_mtst(train, test, seed, Path(tmp), {"strategy": "full", **overrides}, [averages])
+    return averages.scores, seconds
 
 
 def main() -> None:
