@@ -140,7 +140,7 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
     contrastive = contrastive_plan(config, ctx, stages[-1], frozen, stats)
     saved = strategy.saved_backbone_groups(_with_contrastive(ever, contrastive))
     shared = sharing_tasks(ever, stats)
-    scale = task_lr_scale(tc.task_lr, len(shared), stats.labels_per_row(shared))
+    scale = task_lr_scale(tc.task_lr, shared, stats)
     scaled = tc.model_copy(update={"lr_backbone": tc.lr_backbone * scale})
     head_lr = scaled.head_lr  # an explicit lr_head, or lora.lr, stays as written
     lrs = {g: group_lr(g, num_layers, scaled.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
@@ -184,9 +184,8 @@ def sharing_tasks(ever: set[str], stats: DataStats) -> tuple[str, ...]:
     return tasks if len(tasks) > 1 else ()
 
 
-def task_lr_scale(task_lr: str, sharing: int, labels_per_row: float) -> float:
-    """``lr_backbone``'s multiplier where ``sharing`` classification tasks train the encoder together,
-    ``labels_per_row`` of them labelled on an average row.
+def task_lr_scale(task_lr: str, shared: tuple[str, ...], stats: DataStats) -> float:
+    """``lr_backbone``'s multiplier where the ``shared`` classification tasks train the encoder together.
 
     Their gradients are near-orthogonal (cosine within +-0.2 over a whole TREC coarse + fine run,
     benchmarks/task_gradients.py), so AdamW's normalised step is split between the tasks a row
@@ -194,11 +193,11 @@ def task_lr_scale(task_lr: str, sharing: int, labels_per_row: float) -> float:
     by the labels per row: x2 where two tasks label the same rows, x1 where each row belongs to
     one task (there each task already gets its own rows' steps). ``sqrt`` and ``linear`` multiply
     by the root of, or by, the number of tasks whatever the rows (benchmarks/README.md "Multi-task")."""
-    if sharing < 2 or task_lr == "fixed":
+    if len(shared) < 2 or task_lr == "fixed":
         return 1.0
     if task_lr == "per_row":
-        return labels_per_row
-    return math.sqrt(sharing) if task_lr == "sqrt" else float(sharing)
+        return stats.labels_per_row(shared)
+    return math.sqrt(len(shared)) if task_lr == "sqrt" else float(len(shared))
 
 
 def contrastive_plan(
