@@ -95,6 +95,16 @@ def test_per_task_batches_hold_one_task(tmp_path: Path) -> None:
         assert (split.labels[task][rows] != MISSING).all()
 
 
+def test_per_task_batches_group_rows_of_similar_length(tmp_path: Path) -> None:
+    split = _split(tmp_path)
+    lengths = list(np.random.default_rng(0).integers(1, 60, size=len(split)))
+    batches = epoch_batches(split, lengths, 4, np.random.default_rng(0), batching="per_task", sampling="round_robin")
+    spread = np.mean([np.ptp([lengths[i] for i in rows]) for rows, _ in batches])
+    shuffled = np.random.default_rng(1).permutation(len(split))
+    random_spread = np.mean([np.ptp([lengths[i] for i in shuffled[j : j + 4]]) for j in range(0, len(split), 4)])
+    assert spread < random_spread / 2
+
+
 def test_task_sampling_weights() -> None:
     probs = task_probabilities({"a": 900, "b": 100}, "temperature", temperature=2.0)
     assert probs["a"] == pytest.approx(30 / 40)

@@ -131,7 +131,8 @@ def epoch_batches(
     An epoch has as many batches as the labelled rows fill. ``mixed`` batches
     hold rows of any task; ``per_task`` batches hold one task, chosen per
     batch by the sampling rule. ``temperature`` and ``round_robin`` re-weight
-    tasks by drawing rows from each task's own pool.
+    tasks by drawing rows from each task's own pool; ``per_task`` draws each
+    task's rows in length-grouped batches, as ``mixed`` does, so they pad little.
     """
     pools = {t: split.rows_for(t) for t in split.labels}
     pools = {t: p for t, p in pools.items() if len(p)}
@@ -148,6 +149,15 @@ def epoch_batches(
             queues[task] = list(rng.permutation(pools[task]))
         return int(queues[task].pop())
 
+    grouped: dict[str, list[np.ndarray]] = {t: [] for t in names}
+
+    def draw_batch(task: str) -> np.ndarray:
+        # One task's batch: the next of its length-grouped batches (a new pass when they run out),
+        # so per-task batches pad as little as mixed ones.
+        if not grouped[task]:
+            grouped[task] = length_grouped_batches(pools[task], lengths, batch_size, rng)
+        return grouped[task].pop()
+
     def pick(i: int) -> str:
         if sampling == "round_robin":
             return names[i % len(names)]
@@ -157,7 +167,7 @@ def epoch_batches(
     for b in range(n_batches):
         if batching == "per_task":
             task = pick(b)
-            out.append((np.array([draw(task) for _ in range(batch_size)]), task))
+            out.append((draw_batch(task), task))
         else:
             rows = [draw(pick(b * batch_size + j)) for j in range(batch_size)]
             out.append((np.array(rows), None))
