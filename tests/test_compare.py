@@ -21,8 +21,11 @@ def test_parse_strategies() -> None:
     parsed = parse_strategies("frozen,top_k:3,lora:16")
     assert parsed[1] == ("top_k:3", {"strategy": "top_k", "top_k": 3})
     assert parsed[2][1]["lora"] == {"r": 16, "alpha": 32}
-    with pytest.raises(ConfigError, match="allowed: frozen"):
+    with pytest.raises(ConfigError, match="allowed: auto, frozen"):
         parse_strategies("frozen,everything")
+    assert parse_strategies("auto,full")[0] == ("auto", {"strategy": "auto"})  # the default recipe
+    with pytest.raises(ConfigError, match="only top_k:K and lora:RANK"):
+        parse_strategies("auto:2")
     with pytest.raises(ConfigError, match="only top_k:K and lora:RANK"):
         parse_strategies("full:2")
 
@@ -71,7 +74,7 @@ def test_compare_sweep_report_and_resume(compare_config: Path, tmp_path: Path, c
         "compare",
         str(compare_config),
         "--strategies",
-        "frozen,heads,full",
+        "frozen,heads,full,auto",
         "--train-fractions",
         "0.5,1",
         "--poolings",
@@ -84,8 +87,10 @@ def test_compare_sweep_report_and_resume(compare_config: Path, tmp_path: Path, c
     ]
     assert main(args) == 0
     payload = json.loads((out / "results.json").read_text())
-    assert {r["label"] for r in payload["runs"]} == {"frozen", "heads", "full"}
-    assert len(payload["runs"]) == 3 * 2 + 2
+    assert {r["label"] for r in payload["runs"]} == {"frozen", "heads", "full", "auto"}
+    assert len(payload["runs"]) == 4 * 2 + 2
+    auto = next(r for r in payload["runs"] if r["label"] == "auto" and r["fraction"] == 1.0)
+    assert auto["metrics"]["strategy"] in {"frozen", "full"}  # the recipe's choice, recorded by the run
     for run in payload["runs"]:
         assert {"test", "trainable_parameters", "train_seconds", "peak_rss_mb"} <= set(run["metrics"])
         assert run["model_mb"] > 0
@@ -106,15 +111,16 @@ def test_compare_sweep_report_and_resume(compare_config: Path, tmp_path: Path, c
     rows = summarize(payload)
     best = max((r for r in rows if r.fraction == 1.0), key=lambda r: r.mean)
     first = recommend(payload, rows)[0]
-    assert f"Recommended: `{best.label}`" in first and f"{100 * best.mean:.1f}" in first
-    assert f"Recommended: `{best.label}`" in md
+    assert f"Recommended: `{best.display}`" in first and f"{100 * best.mean:.1f}" in first
+    assert f"Recommended: `{best.display}`" in md
     # A strategy that moves the encoder less and keeps more similarity is named beside the best.
     kept = dataclasses.replace(
         best, label="gradual", primary=[best.mean - 0.05], drift=0.01, sts=max(r.sts or 0 for r in rows) + 0.05
     )
     assert any("`gradual` keeps the most" in line for line in recommend(payload, [*rows, kept]))
     printed = capsys.readouterr().out
-    assert re.search(rf"Recommended: {best.label}\.", printed)
+    assert re.search(rf"Recommended: {re.escape(best.display)}\.", printed)
+    assert f"auto ({auto['metrics']['strategy']})" in printed  # the table names the recipe's choice
     assert f"{best.train_rows:,} training rows" in printed  # the table is the full-data one, not the 50% one
 
     # A second call finds every run finished and repeats none of them.

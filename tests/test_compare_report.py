@@ -72,6 +72,18 @@ def test_recommend_names_the_winner_its_margin_and_the_cheap_option() -> None:
     assert "When training time matters, `heads`" in sentences[2]
 
 
+def test_auto_rows_name_the_strategy_the_recipe_chose() -> None:
+    runs = [run("auto", 0, 0.92, 80), run("heads", 0, 0.80, 2), run("auto", 0, 0.7, 3, fraction=0.1)]
+    runs[0]["metrics"]["strategy"], runs[2]["metrics"]["strategy"] = "full", "frozen"
+    rows = summarize(payload(runs))
+    by = {(r.label, r.fraction): r for r in rows}
+    assert by[("auto", 1.0)].display == "auto (full)" and by[("auto", 0.1)].display == "auto (frozen)"
+    assert by[("heads", 1.0)].display == "heads"  # other labels are strategies already
+    assert recommend(payload(runs), rows)[0].startswith("**Recommended: `auto (full)`.**")
+    table = build_sections(payload(runs), rows, {})[1]["tables"][0][1]
+    assert table[0][0] == "`auto (full)`"
+
+
 def test_recommend_calls_a_clear_gap_a_lead_and_follows_the_data_size() -> None:
     runs = [
         run("full", 0, 0.95, 100),

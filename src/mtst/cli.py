@@ -214,7 +214,11 @@ def train(
 def compare(
     config: Annotated[Path | None, typer.Argument(help="YAML config; default: the bundled demo.")] = None,
     strategies: Annotated[
-        str, typer.Option(help=f"Comma-separated, a number after ':' where one is taken. {strategy_help()}")
+        str,
+        typer.Option(
+            help=f"Comma-separated, a number after ':' where one is taken. auto: the default recipe, "
+            f"chosen from the data; {strategy_help()}",
+        ),
     ] = "frozen,heads,top_k:2,gradual,full",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per strategy (training.seed, +1, ...).")] = 1,
     train_fractions: Annotated[str, typer.Option(help="Learning curve: fractions of the training rows.")] = "1.0",

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from mtst.config import RunConfig, validate_config
+from mtst.config import AUTO, RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
 from mtst.training.strategies import REGISTRY
 
@@ -57,18 +57,21 @@ class RunResult:
 
 
 def parse_strategies(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """``frozen,heads,top_k:2,gradual,full,lora:16`` -> (label, training overrides) pairs."""
+    """``auto,frozen,heads,top_k:2,gradual,full,lora:16`` -> (label, training overrides) pairs.
+
+    ``auto`` is the default recipe: each run chooses its strategy from its own data (fraction).
+    """
     out: list[tuple[str, dict[str, Any]]] = []
     for raw in (x.strip() for x in text.split(",")):
         if not raw:
             continue
         name, _, arg = raw.partition(":")
-        if name not in REGISTRY:
-            raise ConfigError(f"--strategies: unknown {name!r}; allowed: {', '.join(REGISTRY)}")
-        strategy = REGISTRY[name]
+        if name not in REGISTRY and name != AUTO:
+            raise ConfigError(f"--strategies: unknown {name!r}; allowed: {AUTO}, {', '.join(REGISTRY)}")
+        strategy = REGISTRY.get(name)
         overrides: dict[str, Any] = {"strategy": name}
         if arg:
-            if not arg.isdigit() or int(arg) < 1 or strategy.compare_arg is None:
+            if not arg.isdigit() or int(arg) < 1 or strategy is None or strategy.compare_arg is None:
                 takes = " and ".join(f"{s.name}:{s.compare_arg}" for s in REGISTRY.values() if s.compare_arg)
                 raise ConfigError(f"--strategies: {raw!r}; only {takes} take a positive number")
             overrides.update(strategy.compare_overrides(int(arg)))

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mtst.config import AUTO
+
 NOISE_POINTS = 0.5  # differences below this (or below the seeds' spread) are called ties
 
 
@@ -36,6 +38,12 @@ class Row:
     sts: float | None
     stale: dict[str, dict[str, float]] = field(default_factory=dict)
     stale_from: str | None = None
+    chosen: str | None = None  # for ``auto``: the strategy (or strategies, over seeds) the recipe chose
+
+    @property
+    def display(self) -> str:
+        """The label, with the recipe's choice where the label is ``auto``: ``auto (full)``."""
+        return f"{self.label} ({self.chosen})" if self.chosen else self.label
 
     @property
     def mean(self) -> float:
@@ -98,6 +106,7 @@ def summarize(payload: dict[str, Any]) -> list[Row]:
                 sts=_mean([r.get("sts") for r in runs]),
                 stale={t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in stale.items()},
                 stale_from=(first.get("stale_heads") or {}).get("from"),
+                chosen=", ".join(sorted({r["metrics"].get("strategy", "?") for r in runs})) if label == AUTO else None,
             )
         )
     return rows
@@ -115,7 +124,7 @@ def strategy_table(rows: list[Row], metric: str) -> Any:
     for r in sorted((r for r in rows if r.fraction == full), key=lambda r: -r.mean):
         spread = f" ± {100 * r.std:.1f}" if len(r.primary) > 1 else ""
         drift = "-" if r.drift is None else f"{r.drift:.3f}"
-        table.add_row(r.label, f"{100 * r.mean:.1f}{spread}", f"{r.trainable:,}", f"{r.train_seconds:.0f}", drift)
+        table.add_row(r.display, f"{100 * r.mean:.1f}{spread}", f"{r.trainable:,}", f"{r.train_seconds:.0f}", drift)
     return table
 
 
@@ -159,7 +168,7 @@ def _winner_sentences(metric: str, at_full: list[Row]) -> list[str]:
     seeds = len(best.primary)
     spread = f" ± {100 * best.std:.1f}" if seeds > 1 else ""
     out = [
-        f"**Recommended: `{best.label}`.** It has the best {metric} on {best.train_rows:,} training rows: "
+        f"**Recommended: `{best.display}`.** It has the best {metric} on {best.train_rows:,} training rows: "
         f"{pct(best.mean)}{spread} (mean{' ± std' if seeds > 1 else ''} over {seeds} seed{'s' if seeds > 1 else ''})."
     ]
     if len(at_full) < 2:
@@ -285,7 +294,7 @@ def _strategy_section(
     header += [f"{t} acc" for t in tasks] + [f"{t} F1" for t in tasks]
     header += ["trainable params", "train s", "peak MB", "model MB", "drift"]
     body = [
-        [f"`{r.label}`", _cell(r.primary)]
+        [f"`{r.display}`", _cell(r.primary)]
         + [_cell(r.tasks[t]["accuracy"]) if t in r.tasks else "-" for t in tasks]
         + [_cell(r.tasks[t]["f1"]) if t in r.tasks else "-" for t in tasks]
         + [f"{r.trainable:,}", f"{r.train_seconds:.0f}", f"{r.peak_mb:.0f}", f"{r.model_mb:.1f}"]
