@@ -153,6 +153,9 @@ def test_nothing_to_train_is_an_error_not_a_no_op() -> None:
     with pytest.raises(ConfigError, match="nothing to train"):
         plan_for("heads", freeze=["heads"])
     assert plan_for("frozen").groups_at(0) == set()
+    assert plan_for("frozen").closed_form_heads == ("category", "sentiment")  # fitted, not stepped
+    assert plan_for("frozen", freeze=["heads.category"]).closed_form_heads == ("sentiment",)
+    assert plan_for("full").closed_form_heads == ()
 
 
 def test_frozen_head_on_a_moving_backbone_warns() -> None:

@@ -21,6 +21,7 @@ from mtst.cli import main
 from mtst.config import RunConfig, validate_config
 from mtst.modeling.groups import parameter_group
 from mtst.training.freezing import parse_freeze
+from mtst.training.loop import Callback
 from mtst.training.trainer import StepEvent, TrainingError, setup_run, train
 
 
@@ -145,6 +146,23 @@ def test_frozen_strategy_fits_heads_in_closed_form(
     result = train(cfg, show_progress=False)
     assert result.steps == 0 and result.trainable_parameters == 0
     assert result.test["category"]["accuracy"] > 0.5
+
+
+def test_frozen_strategy_leaves_a_frozen_head_as_it_was(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    seen: dict[str, torch.Tensor] = {}
+
+    class Snapshot(Callback):
+        def on_train_begin(self, event: StepEvent) -> None:
+            seen["before"] = event.model.heads["category"][-1].weight.detach().clone()
+
+        def on_train_end(self, event: StepEvent) -> None:
+            seen["after"] = event.model.heads["category"][-1].weight.detach().clone()
+
+    cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path, strategy="frozen", freeze=["heads.category"])
+    train(cfg, show_progress=False, callbacks=[Snapshot()])
+    assert torch.equal(seen["before"], seen["after"])
 
 
 def test_nan_loss_stops_the_run_naming_the_step(

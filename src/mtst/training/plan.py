@@ -86,6 +86,7 @@ class TrainingPlan:
     warnings: tuple[str, ...] = ()
     contrastive: ContrastivePlan | None = None  # a stage before the supervised steps
     head_init: tuple[str, ...] = ()  # heads fitted by logistic regression before the first step
+    closed_form_heads: tuple[str, ...] = ()  # closed_form: the heads it fits (not those in ``freeze``)
     shared_by: tuple[str, ...] = ()  # classification tasks that train the encoder together (2 or more)
     lr_scale: float = 1.0  # lr_backbone's multiplier for them (training.task_lr)
 
@@ -165,6 +166,7 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
             if f"heads.{t}" in ever
             and warm_start(tc.head_init, strategy, len(stats.class_counts.get(t, ())), bool(shared))
         ),
+        closed_form_heads=tuple(t for t in tasks if f"heads.{t}" not in frozen) if strategy.closed_form else (),
         shared_by=shared,
         lr_scale=scale,
     )

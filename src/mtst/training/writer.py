@@ -156,7 +156,10 @@ class RunWriter:
         model, frozen = loop.model, self.inputs.frozen
         model.eval()
         emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
-        fit_heads(model, self.inputs.data.splits["train"], self.tc.seed, emb, batch_size=self.tc.eval_batch_size)
+        fitted = loop.plan.closed_form_heads
+        if len(fitted) < len(model.tasks):
+            logger.info("heads in training.freeze keep their weights: %s", sorted(set(model.tasks) - set(fitted)))
+        fit_heads(model, self.inputs.data.splits["train"], self.tc.seed, emb, None, self.tc.eval_batch_size, fitted)
         loop.evaluate([])
         if "validation" not in self.inputs.data.splits:
             self.save_model(model)
