@@ -11,7 +11,9 @@ is its own. Prints, for each pair measured in this run:
 * ``top_k`` (k=2) with the frozen-prefix cache vs off (target >= 1.5x);
 * ``full`` vs ``transformers.Trainer`` on ``AutoModelForSequenceClassification``
   (same data, batch size, epochs, max length): samples/second (target >= 1.0x)
-  and test accuracy (within 0.5 point).
+  and test accuracy (within 0.5 point);
+* ``full`` at ``precision: auto`` (bf16 where the CPU has AVX512-BF16 or AMX)
+  vs ``full-fp32``: samples/second and test accuracy.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ CASES = {
     "heads+warmcache": {"strategy": "heads", "cache_dir": "CACHE"},
     "top2+cache": {"strategy": "top_k", "top_k": 2},
     "top2-nocache": {"strategy": "top_k", "top_k": 2, "cache": False},
-    "full": {"strategy": "full"},
+    "full": {"strategy": "full"},  # precision auto: bf16 on a CPU that has it natively
+    "full-fp32": {"strategy": "full", "precision": "fp32"},
 }
 
 
@@ -54,7 +57,7 @@ def run_mtst(case: str, train_file: Path, workdir: Path, seed: int, prefill: boo
     from rich.console import Console
 
     from mtst.config import validate_config
-    from mtst.training.trainer import Trainer
+    from mtst.training.trainer import StepEvent, setup_run
 
     training = {k: (str(workdir / "cache") if v == "CACHE" else v) for k, v in CASES[case].items()}
     if "cache_dir" in training and prefill:  # an earlier run fills the cache; the measured one reuses it
@@ -71,16 +74,15 @@ def run_mtst(case: str, train_file: Path, workdir: Path, seed: int, prefill: boo
     epoch_ends: list[float] = []
     last_epoch = [0]
 
-    def on_step(trainer: Trainer) -> None:
-        if trainer.state.epoch != last_epoch[0]:
-            last_epoch[0] = trainer.state.epoch
+    def on_step(event: StepEvent) -> None:
+        if event.state.epoch != last_epoch[0]:
+            last_epoch[0] = event.state.epoch
             epoch_ends.append(time.perf_counter())
 
-    trainer = Trainer(cfg, console=Console(quiet=True), callbacks=[on_step], show_progress=False)
     start = time.perf_counter()
-    trainer.setup()
+    loop = setup_run(cfg, console=Console(quiet=True), callbacks=[on_step], show_progress=False)
     fit_start = time.perf_counter()
-    result = trainer.fit()
+    result = loop.fit()
     wall = time.perf_counter() - start
     marks = [fit_start, *epoch_ends]
     epochs = [b - a for a, b in pairwise(marks)]
@@ -92,7 +94,8 @@ def run_mtst(case: str, train_file: Path, workdir: Path, seed: int, prefill: boo
         "later_epochs_s": sum(epochs[1:]) / max(1, len(epochs) - 1),
         "samples_per_s": result.steps * BATCH / result.train_seconds,
         "accuracy": result.test["sentiment"]["accuracy"],
-        "cache": trainer.cache_mode,
+        "cache": loop.inputs.frozen.mode,
+        "precision": loop.accelerator.mixed_precision,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -207,7 +210,7 @@ def main() -> None:
         if (out := run_case(case, seeds[0])) is not None:
             results[case] = {**out, "accuracy_by_seed": {str(seeds[0]): out["accuracy"]}}
     for seed in seeds[1:]:  # accuracy only: one seed's test score is noisy at this size
-        for case in ("full", "hf-trainer"):
+        for case in ("full", "full-fp32", "hf-trainer"):
             if case in results and (out := run_case(case, seed)) is not None:
                 results[case]["accuracy_by_seed"][str(seed)] = out["accuracy"]
 
@@ -253,6 +256,15 @@ def main() -> None:
         console.print(
             f"full vs HF Trainer: {speed:.2f}x samples/s (target 1.0x), accuracy {gap:+.2f} points "
             f"over {len(accs['full'])} seed(s) ({spread}; target within 0.5)"
+        )
+    if "full" in results and "full-fp32" in results:
+        auto, fp32 = results["full"], results["full-fp32"]
+        gap = 100 * (
+            statistics.mean(auto["accuracy_by_seed"].values()) - statistics.mean(fp32["accuracy_by_seed"].values())
+        )
+        console.print(
+            f"full, precision auto ({auto['precision']}) vs fp32: "
+            f"{auto['samples_per_s'] / fp32['samples_per_s']:.2f}x samples/s, accuracy {gap:+.2f} points"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -24,6 +24,13 @@ SENTENCES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def fp32_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``precision: auto`` takes bf16 on CPUs that have it natively; the suite's figures must not depend
+    on the machine, so here ``auto`` means fp32 and a test that wants bf16 says ``precision: bf16``."""
+    monkeypatch.setattr("mtst.training.trainer.native_bf16", lambda cuda: False)
+
+
 def save_tiny_bert(directory: Path, seed: int = 0, **config: Any) -> Path:
     """A random BERT (hidden 32) saved as safetensors, with the real tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertModel

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mtst.config import apply_overrides, load_config, validate_config
+from mtst.config import apply_overrides, load_config, resolve_precision, validate_config
 from mtst.errors import ConfigError
 
 
@@ -54,6 +54,27 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("wanted", "cuda", "native", "expected"),
+    [
+        ("auto", False, True, "bf16"),  # a CPU with AVX512-BF16 or AMX
+        ("auto", False, False, "no"),  # elsewhere bf16 is emulated: slower than fp32
+        ("auto", True, True, "bf16"),
+        ("auto", True, False, "no"),
+        ("fp32", False, True, "no"),
+        ("bf16", False, False, "bf16"),  # asked for: granted, emulated or not
+        ("fp16", True, False, "fp16"),
+    ],
+)
+def test_precision_auto_takes_bf16_natively(wanted: str, cuda: bool, native: bool, expected: str) -> None:
+    assert resolve_precision(wanted, cuda, native) == expected
+
+
+def test_fp16_on_a_cpu_is_refused_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"training\.precision: fp16 needs a CUDA device"):
+        resolve_precision("fp16", False, True)
 
 
 def test_reading_a_config_imports_no_torch() -> None:

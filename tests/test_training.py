@@ -51,6 +51,7 @@ STRATEGIES = [
     ("full", {}),
     ("full", {"freeze": ["embeddings", "layers.0"]}),
     ("full", {"freeze": ["heads.category"]}),
+    ("full", {"precision": "bf16"}),
     ("lora", {}),
     ("lora", {"lora": {"full_top_k": 1, "r": 2}}),
 ]
@@ -148,6 +149,19 @@ def test_frozen_strategy_fits_heads_in_closed_form(
     assert result.test["category"]["accuracy"] > 0.5
 
 
+def test_runs_at_different_precisions_share_one_process(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    # Accelerate keeps one state per process; a second run at another precision must still start.
+    for i, (precision, expected) in enumerate([("fp32", "no"), ("bf16", "bf16"), ("auto", "no")]):
+        cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path / str(i), strategy="full", precision=precision)
+        loop = setup_run(cfg, show_progress=False)
+        assert loop.accelerator.mixed_precision == expected  # auto: fp32 in this suite (conftest)
+        with loop.accelerator.autocast():
+            logits = loop.model(loop.inputs.batcher.inputs(np.arange(4), loop.accelerator.device))["logits"]
+        assert logits["category"].dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+
+
 def test_frozen_strategy_leaves_a_frozen_head_as_it_was(
     tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
@@ -199,6 +213,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(
     tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
     settings = {"strategy": "gradual", "epochs": 3, "checkpoint_every": 2, "gradual": {"stage_steps": 3}}
+    settings["precision"] = "fp32"  # the killed run is a child process, where auto may mean bf16
     straight = make_config(tiny_backbone_dir, tiny_data, tmp_path / "straight", **settings)
     train(straight, show_progress=False)
 

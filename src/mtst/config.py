@@ -215,9 +215,14 @@ def head_lr(training: TrainingSection) -> float:
 
 
 def resolve_precision(wanted: str, cuda: bool, bf16: bool) -> str:
-    """Accelerate's mixed-precision name for ``training.precision`` on this device (``auto``: bf16 where it runs)."""
+    """Accelerate's mixed-precision name for ``training.precision`` on this device.
+
+    ``bf16``: the device computes in bf16 natively (a GPU that supports it; a CPU with AVX512-BF16 or
+    AMX). ``auto`` takes bf16 there: the steps cost about two thirds of fp32's on such a CPU at the
+    same accuracy (benchmarks/README.md, "Precision"), and fp32 elsewhere, where bf16 is emulated.
+    """
     if wanted == "auto":
-        return "bf16" if cuda and bf16 else "no"
+        return "bf16" if bf16 else "no"
     if wanted == "fp16" and not cuda:
         raise ConfigError("training.precision: fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
     return {"fp32": "no"}.get(wanted, wanted)

@@ -163,6 +163,14 @@ def make_plan(inputs: RunInputs) -> TrainingPlan:
     return plan
 
 
+def native_bf16(cuda: bool) -> bool:
+    """Whether this device computes in bf16 natively (``precision: auto`` takes bf16 there)."""
+    if cuda:
+        return bool(torch.cuda.is_bf16_supported())
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def setup_run(
     config: RunConfig,
     resume: bool = False,
@@ -176,10 +184,17 @@ def setup_run(
     An ``output_dir`` that already holds files is refused unless ``overwrite`` (or ``resume``).
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     console = console or Console(stderr=True)
     cuda = torch.cuda.is_available()
-    precision = resolve_precision(config.training.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    precision = resolve_precision(config.training.precision, cuda, native_bf16(cuda))
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision:
+        # Accelerate keeps one state per process and refuses a second precision; a later run in the
+        # same process (a notebook, a sweep) may need another, so that state is reset (the process
+        # group, kept in PartialState, stays).
+        AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
     is_main = accelerator.is_main_process
     if not is_main:  # one voice: only rank 0 logs, shows progress and writes files
@@ -205,7 +220,7 @@ def setup_run(
         started = time.perf_counter()
         loop.refresh_cache()
         loop.setup_seconds = time.perf_counter() - started  # the cache build counts as training time
-    _print_plan(inputs, plan, console)
+    _print_plan(inputs, plan, console, precision)
     return loop
 
 
@@ -243,7 +258,7 @@ def _frozen_work(inputs: RunInputs, plan: TrainingPlan, accelerator: Any, consol
     )
 
 
-def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console) -> None:
+def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console, precision: str) -> None:
     config, data = inputs.config, inputs.data
     total = sum(p.numel() for p in inputs.model.parameters())
     at_start = sum(p.numel() for p in inputs.model.parameters() if p.requires_grad)
@@ -263,6 +278,7 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console) -> None
         "linear heads fitted by logistic regression"
         if plan.closed_form
         else f"{plan.total_steps} steps of batch {config.training.batch_size}"
+        + (f" in {precision}" if precision != "no" else "")
     )
     console.print(
         f"trainable parameters: {start}{trainable:,} of {total:,} ({100.0 * trainable / max(1, total):.2f}%) · "
