@@ -157,6 +157,9 @@ def test_runs_at_different_precisions_share_one_process(
         cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path / str(i), strategy="full", precision=precision)
         loop = setup_run(cfg, show_progress=False)
         assert loop.accelerator.mixed_precision == expected  # auto: fp32 in this suite (conftest)
+        if i == 1:
+            result = loop.fit()
+            assert json.loads((result.run_dir / "metrics.json").read_text())["precision"] == "bf16"
         with loop.accelerator.autocast():
             logits = loop.model(loop.inputs.batcher.inputs(np.arange(4), loop.accelerator.device))["logits"]
         assert logits["category"].dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)

@@ -190,7 +190,7 @@ def setup_run(
     cuda = torch.cuda.is_available()
     precision = resolve_precision(config.training.precision, cuda, native_bf16(cuda))
     state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") != precision:
+    if state and state.get("_mixed_precision") != precision and hasattr(AcceleratorState, "_reset_state"):
         # Accelerate keeps one state per process and refuses a second precision; a later run in the
         # same process (a notebook, a sweep) may need another, so that state is reset (the process
         # group, kept in PartialState, stays).

@@ -178,6 +178,7 @@ class RunWriter:
         trainable = inputs.trainable_parameters
         summary = {
             "strategy": self.tc.strategy,
+            "precision": {"no": "fp32"}.get(self.accelerator.mixed_precision, self.accelerator.mixed_precision),
             "steps": st.global_step,
             "best_step": st.best_step,
             "stopped_early": st.stopped_early,
