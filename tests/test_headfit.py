@@ -11,6 +11,7 @@ import torch
 
 from mtst.config import validate_config
 from mtst.modeling.logistic import fit_logistic
+from mtst.training.headfit import WARM_START_C
 from mtst.training.plan import DataStats, build_plan
 from mtst.training.trainer import setup_run
 
@@ -104,3 +105,23 @@ def test_the_warm_start_runs_before_the_steps_and_not_again_on_resume(
     more = config.model_copy(update={"training": config.training.model_copy(update={"max_steps": 3})})
     setup_run(more, resume=True, show_progress=False).fit()
     assert len(calls) == 1  # resumed: the checkpoint holds the fitted (and trained) heads
+
+
+def test_the_warm_start_cross_validates_its_strength_only_for_a_lone_task(
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mtst.training import loop as loop_module
+
+    strengths: list[float | None] = []
+    real = loop_module.fit_heads
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        strengths.append(args[7])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "fit_heads", spy)
+    setup_run(_config(tiny_backbone_dir, tiny_data, tmp_path / "two"), show_progress=False).warm_start_heads()
+    lone = _config(tiny_backbone_dir, tiny_data, tmp_path / "one")
+    lone = lone.model_copy(update={"tasks": {"category": lone.tasks["category"]}})
+    setup_run(lone, show_progress=False).warm_start_heads()
+    assert strengths == [WARM_START_C, None]  # beside another task: fixed; alone: cross-validated

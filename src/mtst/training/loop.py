@@ -24,7 +24,7 @@ from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
 from mtst.training.contrastive import run_contrastive
 from mtst.training.freezing import apply_trainable, set_train_mode
-from mtst.training.headfit import WARM_START_C, WARM_START_ROWS, fit_heads
+from mtst.training.headfit import WARM_START_ROWS, fit_heads, warm_start_c
 from mtst.training.optim import GroupScheduler, build_optimizer
 
 if TYPE_CHECKING:
@@ -199,12 +199,14 @@ class TrainingLoop:
 
     def warm_start_heads(self) -> None:
         """Linear heads start at the logistic-regression optimum for the encoder as it stands
-        (after a contrastive stage), fitted on a sample of the training rows at a fixed strength."""
+        (after a contrastive stage), fitted on a sample of the training rows; the strength is
+        cross-validated for a model's only task and fixed beside others (:func:`warm_start_c`)."""
         frozen = self.inputs.frozen
         emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
         train = self.inputs.data.splits["train"]
         tc, tasks = self.tc, self.plan.head_init
-        fit_heads(self.model, train, tc.seed, emb, WARM_START_ROWS, tc.eval_batch_size, tasks, WARM_START_C)
+        c = warm_start_c(len(self.inputs.config.tasks))
+        fit_heads(self.model, train, tc.seed, emb, WARM_START_ROWS, tc.eval_batch_size, tasks, c)
         set_train_mode(self.model, self.groups)
 
     def _steps(self, started: float) -> None:
