@@ -218,7 +218,7 @@ def resolve_precision(wanted: str, cuda: bool, bf16: bool) -> str:
     """Accelerate's mixed-precision name for ``training.precision`` on this device.
 
     ``bf16``: the device computes in bf16 natively (a GPU that supports it; a CPU with AVX512-BF16 or
-    AMX). ``auto`` takes bf16 there: the steps cost about two thirds of fp32's on such a CPU at the
+    AMX). ``auto`` takes bf16 there: the steps cost about three quarters of fp32's on such a CPU at the
     same accuracy (benchmarks/README.md, "Precision"), and fp32 elsewhere, where bf16 is emulated.
     """
     if wanted == "auto":
