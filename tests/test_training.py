@@ -150,7 +150,7 @@ def test_frozen_strategy_fits_heads_in_closed_form(
 
 
 def test_runs_at_different_precisions_share_one_process(
-    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     # Accelerate keeps one state per process; a second run at another precision must still start.
     for i, (precision, expected) in enumerate([("fp32", "no"), ("bf16", "bf16"), ("auto", "no")]):
@@ -158,6 +158,7 @@ def test_runs_at_different_precisions_share_one_process(
         loop = setup_run(cfg, show_progress=False)
         assert loop.accelerator.mixed_precision == expected  # auto: fp32 in this suite (conftest)
         if i == 1:
+            assert "steps of batch 8 in bf16" in capsys.readouterr().err  # the plan says so
             result = loop.fit()
             assert json.loads((result.run_dir / "metrics.json").read_text())["precision"] == "bf16"
         with loop.accelerator.autocast():

@@ -274,11 +274,11 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console, precisi
     )
     # Gradual unfreezing trains more as it goes: say what trains at the start and the most that ever does.
     start = "" if at_start == trainable else f"{at_start:,} at the start, up to "
+    in_precision = f" in {precision}" if precision != "no" else ""  # where steps autocast
     steps = (
         "linear heads fitted by logistic regression"
         if plan.closed_form
-        else f"{plan.total_steps} steps of batch {config.training.batch_size}"
-        + (f" in {precision}" if precision != "no" else "")
+        else f"{plan.total_steps} steps of batch {config.training.batch_size}{in_precision}"
     )
     console.print(
         f"trainable parameters: {start}{trainable:,} of {total:,} ({100.0 * trainable / max(1, total):.2f}%) · "
@@ -287,7 +287,7 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console, precisi
     if inputs.recipe is not None:
         console.print(f"recipe (strategy auto): {inputs.recipe.reason}")
     if plan.contrastive is not None:
-        console.print(f"{plan.contrastive.describe()}, then the {plan.strategy} strategy")
+        console.print(f"{plan.contrastive.describe()}{in_precision}, then the {plan.strategy} strategy")
     if plan.head_init:
         console.print(f"head(s) {', '.join(plan.head_init)} start fitted by logistic regression (head_init)")
     if plan.lr_scale != 1.0:
