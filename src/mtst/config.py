@@ -225,7 +225,15 @@ def resolve_precision(wanted: str, cuda: bool, bf16: bool) -> str:
         return "bf16" if bf16 else "no"
     if wanted == "fp16" and not cuda:
         raise ConfigError("training.precision: fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
-    return {"fp32": "no"}.get(wanted, wanted)
+    return _ACCELERATE_NAMES.get(wanted, wanted)
+
+
+_ACCELERATE_NAMES = {"fp32": "no"}  # training.precision -> Accelerate's mixed_precision, where they differ
+
+
+def precision_name(mixed_precision: str) -> str:
+    """``training.precision``'s name for Accelerate's ``mixed_precision`` value (``no`` is fp32)."""
+    return {v: k for k, v in _ACCELERATE_NAMES.items()}.get(mixed_precision, mixed_precision)
 
 
 def allowed_metrics(tasks: dict[str, TaskSection]) -> list[str]:

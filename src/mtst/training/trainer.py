@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from mtst.config import RunConfig, resolve_precision
+from mtst.config import RunConfig, precision_name, resolve_precision
 from mtst.data import MISSING, TaskData, load_task_data
 from mtst.evaluate import tokenize_split
 from mtst.modeling.groups import count_layers
@@ -171,6 +171,24 @@ def native_bf16(cuda: bool) -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+def _accelerator(wanted: str) -> Any:
+    """An Accelerator at ``training.precision`` resolved for this device.
+
+    Accelerate keeps one state per process and refuses a second precision; a later run in the same
+    process (a notebook, a sweep) may need another, so that state is reset first (the process group,
+    kept in PartialState, stays).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    cuda = torch.cuda.is_available()
+    precision = resolve_precision(wanted, cuda, native_bf16(cuda))
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision and hasattr(AcceleratorState, "_reset_state"):
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=precision, cpu=not cuda)
+
+
 def setup_run(
     config: RunConfig,
     resume: bool = False,
@@ -183,19 +201,8 @@ def setup_run(
 
     An ``output_dir`` that already holds files is refused unless ``overwrite`` (or ``resume``).
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
     console = console or Console(stderr=True)
-    cuda = torch.cuda.is_available()
-    precision = resolve_precision(config.training.precision, cuda, native_bf16(cuda))
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") != precision and hasattr(AcceleratorState, "_reset_state"):
-        # Accelerate keeps one state per process and refuses a second precision; a later run in the
-        # same process (a notebook, a sweep) may need another, so that state is reset (the process
-        # group, kept in PartialState, stays).
-        AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
+    accelerator = _accelerator(config.training.precision)
     is_main = accelerator.is_main_process
     if not is_main:  # one voice: only rank 0 logs, shows progress and writes files
         console, show_progress = Console(quiet=True), False
@@ -220,7 +227,7 @@ def setup_run(
         started = time.perf_counter()
         loop.refresh_cache()
         loop.setup_seconds = time.perf_counter() - started  # the cache build counts as training time
-    _print_plan(inputs, plan, console, precision)
+    _print_plan(inputs, plan, console, precision_name(accelerator.mixed_precision))
     return loop
 
 
@@ -274,7 +281,7 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console, precisi
     )
     # Gradual unfreezing trains more as it goes: say what trains at the start and the most that ever does.
     start = "" if at_start == trainable else f"{at_start:,} at the start, up to "
-    in_precision = f" in {precision}" if precision != "no" else ""  # where steps autocast
+    in_precision = f" in {precision}" if precision != "fp32" else ""  # where steps autocast
     steps = (
         "linear heads fitted by logistic regression"
         if plan.closed_form

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from mtst.config import precision_name
 from mtst.evaluate import evaluate_split, score_split, summary_metrics
 from mtst.modeling.model import MultiTaskModel, RowFeatures
 from mtst.training.checkpoint import check_finite, load_checkpoint, save_checkpoint
@@ -178,7 +179,7 @@ class RunWriter:
         trainable = inputs.trainable_parameters
         summary = {
             "strategy": self.tc.strategy,
-            "precision": {"no": "fp32"}.get(self.accelerator.mixed_precision, self.accelerator.mixed_precision),
+            "precision": precision_name(self.accelerator.mixed_precision),
             "steps": st.global_step,
             "best_step": st.best_step,
             "stopped_early": st.stopped_early,
