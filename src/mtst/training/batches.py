@@ -142,10 +142,11 @@ def epoch_batches(
         return [(b, None) for b in length_grouped_batches(labelled, lengths, batch_size, rng)]
     probs = task_probabilities({t: len(p) for t, p in pools.items()}, sampling, temperature)
     names = list(pools)
-    queues = {t: list(rng.permutation(pools[t])) for t in names}
+    queues: dict[str, list[int]] = {}
 
     def draw(task: str) -> int:
-        if not queues[task]:
+        # One row of a task's own pool, a new shuffled pass when it runs out (built on first use).
+        if not queues.get(task):
             queues[task] = list(rng.permutation(pools[task]))
         return int(queues[task].pop())
 
