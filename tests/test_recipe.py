@@ -7,7 +7,7 @@ import pytest
 from mtst.config import validate_config
 from mtst.training.plan import DataStats
 from mtst.training.recipe import (
-    CONTRASTIVE_ROWS_PER_CLASS,
+    CONTRASTIVE_TASK_ROWS,
     FEW_SHOT_ROWS_PER_CLASS,
     MAX_CONTRASTIVE_CLASSES,
     apply_recipe,
@@ -16,7 +16,7 @@ from mtst.training.recipe import (
 )
 
 F = FEW_SHOT_ROWS_PER_CLASS
-C = CONTRASTIVE_ROWS_PER_CLASS
+R = CONTRASTIVE_TASK_ROWS
 M = MAX_CONTRASTIVE_CLASSES
 
 
@@ -27,8 +27,11 @@ M = MAX_CONTRASTIVE_CLASSES
         ({"t": (8,) * 6}, False, "frozen", True),  # 8 per class, a few classes
         ({"t": (8,) * MAX_CONTRASTIVE_CLASSES}, False, "frozen", True),  # every class still has 2 rows in each batch
         ({"t": (8,) * 77}, False, "frozen", False),  # many classes: logistic heads on the pretrained encoder
-        ({"t": (C, C, C)}, False, "frozen", True),  # at the threshold of a task in the contrastive stage
-        ({"t": (C + 1, C + 1)}, False, "full", False),  # above it
+        ({"t": (F,) * M}, False, "frozen", True),  # at the threshold per class, many rows in all
+        ({"t": (F + 1,) * M}, False, "full", False),  # above it
+        ({"t": (R // 2, R // 2)}, False, "frozen", True),  # more per class, but few rows in all
+        ({"t": (R // 2 + 1, R // 2)}, False, "full", False),  # one row more
+        ({"a": (R, R), "b": (R // 4,) * 3}, False, "frozen", True),  # the scarcest task's rows count
         ({"t": (F,) * (M + 1)}, False, "frozen", False),  # at the threshold of a task out of the stage
         ({"t": (F + 1,) * (M + 1)}, False, "full", False),  # above it: full fine-tuning is ahead sooner
         ({"a": (F + 1,) * 77, "b": (900, 900)}, False, "full", False),  # b's stage would not tune a's encoder
@@ -37,7 +40,7 @@ M = MAX_CONTRASTIVE_CLASSES
         ({"a": (10,) * 50, "b": (10, 10, 10)}, False, "frozen", True),  # b takes part, a sits out
         ({"t": (8, 8)}, True, "full", False),  # a token task needs the backbone fine-tuned
         ({}, False, "full", False),  # no sentence classification task
-        ({"t": (3, 400, 0)}, False, "full", False),  # the mean over the classes that have rows
+        ({"t": (3, 1200, 0)}, False, "full", False),  # the mean over the classes that have rows
         ({"t": (4, 10, 40, 1600) + (40,) * 16}, False, "full", False),  # median 40, but 2,294 rows in 20 classes
     ],
 )
