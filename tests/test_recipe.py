@@ -40,7 +40,7 @@ M = MAX_CONTRASTIVE_CLASSES
         ({"a": (10,) * 50, "b": (10, 10, 10)}, False, "frozen", True),  # b takes part, a sits out
         ({"t": (8, 8)}, True, "full", False),  # a token task needs the backbone fine-tuned
         ({}, False, "full", False),  # no sentence classification task
-        ({"t": (3, 1200, 0)}, False, "full", False),  # the mean over the classes that have rows
+        ({"t": (F + 1,) * (M + 1) + (0,) * 10}, False, "full", False),  # the mean over the classes that have rows
         ({"t": (4, 10, 40, 1600) + (40,) * 16}, False, "full", False),  # median 40, but 2,294 rows in 20 classes
     ],
 )
