@@ -59,11 +59,15 @@ def choose_recipe(
     per_class = rows_per_class(counts)
     classes = sum(c > 0 for c in counts)
     seen = f"{stats.labelled_rows} rows; {task}: {classes} classes, {per_class:.0f} rows per class"
-    tuned = max_classes is None or classes <= max_classes  # the scarcest task takes part in the stage
-    if per_class > FEW_SHOT_ROWS_PER_CLASS and not (tuned and sum(counts) <= CONTRASTIVE_TASK_ROWS):
+
+    def in_stage(n_classes: int) -> bool:
+        return max_classes is None or n_classes <= max_classes
+
+    # The scarcest task, where it takes part in the stage, keeps it up to CONTRASTIVE_TASK_ROWS rows.
+    if per_class > FEW_SHOT_ROWS_PER_CLASS and not (in_stage(classes) and sum(counts) <= CONTRASTIVE_TASK_ROWS):
         return Recipe("full", False, f"{seen}: full fine-tuning")
     fewest = min(sum(c > 0 for c in task_counts) for task_counts in stats.class_counts.values())
-    if max_classes is None or fewest <= max_classes:
+    if in_stage(fewest):
         return Recipe("frozen", True, f"{seen}: contrastive tuning of the encoder, then logistic heads")
     return Recipe("frozen", False, f"{seen}: logistic heads on the pretrained encoder ({fewest} classes)")
 
