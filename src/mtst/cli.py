@@ -166,7 +166,10 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value: a.b=value.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its checkpoint.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or config dump.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print the whole resolved config (always in config.yaml).")
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the run already in the output directory.")
     ] = False,
@@ -174,6 +177,7 @@ def train(
     """Fine-tune a multi-task model (with no CONFIG: the bundled product-review demo)."""
     from mtst.config import apply_overrides, dump_config, load_config, validate_config
     from mtst.report import metrics_table
+    from mtst.training.loop import TrainingInterrupted
     from mtst.training.rundir import resume_config
     from mtst.training.trainer import train as run_training
 
@@ -189,13 +193,17 @@ def train(
         cfg = load_config(config, set_ or [])
     if output_dir is not None and resume is None:
         cfg.output_dir = str(output_dir)
-    if not quiet and int(os.environ.get("RANK", "0")) == 0:
+    if verbose and int(os.environ.get("RANK", "0")) == 0:
         err_console.rule("resolved config")
         err_console.print(dump_config(cfg).rstrip(), highlight=False, markup=False)
         err_console.rule()
-    result = run_training(
-        cfg, resume=resume is not None, console=err_console, show_progress=not quiet, overwrite=overwrite
-    )
+    try:
+        result = run_training(
+            cfg, resume=resume is not None, console=err_console, show_progress=not quiet, overwrite=overwrite
+        )
+    except TrainingInterrupted as exc:  # Ctrl-C: where it stopped and how to continue (exit 130, as a shell does)
+        err_console.print(f"[bold yellow]{exc}[/bold yellow]", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, process 0 reports
         return
     if result.validation:
@@ -205,8 +213,9 @@ def train(
     else:
         console.print(f"no test split; model and metrics are in {result.run_dir}")
     err_console.print(
-        f"{result.steps} steps in {result.train_seconds:.0f}s · model: {result.run_dir / 'model'} · "
-        f"metrics: {result.run_dir / 'metrics.json'}"
+        f"{', '.join(result.stages)}, {result.train_seconds:.0f} s · model: {result.run_dir / 'model'} · "
+        f"metrics: {result.run_dir / 'metrics.json'}",
+        highlight=False,
     )
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -128,29 +129,65 @@ def cache_plan(groups: set[str], num_layers: int, backbone: nn.Module, enabled: 
 
 
 def supports_prefix(backbone: nn.Module) -> bool:
-    """BERT-style backbones whose layers can be run one by one."""
+    """BERT-style backbones whose layers can be run one by one, and give what the whole model gives.
+
+    The layer-by-layer path is checked once per backbone against the model's own forward pass on a
+    small padded batch; a backbone where the two differ (another attention kernel, a future change of
+    the layer interface) runs its frozen prefix every step instead of caching it.
+    """
     layers = getattr(getattr(backbone, "encoder", None), "layer", None)
-    return (
-        hasattr(backbone, "embeddings")
-        and isinstance(layers, nn.ModuleList)
-        and hasattr(backbone, "_create_attention_masks")
-    )
+    if not (hasattr(backbone, "embeddings") and isinstance(layers, nn.ModuleList)):
+        return False
+    if backbone not in _PREFIX_CHECKED:
+        _PREFIX_CHECKED[backbone] = _layers_match_model(backbone)
+        if not _PREFIX_CHECKED[backbone]:
+            logger.info("the backbone's layers, run one by one, differ from its forward pass: no prefix cache")
+    return _PREFIX_CHECKED[backbone]
 
 
-def _layer_mask(backbone: nn.Module, mask: torch.Tensor, hidden: torch.Tensor) -> Any:
-    layer_mask, _ = backbone._create_attention_masks(
-        attention_mask=mask,
-        encoder_attention_mask=None,
-        embedding_output=hidden,
-        encoder_hidden_states=None,
-        past_key_values=None,
-    )
-    return layer_mask
+_PREFIX_CHECKED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _layers_match_model(backbone: nn.Module) -> bool:
+    """Whether :func:`run_layers` over every layer reproduces ``backbone(...)`` on real tokens."""
+    vocab = int(getattr(getattr(backbone, "config", None), "vocab_size", 0) or 0)
+    if vocab < 8:
+        return False
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, vocab, (2, 7), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0  # one padded row: the mask must hide the padding from every layer
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        device = next(backbone.parameters()).device
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.inference_mode():
+            reference = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = backbone.embeddings(input_ids=ids)
+            ours = run_layers(backbone, hidden, mask, 0, len(backbone.encoder.layer))
+    except Exception as exc:  # a layer interface this code does not know: run the whole model instead
+        logger.info("running the backbone's layers one by one failed (%s)", exc)
+        return False
+    finally:
+        backbone.train(was_training)
+    keep = mask.bool()
+    return bool(torch.allclose(ours[keep].float(), reference[keep].float(), atol=1e-4, rtol=1e-4))
+
+
+def layer_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive attention mask a BERT-style layer takes: 0 over tokens, the dtype's minimum over
+    padding, shaped ``(batch, 1, 1, keys)`` to broadcast over heads and queries.
+
+    It is the extended mask BERT has always used (``get_extended_attention_mask``); eager attention adds
+    it to the scores and SDPA takes it as a float mask, so no private helper of transformers is needed.
+    """
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
 def run_layers(backbone: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """Run encoder layers ``start..stop-1`` on hidden states."""
-    layer_mask = _layer_mask(backbone, mask, hidden)
+    layer_mask = layer_attention_mask(mask, hidden.dtype)
     for layer in backbone.encoder.layer[start:stop]:
         out = layer(hidden, attention_mask=layer_mask)
         hidden = out[0] if isinstance(out, tuple) else out

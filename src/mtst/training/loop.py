@@ -29,10 +29,15 @@ from mtst.training.optim import GroupScheduler, build_optimizer
 
 if TYPE_CHECKING:
     from mtst.training.plan import TrainingPlan
+    from mtst.training.rundir import RunLock
     from mtst.training.trainer import RunInputs
     from mtst.training.writer import RunWriter, TrainResult
 
 logger = logging.getLogger("mtst")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run; the message says where it stopped and how to continue."""
 
 
 @dataclass
@@ -122,6 +127,9 @@ class TrainingLoop:
             self.optimizer = accelerator.prepare_optimizer(optimizer)
         self.setup_seconds = 0.0
         self.resumed = False
+        self.resumed_at = 0  # the step a resumed run continued from
+        self.last_checkpoint: int | None = None  # the step of the newest checkpoint on disk
+        self.lock: RunLock | None = None  # the run directory's, released when fit() ends
         self.contrastive_losses: list[float] = []  # the contrastive stage's loss at each of its steps
         self._params_key: frozenset[str] | None = None
         self._params: list[torch.nn.Parameter] = []
@@ -165,12 +173,36 @@ class TrainingLoop:
         apply_trainable(self.model, self.groups)
         self.writer.write_history(self.state.history)
         self.resumed = True  # the checkpoint holds what a contrastive stage tuned
+        self.resumed_at = self.last_checkpoint = self.state.global_step
         logger.info("resumed at step %d (epoch %d)", self.state.global_step, self.state.epoch)
 
     def fit(self) -> TrainResult:
-        """Train, then score the best model on test and write the summary."""
-        self.run(started=time.perf_counter() - self.state.train_seconds - self.setup_seconds)
-        return self.writer.finish(self)
+        """Train, then score the best model on test and write the summary; the run directory is
+        given up at the end, however the run ends."""
+        try:
+            self.run(started=time.perf_counter() - self.state.train_seconds - self.setup_seconds)
+            return self.writer.finish(self)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interrupted_message()) from None
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def _interrupted_message(self) -> str:
+        run_dir = self.writer.run_dir
+        where = f"at step {self.state.global_step} of {self.plan.total_steps}"
+        if self.contrastive_pending and not self.contrastive_losses:
+            where = "during the contrastive stage"
+        if self.last_checkpoint is None:
+            message = f"interrupted {where}, before any checkpoint: start again with `mtst train ... --overwrite`"
+        else:
+            message = (
+                f"interrupted {where}; the checkpoint at step {self.last_checkpoint} is kept: "
+                f"continue with `mtst train --resume {run_dir}`"
+            )
+        logger.warning("%s", message)
+        return message
 
     @property
     def contrastive_pending(self) -> bool:
@@ -211,8 +243,8 @@ class TrainingLoop:
 
     def _steps(self, started: float) -> None:
         tc, st, plan = self.tc, self.state, self.plan
-        progress = progress_bar(self.writer.console, not self.show_progress, "loss {task.fields[loss]:.4f}")
-        bar = progress.add_task("training", total=plan.total_steps, completed=st.global_step, loss=float("nan"))
+        progress = progress_bar(self.writer.console, not self.show_progress, "loss {task.fields[loss]}")
+        bar = progress.add_task("training", total=plan.total_steps, completed=st.global_step, loss="-")
         running: list[float] = []
         train = self.inputs.data.splits["train"]
         with progress:
@@ -233,7 +265,7 @@ class TrainingLoop:
                     st.batch_in_epoch = b
                     st.global_step += 1
                     running.append(loss)
-                    progress.update(bar, completed=st.global_step, loss=float(np.mean(running[-20:])))
+                    progress.update(bar, completed=st.global_step, loss=f"{np.mean(running[-20:]):.4f}")
                     if tc.eval_every and st.global_step % tc.eval_every == 0:
                         self.evaluate(running)
                         running = []
@@ -265,6 +297,7 @@ class TrainingLoop:
     def checkpoint(self, started: float) -> None:
         self.state.train_seconds = time.perf_counter() - started
         self.writer.save_checkpoint(self.model, self.optimizer, self.scheduler.state_dict(), self.state)
+        self.last_checkpoint = self.state.global_step
 
     # ------------------------------------------------------------------- step
     def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:

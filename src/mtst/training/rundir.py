@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import shutil
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mtst.config import RunConfig, dump_config, validate_config
 from mtst.errors import MtstError
@@ -23,6 +27,98 @@ from mtst.training.checkpoint import CHECKPOINT_DIR
 logger = logging.getLogger("mtst")
 
 RUN_OUTPUTS = (CHECKPOINT_DIR, "model", "metrics.jsonl", "metrics.json", "train.log")
+LOCK_FILE = ".mtst.lock"  # held by the run that owns the directory; never part of a run's outputs
+
+
+class RunLock:
+    """A run owns its directory: a second run into it (two terminals, a sweep and a person) is refused.
+
+    The lock file holds the owner's pid, host and start time for the message; ownership itself is an
+    advisory ``flock`` on that file, which the system drops when the owner exits however it ends, so a
+    lock left by a crash is recognised as stale and taken over. Where ``flock`` is missing (Windows),
+    a lock whose pid no longer runs on this host is stale.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.created_dir = False
+        self._fh: Any = None
+
+    def acquire(self) -> RunLock:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise MtstError(f"output_dir: {self.run_dir} is a file, not a directory")
+        if not self.run_dir.exists():
+            self.run_dir.mkdir(parents=True)
+            self.created_dir = True
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the run's lifetime)
+        holder = self._read(fh)
+        if not self._lock(fh, holder):
+            fh.close()
+            self._forget_dir()
+            who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('started', '?')}"
+            raise MtstError(
+                f"output_dir: {self.run_dir} is in use by another mtst run ({who}); wait for it to finish, "
+                f"or choose another output_dir (a lock left by a run that no longer runs is taken over by itself)"
+            )
+        if holder.get("pid") and holder.get("pid") != os.getpid():
+            logger.info("took over a stale lock of %s (pid %s no longer holds it)", self.run_dir, holder["pid"])
+        fh.seek(0)
+        fh.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self, failed_start: bool = False) -> None:
+        """Give the directory up; after a failed start, leave no trace of the lock (or of a new directory)."""
+        if self._fh is None:
+            return
+        self.path.unlink(missing_ok=True)
+        self._fh.close()  # closing drops the flock
+        self._fh = None
+        if failed_start:
+            self._forget_dir()
+
+    def _forget_dir(self) -> None:
+        if self.created_dir and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+            self.run_dir.rmdir()
+            self.created_dir = False
+
+    @staticmethod
+    def _read(fh: Any) -> dict[str, Any]:
+        fh.seek(0)
+        try:
+            holder = json.loads(fh.read() or "{}")
+        except ValueError:
+            return {}
+        return holder if isinstance(holder, dict) else {}
+
+    @staticmethod
+    def _lock(fh: Any, holder: dict[str, Any]) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # no flock: a holder is alive if its pid runs here
+            pid = holder.get("pid")
+            return not (isinstance(pid, int) and holder.get("host") == socket.gethostname() and _alive(pid))
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -39,7 +135,7 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         return
     if overwrite or not run_dir.exists():
         return
-    held = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir())
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir() if p.name != LOCK_FILE)
     if held:
         shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         raise MtstError(
@@ -82,7 +178,9 @@ def prepare_run_dir(
         early_log.setTarget(handler)
         early_log.flush()
         early_log.setTarget(None)
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    dumped = dump_config(config)
+    atomic_write_text(run_dir / "config.yaml", dumped)
+    logger.info("resolved config:\n%s", dumped.rstrip())
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler:

@@ -9,6 +9,7 @@ before anything is written, so a failed start leaves no trace.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -32,8 +33,9 @@ from mtst.training.freezing import trainable_names
 from mtst.training.headfit import mark_normalized_inputs
 from mtst.training.loop import Callback, LoopState, StepEvent, TrainingError, TrainingLoop
 from mtst.training.plan import DataStats, TrainingPlan, build_plan
+from mtst.training.precision import RunAccelerator, make_accelerator
 from mtst.training.recipe import Recipe, apply_recipe
-from mtst.training.rundir import buffered_log, check_run_dir
+from mtst.training.rundir import RunLock, buffered_log, check_run_dir
 from mtst.training.strategies import GroupContext, get_strategy
 from mtst.training.writer import RunWriter, TrainResult
 
@@ -171,22 +173,10 @@ def native_bf16(cuda: bool) -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def _accelerator(wanted: str) -> Any:
-    """An Accelerator at ``training.precision`` resolved for this device.
-
-    Accelerate keeps one state per process and refuses a second precision; a later run in the same
-    process (a notebook, a sweep) may need another, so that state is reset first (the process group,
-    kept in PartialState, stays).
-    """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
+def _accelerator(wanted: str) -> RunAccelerator:
+    """An accelerator at ``training.precision`` resolved for this device (see :mod:`mtst.training.precision`)."""
     cuda = torch.cuda.is_available()
-    precision = resolve_precision(wanted, cuda, native_bf16(cuda))
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") != precision and hasattr(AcceleratorState, "_reset_state"):
-        AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=precision, cpu=not cuda)
+    return make_accelerator(resolve_precision(wanted, cuda, native_bf16(cuda)), cuda)
 
 
 def setup_run(
@@ -206,18 +196,39 @@ def setup_run(
     is_main = accelerator.is_main_process
     if not is_main:  # one voice: only rank 0 logs, shows progress and writes files
         console, show_progress = Console(quiet=True), False
+    with buffered_log() as early_log:  # held until the run directory has its train.log
+        lock = RunLock(Path(config.output_dir)).acquire() if is_main else None
+        try:
+            loop = _setup(config, resume, console, callbacks, show_progress, overwrite, accelerator, early_log)
+        except BaseException:
+            if lock is not None:
+                lock.release(failed_start=True)
+            raise
+    loop.lock = lock
+    return loop
+
+
+def _setup(
+    config: RunConfig,
+    resume: bool,
+    console: Console,
+    callbacks: Sequence[Callback | Callable[[StepEvent], None]],
+    show_progress: bool,
+    overwrite: bool,
+    accelerator: RunAccelerator,
+    early_log: logging.handlers.MemoryHandler,
+) -> TrainingLoop:
     check_run_dir(Path(config.output_dir), resume, overwrite)
-    with buffered_log() as early_log:
-        set_seed(config.training.seed)
-        inputs = load_inputs(config, console)
-        plan = make_plan(inputs)
-        for warning in plan.warnings:
-            logger.warning(warning)
-            console.print(f"[yellow]warning:[/yellow] {warning}")
-        writer = RunWriter(inputs, plan, accelerator, console, is_main)
-        accelerator.wait_for_everyone()  # every process has checked the run directory and its inputs
-        writer.prepare(resume, early_log)
-        accelerator.wait_for_everyone()
+    set_seed(config.training.seed)
+    inputs = load_inputs(config, console)
+    plan = make_plan(inputs)
+    for warning in plan.warnings:
+        logger.warning(warning)
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    writer = RunWriter(inputs, plan, accelerator, console, accelerator.is_main_process)
+    accelerator.wait_for_everyone()  # every process has checked the run directory and its inputs
+    writer.prepare(resume, early_log)
+    accelerator.wait_for_everyone()
     inputs.model = inputs.model.to(accelerator.device)
     inputs.frozen = _frozen_work(inputs, plan, accelerator, console)
     loop = TrainingLoop(inputs, plan, accelerator, writer, callbacks, show_progress)
@@ -227,7 +238,8 @@ def setup_run(
         started = time.perf_counter()
         loop.refresh_cache()
         loop.setup_seconds = time.perf_counter() - started  # the cache build counts as training time
-    _print_plan(inputs, plan, console, precision_name(accelerator.mixed_precision))
+    resumed_at = loop.resumed_at if loop.resumed else None
+    _print_plan(inputs, plan, console, precision_name(accelerator.mixed_precision), resumed_at)
     return loop
 
 
@@ -265,7 +277,9 @@ def _frozen_work(inputs: RunInputs, plan: TrainingPlan, accelerator: Any, consol
     )
 
 
-def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console, precision: str) -> None:
+def _print_plan(
+    inputs: RunInputs, plan: TrainingPlan, console: Console, precision: str, resumed_at: int | None
+) -> None:
     config, data = inputs.config, inputs.data
     total = sum(p.numel() for p in inputs.model.parameters())
     at_start = sum(p.numel() for p in inputs.model.parameters() if p.requires_grad)
@@ -293,9 +307,11 @@ def _print_plan(inputs: RunInputs, plan: TrainingPlan, console: Console, precisi
     )
     if inputs.recipe is not None:
         console.print(f"recipe (strategy auto): {inputs.recipe.reason}")
-    if plan.contrastive is not None:
+    if resumed_at is not None:
+        console.print(f"resumed from the checkpoint at step {resumed_at}: earlier stages are not run again")
+    elif plan.contrastive is not None:
         console.print(f"{plan.contrastive.describe()}{in_precision}, then the {plan.strategy} strategy")
-    if plan.head_init:
+    if plan.head_init and resumed_at is None:
         console.print(f"head(s) {', '.join(plan.head_init)} start fitted by logistic regression (head_init)")
     if plan.lr_scale != 1.0:
         console.print(

@@ -48,6 +48,7 @@ class TrainResult:
     train_seconds: float
     steps: int
     strategy: str = ""  # the strategy that ran (``auto`` resolved)
+    stages: tuple[str, ...] = ()  # what ran, in words: "contrastive stage 200 steps", "logistic heads", ...
 
 
 class RunWriter:
@@ -205,6 +206,7 @@ class RunWriter:
             st.train_seconds,
             st.global_step,
             self.tc.strategy,
+            stages_run(loop),
         )
 
     def _test_scores(self, loop: TrainingLoop, model_dir: Path) -> dict[str, dict]:
@@ -227,3 +229,20 @@ class RunWriter:
             heads.load_state_dict(live)
         logger.info("test scored from cached embeddings in %.2fs", time.perf_counter() - started)
         return {task: scores[task] for task in self.inputs.saved_tasks if task in scores}
+
+
+def stages_run(loop: TrainingLoop) -> tuple[str, ...]:
+    """What this process ran, in the words the console ends with."""
+    plan, st = loop.plan, loop.state
+    stages = []
+    if loop.contrastive_losses:
+        stages.append(f"contrastive stage {len(loop.contrastive_losses)} steps")
+    if plan.head_init and not loop.resumed:
+        stages.append("heads warm-started by logistic regression")
+    if plan.closed_form:
+        stages.append("logistic heads")
+    elif loop.resumed:
+        stages.append(f"steps {loop.resumed_at}-{st.global_step} (resumed)")
+    else:
+        stages.append(f"{st.global_step} steps" + (" (stopped early)" if st.stopped_early else ""))
+    return tuple(stages)
