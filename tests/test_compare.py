@@ -134,3 +134,40 @@ def test_compare_bad_options_fail_before_running(compare_config: Path, tmp_path:
     assert main(["compare", str(compare_config), "--train-fractions", "0,1", "-o", str(tmp_path / "x")]) == 2
     assert main(["compare", str(compare_config), "--poolings", "avg", "-o", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_a_failed_run_is_reported_beside_the_others(
+    compare_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "report"
+    args = ["compare", str(compare_config), "--strategies", "heads,lora", "-o", str(out), "-q"]
+    args += ["--set", "training.lora.target_modules=[no_such_layer]"]  # only the lora run reads it
+    assert main(args) == 1
+    payload = json.loads((out / "results.json").read_text())
+    assert [r["label"] for r in payload["runs"]] == ["heads"]
+    assert [f["label"] for f in payload["failed"]] == ["lora"]
+    assert "no_such_layer" in payload["failed"][0]["error"]
+    md = (out / "report.md").read_text()
+    assert "Runs that failed" in md and "lora-f1-s42" in md
+    assert "1 of 2 runs failed" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_every_run_failing_is_an_error_that_names_them(compare_config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    args = ["compare", str(compare_config), "--strategies", "lora", "-o", str(out), "-q"]
+    assert main([*args, "--set", "training.lora.target_modules=[no_such_layer]"]) == 2
+    assert json.loads((out / "results.json").read_text())["failed"][0]["name"] == "lora-f1-s42"
+
+
+def test_the_sweep_hears_the_progress_of_the_run_it_started(compare_config: Path, tmp_path: Path) -> None:
+    from mtst.compare import execute
+    from mtst.config import load_config
+
+    raw = load_config(compare_config, []).model_dump(mode="json")
+    raw["output_dir"] = str(tmp_path / "run")
+    raw["training"]["strategy"] = "full"
+    seen: list[dict] = []
+    metrics, _ = execute(raw, tmp_path / "run", seen.append)
+    assert metrics["steps"] > 0
+    assert seen and seen[-1]["description"] == "training" and seen[-1]["completed"] == seen[-1]["total"]
+    assert not (tmp_path / "run" / "progress.json").exists()

@@ -56,6 +56,16 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("tasks", ["[category, sentiment]", "category", "3"])
+def test_tasks_that_are_not_a_mapping_get_a_message_not_a_traceback(tmp_path: Path, tasks: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"tasks: {tasks}\ndata: {{train: t.csv}}\n")
+    with pytest.raises(ConfigError, match="tasks: expected a mapping of task name to its settings") as info:
+        load_config(path)
+    if tasks.startswith("["):
+        assert "tasks: {category: {}, sentiment: {}}" in str(info.value)  # the user's own names, rewritten
+
+
 @pytest.mark.parametrize(
     ("wanted", "cuda", "native", "expected"),
     [

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -135,3 +136,45 @@ def test_stats_count_rows_per_set_of_labelled_tasks(tmp_path: Path) -> None:
     assert stats.class_counts == {"category": (2, 1), "sentiment": (2, 2)}
     assert stats.labels_per_row(("category", "sentiment")) == pytest.approx(7 / 5)
     assert stats.labels_per_row(("category",)) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text,y\nhello, world,a\n", "row 1 (line 2): 3 field(s) where the header has 2"),  # unquoted comma
+        ("text,y\nfine,a\nmissing\n", "row 2 (line 3): 1 field(s) where the header has 2"),  # misaligned
+        ('text,y\nfine,a\n"never closed,b\n', "row 2 (line 3): not valid CSV"),  # broken quote on the last row
+    ],
+)
+def test_csv_is_read_strictly(tmp_path: Path, content: str, message: str) -> None:
+    from mtst.data import read_records
+
+    (tmp_path / "t.csv").write_text(content)
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_records(tmp_path / "t.csv")
+
+
+def test_csv_fields_of_any_length_and_quoted_delimiters(tmp_path: Path) -> None:
+    from mtst.data import read_records
+
+    long_text = "word " * 60_000  # 300 KB in one field: over the csv module's default limit
+    path = tmp_path / "t.csv"
+    path.write_text(f'text,y\n"{long_text}",a\n"one, two ""three""",b\n\n')
+    rows = read_records(path)
+    assert [r["y"] for r in rows] == ["a", "b"]
+    assert rows[0]["text"] == long_text and rows[1]["text"] == 'one, two "three"'
+
+
+def test_cli_reports_a_bad_csv_row_and_reads_long_fields(
+    tmp_path: Path, tiny_backbone_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtst.cli import main
+
+    path = tmp_path / "in.csv"
+    path.write_text("text\nfine\nhello, world\n")
+    assert main(["encode", "--input", str(path), "--model", str(tiny_backbone_dir)]) == 2
+    assert "row 2 (line 3)" in capsys.readouterr().err.replace("\n", " ")
+    (tmp_path / "big.csv").write_text("text\n" + '"' + "x " * 80_000 + '"\n')
+    out = tmp_path / "e.npy"
+    assert main(["encode", "--input", str(tmp_path / "big.csv"), "-m", str(tiny_backbone_dir), "-o", str(out)]) == 0
+    assert np.load(out).shape[0] == 1

@@ -109,6 +109,14 @@ def test_search_finds_an_exact_copy_first(tiny_encoder: SentenceEncoder) -> None
     assert scores == sorted(scores, reverse=True)
 
 
+def test_search_with_one_query_returns_its_hits(tiny_encoder: SentenceEncoder) -> None:
+    """A string query gets ``[(index, cosine), ...]`` as the README shows; a list gets one such list each."""
+    hits = tiny_encoder.search(SENTENCES[3], SENTENCES, top_k=2)
+    assert [type(h) for h in hits] == [tuple, tuple]
+    assert hits == tiny_encoder.search([SENTENCES[3]], SENTENCES, top_k=2)[0]
+    assert tiny_encoder.search("anything", [], top_k=2) == []
+
+
 def test_similarity_is_symmetric_cosine(tiny_encoder: SentenceEncoder) -> None:
     sim = tiny_encoder.similarity(SENTENCES[:2], SENTENCES[:2])
     np.testing.assert_allclose(sim, sim.T, atol=1e-6)

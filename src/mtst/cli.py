@@ -244,9 +244,13 @@ def compare(
     sweep = load_sweep(config, set_ or [], strategies, seeds, train_fractions, poolings, sts, output)
     runs = sweep.runs()
     err_console.print(f"[bold]mtst compare[/bold] · {len(runs)} runs · report in {output}")
-    results = run_sweep(sweep, err_console, show_progress=not quiet)
+    results, failures = run_sweep(sweep, err_console, show_progress=not quiet)
+    if not results:
+        save_results(sweep, results, {}, failures)
+        reasons = "; ".join(f"{f.spec.name}: {' '.join(f.error.split())[:200]}" for f in failures)
+        raise MtstError(f"every run of the sweep failed ({reasons}); details in {output / 'results.json'}")
     encoders = measure_encoders(sweep, results, err_console)
-    payload = save_results(sweep, results, encoders)
+    payload = save_results(sweep, results, encoders, failures)
     written = write_report(payload, output)
     rows = summarize(payload)
     table = strategy_table(rows, sweep.config.training.metric)
@@ -254,6 +258,14 @@ def compare(
     for sentence in recommend(payload, rows):
         console.print(sentence.replace("**", "").replace("`", ""), highlight=False)
     err_console.print(f"wrote {written['markdown']}, {written['html']} and {output / 'results.json'}")
+    if failures:
+        names = ", ".join(f.spec.name for f in failures)
+        err_console.print(
+            f"[bold red]error:[/bold red] {len(failures)} of {len(runs)} runs failed ({names}); the report covers "
+            f"the others and lists the failures",
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory or a saved model directory.")]
@@ -352,6 +364,9 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Request body size limit.")] = 2.0,
     max_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight before 429.")] = 64,
     timeout: Annotated[float, typer.Option(min=0.01, help="Seconds per request before 504.")] = 10.0,
+    read_timeout: Annotated[
+        float, typer.Option(min=0.01, help="Seconds a client has to send its request body before 408.")
+    ] = 10.0,
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 5.0,
     workers: Annotated[
         int,
@@ -362,7 +377,7 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Serve a trained model over HTTP: /encode, /predict, /similarity, /info, /metrics, /docs and a page at /."""
+    """Serve a trained model over HTTP: /encode, /predict, /similarity, /info, /metrics, /openapi.json, a page at /."""
     from mtst.serve import ServeSettings
     from mtst.serve import serve as run_server
 
@@ -372,6 +387,7 @@ def serve(
         max_body_bytes=int(max_body_mb * 2**20),
         max_concurrency=max_concurrency,
         timeout_s=timeout,
+        read_timeout_s=read_timeout,
         batch_wait_ms=batch_wait_ms,
         workers=workers,
         api_key=api_key,

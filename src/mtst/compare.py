@@ -12,10 +12,11 @@ on a moved backbone), and :mod:`mtst.compare_report` writes the report.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,19 +131,41 @@ def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
 
 
-def execute(raw: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], float]:
-    """Train one run in a child process; its output goes to ``run_dir/output.log``."""
+def execute(
+    raw: dict[str, Any], run_dir: Path, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[dict[str, Any], float]:
+    """Train one run in a child process; its output goes to ``run_dir/output.log``, and ``on_progress``
+    hears the position of its progress bar (contrastive stage, steps) about twice a second."""
+    from mtst.report import PROGRESS_FILE_ENV, read_progress
+
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    progress_file = run_dir / "progress.json"
+    progress_file.unlink(missing_ok=True)
     started = time.perf_counter()
     with (run_dir / "output.log").open("w", encoding="utf-8") as log:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "mtst", "train", str(cfg_path), "--quiet", "--overwrite"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            check=False,
+            env={**os.environ, PROGRESS_FILE_ENV: str(progress_file)},
         )
+        try:
+            while on_progress is not None:
+                done = proc.poll() is not None
+                record = read_progress(progress_file)
+                if record:
+                    on_progress(record)
+                if done:
+                    break
+                time.sleep(0.5)
+            proc.wait()
+        except BaseException:  # Ctrl-C on the sweep stops its child too
+            proc.terminate()
+            proc.wait()
+            raise
+    progress_file.unlink(missing_ok=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         tail = (run_dir / "output.log").read_text(encoding="utf-8").strip().splitlines()[-5:]
@@ -176,30 +199,64 @@ class Sweep:
         return plan_runs(self.strategies, self.seeds, self.fractions, self.poolings)
 
 
-def run_sweep(sweep: Sweep, console: Console, show_progress: bool = True) -> list[RunResult]:
-    """Train every run not already finished, with one progress bar over the whole sweep."""
+@dataclass
+class RunFailure:
+    """A run of the sweep that did not finish, and why."""
+
+    spec: RunSpec
+    error: str
+
+
+def run_sweep(sweep: Sweep, console: Console, show_progress: bool = True) -> tuple[list[RunResult], list[RunFailure]]:
+    """Train every run not already finished: one bar over the sweep and one for the run in progress.
+
+    A run that fails is recorded with its error and the sweep goes on, so the others still count.
+    """
     from mtst.report import progress_bar
 
     runs = sweep.runs()
     cache_dir = sweep.output / "cache"
     results: list[RunResult] = []
+    failures: list[RunFailure] = []
     progress = progress_bar(console, not show_progress)
     with progress:
         bar = progress.add_task("", total=len(runs))
+        inner = progress.add_task("", total=None, visible=False)
+
+        def show_inner(record: dict[str, Any]) -> None:
+            description = f"  └ {record.get('description') or 'starting'}"
+            progress.update(
+                inner,
+                description=description,
+                completed=record.get("completed", 0),
+                total=record.get("total"),
+                visible=True,
+            )
+
         for spec in runs:
             run_dir = sweep.output / "runs" / spec.name
             raw = run_config(sweep.base, spec, run_dir, cache_dir)
             progress.update(bar, description=f"compare {spec.name}")
+            progress.update(inner, description="  └ starting", completed=0, total=None, visible=show_progress)
             record = finished(run_dir, raw)
             if record is None:
-                metrics, wall = execute(raw, run_dir)
+                try:
+                    metrics, wall = execute(raw, run_dir, show_inner)
+                except MtstError as exc:
+                    failures.append(RunFailure(spec, str(exc)))
+                    console.print(
+                        f"[red]run {spec.name} failed[/red]; the sweep goes on (see {run_dir / 'output.log'})"
+                    )
+                    progress.advance(bar)
+                    continue
                 record = {"config": raw, "metrics": metrics, "wall_seconds": wall}
                 (run_dir / "compare_run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             else:
                 console.print(f"reusing finished run {spec.name}", highlight=False)
             results.append(RunResult(spec, record["metrics"], record["wall_seconds"], dir_mb(run_dir / "model")))
             progress.advance(bar)
-    return results
+        progress.update(inner, visible=False)
+    return results, failures
 
 
 # ------------------------------------------------------------------ encoder comparisons
@@ -288,8 +345,10 @@ def measure_encoders(sweep: Sweep, results: list[RunResult], console: Console) -
     return out
 
 
-def save_results(sweep: Sweep, results: list[RunResult], encoders: dict[str, Any]) -> dict[str, Any]:
-    """Every figure of the sweep, as written to ``results.json``."""
+def save_results(
+    sweep: Sweep, results: list[RunResult], encoders: dict[str, Any], failures: Sequence[RunFailure] = ()
+) -> dict[str, Any]:
+    """Every figure of the sweep, as written to ``results.json`` (with the runs that failed, and why)."""
     payload = {
         "config": sweep.base,
         "strategies": [label for label, _ in sweep.strategies],
@@ -309,6 +368,7 @@ def save_results(sweep: Sweep, results: list[RunResult], encoders: dict[str, Any
             }
             for r in results
         ],
+        "failed": [{**asdict(f.spec), "name": f.spec.name, "error": f.error} for f in failures],
     }
     sweep.output.mkdir(parents=True, exist_ok=True)
     (sweep.output / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -282,8 +282,24 @@ def build_sections(payload: dict[str, Any], rows: list[Row], plots: dict[str, Pa
         _stale_section(at_full),
         _sts_section(payload, at_full),
         _pooling_section(payload, tasks),
+        _failed_section(payload),
     ]
     return [s for s in sections if s is not None]
+
+
+def _failed_section(payload: dict[str, Any]) -> dict[str, Any] | None:
+    failed = payload.get("failed") or []
+    if not failed:
+        return None
+    body = [[f"`{f['name']}`", " ".join(f["error"].split())[:300]] for f in failed]
+    return {
+        "title": "Runs that failed",
+        "paragraphs": [
+            f"{len(failed)} run(s) did not finish; the tables above hold only the runs that did. Each run's "
+            "output is in `runs/<name>/output.log`; `mtst compare` again with the same options re-runs only these."
+        ],
+        "tables": [(["run", "error"], body)],
+    }
 
 
 def _strategy_section(
@@ -348,7 +364,8 @@ def _stale_section(at_full: list[Row]) -> dict[str, Any] | None:
         "title": "Heads left on a moved backbone",
         "paragraphs": [
             f"Heads trained on the frozen backbone (`{at_full[0].stale_from or '-'}` runs), evaluated "
-            "unchanged on each fine-tuned backbone: the accuracy a frozen head loses as the features move."
+            "unchanged on each fine-tuned backbone: how a head that is not retrained fares as the features "
+            "move (a negative change is accuracy lost)."
         ],
         "tables": [(["backbone from", "task", "accuracy before", "accuracy after", "change"], body)],
     }

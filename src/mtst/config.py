@@ -369,6 +369,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{cfg_path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: expected a mapping of sections (model, tasks, data, training)")
+    tasks = raw.get("tasks")
+    if tasks is not None and not isinstance(tasks, dict):
+        names = [t for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []
+        example = ", ".join(f"{n}: {{}}" for n in names[:3]) or "category: {}, sentiment: {}"
+        raise ConfigError(
+            f"{cfg_path}: tasks: expected a mapping of task name to its settings, not a "
+            f"{type(tasks).__name__}; write it as  tasks: {{{example}}}  (an empty mapping takes the defaults)"
+        )
     raw = _resolve_paths(raw, cfg_path.parent)
     raw = apply_overrides(raw, overrides or [])
     return validate_config(raw, str(cfg_path))
@@ -388,7 +396,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
                     section[split] = str(base / value)
 
     fix(raw.get("data"))
-    for task in (raw.get("tasks") or {}).values():
+    tasks = raw.get("tasks")
+    for task in tasks.values() if isinstance(tasks, dict) else ():
         if isinstance(task, dict):
             fix(task.get("data"))
     return raw

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +54,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         return pq.read_table(p).to_pylist()
     text = _read_text_file(p)
     if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
-        return [dict(row) for row in reader]
+        return read_delimited(text, "\t" if suffix == ".tsv" else ",", p)
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -77,6 +77,38 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             rows.append(row)
         return rows
     raise DataError(f"{p}: unsupported file type {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or .txt")
+
+
+def read_delimited(text: str, delimiter: str, source: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV/TSV text, read strictly: a broken quote, or a row whose number of fields is not the
+    header's (an unquoted comma in a text, a missing column), is an error naming the row, never a
+    silently shortened text. Fields of any length are read (the csv module stops at 128 KB by default).
+    """
+    csv.field_size_limit(_FIELD_LIMIT)
+    what = "TSV" if delimiter == "\t" else "CSV"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    try:
+        for fields in reader:
+            if not fields:
+                continue  # a blank line
+            if header is None:
+                header = fields
+                continue
+            if len(fields) != len(header):
+                hint = " (quote texts that hold the delimiter)" if len(fields) > len(header) else ""
+                raise DataError(
+                    f"{source}, row {len(rows) + 1} (line {reader.line_num}): {len(fields)} field(s) where the header "
+                    f"has {len(header)} ({', '.join(header)}){hint}"
+                )
+            rows.append(dict(zip(header, fields, strict=True)))
+    except csv.Error as exc:
+        raise DataError(f"{source}, row {len(rows) + 1} (line {reader.line_num}): not valid {what} ({exc})") from None
+    return rows
+
+
+_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 def column(rows: Sequence[dict[str, Any]], name: str, source: str | Path) -> list[Any]:

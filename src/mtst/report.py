@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from mtst.errors import MtstError
+from mtst.fileio import atomic_write_text
+
+PROGRESS_FILE_ENV = "MTST_PROGRESS_FILE"  # where a child run (of ``mtst compare``) reports its progress
 
 
-def progress_bar(console: Any, disable: bool, *extra: str) -> Any:
-    """The progress display of long work (training steps, sweep runs): bar, count, elapsed, ETA."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+class ReportingProgress(Progress):
+    """A progress display that also writes its position to a file, about twice a second, as JSON
+    (``description``, ``completed``, ``total``): how a parent shows a ``--quiet`` child run's progress."""
 
-    return Progress(
+    def __init__(self, target: Path, *columns: Any, **kwargs: Any) -> None:
+        super().__init__(*columns, **kwargs)
+        self.target = target
+        self.last_write = 0.0
+
+    def update(self, task_id: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().update(task_id, **kwargs)
+        task = next((t for t in self.tasks if t.id == task_id), None)
+        now = time.monotonic()
+        if task is None or (now - self.last_write < 0.5 and not task.finished):
+            return
+        self.last_write = now
+        record = {"description": task.description, "completed": task.completed, "total": task.total}
+        with contextlib.suppress(OSError):  # progress is a courtesy; the run goes on without it
+            atomic_write_text(self.target, json.dumps(record))
+
+
+def progress_bar(console: Any, disable: bool, *extra: str) -> Progress:
+    """The progress display of long work (training steps, sweep runs): bar, count, elapsed, ETA.
+
+    Where ``MTST_PROGRESS_FILE`` is set, the position is also written there (:class:`ReportingProgress`).
+    """
+    columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -29,9 +59,20 @@ def progress_bar(console: Any, disable: bool, *extra: str) -> Any:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        console=console,
-        disable=disable,
     )
+    target = os.environ.get(PROGRESS_FILE_ENV)
+    if not target:
+        return Progress(*columns, console=console, disable=disable)
+    return ReportingProgress(Path(target), *columns, console=console, disable=disable)
+
+
+def read_progress(path: Path) -> dict[str, Any] | None:
+    """What :class:`ReportingProgress` last wrote (None before it wrote anything)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def metrics_table(per_task: dict[str, dict], title: str) -> Table:

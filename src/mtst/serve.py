@@ -5,8 +5,11 @@ one worker runs a single forward pass over everything that arrived within
 ``batch_wait_ms`` (up to ``max_batch`` texts), so throughput under load
 approaches offline encoding. Limits fail fast with a status that names them:
 too many texts or characters -> 422, body over the payload limit -> 413
-(before any parsing or tokenisation), over the concurrency cap -> 429,
-per-request timeout -> 504, missing API key -> 401.
+(before any parsing or tokenisation), body not received within the read
+timeout -> 408, over the concurrency cap -> 429 (only requests whose body has
+arrived count), per-request timeout -> 504, missing API key -> 401. The API
+schema is at ``/openapi.json`` and a page to try the model at ``/``; nothing
+is fetched from elsewhere, so both work offline.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class ServeSettings:
     max_body_bytes: int = 2 * 2**20
     max_concurrency: int = 64
     timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
     batch_wait_ms: float = 5.0
     max_batch: int = 64
     workers: int = 1
@@ -186,6 +190,8 @@ def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, nam
         title="mtst model server",
         description=f"Multi-task sentence encoder `{name}`: tasks {', '.join(model.prediction_tasks)}.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: blank pages offline
+        redoc_url=None,
     )
     routes: set[str] = set()  # filled once every route is declared (below)
     app.add_middleware(Guard, settings=settings, metrics=metrics, routes=routes)
@@ -264,7 +270,7 @@ def _add_info_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, m
     @app.get("/info")
     async def info() -> dict[str, Any]:
         encoder = model.encoder
-        limits = ("max_texts", "max_chars", "max_body_bytes", "max_concurrency", "timeout_s")
+        limits = ("max_texts", "max_chars", "max_body_bytes", "max_concurrency", "timeout_s", "read_timeout_s")
         return {
             "model": name,
             "backbone": encoder.reference,
@@ -331,7 +337,7 @@ def serve(
     model = MultiTaskModel.load(run)
     check_port(host, port)
     if announce is not None:
-        announce(f"serving {run} on http://{host}:{port} (docs at /docs)")
+        announce(f"serving {run} on http://{host}:{port} (a page to try it at /, the API schema at /openapi.json)")
     workers = settings.workers
     if workers == 1:
         uvicorn.run(create_app(model, settings, str(run)), host=host, port=port, log_level="info")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -284,19 +284,30 @@ class SentenceEncoder(nn.Module):
         """Cosine similarity matrix between two lists of texts."""
         return cos_sim(self.encode(a, convert_to="torch"), self.encode(b, convert_to="torch")).numpy()
 
+    @overload
+    def search(
+        self, queries: str, corpus: Sequence[str], top_k: int = 5, batch_size: int = 32
+    ) -> list[tuple[int, float]]: ...
+
+    @overload
+    def search(
+        self, queries: Sequence[str], corpus: Sequence[str], top_k: int = 5, batch_size: int = 32
+    ) -> list[list[tuple[int, float]]]: ...
+
     def search(
         self, queries: str | Sequence[str], corpus: Sequence[str], top_k: int = 5, batch_size: int = 32
-    ) -> list[list[tuple[int, float]]]:
-        """Top-k corpus entries per query by cosine similarity: ``[(corpus_index, score), ...]``."""
+    ) -> list[tuple[int, float]] | list[list[tuple[int, float]]]:
+        """Top-k corpus entries by cosine similarity, best first: ``[(corpus_index, score), ...]`` for one
+        query (a string), one such list per query for a list of queries."""
         query_list = [queries] if isinstance(queries, str) else list(queries)
         if not corpus:
-            return [[] for _ in query_list]
-        corpus_emb = self.encode(corpus, batch_size=batch_size, normalize=True, convert_to="torch")
-        query_emb = self.encode(query_list, batch_size=batch_size, normalize=True, convert_to="torch")
-        scores = query_emb @ corpus_emb.T
-        k = min(top_k, len(corpus))
-        top = torch.topk(scores, k=k, dim=1)
-        return [
-            [(int(i), float(s)) for i, s in zip(idx, val, strict=True)]
-            for idx, val in zip(top.indices.tolist(), top.values.tolist(), strict=True)
-        ]
+            hits: list[list[tuple[int, float]]] = [[] for _ in query_list]
+        else:
+            corpus_emb = self.encode(corpus, batch_size=batch_size, normalize=True, convert_to="torch")
+            query_emb = self.encode(query_list, batch_size=batch_size, normalize=True, convert_to="torch")
+            top = torch.topk(query_emb @ corpus_emb.T, k=min(top_k, len(corpus)), dim=1)
+            hits = [
+                [(int(i), float(s)) for i, s in zip(idx, val, strict=True)]
+                for idx, val in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+            ]
+        return hits[0] if isinstance(queries, str) else hits

@@ -322,7 +322,7 @@ class MultiTaskModel(nn.Module):
                 backbone = _lora_base(config["backbone"], path)
             else:
                 backbone_config = AutoConfig.from_pretrained(path / BACKBONE_CONFIG_DIR, local_files_only=True)
-                backbone = AutoModel.from_config(backbone_config)
+                backbone = backbone_from_config(AutoModel, backbone_config)
         except ModelLoadError:
             raise
         except Exception as exc:
@@ -407,3 +407,16 @@ def resolve_model_dir(path: str | Path) -> Path:
 def load_encoder(reference: str, pooling: str | None = None, normalize: bool | None = None) -> SentenceEncoder:
     """An encoder from a saved mtst model or run, else from a backbone reference."""
     return SentenceEncoder.from_pretrained(reference, pooling=pooling, normalize=normalize)
+
+
+def backbone_from_config(auto_model: Any, config: Any) -> nn.Module:
+    """A backbone built from its saved config with the attention kernel ``from_pretrained`` picks (SDPA
+    where the architecture has it), so a loaded model computes exactly what the trained one did.
+
+    transformers 4.x saves ``_attn_implementation_autoset`` in the config and then builds from it with
+    eager attention: the same weights, outputs off in the last bits.
+    """
+    try:
+        return auto_model.from_config(config, attn_implementation="sdpa")
+    except (ValueError, ImportError):  # an architecture without SDPA: its default kernel
+        return auto_model.from_config(config)
