@@ -137,3 +137,22 @@ def test_evaluate_cli_on_conll_and_jsonl(
 def test_bundled_tagged_config_is_valid() -> None:
     cfg = load_config(tagged_config_path())
     assert cfg.tasks["entities"].type == "token_classification"
+
+
+def test_tagged_demo_scores_validation_as_it_scores_test() -> None:
+    """Validation and test hold sentence patterns that training never shows, so the split that picks the
+    best model measures what test measures (a validation split of training's patterns scored 100%)."""
+
+    def pattern(row: dict) -> str:
+        words = [w if t == "O" else f"<{t[2:]}>" for w, t in zip(row["tokens"], row["tags"], strict=True)]
+        return " ".join(w for w, t in zip(words, row["tags"], strict=True) if not t.startswith("I-"))
+
+    splits = {
+        split: [json.loads(x) for x in (DEMO_DIR / "tagged" / f"{split}.jsonl").read_text().splitlines() if x]
+        for split in ("train", "validation", "test")
+    }
+    seen = {pattern(r) for r in splits["train"]}
+    for split in ("validation", "test"):
+        assert not {pattern(r) for r in splits[split]} & seen, split
+        assert {r["sentiment"] for r in splits[split]} == {"positive", "negative"}
+        assert any(t == "B-PRICE" for r in splits[split] for t in r["tags"])

@@ -52,6 +52,23 @@ TextColumnOpt = Annotated[str, typer.Option(help="Column holding the text in CSV
 BatchOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass.")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from mtst.version import __version__
+
+        typer.echo(f"mtst {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Multi-task sentence transformers: encode, train, compare, serve."""
+
+
 def _interactive() -> bool:
     return sys.stdout.isatty()
 
@@ -317,11 +334,17 @@ def predict(
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks; default all.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSON Lines.")] = None,
     batch_size: BatchOpt = 32,
-    backend: Annotated[str, typer.Option(help="torch, or onnx for a directory written by mtst export.")] = "torch",
+    backend: Annotated[
+        str, typer.Option(help="torch, onnx (a directory written by mtst export), or auto: onnx for an export.")
+    ] = "auto",
 ) -> None:
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks)."""
     items = gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
     wanted = [t.strip() for t in tasks.split(",")] if tasks else None
+    if backend == "auto":
+        from mtst.constants import ONNX_META
+
+        backend = "onnx" if (run / ONNX_META).is_file() else "torch"
     if backend == "onnx":
         from mtst.export import OnnxPredictor
 
@@ -329,7 +352,7 @@ def predict(
     elif backend == "torch":
         rows = _load_model(run).predict(items, tasks=wanted, batch_size=batch_size)
     else:
-        raise MtstError(f"--backend: {backend!r}; use torch or onnx")
+        raise MtstError(f"--backend: {backend!r}; use auto, torch or onnx")
     records = [{"text": t, **r} for t, r in zip(items, rows, strict=True)]
     if output is not None:
         from mtst.fileio import atomic_write_text

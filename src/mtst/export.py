@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,13 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from mtst.constants import ONNX_META
 from mtst.errors import MtstError
 from mtst.fileio import atomic_directory
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
 ONNX_NAME = "model.onnx"
-ONNX_META = "mtst_onnx.json"
 HEADS_DIR = "mtst_heads"
 
 
@@ -129,6 +131,19 @@ class _Graph(nn.Module):
         return (feats["sentence_embedding"], *(feats["logits"][t] for t in self.tasks))
 
 
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Errors only from ``name`` meanwhile: the ONNX exporter logs a warning per torchvision operator it
+    skips when torchvision is not installed, which an mtst graph never uses."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None) -> Path:
     """One ONNX graph for encoder and heads, with the tokenizer and task metadata beside it."""
     try:
@@ -142,7 +157,7 @@ def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None
     outputs = ["sentence_embedding", *(f"logits_{t}" for t in graph.tasks)]
     batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=model.encoder.max_length)
     with atomic_directory(output) as tmp:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
             torch.onnx.export(
                 graph,

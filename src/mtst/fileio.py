@@ -24,6 +24,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    usual_permissions(tmp)
     tmp.replace(path)
 
 
@@ -51,11 +52,29 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for written in tmp.rglob("*"):
+        if written.is_file():
+            usual_permissions(written)
     if target.exists():
         target.rename(old)
     tmp.rename(target)
     if old.exists():
         shutil.rmtree(old)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def usual_permissions(path: Path) -> None:
+    """The mode a plain ``open(..., "w")`` gives (0644 under the usual umask): some writers (safetensors)
+    create files 0600, and a model directory readable by its owner alone surprises the service that serves it."""
+    os.chmod(path, 0o666 & ~_UMASK)
 
 
 def read_safetensors(

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from mtst.constants import IGNORE_INDEX
+from mtst.constants import IGNORE_INDEX, ONNX_META
 from mtst.errors import ModelLoadError
 from mtst.fileio import atomic_directory, read_safetensors
 from mtst.modeling.backbone import check_no_pickle_only, strip_unused_pooler
@@ -392,6 +392,15 @@ def is_model_dir(path: str | Path) -> bool:
 def resolve_model_dir(path: str | Path) -> Path:
     """Accept a model directory or a training run directory (its ``model/``)."""
     base = Path(path).expanduser()
+    if not base.exists():
+        raise ModelLoadError(f"{base}: no such directory")
+    if not base.is_dir():
+        raise ModelLoadError(f"{base}: a file, not a model or run directory")
+    if (base / ONNX_META).is_file():
+        raise ModelLoadError(
+            f"{base} is an mtst ONNX export, which `mtst predict {base}` reads; this command needs the model "
+            "or run directory it was exported from"
+        )
     for candidate in (base, base / "model"):
         cfg = candidate / CONFIG_NAME
         if cfg.is_file():
