@@ -106,3 +106,28 @@ def test_bad_inputs_exit_2_and_write_nothing(
     assert message in err
     assert set(tmp_path.iterdir()) == before
     assert out == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from mtst.version import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith(f"mtst {__version__} torch ")
+    assert " transformers " in out and " peft " in out and " accelerate " in out
+
+
+def test_a_missing_model_path_is_named_as_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "predict", str(tmp_path / "nowhere"), "some text")
+    assert code == 2 and f"{tmp_path / 'nowhere'}: no such directory" in err.replace("\n", "")
+
+
+def test_saved_files_are_readable_as_any_other_file(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import stat
+
+    tiny_model.save(tmp_path / "m")
+    (tmp_path / "plain").write_text("x")
+    usual = stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+    for path in (tmp_path / "m").rglob("*"):
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) == usual, path.name

@@ -54,16 +54,17 @@ BatchOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass.")]
 
 def _version(value: bool) -> None:
     if value:
-        from mtst.version import __version__
+        from mtst.version import dependency_versions
 
-        typer.echo(f"mtst {__version__}")
+        typer.echo(" ".join(f"{name} {version}" for name, version in dependency_versions().items()))
         raise typer.Exit()
 
 
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Versions of mtst and its libraries."),
     ] = False,
 ) -> None:
     """Multi-task sentence transformers: encode, train, compare, serve."""
