@@ -113,3 +113,44 @@ def test_cache_key_changes_with_everything_that_matters(no_dropout_backbone: Pat
     with torch.no_grad():
         next(enc.backbone.parameters()).add_(1.0)
     assert cache_key(enc, texts, "pooled") != base
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_layers_run_one_by_one_give_the_whole_model(tmp_path: Path, attention: str) -> None:
+    """The prefix path (embeddings, then each layer with mtst's own extended mask) reproduces the model's
+    forward pass on padded batches, under both attention kernels, through public APIs only."""
+    from transformers import AutoModel
+
+    from mtst.training.cache import run_layers
+
+    path = save_tiny_bert(tmp_path / "bert", num_hidden_layers=3)
+    backbone = AutoModel.from_pretrained(path, attn_implementation=attention).eval()
+    ids = torch.randint(5, 1000, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[2, 2:] = 0
+    with torch.inference_mode():
+        whole = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = run_layers(backbone, backbone.embeddings(input_ids=ids), mask, 0, 1)
+        split = run_layers(backbone, hidden, mask, 1, 3)  # a prefix, then the rest: the cache's two halves
+    keep = mask.bool()
+    torch.testing.assert_close(split[keep], whole[keep], atol=1e-5, rtol=1e-5)
+
+
+def test_a_backbone_whose_layers_disagree_runs_without_a_prefix_cache(
+    tmp_path: Path, tiny_data: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """If a future transformers changes what a layer takes, the check catches it and the run trains on the
+    whole encoder (no crash, no wrong numbers)."""
+    from mtst.training import cache
+
+    path = save_tiny_bert(tmp_path / "bert", num_hidden_layers=3)
+
+    def broken(backbone, hidden, mask, start, stop):  # type: ignore[no-untyped-def]
+        raise TypeError("BertLayer.forward() got an unexpected keyword argument 'attention_mask'")
+
+    monkeypatch.setattr(cache, "run_layers", broken)
+    cfg = make_config(path, tiny_data, tmp_path / "run", strategy="top_k", top_k=1, max_steps=3)
+    loop = setup_run(cfg, show_progress=False)
+    assert loop.inputs.frozen.mode is None
+    assert loop.fit().steps == 3

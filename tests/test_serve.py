@@ -188,6 +188,33 @@ def start_server(run: Path, *args: str) -> tuple[subprocess.Popen, str]:
     raise AssertionError("the server did not come up")
 
 
+def test_late_request_heads_are_cut_off(model: MultiTaskModel, tmp_path: Path) -> None:
+    """Over real sockets: clients that never finish their headers are closed after --read-timeout, and a
+    ready client is served while 80 of them hang on."""
+    import socket
+
+    model.save(tmp_path / "m")
+    server, url = start_server(tmp_path / "m", "--read-timeout", "1", "--max-concurrency", "4")
+    port = int(url.rsplit(":", 1)[1])
+    hanging = []
+    try:
+        for _ in range(80):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n")
+            hanging.append(sock)
+        body = json.dumps({"texts": ["a ready request"]}).encode()
+        request = urllib.request.Request(f"{url}/predict", body, {"Content-Type": "application/json"})
+        assert urllib.request.urlopen(request, timeout=5).status == 200
+        started = time.perf_counter()
+        assert hanging[0].recv(1024) == b""  # closed by the server, without an answer
+        assert time.perf_counter() - started < 3
+    finally:
+        for sock in hanging:
+            sock.close()
+        server.terminate()
+        server.wait(timeout=20)
+
+
 def test_load_on_loopback(model: MultiTaskModel, tmp_path: Path) -> None:
     """16 concurrent clients, 400 requests over real sockets: no errors, and requests share forward passes."""
     model.save(tmp_path / "m")

@@ -338,19 +338,27 @@ def serve(
     check_port(host, port)
     if announce is not None:
         announce(f"serving {run} on http://{host}:{port} (a page to try it at /, the API schema at /openapi.json)")
+    from mtst.serve_http import protocol
+
+    http = protocol(settings.read_timeout_s)  # a late request head closes its connection
     workers = settings.workers
     if workers == 1:
-        uvicorn.run(create_app(model, settings, str(run)), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(model, settings, str(run)), host=host, port=port, log_level="info", http=http)
         return
     del model
     threads = max(1, torch.get_num_threads() // workers)
     os.environ[SERVE_ENV] = json.dumps({"run": str(run), "settings": asdict(settings), "threads": threads})
-    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, host=host, port=port, log_level="info")
+    uvicorn.run(
+        f"{__name__}:app_from_env", factory=True, workers=workers, host=host, port=port, log_level="info", http=http
+    )
 
 
 def app_from_env() -> Any:
     """The application of one server process started by :func:`serve` (reads its spec from the environment)."""
+    from mtst.serve_http import protocol
+
     spec = json.loads(os.environ[SERVE_ENV])
     torch.set_num_threads(spec["threads"])
+    protocol(spec["settings"]["read_timeout_s"])  # this process's connections get the same head deadline
     model = MultiTaskModel.load(spec["run"])
     return create_app(model, ServeSettings(**spec["settings"]), spec["run"])
