@@ -146,9 +146,9 @@ def run_contrastive(loop: TrainingLoop, plan: ContrastivePlan, seed: int) -> lis
     set_train_mode(model, groups)
     losses: list[float] = []
     started = time.perf_counter()
-    progress = progress_bar(loop.writer.console, not loop.show_progress, "loss {task.fields[loss]:.4f}")
+    progress = progress_bar(loop.writer.console, not loop.show_progress, "loss {task.fields[loss]}")
     with progress:
-        bar = progress.add_task("contrastive", total=len(batches), loss=float("nan"))
+        bar = progress.add_task("contrastive", total=len(batches), loss="-")
         for step, (task, rows) in enumerate(batches):
             for g in optimizer.param_groups:
                 g["lr"] = plan.lr * schedule_factor("linear", step, len(batches), plan.warmup_steps)
@@ -163,7 +163,7 @@ def run_contrastive(loop: TrainingLoop, plan: ContrastivePlan, seed: int) -> lis
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
-            progress.update(bar, advance=1, loss=float(np.mean(losses[-20:])))
+            progress.update(bar, advance=1, loss=f"{np.mean(losses[-20:]):.4f}")
     for p in params:
         p.requires_grad_(False)
     frozen.invalidate()
