@@ -10,11 +10,11 @@ import pytest
 
 from mtst.cli import main
 from mtst.config import load_config, validate_config
-from mtst.data import build_task_data
+from mtst.data import bio_labels, build_task_data, read_conll
 from mtst.demo import DEMO_DIR, tagged_config_path
 from mtst.errors import DataError
 from mtst.modeling.model import MultiTaskModel
-from mtst.modeling.tagging import align_tags, bio_labels, entity_spans, read_conll, split_words, tagging_metrics
+from mtst.modeling.tagging import align_tags, entity_spans, split_words, tagging_metrics
 from mtst.training.trainer import train
 
 

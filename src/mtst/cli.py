@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mtst.cli_io import encode_with_progress, gather_texts, prediction_cell, write_embeddings
+from mtst.config import POOLING_MODES, ServeSettings
 from mtst.errors import MtstError
 from mtst.training.strategies import help_text as strategy_help
 
@@ -34,10 +35,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class Pooling(str, Enum):
-    cls = "cls"
-    mean = "mean"
-    max = "max"
+Pooling = Enum("Pooling", {mode: mode for mode in POOLING_MODES}, type=str)  # type: ignore[misc]
 
 
 ModelOpt = Annotated[
@@ -373,6 +371,9 @@ def predict(
             sys.stdout.write(json.dumps(rec) + "\n")
 
 
+_SERVE = ServeSettings()  # the server's defaults, shown and used by the options below
+
+
 @app.command()
 def serve(
     run: RunArg,
@@ -383,15 +384,21 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option(envvar="MTST_API_KEY", help="Require this key (header X-API-Key).", show_default=False)
     ] = None,
-    max_texts: Annotated[int, typer.Option(min=1, help="Texts per request.")] = 64,
-    max_chars: Annotated[int, typer.Option(min=1, help="Characters per text.")] = 5000,
-    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Request body size limit.")] = 2.0,
-    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight before 429.")] = 64,
-    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds per request before 504.")] = 10.0,
+    max_texts: Annotated[int, typer.Option(min=1, help="Texts per request.")] = _SERVE.max_texts,
+    max_chars: Annotated[int, typer.Option(min=1, help="Characters per text.")] = _SERVE.max_chars,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Request body size limit.")] = (
+        _SERVE.max_body_bytes / 2**20
+    ),
+    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight before 429.")] = (
+        _SERVE.max_concurrency
+    ),
+    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds per request before 504.")] = _SERVE.timeout_s,
     read_timeout: Annotated[
-        float, typer.Option(min=0.01, help="Seconds a client has to send its request body before 408.")
-    ] = 10.0,
-    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 5.0,
+        float, typer.Option(min=0.01, help="Seconds a client has to send its request (408 or closed after).")
+    ] = _SERVE.read_timeout_s,
+    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = (
+        _SERVE.batch_wait_ms
+    ),
     workers: Annotated[
         int,
         typer.Option(
@@ -399,10 +406,9 @@ def serve(
             help="Server processes, each with its share of the CPU threads and its own /metrics; more than 1 "
             "helps only with many concurrent clients.",
         ),
-    ] = 1,
+    ] = _SERVE.workers,
 ) -> None:
     """Serve a trained model over HTTP: /encode, /predict, /similarity, /info, /metrics, /openapi.json, a page at /."""
-    from mtst.serve import ServeSettings
     from mtst.serve import serve as run_server
 
     settings = ServeSettings(

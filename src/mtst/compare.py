@@ -25,11 +25,11 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from mtst.config import AUTO, RunConfig, validate_config
+from mtst.config import AUTO, POOLING_MODES, RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
 from mtst.training.strategies import REGISTRY
 
-FROZEN_BACKBONE = ("frozen", "heads")  # strategies whose backbone never moves (drift 0 by construction)
+ANCHORS = tuple(name for name, s in REGISTRY.items() if s.backbone_fixed)  # heads on the original features, best first
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,7 @@ def measure_encoders(sweep: Sweep, results: list[RunResult], console: Console) -
         out["sts_base"] = sts_spearman(base, pairs)
     # Heads trained on the unmoved backbone (frozen or heads runs), re-used on each moved one.
     anchors: dict[tuple[int, float], RunResult] = {}
-    for label in reversed(FROZEN_BACKBONE):
+    for label in reversed(ANCHORS):
         anchors.update(
             {(r.spec.seed, r.spec.fraction): r for r in results if r.spec.label == label and r.spec.pooling is None}
         )
@@ -322,7 +322,7 @@ def measure_encoders(sweep: Sweep, results: list[RunResult], console: Console) -
             if pairs:
                 r.extra["sts"] = sts_spearman(model.encoder, pairs)
             anchor = anchors.get((r.spec.seed, r.spec.fraction))
-            if anchor is None or r.spec.label in FROZEN_BACKBONE:
+            if anchor is None or r.spec.label in ANCHORS:
                 continue
             heads = MultiTaskModel.load(sweep.output / "runs" / anchor.spec.name)
             ids, word_ids = tokenize_split(heads, split)
@@ -392,9 +392,9 @@ def load_sweep(
     if seeds < 1:
         raise ConfigError("--seeds: at least 1")
     pool_list = [p.strip() for p in (poolings or "").split(",") if p.strip()]
-    bad = [p for p in pool_list if p not in ("cls", "mean", "max")]
+    bad = [p for p in pool_list if p not in POOLING_MODES]
     if bad:
-        raise ConfigError(f"--poolings: unknown {', '.join(bad)}; allowed: cls, mean, max")
+        raise ConfigError(f"--poolings: unknown {', '.join(bad)}; allowed: {', '.join(POOLING_MODES)}")
     if sts is not None and not sts.exists():
         raise ConfigError(f"--sts {sts}: no such file")
     base = config.model_dump(mode="json", exclude_defaults=False)

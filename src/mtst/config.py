@@ -7,19 +7,22 @@ is loaded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtst.errors import ConfigError
-from mtst.training.strategies import NAMES, get_strategy
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
-STRATEGIES: tuple[str, ...] = NAMES
+STRATEGIES: tuple[str, ...] = ("frozen", "heads", "top_k", "gradual", "full", "lora")
+"""The values ``training.strategy`` takes besides ``auto``; each is a module of ``mtst.training.strategies``."""
 AUTO = "auto"  # the default recipe: the strategy is chosen from the data (mtst.training.recipe)
+PoolingMode = Literal["cls", "mean", "max"]
+POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
 
 
 class _Section(BaseModel):
@@ -30,7 +33,7 @@ class ModelSection(_Section):
     """The shared encoder."""
 
     backbone: str = DEFAULT_BACKBONE
-    pooling: Literal["cls", "mean", "max"] | None = None
+    pooling: PoolingMode | None = None
     normalize: bool | None = None
     max_length: int | None = Field(default=None, ge=8, le=8192)
 
@@ -195,23 +198,9 @@ class TrainingSection(_Section):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        if value != AUTO and value not in NAMES:
-            raise ValueError(f"unknown strategy {value!r}; allowed: {AUTO}, {', '.join(NAMES)}")
+        if value != AUTO and value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; allowed: {AUTO}, {', '.join(STRATEGIES)}")
         return value
-
-    @property
-    def head_lr(self) -> float:
-        """The head learning rate in force: ``lr_head``, else the strategy's default."""
-        if self.lr_head is not None:
-            return self.lr_head
-        if self.strategy == AUTO:  # resolved before training; until then the backbone's rate
-            return self.lr_backbone
-        return get_strategy(self.strategy).default_head_lr(self)
-
-
-def head_lr(training: TrainingSection) -> float:
-    """The head learning rate in force (see :class:`TrainingSection`)."""
-    return training.head_lr
 
 
 def resolve_precision(wanted: str, cuda: bool, bf16: bool) -> str:
@@ -405,3 +394,20 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+@dataclass
+class ServeSettings:
+    """Limits and batching of ``mtst serve`` (each has a CLI option, whose default is this one)."""
+
+    max_texts: int = 64
+    max_chars: int = 5000
+    max_body_bytes: int = 2 * 2**20
+    max_concurrency: int = 64
+    timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    batch_wait_ms: float = 5.0
+    max_batch: int = 64
+    workers: int = 1
+    max_padding: float = 0.2
+    api_key: str | None = None

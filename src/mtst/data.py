@@ -19,7 +19,6 @@ import numpy as np
 
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import DataError
-from mtst.modeling.tagging import CONLL_SUFFIXES, bio_labels, check_tagged_row, read_conll
 
 if TYPE_CHECKING:
     from mtst.config import RunConfig
@@ -109,6 +108,63 @@ def read_delimited(text: str, delimiter: str, source: str | Path) -> list[dict[s
 
 
 _FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+
+CONLL_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".iob2")
+
+
+def read_conll(path: str | Path) -> list[dict[str, Any]]:
+    """CoNLL-style file: one ``word ... tag`` line per word, a blank line between sentences.
+
+    The first column is the word and the last the tag; ``-DOCSTART-`` lines are
+    skipped. Rows come back as ``{"tokens": [...], "tags": [...]}``.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise DataError(f"{p}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{p}: cannot read as UTF-8 text ({exc})") from exc
+    rows: list[dict[str, Any]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    for lineno, line in enumerate([*text.splitlines(), ""], start=1):
+        parts = line.split()
+        if not parts or parts[0] == "-DOCSTART-":
+            if tokens:
+                rows.append({"tokens": tokens, "tags": tags})
+                tokens, tags = [], []
+            continue
+        if len(parts) < 2:
+            raise DataError(f"{p}, line {lineno}: expected 'word ... tag', got {line.strip()!r}")
+        tokens.append(parts[0])
+        tags.append(parts[-1])
+    if not rows:
+        raise DataError(f"{p}: no tagged sentences found")
+    return rows
+
+
+def check_tagged_row(words: Any, tags: Any, where: str) -> tuple[list[str], list[str]]:
+    """Words and tags must be equally long lists of non-empty strings."""
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+        raise DataError(f"{where}: tokens must be a non-empty list of words")
+    if not isinstance(tags, list) or len(tags) != len(words):
+        got = len(tags) if isinstance(tags, list) else type(tags).__name__
+        raise DataError(f"{where}: {len(words)} tokens but {got} tags; each word needs one tag")
+    return [w.strip() for w in words], [str(t).strip() for t in tags]
+
+
+def bio_labels(tags: set[str]) -> list[str]:
+    """Tag set in a stable order: ``O`` first, then by entity type with ``B-`` before ``I-``."""
+
+    def key(tag: str) -> tuple[int, str, str]:
+        if tag == "O":
+            return (0, "", "")
+        prefix, _, kind = tag.partition("-")
+        return (1, kind or prefix, prefix if kind else "")
+
+    return sorted(tags, key=key)
 
 
 def column(rows: Sequence[dict[str, Any]], name: str, source: str | Path) -> list[Any]:

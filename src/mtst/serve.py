@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from mtst.config import ServeSettings
 from mtst.data import text_problem
 from mtst.errors import MtstError
 from mtst.guard import Guard, Metrics
@@ -35,23 +36,6 @@ from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, UnknownTaskError, check_tasks, records
 
 PAGE_PATH = Path(__file__).parent / "static" / "index.html"
-
-
-@dataclass
-class ServeSettings:
-    """Limits and batching of the server (all have CLI options)."""
-
-    max_texts: int = 64
-    max_chars: int = 5000
-    max_body_bytes: int = 2 * 2**20
-    max_concurrency: int = 64
-    timeout_s: float = 10.0
-    read_timeout_s: float = 10.0
-    batch_wait_ms: float = 5.0
-    max_batch: int = 64
-    workers: int = 1
-    max_padding: float = 0.2
-    api_key: str | None = None
 
 
 class TextsIn(BaseModel):

@@ -6,14 +6,13 @@ embedding does not depend on what else was in its batch.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-PoolingMode = Literal["cls", "mean", "max"]
-POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
+from mtst.config import POOLING_MODES
 
 
 def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -71,11 +70,3 @@ class Pooling(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
-
-
-class Normalize(nn.Module):
-    """L2-normalises ``sentence_embedding`` (sentence-transformers' ``models.Normalize``)."""
-
-    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
-        features["sentence_embedding"] = normalize(features["sentence_embedding"])
-        return features

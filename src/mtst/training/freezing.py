@@ -24,10 +24,6 @@ logger = logging.getLogger(__name__)
 FREEZE_FORMS = "embeddings, backbone, layers.N, layers.A-B, heads, heads.<task>"
 
 
-def all_groups(num_layers: int, tasks: Iterable[str]) -> set[str]:
-    return {"embeddings", "backbone_other", *(f"layers.{i}" for i in range(num_layers)), *(f"heads.{t}" for t in tasks)}
-
-
 def backbone_groups(num_layers: int) -> set[str]:
     return {"embeddings", "backbone_other", *(f"layers.{i}" for i in range(num_layers))}
 

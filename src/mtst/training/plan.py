@@ -143,7 +143,7 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
     shared = sharing_tasks(ever, stats)
     scale = task_lr_scale(tc.task_lr, shared, stats)
     scaled = tc.model_copy(update={"lr_backbone": tc.lr_backbone * scale})
-    head_lr = scaled.head_lr  # an explicit lr_head, or lora.lr, stays as written
+    head_lr = strategy.head_lr(scaled)  # an explicit lr_head, or lora.lr, stays as written
     lrs = {g: group_lr(g, num_layers, scaled.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
     return TrainingPlan(
         strategy=tc.strategy,

@@ -6,6 +6,7 @@ in the strategy test table. Nothing here imports torch.
 
 from __future__ import annotations
 
+from mtst.config import STRATEGIES
 from mtst.errors import ConfigError
 from mtst.training.strategies.base import FROZEN_START_LR_HEAD, GroupContext, Strategy
 from mtst.training.strategies.frozen import Frozen
@@ -15,8 +16,11 @@ from mtst.training.strategies.heads import Heads
 from mtst.training.strategies.lora import Lora
 from mtst.training.strategies.top_k import TopK
 
-REGISTRY: dict[str, Strategy] = {s.name: s for s in (Frozen(), Heads(), TopK(), Gradual(), Full(), Lora())}
+_ALL = {s.name: s for s in (Frozen(), Heads(), TopK(), Gradual(), Full(), Lora())}
+REGISTRY: dict[str, Strategy] = {name: _ALL[name] for name in STRATEGIES}  # config.STRATEGIES names them
 NAMES: tuple[str, ...] = tuple(REGISTRY)
+if set(_ALL) != set(STRATEGIES):  # pragma: no cover - a strategy module without its config name, or the reverse
+    raise ImportError(f"strategies {sorted(_ALL)} do not match config.STRATEGIES {sorted(STRATEGIES)}")
 
 
 def get_strategy(name: str) -> Strategy:

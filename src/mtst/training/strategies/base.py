@@ -50,6 +50,7 @@ class Strategy:
     trains: ClassVar[str]  # what trains, for the CLI help and the README table
     use_when: ClassVar[str]
     backbone_starts_frozen: ClassVar[bool] = False  # heads learn alone first: a larger default head LR
+    backbone_fixed: ClassVar[bool] = False  # its steps never move the backbone (its heads read the original features)
     closed_form: ClassVar[bool] = False  # fitted without gradient steps
     compare_arg: ClassVar[str | None] = None  # ``mtst compare --strategies name:ARG`` takes a number
 
@@ -66,6 +67,10 @@ class Strategy:
 
     def default_head_lr(self, training: TrainingSection) -> float:
         return FROZEN_START_LR_HEAD if self.backbone_starts_frozen else training.lr_backbone
+
+    def head_lr(self, training: TrainingSection) -> float:
+        """The head learning rate in force: ``lr_head`` as written, else this strategy's default."""
+        return training.lr_head if training.lr_head is not None else self.default_head_lr(training)
 
     def prepare(self, model: nn.Module, ctx: GroupContext) -> None:
         """Change the model before training (e.g. inject adapters); most strategies need nothing."""

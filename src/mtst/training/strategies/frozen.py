@@ -15,6 +15,7 @@ class Frozen(Strategy):
     trains = "nothing: linear heads are fitted by cross-validated logistic regression on frozen embeddings"
     use_when = "a zero-training baseline"
     backbone_starts_frozen = True
+    backbone_fixed = True
     closed_form = True
 
     def stage_groups(self, stage: int, ctx: GroupContext) -> set[str]:

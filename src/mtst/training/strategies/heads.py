@@ -10,6 +10,7 @@ class Heads(Strategy):
     trains = "the heads"
     use_when = "tiny data, fast iteration, a proof of concept"
     backbone_starts_frozen = True
+    backbone_fixed = True
 
     def stage_groups(self, stage: int, ctx: GroupContext) -> set[str]:
         return ctx.heads
