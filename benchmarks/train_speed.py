@@ -6,7 +6,7 @@ is its own. Prints, for each pair measured in this run:
 
 * ``heads`` with the frozen-backbone cache vs forced off: whole-run wall time
   and the time of epochs after the first (targets >= 20x and >= 100x);
-* ``heads`` with a warm ``training.cache_dir`` (the pooled embeddings kept from
+* ``heads`` with a warm ``training.cache.dir`` (the pooled embeddings kept from
   an earlier run on the same data, as ``mtst compare`` shares them) vs off;
 * ``top_k`` (k=2) with the frozen-prefix cache vs off (target >= 1.5x);
 * ``full`` vs ``transformers.Trainer`` on ``AutoModelForSequenceClassification``
@@ -36,10 +36,10 @@ BATCH = 32
 MAX_LENGTH = 256
 CASES = {
     "heads+cache": {"strategy": "heads"},
-    "heads-nocache": {"strategy": "heads", "cache": False},
-    "heads+warmcache": {"strategy": "heads", "cache_dir": "CACHE"},
+    "heads-nocache": {"strategy": "heads", "cache": {"enabled": False}},
+    "heads+warmcache": {"strategy": "heads", "cache": {"dir": "CACHE"}},
     "top2+cache": {"strategy": "top_k", "top_k": 2},
-    "top2-nocache": {"strategy": "top_k", "top_k": 2, "cache": False},
+    "top2-nocache": {"strategy": "top_k", "top_k": 2, "cache": {"enabled": False}},
     "full": {"strategy": "full"},  # precision auto: bf16 on a CPU that has it natively
     "full-fp32": {"strategy": "full", "precision": "fp32"},
 }
@@ -59,8 +59,10 @@ def run_mtst(case: str, train_file: Path, workdir: Path, seed: int, prefill: boo
     from mtst.config import validate_config
     from mtst.training.trainer import StepEvent, setup_run
 
-    training = {k: (str(workdir / "cache") if v == "CACHE" else v) for k, v in CASES[case].items()}
-    if "cache_dir" in training and prefill:  # an earlier run fills the cache; the measured one reuses it
+    training = dict(CASES[case])
+    if training.get("cache", {}).get("dir") == "CACHE":
+        training["cache"] = {"dir": str(workdir / "cache")}
+    if training.get("cache", {}).get("dir") and prefill:  # an earlier run fills the cache; the measured one reuses it
         run_mtst(case, train_file, workdir, seed, prefill=False)
     cfg = validate_config(
         {

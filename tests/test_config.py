@@ -101,3 +101,14 @@ def test_reading_a_config_imports_no_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cache_options_in_their_section_and_in_the_older_flat_spelling() -> None:
+    base = {"tasks": {"a": {}}, "data": {"train": "t.csv"}}
+    new = validate_config({**base, "training": {"cache": {"enabled": False, "memory_mb": 10, "dir": "c"}}})
+    old = validate_config({**base, "training": {"cache": False, "cache_memory_mb": 10, "cache_dir": "c"}})
+    assert new.training.cache == old.training.cache
+    assert (new.training.cache.enabled, new.training.cache.memory_mb, new.training.cache.dir) == (False, 10, "c")
+    assert validate_config({**base, "training": {"cache_dir": "d"}}).training.cache.enabled  # the rest defaults
+    with pytest.raises(ConfigError, match=r"training\.cache\.memory_mb"):
+        validate_config({**base, "training": {"cache": {"memory_mb": 0}}})

@@ -119,7 +119,7 @@ def run_config(base: dict[str, Any], spec: RunSpec, run_dir: Path, cache_dir: Pa
     for key, value in json.loads(json.dumps(spec.overrides)).items():
         training[key] = {**training.get(key, {}), **value} if isinstance(value, dict) else value
     training["seed"] = spec.seed
-    training["cache_dir"] = str(cache_dir)
+    training["cache"] = {**training.get("cache", {}), "dir": str(cache_dir)}
     raw.setdefault("data", {})["train_fraction"] = spec.fraction
     if spec.pooling:
         raw.setdefault("model", {})["pooling"] = spec.pooling

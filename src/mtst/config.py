@@ -141,6 +141,17 @@ class ContrastiveSection(_Section):
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
 
 
+class CacheSection(_Section):
+    """Frozen work done once (``mtst.training.cache``): sentence embeddings where the backbone is frozen,
+    the hidden states at the first trainable layer where only a top block trains. ``memory_mb`` bounds
+    what is held in memory (pooled embeddings spill to disk above it; a prefix cache is not built);
+    ``dir`` keeps pooled embeddings between runs, keyed by everything that decides them."""
+
+    enabled: bool = True
+    memory_mb: float = Field(default=4096, gt=0)
+    dir: str | None = None
+
+
 class TrainingSection(_Section):
     """How to train: what is frozen, for how long, at which learning rates.
 
@@ -189,11 +200,28 @@ class TrainingSection(_Section):
     grad_accumulation: int = Field(default=1, ge=1)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)
-    cache: bool = True
-    cache_memory_mb: float = Field(default=4096, gt=0)
-    cache_dir: str | None = None
+    cache: CacheSection = Field(default_factory=lambda: CacheSection())
     lora: LoraSettings = Field(default_factory=LoraSettings)
     contrastive: ContrastiveSection = Field(default_factory=ContrastiveSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_cache_keys(cls, raw: Any) -> Any:
+        """Configs written before the cache had its section (``cache: false``, ``cache_memory_mb``,
+        ``cache_dir``) read as they did: saved runs resume, old YAML files train."""
+        if not isinstance(raw, dict):
+            return raw
+        old = {"cache_memory_mb": "memory_mb", "cache_dir": "dir"}
+        if not isinstance(raw.get("cache"), bool) and not any(k in raw for k in old):
+            return raw
+        raw = dict(raw)
+        section = raw.pop("cache", None)
+        section = {"enabled": section} if isinstance(section, bool) else dict(section or {})
+        for flat, key in old.items():
+            if flat in raw:
+                section[key] = raw.pop(flat)
+        raw["cache"] = section
+        return raw
 
     @field_validator("strategy")
     @classmethod

@@ -10,7 +10,7 @@
 
 Caches are keyed by everything that changes their contents (backbone
 weights, pooling, max length, texts, boundary), so a stale cache is never
-reused. They live for one run unless ``training.cache_dir`` names a directory,
+reused. They live for one run unless ``training.cache.dir`` names a directory,
 where pooled embeddings are kept (safetensors) and reused by later runs with
 the same key: one encoding pass then serves every frozen-backbone run.
 """
@@ -285,7 +285,7 @@ class FrozenWork:
             if size > self.budget_mb:
                 if not self._fallback_noted:
                     self.note(
-                        f"note: the frozen-prefix cache would take {size:.0f} MB, over training.cache_memory_mb="
+                        f"note: the frozen-prefix cache would take {size:.0f} MB, over training.cache.memory_mb="
                         f"{self.budget_mb:.0f}; the frozen layers run every step instead"
                     )
                     self._fallback_noted = True

@@ -156,7 +156,7 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
         head_lr=head_lr,
         group_lrs=lrs,
         closed_form=strategy.closed_form,
-        cache=tc.cache and not raw_token_tasks,
+        cache=tc.cache.enabled and not raw_token_tasks,
         saved_backbone_groups=None if saved is None or tc.lora.save == "merged" else tuple(saved),
         warnings=tuple(_warnings(stages[0], tasks)),
         contrastive=contrastive,

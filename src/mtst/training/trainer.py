@@ -268,9 +268,9 @@ def _frozen_work(inputs: RunInputs, plan: TrainingPlan, accelerator: Any, consol
         {name: split.texts for name, split in inputs.data.splits.items()},
         plan.num_layers,
         tc.eval_batch_size,
-        tc.cache_memory_mb,
+        tc.cache.memory_mb,
         Path(inputs.config.output_dir) / "cache" / (f"rank{rank}" if world > 1 else ""),
-        store_dir=Path(tc.cache_dir) if tc.cache_dir else None,
+        store_dir=Path(tc.cache.dir) if tc.cache.dir else None,
         enabled=plan.cache,
         note=console.print,
         cache_validation=world == 1,  # sharded evaluation runs the whole encoder

@@ -213,7 +213,7 @@ class RunWriter:
         """The best model on test: from cached embeddings when only heads trained, else loaded from disk.
 
         With a fixed backbone the best model differs from the live one only in its heads, so
-        those are swapped in for the pass; with ``cache_dir`` a repeated run encodes no test text.
+        those are swapped in for the pass; with ``training.cache.dir`` a repeated run encodes no test text.
         """
         started = time.perf_counter()
         if self.inputs.frozen.mode != "pooled" or self.world > 1 or self.plan.backbone_moves:
