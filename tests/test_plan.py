@@ -211,3 +211,45 @@ def test_cache_and_saved_groups() -> None:
 def test_unknown_strategy_names_the_allowed_ones() -> None:
     with pytest.raises(ConfigError, match="allowed: auto, frozen, heads, top_k, gradual, full, lora"):
         plan_for("everything")
+
+
+# The driver's stages per strategy and recipe, without a model: (strategy, training, rows per class of both
+# tasks or None, phases, groups the contrastive stage trains or None).
+ALL_LAYERS = layers(0, 1, 2, 3) | TOP
+PHASE_TABLE = [
+    ("frozen", {}, 40, ("closed_form",), None),
+    ("heads", {}, 40, ("warm_start", "steps"), None),  # the backbone starts frozen: heads start fitted
+    ("top_k", {"top_k": 2}, 40, ("warm_start", "steps"), None),  # two tasks train the encoder together
+    ("gradual", {}, 40, ("warm_start", "steps"), None),
+    ("full", {}, None, ("steps",), None),  # no classification statistics: random heads
+    ("lora", {}, 40, ("warm_start", "steps"), None),
+    ("frozen", {"contrastive": {"enabled": True}}, 40, ("contrastive", "closed_form"), ALL_LAYERS),
+    ("frozen", {"contrastive": {"enabled": True, "top_k": 1}}, 40, ("contrastive", "closed_form"), layers(3) | TOP),
+    ("full", {"contrastive": {"enabled": True}}, 40, ("contrastive", "warm_start", "steps"), EVERYTHING - HEADS),
+    # auto: the recipe decides from the data, then the same rules apply
+    ("auto", {}, 8, ("contrastive", "closed_form"), ALL_LAYERS),
+    ("auto", {}, 900, ("warm_start", "steps"), None),
+]
+
+
+@pytest.mark.parametrize(("strategy", "training", "per_class", "phases", "contrastive"), PHASE_TABLE)
+def test_the_driver_runs_the_stages_the_plan_names(
+    strategy: str, training: dict, per_class: int | None, phases: tuple, contrastive: set | None
+) -> None:
+    from mtst.training.recipe import apply_recipe
+
+    config = validate_config(
+        {
+            "tasks": {t: {} for t in TASKS},
+            "data": {"train": "train.csv"},
+            "training": {"strategy": strategy, "batch_size": 32, "min_steps": None, **training},
+        }
+    )
+    counts = {t: (per_class, per_class) for t in TASKS} if per_class else {}
+    rows = 4 * per_class if per_class else 320
+    stats = DataStats(rows, counts, {frozenset(TASKS): rows} if counts else {})
+    config, _ = apply_recipe(config, stats)
+    plan = build_plan(config, L, stats)
+    assert plan.phases() == phases
+    assert plan.phases(resumed=True) == phases[-1:]  # a resumed run continues with its steps
+    assert (set(plan.contrastive.groups) if plan.contrastive else None) == contrastive

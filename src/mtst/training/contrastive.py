@@ -10,7 +10,7 @@ costs a fraction of a full forward and backward pass.
 
 Pure parts (batches, pair masks, losses) are functions of labels and
 embeddings, tested without a model; :func:`run_contrastive` carries the stage
-out on a :class:`~mtst.training.loop.TrainingLoop`'s model and cache.
+out on a model, with the run's batcher and cache.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,12 +26,16 @@ import torch.nn.functional as F
 
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
-from mtst.report import progress_bar
 from mtst.training.freezing import apply_trainable, set_train_mode, trainable_names
 from mtst.training.optim import schedule_factor
 
 if TYPE_CHECKING:
-    from mtst.training.loop import TrainingLoop
+    from rich.progress import Progress
+
+    from mtst.data import Split
+    from mtst.modeling.model import MultiTaskModel
+    from mtst.training.batches import Batcher
+    from mtst.training.cache import FrozenWork
     from mtst.training.plan import ContrastivePlan
 
 logger = logging.getLogger("mtst")
@@ -123,16 +127,25 @@ def contrastive_loss(
 
 
 # -------------------------------------------------------------------- stage
-def run_contrastive(loop: TrainingLoop, plan: ContrastivePlan, seed: int) -> list[float]:
-    """Carry the stage out on the loop's model; returns the loss of every step.
+def run_contrastive(
+    model: MultiTaskModel,
+    train: Split,
+    batcher: Batcher,
+    cache: FrozenWork,
+    plan: ContrastivePlan,
+    seed: int,
+    accelerator: Any,
+    progress: Progress,
+) -> list[float]:
+    """Carry the stage out on ``model``; returns the loss of every step.
 
     Only ``plan.groups`` train (AdamW, linear warm-up and decay); where they are a top block of
-    layers their input comes from the frozen-prefix cache. The supervised plan's trainable set is
-    restored afterwards.
+    layers their input comes from ``cache``'s frozen prefix (rebuilt for the stage, and forgotten
+    after it, since the weights it was computed from have moved). The stage leaves every parameter
+    frozen: the caller restores the trainable set of the steps that follow.
     """
-    inputs, model, device = loop.inputs, loop.model, loop.accelerator.device
-    split = inputs.data.splits["train"]
-    batches = label_batches({t: split.labels[t] for t in plan.tasks}, plan.batch_size, plan.steps, seed)
+    device = accelerator.device
+    batches = label_batches({t: train.labels[t] for t in plan.tasks}, plan.batch_size, plan.steps, seed)
     if not batches:
         logger.info("contrastive stage skipped: no classification task has two classes")
         return []
@@ -141,24 +154,22 @@ def run_contrastive(loop: TrainingLoop, plan: ContrastivePlan, seed: int) -> lis
     names = trainable_names((n for n, _ in model.named_parameters()), groups)
     params = [p for n, p in model.named_parameters() if n in names]
     optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
-    frozen = inputs.frozen
-    frozen.refresh(groups)
+    cache.refresh(groups)
     set_train_mode(model, groups)
     losses: list[float] = []
     started = time.perf_counter()
-    progress = progress_bar(loop.writer.console, not loop.show_progress, "loss {task.fields[loss]}")
     with progress:
         bar = progress.add_task("contrastive", total=len(batches), loss="-")
         for step, (task, rows) in enumerate(batches):
             for g in optimizer.param_groups:
                 g["lr"] = plan.lr * schedule_factor("linear", step, len(batches), plan.warmup_steps)
-            with loop.accelerator.autocast():  # bf16 where the run uses it; the loss itself is in fp32
-                embeddings = sentence_embeddings(loop, rows, device)
-            labels = torch.as_tensor(split.labels[task][rows], device=device)
+            with accelerator.autocast():  # bf16 where the run uses it; the loss itself is in fp32
+                embeddings = sentence_embeddings(model, cache, batcher, rows, device)
+            labels = torch.as_tensor(train.labels[task][rows], device=device)
             loss = contrastive_loss(embeddings, labels, plan.loss, plan.temperature)
             if not torch.isfinite(loss):
                 raise TrainingError(f"contrastive loss became {loss.item()} at step {step + 1}; lower contrastive.lr")
-            loop.accelerator.backward(loss)
+            accelerator.backward(loss)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -166,7 +177,7 @@ def run_contrastive(loop: TrainingLoop, plan: ContrastivePlan, seed: int) -> lis
             progress.update(bar, advance=1, loss=f"{np.mean(losses[-20:]):.4f}")
     for p in params:
         p.requires_grad_(False)
-    frozen.invalidate()
+    cache.invalidate()
     logger.info(
         "contrastive stage: %d steps in %.1fs, loss %.4f -> %.4f",
         len(losses),
@@ -177,9 +188,11 @@ def run_contrastive(loop: TrainingLoop, plan: ContrastivePlan, seed: int) -> lis
     return losses
 
 
-def sentence_embeddings(loop: TrainingLoop, rows: Sequence[int] | np.ndarray, device: torch.device) -> torch.Tensor:
+def sentence_embeddings(
+    model: MultiTaskModel, cache: FrozenWork, batcher: Batcher, rows: Sequence[int] | np.ndarray, device: torch.device
+) -> torch.Tensor:
     """Pooled embeddings of training rows with gradients: from the prefix cache where one applies."""
-    feats = loop.inputs.frozen.features(rows, device)
+    feats = cache.features(rows, device)
     if feats is None:
-        feats = loop.model.encoder(loop.inputs.batcher.inputs(np.asarray(rows), device))
+        feats = model.encoder(batcher.inputs(np.asarray(rows), device))
     return feats["sentence_embedding"]

@@ -97,3 +97,20 @@ def fit_heads(
         fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], seed, grid)
         cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
         logger.info("head %s fitted by logistic regression on %d rows (C=%g%s)", task, len(rows), fit.c, cv)
+
+
+def fit_closed_form(
+    model: MultiTaskModel,
+    train: Split,
+    seed: int,
+    embeddings: torch.Tensor | None,
+    batch_size: int,
+    fitted: tuple[str, ...],
+) -> None:
+    """``frozen``'s whole training: no gradient step; the ``fitted`` heads are fitted to convergence on the
+    frozen embeddings (multinomial logistic regression, L-BFGS, strength cross-validated on the training
+    rows). Heads in ``training.freeze`` are not among ``fitted`` and keep their weights."""
+    model.eval()
+    if len(fitted) < len(model.tasks):
+        logger.info("heads in training.freeze keep their weights: %s", sorted(set(model.tasks) - set(fitted)))
+    fit_heads(model, train, seed, embeddings, None, batch_size, fitted)

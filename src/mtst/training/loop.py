@@ -1,14 +1,22 @@
-"""The training loop: carries out a :class:`TrainingPlan`, step by step, and tells callbacks.
+"""The training driver: carries out a :class:`TrainingPlan` stage by stage, and tells callbacks.
+
+:meth:`TrainingLoop.run` reads as the method does: a contrastive stage where
+planned, heads fitted by logistic regression (a warm start, or ``frozen``'s
+whole training), supervised steps, then :meth:`TrainingLoop.finish` scores
+the best model on test and writes the summary. Each stage is a function of
+what it needs (:mod:`~mtst.training.contrastive`, :mod:`~mtst.training.headfit`,
+:mod:`~mtst.training.scoring`, :mod:`~mtst.training.selection`); the run
+directory (:class:`~mtst.training.rundir.RunDirectory`) only writes.
 
 Deterministic from the seed: batch order comes from a per-epoch generator and
 dropout from the torch RNG saved in each checkpoint, so a resumed run ends
 where an uninterrupted one would. Frozen work is read from a cache where one
-applies (:class:`FrozenWork`); evaluation and the run directory belong to the
-:class:`RunWriter`, which the loop asks after each evaluation whether to stop.
+applies (:class:`FrozenWork`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,20 +26,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from mtst.config import precision_name
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
+from mtst.evaluate import summary_metrics
 from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
 from mtst.training.contrastive import run_contrastive
 from mtst.training.freezing import apply_trainable, set_train_mode
-from mtst.training.headfit import WARM_START_ROWS, fit_heads, warm_start_c
+from mtst.training.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
 from mtst.training.optim import GroupScheduler, build_optimizer
+from mtst.training.result import TrainResult, stages_run, summary
+from mtst.training.rundir import peak_rss_mb
+from mtst.training.scoring import score_test, score_validation
+from mtst.training.selection import judge
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from mtst.training.plan import TrainingPlan
-    from mtst.training.rundir import RunLock
+    from mtst.training.rundir import RunDirectory, RunLock
     from mtst.training.trainer import RunInputs
-    from mtst.training.writer import RunWriter, TrainResult
 
 logger = logging.getLogger("mtst")
 
@@ -104,11 +119,13 @@ class TrainingLoop:
         inputs: RunInputs,
         plan: TrainingPlan,
         accelerator: Any,
-        writer: RunWriter,
+        run_dir: RunDirectory,
+        console: Console,
         callbacks: Sequence[Callback | Callable[[StepEvent], None]] = (),
         show_progress: bool = True,
     ) -> None:
-        self.inputs, self.plan, self.accelerator, self.writer = inputs, plan, accelerator, writer
+        self.inputs, self.plan, self.accelerator, self.run_dir = inputs, plan, accelerator, run_dir
+        self.console = console
         self.tc = inputs.config.training
         self.model = inputs.model
         self.callbacks = as_callbacks(callbacks)
@@ -130,6 +147,7 @@ class TrainingLoop:
         self.resumed_at = 0  # the step a resumed run continued from
         self.last_checkpoint: int | None = None  # the step of the newest checkpoint on disk
         self.lock: RunLock | None = None  # the run directory's, released when fit() ends
+        self.best_heads: dict[str, torch.Tensor] | None = None  # the best model's heads, while the backbone is fixed
         self.contrastive_losses: list[float] = []  # the contrastive stage's loss at each of its steps
         self._params_key: frozenset[str] | None = None
         self._params: list[torch.nn.Parameter] = []
@@ -166,12 +184,12 @@ class TrainingLoop:
 
     # -------------------------------------------------------------------- run
     def resume(self) -> None:
-        saved = self.writer.load_checkpoint(self.model, self.optimizer)
+        saved = self.run_dir.load_checkpoint(self.model, self.optimizer)
         self.scheduler.load_state_dict(saved.pop("scheduler"))
         self.state = LoopState(**saved)
         self.groups = set(self.plan.stages[self.state.stage])
         apply_trainable(self.model, self.groups)
-        self.writer.write_history(self.state.history)
+        self.run_dir.write_history(self.state.history)
         self.resumed = True  # the checkpoint holds what a contrastive stage tuned
         self.resumed_at = self.last_checkpoint = self.state.global_step
         logger.info("resumed at step %d (epoch %d)", self.state.global_step, self.state.epoch)
@@ -181,7 +199,7 @@ class TrainingLoop:
         given up at the end, however the run ends."""
         try:
             self.run(started=time.perf_counter() - self.state.train_seconds - self.setup_seconds)
-            return self.writer.finish(self)
+            return self.finish()
         except KeyboardInterrupt:
             raise TrainingInterrupted(self._interrupted_message()) from None
         finally:
@@ -190,7 +208,7 @@ class TrainingLoop:
                 self.lock = None
 
     def _interrupted_message(self) -> str:
-        run_dir = self.writer.run_dir
+        run_dir = self.run_dir.path
         where = f"at step {self.state.global_step} of {self.plan.total_steps}"
         if self.contrastive_pending and not self.contrastive_losses:
             where = "during the contrastive stage"
@@ -209,25 +227,53 @@ class TrainingLoop:
         return self.plan.contrastive is not None and not self.resumed
 
     def run(self, started: float) -> None:
-        """A contrastive stage where planned, then train until the step budget or early stopping
-        (``frozen``: one closed-form fit)."""
+        """The stages: a contrastive stage where planned, heads fitted where planned, then the
+        supervised steps until the budget or early stopping (``frozen``: its closed-form fit instead)."""
         self._fire("on_train_begin")
         try:
-            if self.contrastive_pending:
-                self.contrastive_losses = run_contrastive(self, self.plan.contrastive, self.tc.seed)
-                apply_trainable(self.model, self.groups)
-                self.refresh_cache()
-            if self.plan.head_init and not self.resumed:
-                self.warm_start_heads()
-            if self.plan.closed_form:
-                self.writer.fit_closed_form(self)
-            else:
-                self._steps(started)
+            for phase in self.plan.phases(self.resumed):
+                if phase == "contrastive":
+                    self.contrastive_losses = self.contrastive_stage()
+                elif phase == "warm_start":
+                    self.warm_start_heads()
+                elif phase == "closed_form":
+                    self.closed_form_heads()
+                else:
+                    self._steps(started)
         except TrainingError as exc:
             logger.error("%s", exc)
             raise
         self.state.train_seconds = time.perf_counter() - started
         self._fire("on_train_end")
+
+    def contrastive_stage(self) -> list[float]:
+        """The contrastive stage (:func:`run_contrastive`), then the supervised plan's trainable set and cache."""
+        inputs = self.inputs
+        progress = progress_bar(self.console, not self.show_progress, "loss {task.fields[loss]}")
+        losses = run_contrastive(
+            self.model,
+            inputs.data.splits["train"],
+            inputs.batcher,
+            inputs.frozen,
+            self.plan.contrastive,
+            self.tc.seed,
+            self.accelerator,
+            progress,
+        )
+        apply_trainable(self.model, self.groups)
+        self.refresh_cache()
+        return losses
+
+    def closed_form_heads(self) -> None:
+        """``frozen``: the heads fitted once (:func:`fit_closed_form`), scored, and the model kept."""
+        frozen = self.inputs.frozen
+        emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
+        tc = self.tc
+        train = self.inputs.data.splits["train"]
+        fit_closed_form(self.model, train, tc.seed, emb, tc.eval_batch_size, self.plan.closed_form_heads)
+        self.evaluate([])
+        if "validation" not in self.inputs.data.splits:
+            self.save_model()
 
     def warm_start_heads(self) -> None:
         """Linear heads start at the logistic-regression optimum for the encoder as it stands
@@ -243,7 +289,7 @@ class TrainingLoop:
 
     def _steps(self, started: float) -> None:
         tc, st, plan = self.tc, self.state, self.plan
-        progress = progress_bar(self.writer.console, not self.show_progress, "loss {task.fields[loss]}")
+        progress = progress_bar(self.console, not self.show_progress, "loss {task.fields[loss]}")
         bar = progress.add_task("training", total=plan.total_steps, completed=st.global_step, loss="-")
         running: list[float] = []
         train = self.inputs.data.splits["train"]
@@ -290,14 +336,95 @@ class TrainingLoop:
         self.checkpoint(started)
 
     def evaluate(self, running: list[float]) -> None:
-        """Score the validation split; the writer records it, keeps the best model and says when to stop."""
-        entry = self.writer.record_evaluation(self, running)
+        """Score validation, keep the model if it is the best so far (:func:`judge` also decides when to
+        stop), record the evaluation."""
+        st, tc = self.state, self.tc
+        entry: dict[str, Any] = {
+            "step": st.global_step,
+            "epoch": round(st.global_step / self.plan.steps_per_epoch, 3),
+            "train_loss": float(np.mean(running)) if running else None,
+            "lr": max(self.scheduler.get_last_lr()) if self.scheduler else 0.0,
+        }
+        inputs = self.inputs
+        per_task = score_validation(self.model, inputs, inputs.frozen, tc.eval_batch_size, self.rank, self.world)
+        set_train_mode(self.model, self.groups)
+        if per_task is not None:
+            flat = summary_metrics(per_task, inputs.aux_tasks)
+            entry["validation"] = flat
+            if judge(st, flat[tc.metric], tc.early_stopping_patience, tc.metric):
+                self.save_model()
+        st.history.append(entry)
+        self.run_dir.write_history(st.history)
+        logger.info("eval %s", json.dumps(entry))
         self._fire("on_evaluate", evaluation=entry)
+
+    def save_model(self) -> None:
+        """Write the model as it stands as the run's model (and, while the backbone is fixed, keep its
+        heads in memory for the test pass)."""
+        self.run_dir.save_model(self.model)
+        if self.run_dir.is_main and not self.plan.backbone_moves:
+            self.best_heads = {k: v.detach().clone() for k, v in self.model.heads.state_dict().items()}
 
     def checkpoint(self, started: float) -> None:
         self.state.train_seconds = time.perf_counter() - started
-        self.writer.save_checkpoint(self.model, self.optimizer, self.scheduler.state_dict(), self.state)
+        self.run_dir.save_checkpoint(self.model, self.optimizer, self.scheduler.state_dict(), dict(self.state.__dict__))
         self.last_checkpoint = self.state.global_step
+
+    def finish(self) -> TrainResult:
+        """Save the model where no validation chose one, score the best model on test, write the summary."""
+        st, inputs, tc = self.state, self.inputs, self.tc
+        if "validation" not in inputs.data.splits or not self.run_dir.model_dir.exists():
+            self.save_model()
+        self.accelerator.wait_for_everyone()
+        test = {}
+        if "test" in inputs.data.splits:
+            test = score_test(
+                self.model,
+                inputs,
+                inputs.frozen,
+                self.run_dir.model_dir,
+                self.plan.backbone_moves,
+                self.best_heads,
+                tc.eval_batch_size,
+                self.rank,
+                self.world,
+            )
+        validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
+        stages = stages_run(
+            len(self.contrastive_losses),
+            bool(self.plan.head_init) and not self.resumed,
+            self.plan.closed_form,
+            st.global_step,
+            st.stopped_early,
+            self.resumed_at if self.resumed else None,
+        )
+        result = TrainResult(
+            self.run_dir.path,
+            test,
+            validation,
+            st.history,
+            inputs.trainable_parameters,
+            sum(p.numel() for p in self.model.parameters()),
+            st.train_seconds,
+            st.global_step,
+            tc.strategy,
+            stages,
+        )
+        precision = precision_name(self.accelerator.mixed_precision)
+        record = summary(
+            result,
+            precision,
+            st.best_step,
+            st.stopped_early,
+            train_rows=len(inputs.data.splits["train"]),
+            peak_rss_mb=round(peak_rss_mb(), 1),
+            validation=validation,
+            test=summary_metrics(test, inputs.aux_tasks) if test else {},
+            test_detail=test,
+        )
+        self.run_dir.write_summary(record)
+        logger.info("finished: %s", json.dumps(record["test"]))
+        return result
 
     # ------------------------------------------------------------------- step
     def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:

@@ -115,6 +115,15 @@ class TrainingPlan:
         """Every group any stage trains, the contrastive stage included (what checkpoints keep)."""
         return _with_contrastive(self.ever, self.contrastive)
 
+    def phases(self, resumed: bool = False) -> tuple[str, ...]:
+        """The driver's stages, in order: ``contrastive``, ``warm_start`` (heads fitted before the first
+        step), then ``closed_form`` (``frozen``'s fit) or ``steps``. A resumed run starts at the steps:
+        its checkpoint holds what the stages before them did."""
+        first = (
+            () if resumed else (("contrastive",) if self.contrastive else ()) + (("warm_start",) * bool(self.head_init))
+        )
+        return (*first, "closed_form" if self.closed_form else "steps")
+
 
 def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_tasks: bool = False) -> TrainingPlan:
     """The plan of ``config`` for a backbone of ``num_layers`` layers and data with ``stats``.

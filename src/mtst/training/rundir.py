@@ -6,6 +6,7 @@ run left (a stale ``model/`` or checkpoint must never pass for this run's).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import logging.handlers
@@ -17,12 +18,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtst.config import RunConfig, dump_config, validate_config
 from mtst.errors import MtstError
 from mtst.fileio import atomic_write_text
-from mtst.training.checkpoint import CHECKPOINT_DIR
+from mtst.training.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from mtst.modeling.model import MultiTaskModel
 
 logger = logging.getLogger("mtst")
 
@@ -195,6 +201,58 @@ def attach_log_file(run_dir: Path) -> logging.Handler:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     return handler
+
+
+class RunDirectory:
+    """What a run writes (only process 0 writes; every process may read): the log and config, the
+    evaluation history, checkpoints, the chosen model and the summary. It holds no training state."""
+
+    def __init__(
+        self,
+        path: Path,
+        config: RunConfig,
+        is_main: bool,
+        tuned: set[str],
+        saved_tasks: list[str],
+        saved_backbone_groups: tuple[str, ...] | None,
+    ) -> None:
+        self.path, self.config, self.is_main = Path(path), config, is_main
+        self.tuned, self.saved_tasks, self.saved_backbone_groups = tuned, saved_tasks, saved_backbone_groups
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def prepare(self, resume: bool, early_log: logging.handlers.MemoryHandler | None) -> None:
+        if self.is_main:
+            prepare_run_dir(self.path, self.config, resume, early_log)
+
+    def write_history(self, history: list[dict]) -> None:
+        if self.is_main:
+            write_history(self.path, history)
+
+    def write_summary(self, summary: dict) -> None:
+        if self.is_main:
+            write_summary(self.path, summary)
+
+    def save_checkpoint(self, model: nn.Module, optimizer: Any, scheduler: dict, state: dict[str, Any]) -> None:
+        """Only what can train (``tuned``) and where the loop is; written beside the last one, then swapped in."""
+        if self.is_main:
+            save_checkpoint(self.path, model, optimizer, scheduler, state, self.tuned)
+
+    def load_checkpoint(self, model: nn.Module, optimizer: Any) -> dict[str, Any]:
+        return load_checkpoint(self.path, model, optimizer)
+
+    def save_model(self, model: MultiTaskModel) -> None:
+        """Write the run's model: the kept heads, and the backbone the strategy says to keep."""
+        if not self.is_main:
+            return
+        check_finite(model, self.tuned)  # frozen weights cannot have turned non-finite
+        groups = self.saved_backbone_groups
+        if model.lora is not None and groups is None:  # lora.save: merged
+            model = copy.deepcopy(model)
+            model.merge_lora()
+        model.save(self.model_dir, tasks=self.saved_tasks, backbone_groups=groups)
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:

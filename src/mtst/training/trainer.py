@@ -35,9 +35,9 @@ from mtst.training.loop import Callback, LoopState, StepEvent, TrainingError, Tr
 from mtst.training.plan import DataStats, TrainingPlan, build_plan
 from mtst.training.precision import RunAccelerator, make_accelerator
 from mtst.training.recipe import Recipe, apply_recipe
-from mtst.training.rundir import RunLock, buffered_log, check_run_dir
+from mtst.training.result import TrainResult
+from mtst.training.rundir import RunDirectory, RunLock, buffered_log, check_run_dir
 from mtst.training.strategies import GroupContext, get_strategy
-from mtst.training.writer import RunWriter, TrainResult
 
 logger = logging.getLogger("mtst")
 
@@ -225,13 +225,20 @@ def _setup(
     for warning in plan.warnings:
         logger.warning(warning)
         console.print(f"[yellow]warning:[/yellow] {warning}")
-    writer = RunWriter(inputs, plan, accelerator, console, accelerator.is_main_process)
+    run_dir = RunDirectory(
+        Path(config.output_dir),
+        inputs.config,
+        accelerator.is_main_process,
+        inputs.tuned,
+        inputs.saved_tasks,
+        plan.saved_backbone_groups,
+    )
     accelerator.wait_for_everyone()  # every process has checked the run directory and its inputs
-    writer.prepare(resume, early_log)
+    run_dir.prepare(resume, early_log)
     accelerator.wait_for_everyone()
     inputs.model = inputs.model.to(accelerator.device)
     inputs.frozen = _frozen_work(inputs, plan, accelerator, console)
-    loop = TrainingLoop(inputs, plan, accelerator, writer, callbacks, show_progress)
+    loop = TrainingLoop(inputs, plan, accelerator, run_dir, console, callbacks, show_progress)
     if resume:
         loop.resume()
     if not loop.contrastive_pending:  # a contrastive stage changes the weights the caches would hold

@@ -1,0 +1,95 @@
+"""Scoring a split during a run: the model as it stands, reading cached frozen work where it applies.
+
+Every process scores (sharded evaluation gathers predictions from all of
+them). Validation reads the pooled cache or the validation prefix, so an
+evaluation runs only what trains; test scores the best model, from cached
+embeddings where only its heads differ from the live model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from mtst.evaluate import evaluate_split, score_split
+from mtst.modeling.model import MultiTaskModel, RowFeatures
+
+if TYPE_CHECKING:
+    from mtst.training.cache import FrozenWork
+    from mtst.training.trainer import RunInputs
+
+logger = logging.getLogger("mtst")
+
+
+def score_rows(
+    model: MultiTaskModel,
+    inputs: RunInputs,
+    split_name: str,
+    batch_size: int,
+    rank: int = 0,
+    world: int = 1,
+    features: RowFeatures | None = None,
+) -> dict[str, dict]:
+    """Per-task figures of a split through the model (``features``: cached inputs of its rows)."""
+    split, ids, word_ids = inputs.data.splits[split_name], inputs.ids[split_name], inputs.word_ids[split_name]
+    return evaluate_split(model, split, ids, batch_size, word_ids, rank, world, features)
+
+
+def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: FrozenWork, split_name: str) -> dict[str, dict]:
+    """Per-task figures of a split from its cached sentence embeddings (the heads alone run)."""
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        emb = cache.embeddings(split_name).to(device)
+        feats = model.forward_heads({"sentence_embedding": emb})
+    predictions = {task: logits.argmax(-1).cpu().numpy() for task, logits in feats["logits"].items()}
+    return score_split(inputs.data.splits[split_name], predictions, inputs.data.labels)
+
+
+def score_validation(
+    model: MultiTaskModel, inputs: RunInputs, cache: FrozenWork, batch_size: int, rank: int = 0, world: int = 1
+) -> dict[str, dict] | None:
+    """The validation split's figures (None without one), through the cache that applies."""
+    if "validation" not in inputs.data.splits:
+        return None
+    if cache.mode == "pooled" and "validation" in cache.pooled:
+        return score_pooled(model, inputs, cache, "validation")
+    device = next(model.parameters()).device
+    cached = cache.validation_features(device)  # the trainable layers only
+    return score_rows(model, inputs, "validation", batch_size, rank, world, cached)
+
+
+def score_test(
+    model: MultiTaskModel,
+    inputs: RunInputs,
+    cache: FrozenWork,
+    model_dir: Path,
+    backbone_moves: bool,
+    best_heads: dict[str, torch.Tensor] | None,
+    batch_size: int,
+    rank: int = 0,
+    world: int = 1,
+) -> dict[str, dict]:
+    """The best model on test: from cached embeddings when only heads trained, else loaded from disk.
+
+    With a fixed backbone the best model differs from the live one only in its heads, so those are
+    swapped in for the pass (``best_heads``, else read from ``model_dir``); with ``training.cache.dir``
+    a repeated run encodes no test text.
+    """
+    started = time.perf_counter()
+    if cache.mode != "pooled" or world > 1 or backbone_moves:
+        return score_rows(MultiTaskModel.load(model_dir), inputs, "test", batch_size, rank, world)
+    best = best_heads if best_heads is not None else MultiTaskModel.read_heads(model_dir)
+    heads = model.heads
+    live = {k: v.clone() for k, v in heads.state_dict().items()}
+    try:
+        heads.load_state_dict(best, strict=False)
+        scores = score_pooled(model, inputs, cache, "test")
+    finally:
+        heads.load_state_dict(live)
+    logger.info("test scored from cached embeddings in %.2fs", time.perf_counter() - started)
+    return {task: scores[task] for task in inputs.saved_tasks if task in scores}
