@@ -24,8 +24,7 @@ from .test_training import make_config
 
 def _prepared(backbone: Path, data: dict[str, str], tmp_path: Path, **training: object) -> tuple:
     cfg = make_config(backbone, data, tmp_path / "run", **training)
-    inputs = load_inputs(cfg, Console(quiet=True))
-    plan = make_plan(inputs)
+    inputs, plan = make_plan(load_inputs(cfg, Console(quiet=True)))
     cache = FrozenWork(
         inputs.model.encoder,
         inputs.ids,

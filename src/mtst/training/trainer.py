@@ -13,7 +13,7 @@ import logging.handlers
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,10 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunInputs:
-    """Everything a run reads, checked and prepared before its directory is touched."""
+    """Everything a run reads, checked and prepared before its directory is touched; built in steps
+    (:func:`load_inputs`, :func:`make_plan`, the cache), each returning a new value, never changed after."""
 
     config: RunConfig
     data: TaskData
@@ -138,31 +139,37 @@ def data_stats(config: RunConfig, data: TaskData) -> DataStats:
     return DataStats(labelled_rows=len(train.labelled_rows()), class_counts=counts, task_sets=sets)
 
 
-def make_plan(inputs: RunInputs) -> TrainingPlan:
-    """The plan for these inputs; the strategy prepares the model (e.g. LoRA adapters) to match it.
+def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
+    """The plan for these inputs, and the inputs that go with it; the strategy prepares the model
+    (e.g. LoRA adapters) to match it.
 
     ``strategy: auto`` is resolved here, from the data (:mod:`mtst.training.recipe`); the choice is
-    logged and ``inputs.config`` becomes the resolved config (what the run directory records).
+    logged and the returned inputs hold the resolved config (what the run directory records).
     """
     num_layers = inputs.num_layers
     token_tasks = any(spec.type == "token_classification" for spec in inputs.config.tasks.values())
     raw_tokens = token_tasks or bool(inputs.mlm_tasks)
     stats = data_stats(inputs.config, inputs.data)
-    inputs.config, inputs.recipe = apply_recipe(inputs.config, stats, raw_tokens)
-    if inputs.recipe is not None:
-        logger.info("recipe (training.strategy: auto): %s", inputs.recipe.reason)
-    config = inputs.config
+    config, recipe = apply_recipe(inputs.config, stats, raw_tokens)
+    if recipe is not None:
+        logger.info("recipe (training.strategy: auto): %s", recipe.reason)
     plan = build_plan(config, num_layers, stats, raw_token_tasks=raw_tokens)
     get_strategy(plan.strategy).prepare(inputs.model, GroupContext(num_layers, tuple(config.tasks), config.training))
     if plan.head_init:  # the warm start fits heads on the normalised embedding, as ``frozen`` does
         mark_normalized_inputs(inputs.model, plan.head_init)
     params = dict(inputs.model.named_parameters())
-    inputs.ever_trainable = trainable_names(params, plan.ever)
-    inputs.tuned = trainable_names(params, plan.tuned)
-    inputs.trainable_parameters = sum(params[n].numel() for n in inputs.tuned)
+    tuned = trainable_names(params, plan.tuned)
+    planned = replace(
+        inputs,
+        config=config,
+        recipe=recipe,
+        ever_trainable=trainable_names(params, plan.ever),
+        tuned=tuned,
+        trainable_parameters=sum(params[n].numel() for n in tuned),
+    )
     if plan.contrastive is not None:
         logger.info("%s", plan.contrastive.describe())
-    return plan
+    return planned, plan
 
 
 def native_bf16(cuda: bool) -> bool:
@@ -220,8 +227,7 @@ def _setup(
 ) -> TrainingLoop:
     check_run_dir(Path(config.output_dir), resume, overwrite)
     set_seed(config.training.seed)
-    inputs = load_inputs(config, console)
-    plan = make_plan(inputs)
+    inputs, plan = make_plan(load_inputs(config, console))
     for warning in plan.warnings:
         logger.warning(warning)
         console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -236,8 +242,8 @@ def _setup(
     accelerator.wait_for_everyone()  # every process has checked the run directory and its inputs
     run_dir.prepare(resume, early_log)
     accelerator.wait_for_everyone()
-    inputs.model = inputs.model.to(accelerator.device)
-    inputs.frozen = _frozen_work(inputs, plan, accelerator, console)
+    inputs.model.to(accelerator.device)  # in place: every part of the run holds this one model
+    inputs = replace(inputs, frozen=_frozen_work(inputs, plan, accelerator, console))
     loop = TrainingLoop(inputs, plan, accelerator, run_dir, console, callbacks, show_progress)
     if resume:
         loop.resume()
