@@ -33,8 +33,7 @@ WARM_START_C = 1.0
 
 def warm_start_c(num_tasks: int) -> float | None:
     """The warm start's strength: cross-validated (None) where the head is the model's only task, which
-    has no neighbour to swamp (BANKING77, full data: 93.7 and 93.8 against 91.0 and 90.8 at C=1 on the same seeds,
-    benchmarks/README.md "Full data"); ``WARM_START_C`` beside other tasks."""
+    has no neighbour to swamp (benchmarks/README.md "Full data"); ``WARM_START_C`` beside other tasks."""
     return None if num_tasks == 1 else WARM_START_C
 
 

@@ -198,8 +198,7 @@ def sharing_tasks(ever: set[str], stats: DataStats) -> tuple[str, ...]:
 def task_lr_scale(task_lr: str, shared: tuple[str, ...], stats: DataStats) -> float:
     """``lr_backbone``'s multiplier where the ``shared`` classification tasks train the encoder together.
 
-    Their gradients are near-orthogonal (cosine within +-0.2 over a whole TREC coarse + fine run,
-    benchmarks/task_gradients.py), so AdamW's normalised step is split between the tasks a row
+    Their gradients are near-orthogonal (benchmarks/task_gradients.py), so AdamW's normalised step is split between the tasks a row
     carries, each moving a fraction of what it would alone. ``per_row`` (the default) multiplies
     by the labels per row: x2 where two tasks label the same rows, x1 where each row belongs to
     one task (there each task already gets its own rows' steps). ``sqrt`` and ``linear`` multiply
@@ -251,9 +250,8 @@ def contrastive_plan(
     )
 
 
-# Above this many classes a random head, at the encoder's learning rate, is still far from trained
-# after 3 epochs: fitted first it gained +1.2 on BANKING77 (77 classes) and +3.2 on TREC fine (50)
-# beside coarse in one model; with 2 or 6 classes it did not gain (TREC -0.5, 3 seeds).
+# Above this many classes a random head, at the encoder's learning rate, is still far from trained after
+# 3 epochs, and fitting it first gains; with few classes it does not (benchmarks/README.md "Full data").
 WARM_START_MIN_CLASSES = 16
 
 
@@ -264,8 +262,7 @@ def warm_start(head_init: str, strategy: Strategy, num_classes: int, shared: boo
     fixed features, a convex problem better solved outright), for heads of more than
     WARM_START_MIN_CLASSES classes (benchmarks/README.md "Full data"), and where several
     classification tasks train the encoder together (``shared``): a random head's gradient reshapes
-    the encoder the other tasks read (TREC coarse + fine: fine -2.1 beside a random coarse head,
-    -0.9 beside a fitted one, 3 seeds).
+    the encoder the other tasks read (benchmarks/README.md "Multi-task").
     """
     if strategy.closed_form:
         return False

@@ -16,20 +16,17 @@ from mtst.config import AUTO, ContrastiveSection, RunConfig
 from mtst.training.plan import DataStats
 
 # Up to this many labelled rows per class (the task's rows over its classes, the scarcest task), linear
-# heads on the pretrained encoder are within a point of full fine-tuning at a fifteenth of its time
-# (BANKING77, 77 classes, 64 per class); above it, full fine-tuning is ahead. The mean, not the
-# median: a task whose few large classes hold most of its rows (TREC's 50 fine classes: median 44,
-# mean 109 rows) gains from fine-tuning on all of them (+3.8 points).
+# heads on the pretrained encoder are within a point of full fine-tuning at a fraction of its time; above
+# it, full fine-tuning is ahead. The mean, not the median: a task whose few large classes hold most of its
+# rows gains from fine-tuning on all of them (benchmarks/README.md "Small data").
 FEW_SHOT_ROWS_PER_CLASS = 100
 # Where the scarcest task takes part in the contrastive stage, the tuned encoder and logistic heads stay
 # ahead of full fine-tuning past 100 per class while that task has few rows in all (full fine-tuning then
-# runs many epochs over a few rows): at 128 per class +1.6 on SST-2 (256 rows) and +0.7 on TREC (726),
-# at 256 per class +0.5 on SST-2 (512 rows) but -0.9 on TREC (1,366), 3 seeds each; a tie on SST-2 at
-# 1,024 rows.
+# runs many epochs over a few rows); measured on single-task data (benchmarks/results/fewshot_threshold.json).
 CONTRASTIVE_TASK_ROWS = 1000
 # The contrastive stage helps tasks whose classes all fit in every batch (32 rows, at least 2 per
-# class); with more classes it measured no gain over logistic heads on the pretrained encoder
-# (BANKING77, 77 classes) at 15 times the cost, so such tasks sit it out (contrastive.max_classes).
+# class); with more classes it measured no gain over logistic heads on the pretrained encoder, at many
+# times the cost, so such tasks sit it out (contrastive.max_classes).
 MAX_CONTRASTIVE_CLASSES = ContrastiveSection.model_fields["max_classes"].default
 
 
