@@ -199,7 +199,8 @@ def task_lr_scale(task_lr: str, shared: tuple[str, ...], stats: DataStats) -> fl
     """``lr_backbone``'s multiplier where the ``shared`` classification tasks train the encoder together.
 
     Their gradients are near-orthogonal (benchmarks/task_gradients.py), so AdamW's normalised step
-    is split between the tasks a row carries, each moving a fraction of what it would alone. ``per_row`` (the default) multiplies
+    is split between the tasks a row carries, each moving a fraction
+    of what it would alone. ``per_row`` (the default) multiplies
     by the labels per row: x2 where two tasks label the same rows, x1 where each row belongs to
     one task (there each task already gets its own rows' steps). ``sqrt`` and ``linear`` multiply
     by the root of, or by, the number of tasks whatever the rows (benchmarks/README.md "Multi-task")."""
