@@ -64,4 +64,3 @@ def test_config_and_the_strategy_registry_import_no_torch() -> None:
     code = "import sys, mtst.config, mtst.training.strategies; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-

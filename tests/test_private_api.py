@@ -73,8 +73,6 @@ def test_no_module_uses_a_private_name_of_another_library() -> None:
     trees = _modules()
     own = _own_private_names(trees) | set(GUARDED)
     bad = {
-        module: calls
-        for module in trees
-        if (calls := private_calls((ROOT / module).read_text(encoding="utf-8"), own))
+        module: calls for module in trees if (calls := private_calls((ROOT / module).read_text(encoding="utf-8"), own))
     }
     assert not bad, bad
