@@ -96,7 +96,7 @@ def run_mtst(case: str, train_file: Path, workdir: Path, seed: int, prefill: boo
         "later_epochs_s": sum(epochs[1:]) / max(1, len(epochs) - 1),
         "samples_per_s": result.steps * BATCH / result.train_seconds,
         "accuracy": result.test["sentiment"]["accuracy"],
-        "cache": loop.inputs.frozen.mode,
+        "cache": loop.inputs.cache.mode,
         "precision": loop.accelerator.mixed_precision,
         "peak_rss_mb": peak_rss_mb(),
     }

@@ -33,9 +33,9 @@ def _losses(backbone: Path, data: dict[str, str], run_dir: Path, **training) -> 
         task.dropout = 0.0
     losses: list[float] = []
     loop = setup_run(cfg, callbacks=[lambda event: losses.append(event.loss)], show_progress=False)
-    mode = loop.inputs.frozen.mode
+    mode = loop.inputs.cache.mode
     if mode == "prefix":  # validation is scored from its own prefix, through the trainable layers only
-        assert loop.inputs.frozen.eval_prefix is not None
+        assert loop.inputs.cache.eval_prefix is not None
     result = loop.fit()
     scores = {"validation": [h["validation"] for h in loop.state.history], "test": result.test}
     return losses, mode, scores
@@ -96,7 +96,7 @@ def test_over_budget_prefix_falls_back(
 ) -> None:
     cfg = make_config(no_dropout_backbone, tiny_data, tmp_path, strategy="top_k", top_k=1, cache_memory_mb=1e-6)
     loop = setup_run(cfg, show_progress=False)
-    assert loop.inputs.frozen.mode is None
+    assert loop.inputs.cache.mode is None
 
 
 def test_cache_key_changes_with_everything_that_matters(no_dropout_backbone: Path, tiny_backbone_dir: Path) -> None:
@@ -152,5 +152,5 @@ def test_a_backbone_whose_layers_disagree_runs_without_a_prefix_cache(
     monkeypatch.setattr(cache, "run_layers", broken)
     cfg = make_config(path, tiny_data, tmp_path / "run", strategy="top_k", top_k=1, max_steps=3)
     loop = setup_run(cfg, show_progress=False)
-    assert loop.inputs.frozen.mode is None
+    assert loop.inputs.cache.mode is None
     assert loop.fit().steps == 3

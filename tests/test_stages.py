@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 
 from mtst.report import progress_bar
-from mtst.training.cache import FrozenWork
+from mtst.training.cache import RunCache
 from mtst.training.contrastive import run_contrastive
 from mtst.training.freezing import trainable_names
 from mtst.training.headfit import fit_closed_form
@@ -25,7 +25,7 @@ from .test_training import make_config
 def _prepared(backbone: Path, data: dict[str, str], tmp_path: Path, **training: object) -> tuple:
     cfg = make_config(backbone, data, tmp_path / "run", **training)
     inputs, plan = make_plan(load_inputs(cfg, Console(quiet=True)))
-    cache = FrozenWork(
+    cache = RunCache(
         inputs.model.encoder,
         inputs.ids,
         {name: split.texts for name, split in inputs.data.splits.items()},

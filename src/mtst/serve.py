@@ -31,9 +31,10 @@ from pydantic import BaseModel, Field
 from mtst.config import ServeSettings
 from mtst.data import text_problem
 from mtst.errors import MtstError
-from mtst.guard import Guard, Metrics
+from mtst.guard import Guard
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, UnknownTaskError, check_tasks, records
+from mtst.serve_metrics import Metrics
 
 PAGE_PATH = Path(__file__).parent / "static" / "index.html"
 

@@ -231,7 +231,7 @@ class PrefixCache:
         return hidden.to(device), mask.to(device)
 
 
-class FrozenWork:
+class RunCache:
     """The cache one training run keeps of its frozen work, rebuilt when the trainable set moves.
 
     ``pooled``: sentence embeddings per split (train and validation at once, test when asked);

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from mtst.data import Split
     from mtst.modeling.model import MultiTaskModel
     from mtst.training.batches import Batcher
-    from mtst.training.cache import FrozenWork
+    from mtst.training.cache import RunCache
     from mtst.training.plan import ContrastivePlan
 
 logger = logging.getLogger("mtst")
@@ -131,7 +131,7 @@ def run_contrastive(
     model: MultiTaskModel,
     train: Split,
     batcher: Batcher,
-    cache: FrozenWork,
+    cache: RunCache,
     plan: ContrastivePlan,
     seed: int,
     accelerator: Any,
@@ -189,7 +189,7 @@ def run_contrastive(
 
 
 def sentence_embeddings(
-    model: MultiTaskModel, cache: FrozenWork, batcher: Batcher, rows: Sequence[int] | np.ndarray, device: torch.device
+    model: MultiTaskModel, cache: RunCache, batcher: Batcher, rows: Sequence[int] | np.ndarray, device: torch.device
 ) -> torch.Tensor:
     """Pooled embeddings of training rows with gradients: from the prefix cache where one applies."""
     feats = cache.features(rows, device)

@@ -11,7 +11,7 @@ directory (:class:`~mtst.training.rundir.RunDirectory`) only writes.
 Deterministic from the seed: batch order comes from a per-epoch generator and
 dropout from the torch RNG saved in each checkpoint, so a resumed run ends
 where an uninterrupted one would. Frozen work is read from a cache where one
-applies (:class:`FrozenWork`).
+applies (:class:`RunCache`).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class TrainingLoop:
         """Call ``hook`` on every callback (the event is built only when someone listens)."""
         if not self.callbacks:
             return
-        frozen = self.inputs.frozen
+        frozen = self.inputs.cache
         boundary = frozen.prefix.boundary if frozen.prefix is not None else None
         event = StepEvent(self.state, self.model, self.plan, loss, evaluation, frozen.mode, boundary)
         for callback in self.callbacks:
@@ -179,7 +179,7 @@ class TrainingLoop:
             logger.info("step %d: stage %d adds %s", self.state.global_step, stage, sorted(added))
 
     def refresh_cache(self) -> None:
-        self.inputs.frozen.refresh(self.groups)
+        self.inputs.cache.refresh(self.groups)
         set_train_mode(self.model, self.groups)
 
     # -------------------------------------------------------------------- run
@@ -254,7 +254,7 @@ class TrainingLoop:
             self.model,
             inputs.data.splits["train"],
             inputs.batcher,
-            inputs.frozen,
+            inputs.cache,
             self.plan.contrastive,
             self.tc.seed,
             self.accelerator,
@@ -266,7 +266,7 @@ class TrainingLoop:
 
     def closed_form_heads(self) -> None:
         """``frozen``: the heads fitted once (:func:`fit_closed_form`), scored, and the model kept."""
-        frozen = self.inputs.frozen
+        frozen = self.inputs.cache
         emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
         tc = self.tc
         train = self.inputs.data.splits["train"]
@@ -279,7 +279,7 @@ class TrainingLoop:
         """Linear heads start at the logistic-regression optimum for the encoder as it stands
         (after a contrastive stage), fitted on a sample of the training rows; the strength is
         cross-validated for a model's only task and fixed beside others (:func:`warm_start_c`)."""
-        frozen = self.inputs.frozen
+        frozen = self.inputs.cache
         emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
         train = self.inputs.data.splits["train"]
         tc, tasks = self.tc, self.plan.head_init
@@ -346,7 +346,7 @@ class TrainingLoop:
             "lr": max(self.scheduler.get_last_lr()) if self.scheduler else 0.0,
         }
         inputs = self.inputs
-        per_task = score_validation(self.model, inputs, inputs.frozen, tc.eval_batch_size, self.rank, self.world)
+        per_task = score_validation(self.model, inputs, inputs.cache, tc.eval_batch_size, self.rank, self.world)
         set_train_mode(self.model, self.groups)
         if per_task is not None:
             flat = summary_metrics(per_task, inputs.aux_tasks)
@@ -381,7 +381,7 @@ class TrainingLoop:
             test = score_test(
                 self.model,
                 inputs,
-                inputs.frozen,
+                inputs.cache,
                 self.run_dir.model_dir,
                 self.plan.backbone_moves,
                 self.best_heads,
@@ -460,11 +460,11 @@ class TrainingLoop:
         """The weighted loss of training rows (one task's, or every task's), from the cache where one applies."""
         device = self.accelerator.device
         inputs = self.inputs
-        batch = inputs.batcher.inputs(rows, device) if inputs.frozen.mode is None else {}
+        batch = inputs.batcher.inputs(rows, device) if inputs.cache.mode is None else {}
         width = batch["input_ids"].shape[1] if batch else None
         labels = inputs.batcher.labels(rows, task, device, width)
         with self.accelerator.autocast():
-            feats = inputs.frozen.features(rows, device)
+            feats = inputs.cache.features(rows, device)
             tasks = [task] if task else None
             feats = self.model(batch, tasks=tasks) if feats is None else self.model.forward_heads(feats, tasks)
             loss, _ = self.model.compute_loss(feats, labels)

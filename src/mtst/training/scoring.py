@@ -19,7 +19,7 @@ from mtst.evaluate import evaluate_split, score_split
 from mtst.modeling.model import MultiTaskModel, RowFeatures
 
 if TYPE_CHECKING:
-    from mtst.training.cache import FrozenWork
+    from mtst.training.cache import RunCache
     from mtst.training.trainer import RunInputs
 
 logger = logging.getLogger("mtst")
@@ -39,7 +39,7 @@ def score_rows(
     return evaluate_split(model, split, ids, batch_size, word_ids, rank, world, features)
 
 
-def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: FrozenWork, split_name: str) -> dict[str, dict]:
+def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: RunCache, split_name: str) -> dict[str, dict]:
     """Per-task figures of a split from its cached sentence embeddings (the heads alone run)."""
     device = next(model.parameters()).device
     model.eval()
@@ -51,7 +51,7 @@ def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: FrozenWork, sp
 
 
 def score_validation(
-    model: MultiTaskModel, inputs: RunInputs, cache: FrozenWork, batch_size: int, rank: int = 0, world: int = 1
+    model: MultiTaskModel, inputs: RunInputs, cache: RunCache, batch_size: int, rank: int = 0, world: int = 1
 ) -> dict[str, dict] | None:
     """The validation split's figures (None without one), through the cache that applies."""
     if "validation" not in inputs.data.splits:
@@ -66,7 +66,7 @@ def score_validation(
 def score_test(
     model: MultiTaskModel,
     inputs: RunInputs,
-    cache: FrozenWork,
+    cache: RunCache,
     model_dir: Path,
     backbone_moves: bool,
     best_heads: dict[str, torch.Tensor] | None,

@@ -28,7 +28,7 @@ from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
 from mtst.training.batches import Batcher
-from mtst.training.cache import FrozenWork
+from mtst.training.cache import RunCache
 from mtst.training.freezing import trainable_names
 from mtst.training.headfit import mark_normalized_inputs
 from mtst.training.loop import Callback, LoopState, StepEvent, TrainingError, TrainingLoop
@@ -73,7 +73,7 @@ class RunInputs:
     tuned: set[str] = field(default_factory=set)  # what any stage trains (the contrastive one too)
     recipe: Recipe | None = None  # the default recipe's choice, when the strategy was ``auto``
     trainable_parameters: int = 0
-    frozen: Any = None  # FrozenWork, once the run directory exists
+    cache: RunCache | None = None  # what frozen parts computed, once the run directory exists
 
     @property
     def num_layers(self) -> int:
@@ -243,7 +243,7 @@ def _setup(
     run_dir.prepare(resume, early_log)
     accelerator.wait_for_everyone()
     inputs.model.to(accelerator.device)  # in place: every part of the run holds this one model
-    inputs = replace(inputs, frozen=_frozen_work(inputs, plan, accelerator, console))
+    inputs = replace(inputs, cache=_run_cache(inputs, plan, accelerator, console))
     loop = TrainingLoop(inputs, plan, accelerator, run_dir, console, callbacks, show_progress)
     if resume:
         loop.resume()
@@ -272,10 +272,10 @@ def train(
     return setup_run(config, resume, console, callbacks, show_progress, overwrite).fit()
 
 
-def _frozen_work(inputs: RunInputs, plan: TrainingPlan, accelerator: Any, console: Console) -> FrozenWork:
+def _run_cache(inputs: RunInputs, plan: TrainingPlan, accelerator: Any, console: Console) -> RunCache:
     tc = inputs.config.training
     world, rank = accelerator.num_processes, accelerator.process_index
-    return FrozenWork(
+    return RunCache(
         inputs.model.encoder,
         inputs.ids,
         {name: split.texts for name, split in inputs.data.splits.items()},
