@@ -119,7 +119,7 @@ def test_the_stage_trains_what_the_strategy_trains(strategy: str, settings: dict
     assert set(p.contrastive.groups) == groups
     assert p.contrastive.tasks == ("a", "b")
     assert p.contrastive.steps == 30 + 45  # each task its own budget: 30 passes over 24 rows, over 48 rows
-    assert set(p.contrastive.groups) <= p.tuned  # checkpoints keep what the stage trained
+    assert set(p.contrastive.groups) <= p.trained_groups  # checkpoints keep what the stage trained
 
 
 def test_tasks_with_many_classes_sit_the_stage_out() -> None:

@@ -61,8 +61,8 @@ def test_strategy_plans(
     assert plan.head_lr == head_lr
     assert plan.backbone_moves == moves
     assert plan.closed_form == closed
-    assert set(plan.group_lrs) == plan.ever
-    assert all(plan.group_lrs[h] == head_lr for h in HEADS & plan.ever)
+    assert set(plan.group_lrs) == plan.step_groups
+    assert all(plan.group_lrs[h] == head_lr for h in HEADS & plan.step_groups)
 
 
 def test_explicit_head_lr_wins_and_layer_decay_shapes_backbone_lrs() -> None:
@@ -177,7 +177,7 @@ def test_gradual_stages_unfreeze_top_layer_first() -> None:
 
 def test_gradual_trains_only_the_stages_it_reaches() -> None:
     short = plan_for("gradual", gradual={"stage_steps": 5}, max_steps=8)
-    assert short.last_stage == 1 and short.ever == HEADS | layers(3) | TOP
+    assert short.last_stage == 1 and short.step_groups == HEADS | layers(3) | TOP
     # a stage lasts one epoch by default: 320 rows at batch 32
     assert plan_for("gradual").stage_steps == 10
 

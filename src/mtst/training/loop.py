@@ -137,7 +137,7 @@ class TrainingLoop:
         self.optimizer: Any = None
         self.scheduler: GroupScheduler | None = None
         if not plan.closed_form:
-            optimizer = build_optimizer(self.model, sorted(inputs.ever_trainable), plan.group_lrs, self.tc.weight_decay)
+            optimizer = build_optimizer(self.model, sorted(inputs.step_params), plan.group_lrs, self.tc.weight_decay)
             self.scheduler = GroupScheduler(
                 optimizer, self.tc.schedule, plan.total_steps, plan.warmup_steps, self.tc.cycle_steps
             )

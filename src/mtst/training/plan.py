@@ -101,19 +101,19 @@ class TrainingPlan:
         return self.stage_at(max(0, self.total_steps - 1))
 
     @property
-    def ever(self) -> set[str]:
+    def step_groups(self) -> set[str]:
         """Every group that trains at some step of this run (not stages it never reaches)."""
         return set().union(*self.stages[: self.last_stage + 1])
 
     @property
     def backbone_moves(self) -> bool:
         """The backbone changes during the supervised steps (not counting a contrastive stage before them)."""
-        return trains_backbone(self.ever)
+        return trains_backbone(self.step_groups)
 
     @property
-    def tuned(self) -> set[str]:
+    def trained_groups(self) -> set[str]:
         """Every group any stage trains, the contrastive stage included (what checkpoints keep)."""
-        return _with_contrastive(self.ever, self.contrastive)
+        return _with_contrastive(self.step_groups, self.contrastive)
 
     def phases(self, resumed: bool = False) -> tuple[str, ...]:
         """The driver's stages, in order: ``contrastive``, ``warm_start`` (heads fitted before the first

@@ -212,12 +212,13 @@ class RunDirectory:
         path: Path,
         config: RunConfig,
         is_main: bool,
-        tuned: set[str],
+        trained_params: set[str],
         saved_tasks: list[str],
         saved_backbone_groups: tuple[str, ...] | None,
     ) -> None:
         self.path, self.config, self.is_main = Path(path), config, is_main
-        self.tuned, self.saved_tasks, self.saved_backbone_groups = tuned, saved_tasks, saved_backbone_groups
+        self.trained_params, self.saved_tasks = trained_params, saved_tasks
+        self.saved_backbone_groups = saved_backbone_groups
 
     @property
     def model_dir(self) -> Path:
@@ -236,9 +237,9 @@ class RunDirectory:
             write_summary(self.path, summary)
 
     def save_checkpoint(self, model: nn.Module, optimizer: Any, scheduler: dict, state: dict[str, Any]) -> None:
-        """Only what can train (``tuned``) and where the loop is; written beside the last one, then swapped in."""
+        """What can train (``trained_params``) and where the loop is; written beside the last one, then swapped in."""
         if self.is_main:
-            save_checkpoint(self.path, model, optimizer, scheduler, state, self.tuned)
+            save_checkpoint(self.path, model, optimizer, scheduler, state, self.trained_params)
 
     def load_checkpoint(self, model: nn.Module, optimizer: Any) -> dict[str, Any]:
         return load_checkpoint(self.path, model, optimizer)
@@ -247,7 +248,7 @@ class RunDirectory:
         """Write the run's model: the kept heads, and the backbone the strategy says to keep."""
         if not self.is_main:
             return
-        check_finite(model, self.tuned)  # frozen weights cannot have turned non-finite
+        check_finite(model, self.trained_params)  # frozen weights cannot have turned non-finite
         groups = self.saved_backbone_groups
         if model.lora is not None and groups is None:  # lora.save: merged
             model = copy.deepcopy(model)

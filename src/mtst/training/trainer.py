@@ -69,8 +69,8 @@ class RunInputs:
     mlm_tasks: list[str]
     aux_tasks: list[str]
     saved_tasks: list[str]
-    ever_trainable: set[str] = field(default_factory=set)  # what the supervised steps train
-    tuned: set[str] = field(default_factory=set)  # what any stage trains (the contrastive one too)
+    step_params: set[str] = field(default_factory=set)  # what the supervised steps train
+    trained_params: set[str] = field(default_factory=set)  # what any stage trains (the contrastive one too)
     recipe: Recipe | None = None  # the default recipe's choice, when the strategy was ``auto``
     trainable_parameters: int = 0
     cache: RunCache | None = None  # what frozen parts computed, once the run directory exists
@@ -158,14 +158,14 @@ def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
     if plan.head_init:  # the warm start fits heads on the normalised embedding, as ``frozen`` does
         mark_normalized_inputs(inputs.model, plan.head_init)
     params = dict(inputs.model.named_parameters())
-    tuned = trainable_names(params, plan.tuned)
+    trained_params = trainable_names(params, plan.trained_groups)
     planned = replace(
         inputs,
         config=config,
         recipe=recipe,
-        ever_trainable=trainable_names(params, plan.ever),
-        tuned=tuned,
-        trainable_parameters=sum(params[n].numel() for n in tuned),
+        step_params=trainable_names(params, plan.step_groups),
+        trained_params=trained_params,
+        trainable_parameters=sum(params[n].numel() for n in trained_params),
     )
     if plan.contrastive is not None:
         logger.info("%s", plan.contrastive.describe())
@@ -235,7 +235,7 @@ def _setup(
         Path(config.output_dir),
         inputs.config,
         accelerator.is_main_process,
-        inputs.tuned,
+        inputs.trained_params,
         inputs.saved_tasks,
         plan.saved_backbone_groups,
     )
