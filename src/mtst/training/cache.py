@@ -298,6 +298,10 @@ class RunCache:
         self.mode = mode
         logger.info("%s cache built in %.1fs (boundary %d)", mode, time.perf_counter() - started, boundary)
 
+    def train_embeddings(self) -> torch.Tensor | None:
+        """The training rows' sentence embeddings, where the pooled cache holds them (else None)."""
+        return self.pooled.get("train") if self.mode == "pooled" else None
+
     def embeddings(self, split: str) -> torch.Tensor:
         """A split's pooled embeddings: from memory, from ``store_dir``, or encoded now."""
         if split not in self.pooled:

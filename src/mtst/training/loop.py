@@ -157,9 +157,9 @@ class TrainingLoop:
         """Call ``hook`` on every callback (the event is built only when someone listens)."""
         if not self.callbacks:
             return
-        frozen = self.inputs.cache
-        boundary = frozen.prefix.boundary if frozen.prefix is not None else None
-        event = StepEvent(self.state, self.model, self.plan, loss, evaluation, frozen.mode, boundary)
+        cache = self.inputs.cache
+        boundary = cache.prefix.boundary if cache.prefix is not None else None
+        event = StepEvent(self.state, self.model, self.plan, loss, evaluation, cache.mode, boundary)
         for callback in self.callbacks:
             getattr(callback, hook)(event)
 
@@ -266,10 +266,8 @@ class TrainingLoop:
 
     def closed_form_heads(self) -> None:
         """``frozen``: the heads fitted once (:func:`fit_closed_form`), scored, and the model kept."""
-        frozen = self.inputs.cache
-        emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
-        tc = self.tc
-        train = self.inputs.data.splits["train"]
+        tc, train = self.tc, self.inputs.data.splits["train"]
+        emb = self.inputs.cache.train_embeddings()
         fit_closed_form(self.model, train, tc.seed, emb, tc.eval_batch_size, self.plan.closed_form_heads)
         self.evaluate([])
         if "validation" not in self.inputs.data.splits:
@@ -279,8 +277,7 @@ class TrainingLoop:
         """Linear heads start at the logistic-regression optimum for the encoder as it stands
         (after a contrastive stage), fitted on a sample of the training rows; the strength is
         cross-validated for a model's only task and fixed beside others (:func:`warm_start_c`)."""
-        frozen = self.inputs.cache
-        emb = frozen.pooled.get("train") if frozen.mode == "pooled" else None
+        emb = self.inputs.cache.train_embeddings()
         train = self.inputs.data.splits["train"]
         tc, tasks = self.tc, self.plan.head_init
         c = warm_start_c(len(self.inputs.config.tasks))
