@@ -122,3 +122,11 @@ def test_ctrl_c_before_any_checkpoint_says_to_start_again(
 
     with pytest.raises(TrainingInterrupted, match="before any checkpoint"):
         train(cfg, callbacks=[stop], show_progress=False)
+
+
+def test_an_output_dir_that_cannot_be_made_is_a_message(tmp_path: Path) -> None:
+    from mtst.errors import MtstError
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(MtstError, match="output_dir: cannot write to"):
+        RunLock(tmp_path / "a-file" / "run").acquire()

@@ -54,10 +54,14 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise MtstError(f"output_dir: {self.run_dir} is a file, not a directory")
-        if not self.run_dir.exists():
-            self.run_dir.mkdir(parents=True)
-            self.created_dir = True
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the run's lifetime)
+        try:
+            if not self.run_dir.exists():
+                self.run_dir.mkdir(parents=True)
+                self.created_dir = True
+            fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the run's lifetime)
+        except OSError as exc:
+            self._forget_dir()
+            raise MtstError(f"output_dir: cannot write to {self.run_dir} ({exc.strerror or exc})") from None
         holder = self._read(fh)
         if not self._lock(fh, holder):
             fh.close()
