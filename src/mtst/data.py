@@ -120,12 +120,7 @@ def read_conll(path: str | Path) -> list[dict[str, Any]]:
     skipped. Rows come back as ``{"tokens": [...], "tags": [...]}``.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise DataError(f"{p}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: cannot read as UTF-8 text ({exc})") from exc
+    text = _read_text_file(p)
     rows: list[dict[str, Any]] = []
     tokens: list[str] = []
     tags: list[str] = []

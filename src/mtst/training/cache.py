@@ -157,20 +157,16 @@ def _layers_match_model(backbone: nn.Module) -> bool:
     ids = torch.randint(4, vocab, (2, 7), generator=generator)
     mask = torch.ones_like(ids)
     mask[1, 4:] = 0  # one padded row: the mask must hide the padding from every layer
-    was_training = backbone.training
-    backbone.eval()
+    device = next(backbone.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
     try:
-        device = next(backbone.parameters()).device
-        ids, mask = ids.to(device), mask.to(device)
-        with torch.inference_mode():
+        with eval_mode(backbone), torch.inference_mode():
             reference = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
             hidden = backbone.embeddings(input_ids=ids)
             ours = run_layers(backbone, hidden, mask, 0, len(backbone.encoder.layer))
     except Exception as exc:  # a layer interface this code does not know: run the whole model instead
         logger.info("running the backbone's layers one by one failed (%s)", exc)
         return False
-    finally:
-        backbone.train(was_training)
     keep = mask.bool()
     return bool(torch.allclose(ours[keep].float(), reference[keep].float(), atol=1e-4, rtol=1e-4))
 

@@ -143,8 +143,7 @@ class TrainingLoop:
             )
             self.optimizer = accelerator.prepare_optimizer(optimizer)
         self.setup_seconds = 0.0
-        self.resumed = False
-        self.resumed_at = 0  # the step a resumed run continued from
+        self.resumed_at: int | None = None  # the step a resumed run continued from (None: a fresh run)
         self.last_checkpoint: int | None = None  # the step of the newest checkpoint on disk
         self.lock: RunLock | None = None  # the run directory's, released when fit() ends
         self.best_heads: dict[str, torch.Tensor] | None = None  # the best model's heads, while the backbone is fixed
@@ -190,8 +189,7 @@ class TrainingLoop:
         self.groups = set(self.plan.stages[self.state.stage])
         apply_trainable(self.model, self.groups)
         self.run_dir.write_history(self.state.history)
-        self.resumed = True  # the checkpoint holds what a contrastive stage tuned
-        self.resumed_at = self.last_checkpoint = self.state.global_step
+        self.resumed_at = self.last_checkpoint = self.state.global_step  # the checkpoint holds what earlier stages did
         logger.info("resumed at step %d (epoch %d)", self.state.global_step, self.state.epoch)
 
     def fit(self) -> TrainResult:
@@ -221,6 +219,10 @@ class TrainingLoop:
             )
         logger.warning("%s", message)
         return message
+
+    @property
+    def resumed(self) -> bool:
+        return self.resumed_at is not None
 
     @property
     def contrastive_pending(self) -> bool:
@@ -387,14 +389,8 @@ class TrainingLoop:
                 self.world,
             )
         validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
-        stages = stages_run(
-            len(self.contrastive_losses),
-            bool(self.plan.head_init) and not self.resumed,
-            self.plan.closed_form,
-            st.global_step,
-            st.stopped_early,
-            self.resumed_at if self.resumed else None,
-        )
+        phases = self.plan.phases(self.resumed)
+        stages = stages_run(phases, len(self.contrastive_losses), st.global_step, st.stopped_early, self.resumed_at)
         result = TrainResult(
             self.run_dir.path,
             test,

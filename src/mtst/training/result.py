@@ -22,21 +22,18 @@ class TrainResult:
 
 
 def stages_run(
-    contrastive_steps: int, warm_start: bool, closed_form: bool, steps: int, stopped_early: bool, resumed_at: int | None
+    phases: tuple[str, ...], contrastive_steps: int, steps: int, stopped_early: bool, resumed_at: int | None
 ) -> tuple[str, ...]:
-    """What a run did, in the words the console ends with."""
-    stages = []
-    if contrastive_steps:
-        stages.append(f"contrastive stage {contrastive_steps} steps")
-    if warm_start:
-        stages.append("heads warm-started by logistic regression")
-    if closed_form:
-        stages.append("logistic heads")
-    elif resumed_at is not None:
-        stages.append(f"steps {resumed_at}-{steps} (resumed)")
-    else:
-        stages.append(f"{steps} steps" + (" (stopped early)" if stopped_early else ""))
-    return tuple(stages)
+    """What a run did (its ``plan.phases``), in the words the console ends with."""
+    words = {
+        "contrastive": f"contrastive stage {contrastive_steps} steps",
+        "warm_start": "heads warm-started by logistic regression",
+        "closed_form": "logistic heads",
+        "steps": f"steps {resumed_at}-{steps} (resumed)"
+        if resumed_at is not None
+        else f"{steps} steps" + (" (stopped early)" if stopped_early else ""),
+    }
+    return tuple(words[phase] for phase in phases if phase != "contrastive" or contrastive_steps)
 
 
 def summary(result: TrainResult, precision: str, best_step: int | None, stopped_early: bool, **extra: Any) -> dict:

@@ -251,8 +251,7 @@ def _setup(
         started = time.perf_counter()
         loop.refresh_cache()
         loop.setup_seconds = time.perf_counter() - started  # the cache build counts as training time
-    resumed_at = loop.resumed_at if loop.resumed else None
-    _print_plan(inputs, plan, console, precision_name(accelerator.mixed_precision), resumed_at)
+    _print_plan(inputs, plan, console, precision_name(accelerator.mixed_precision), loop.resumed_at)
     return loop
 
 
