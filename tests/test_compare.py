@@ -97,6 +97,10 @@ def test_compare_sweep_report_and_resume(compare_config: Path, tmp_path: Path, c
     drift = {r["label"]: r["drift"] for r in payload["runs"] if r["fraction"] == 1.0 and r["pooling"] is None}
     assert drift["frozen"] == pytest.approx(0, abs=1e-5) and drift["heads"] == pytest.approx(0, abs=1e-5)
     assert drift["full"] > 1e-4
+    cosine = {
+        r["label"]: r["metrics"]["retention"]["embedding"]["cosine"] for r in payload["runs"] if r["pooling"] is None
+    }
+    assert cosine["frozen"] == cosine["heads"] == 1.0 and cosine["full"] < 1.0  # each run's own retention record
     full_run = next(r for r in payload["runs"] if r["label"] == "full" and r["fraction"] == 1.0)
     assert set(full_run["stale_heads"]["tasks"]) == {"category", "sentiment"}
     assert "sts" in full_run and "sts_base" in payload["encoders"]
@@ -122,6 +126,7 @@ def test_compare_sweep_report_and_resume(compare_config: Path, tmp_path: Path, c
     assert re.search(rf"Recommended: {re.escape(best.display)}\.", printed)
     assert f"auto ({auto['metrics']['strategy']})" in printed  # the table names the recipe's choice
     assert f"{best.train_rows:,} training rows" in printed  # the table is the full-data one, not the 50% one
+    assert "kept" in printed and "kept" in md  # the retention column, in the terminal and in the report
 
     # A second call finds every run finished and repeats none of them.
     stamps = {p: p.stat().st_mtime for p in (out / "runs").glob("*/metrics.json")}

@@ -158,10 +158,13 @@ def test_nothing_to_train_is_an_error_not_a_no_op() -> None:
     assert plan_for("full").closed_form_heads == ()
 
 
-def test_frozen_head_on_a_moving_backbone_warns() -> None:
-    warnings = plan_for("full", freeze=["heads.category"]).warnings
+def test_frozen_head_on_a_moving_backbone_warns_unless_distilled() -> None:
+    free = {"protect": "free"}
+    warnings = plan_for("full", freeze=["heads.category"], keep=free).warnings
     assert len(warnings) == 1 and "category" in warnings[0] and "drift" in warnings[0]
-    assert plan_for("heads", freeze=["heads.category"]).warnings == ()
+    assert plan_for("heads", freeze=["heads.category"], keep=free).warnings == ()
+    held = plan_for("full", freeze=["heads.category"])  # protect auto: the head is held to its outputs
+    assert held.warnings == () and held.keep.protect == "distill" and held.keep.old_heads == ()
 
 
 def test_gradual_stages_unfreeze_top_layer_first() -> None:
@@ -219,16 +222,30 @@ ALL_LAYERS = layers(0, 1, 2, 3) | TOP
 PHASE_TABLE = [
     ("frozen", {}, 40, ("closed_form",), None),
     ("heads", {}, 40, ("warm_start", "steps"), None),  # the backbone starts frozen: heads start fitted
-    ("top_k", {"top_k": 2}, 40, ("warm_start", "steps"), None),  # two tasks train the encoder together
-    ("gradual", {}, 40, ("warm_start", "steps"), None),
-    ("full", {}, None, ("steps",), None),  # no classification statistics: random heads
-    ("lora", {}, 40, ("warm_start", "steps"), None),
-    ("frozen", {"contrastive": {"enabled": True}}, 40, ("contrastive", "closed_form"), ALL_LAYERS),
-    ("frozen", {"contrastive": {"enabled": True, "top_k": 1}}, 40, ("contrastive", "closed_form"), layers(3) | TOP),
-    ("full", {"contrastive": {"enabled": True}}, 40, ("contrastive", "warm_start", "steps"), EVERYTHING - HEADS),
+    # where the backbone moves, the starting model's outputs are recorded first (training.keep)
+    ("top_k", {"top_k": 2}, 40, ("start_outputs", "warm_start", "steps"), None),  # two tasks share the encoder
+    ("gradual", {}, 40, ("start_outputs", "warm_start", "steps"), None),
+    ("full", {}, None, ("start_outputs", "steps"), None),  # no classification statistics: random heads
+    ("lora", {}, 40, ("start_outputs", "warm_start", "steps"), None),
+    ("frozen", {"contrastive": {"enabled": True}}, 40, ("start_outputs", "contrastive", "closed_form"), ALL_LAYERS),
+    (
+        "frozen",
+        {"contrastive": {"enabled": True, "top_k": 1}},
+        40,
+        ("start_outputs", "contrastive", "closed_form"),
+        layers(3) | TOP,
+    ),
+    (
+        "full",
+        {"contrastive": {"enabled": True}},
+        40,
+        ("start_outputs", "contrastive", "warm_start", "steps"),
+        EVERYTHING - HEADS,
+    ),
     # auto: the recipe decides from the data, then the same rules apply
-    ("auto", {}, 8, ("contrastive", "closed_form"), ALL_LAYERS),
-    ("auto", {}, 900, ("warm_start", "steps"), None),
+    ("auto", {}, 8, ("start_outputs", "contrastive", "closed_form"), ALL_LAYERS),
+    ("auto", {}, 900, ("start_outputs", "warm_start", "steps"), None),
+    ("auto", {"keep": {"protect": "safe"}}, 8, ("closed_form",), None),  # safe: the encoder stays as it is
 ]
 
 
@@ -251,5 +268,6 @@ def test_the_driver_runs_the_stages_the_plan_names(
     config, _ = apply_recipe(config, stats)
     plan = build_plan(config, L, stats)
     assert plan.phases() == phases
-    assert plan.phases(resumed=True) == phases[-1:]  # a resumed run continues with its steps
+    # a resumed run records the start again (its live model has moved) and continues with its steps
+    assert plan.phases(resumed=True) == tuple(p for p in phases if p == "start_outputs") + phases[-1:]
     assert (set(plan.contrastive.groups) if plan.contrastive else None) == contrastive

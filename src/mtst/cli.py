@@ -192,7 +192,7 @@ def train(
 ) -> None:
     """Fine-tune a multi-task model (with no CONFIG: the bundled product-review demo)."""
     from mtst.config import apply_overrides, dump_config, load_config, validate_config
-    from mtst.report import metrics_table
+    from mtst.report import metrics_table, retention_table
     from mtst.training.loop import TrainingInterrupted
     from mtst.training.rundir import resume_config
     from mtst.training.trainer import train as run_training
@@ -228,6 +228,9 @@ def train(
         console.print(metrics_table(result.test, f"test metrics · {result.strategy} · {result.run_dir}"))
     else:
         console.print(f"no test split; model and metrics are in {result.run_dir}")
+    kept = retention_table(result.retention)
+    if kept is not None:
+        console.print(kept)
     err_console.print(
         f"{', '.join(result.stages)}, {result.train_seconds:.0f} s · model: {result.run_dir / 'model'} · "
         f"metrics: {result.run_dir / 'metrics.json'}",
@@ -298,22 +301,35 @@ def _load_model(run: Path) -> Any:
 @app.command()
 def evaluate(
     run: RunArg,
-    data: DataOpt,
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="Labelled rows: CSV, JSONL, Parquet or a saved datasets dir.")
+    ] = None,
+    sts: Annotated[
+        Path | None, typer.Option(help="Scored pairs (sentence1, sentence2, score): the embedding's STS Spearman.")
+    ] = None,
     text_column: TextColumnOpt = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write metrics as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Directory for confusion-matrix PNGs.")] = None,
 ) -> None:
-    """Accuracy, macro-F1, per-class scores and confusion matrices of a trained model."""
-    from mtst.evaluate import evaluate_file
+    """Accuracy, macro-F1, per-class scores and confusion matrices of a trained model (--data), and the
+    Spearman of its embedding's cosine on scored pairs (--sts)."""
+    from mtst.evaluate import evaluate_file, read_sts, sts_spearman
     from mtst.report import confusion_table, metrics_table, per_class_table, plot_confusion
 
+    if data is None and sts is None:
+        raise MtstError("give --data (labelled rows) and/or --sts (scored sentence pairs)")
+    pairs = read_sts(sts) if sts is not None else None  # read before the model: a bad file fails fast
     model = _load_model(run)
-    results = evaluate_file(model, data, text_column)
-    console.print(metrics_table(results, f"{data}"))
+    results: dict[str, Any] = evaluate_file(model, data, text_column) if data is not None else {}
+    if results:
+        console.print(metrics_table(results, f"{data}"))
     for task, m in results.items():
         console.print(per_class_table(task, m))
         if "confusion" in m:
             console.print(confusion_table(task, m))
+    if pairs is not None:
+        results["sts"] = {"spearman": sts_spearman(model.encoder, pairs), "n": len(pairs[2])}
+        console.print(f"STS Spearman x100 on {sts} ({len(pairs[2])} pairs): {100 * results['sts']['spearman']:.2f}")
     if plot is not None:
         for task, m in results.items():
             if "confusion" in m:

@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from rich.console import Console
 
 from mtst.config import AUTO, POOLING_MODES, RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
+from mtst.evaluate import read_sts, sts_spearman
 from mtst.training.strategies import REGISTRY
 
 ANCHORS = tuple(name for name, s in REGISTRY.items() if s.backbone_fixed)  # heads on the original features, best first
@@ -262,28 +262,6 @@ def run_sweep(sweep: Sweep, console: Console, show_progress: bool = True) -> tup
 # ------------------------------------------------------------------ encoder comparisons
 def eval_split_name(data: Any) -> str:
     return "test" if "test" in data.splits else ("validation" if "validation" in data.splits else "train")
-
-
-def read_sts(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Sentence pairs with a similarity score (columns sentence1, sentence2, score/label)."""
-    from mtst.data import column, load_table
-
-    rows = load_table(path)
-    score_col = next((c for c in ("score", "label", "similarity") if c in rows[0]), None)
-    if score_col is None:
-        raise ConfigError(f"--sts {path}: needs a score column (score, label or similarity); has {', '.join(rows[0])}")
-    a = [str(x) for x in column(rows, "sentence1", path)]
-    b = [str(x) for x in column(rows, "sentence2", path)]
-    return a, b, np.asarray([float(r[score_col]) for r in rows])
-
-
-def sts_spearman(encoder: Any, pairs: tuple[list[str], list[str], np.ndarray]) -> float:
-    from mtst.evaluate import spearman
-
-    a, b, gold = pairs
-    ea = encoder.encode(a, normalize=True, convert_to="torch")
-    eb = encoder.encode(b, normalize=True, convert_to="torch")
-    return spearman((ea * eb).sum(-1).numpy(), gold)
 
 
 def measure_encoders(sweep: Sweep, results: list[RunResult], console: Console) -> dict[str, Any]:

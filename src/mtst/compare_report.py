@@ -39,6 +39,16 @@ class Row:
     stale: dict[str, dict[str, float]] = field(default_factory=dict)
     stale_from: str | None = None
     chosen: str | None = None  # for ``auto``: the strategy (or strategies, over seeds) the recipe chose
+    kept: float | None = None  # the embedding's mean cosine to its start on the training texts (metrics.json)
+    heads_kept: float | None = None  # the old heads' mean agreement with the start (runs from model.init)
+
+    @property
+    def kept_cell(self) -> str:
+        """What the run kept of its start: embedding cosine, and old heads' agreement where there are any."""
+        if self.kept is None:
+            return "-"
+        heads = f" · heads {100 * self.heads_kept:.0f}%" if self.heads_kept is not None else ""
+        return f"{self.kept:.3f}{heads}"
 
     @property
     def display(self) -> str:
@@ -107,9 +117,18 @@ def summarize(payload: dict[str, Any]) -> list[Row]:
                 stale={t: {k: float(np.mean(v)) for k, v in d.items()} for t, d in stale.items()},
                 stale_from=(first.get("stale_heads") or {}).get("from"),
                 chosen=", ".join(sorted({r["metrics"].get("strategy", "?") for r in runs})) if label == AUTO else None,
+                kept=_mean([_retention(r)[0] for r in runs]),
+                heads_kept=_mean([_retention(r)[1] for r in runs]),
             )
         )
     return rows
+
+
+def _retention(run: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A run's embedding cosine to its start and its old heads' mean agreement (None: not recorded)."""
+    kept = run["metrics"].get("retention") or {}
+    heads = [m["agreement"] for m in kept.get("tasks", {}).values() if "agreement" in m]
+    return kept.get("embedding", {}).get("cosine"), (float(np.mean(heads)) if heads else None)
 
 
 def strategy_table(rows: list[Row], metric: str) -> Any:
@@ -119,12 +138,13 @@ def strategy_table(rows: list[Row], metric: str) -> Any:
     full = max(r.fraction for r in rows)
     train_rows = max(r.train_rows for r in rows if r.fraction == full)
     table = Table(title=f"strategies · {metric} · {train_rows:,} training rows")
-    for col in ("strategy", "metric", "trainable", "train s", "drift"):
+    for col in ("strategy", "metric", "trainable", "train s", "drift", "kept"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in sorted((r for r in rows if r.fraction == full), key=lambda r: -r.mean):
         spread = f" ± {100 * r.std:.1f}" if len(r.primary) > 1 else ""
         drift = "-" if r.drift is None else f"{r.drift:.3f}"
-        table.add_row(r.display, f"{100 * r.mean:.1f}{spread}", f"{r.trainable:,}", f"{r.train_seconds:.0f}", drift)
+        cells = [f"{100 * r.mean:.1f}{spread}", f"{r.trainable:,}", f"{r.train_seconds:.0f}", drift, r.kept_cell]
+        table.add_row(r.display, *cells)
     return table
 
 
@@ -308,13 +328,13 @@ def _strategy_section(
     metric, seeds = payload["metric"], len(payload["seeds"])
     header = ["strategy", f"{metric}{' ± std' if seeds > 1 else ''}"]
     header += [f"{t} acc" for t in tasks] + [f"{t} F1" for t in tasks]
-    header += ["trainable params", "train s", "peak MB", "model MB", "drift"]
+    header += ["trainable params", "train s", "peak MB", "model MB", "drift", "kept"]
     body = [
         [f"`{r.display}`", _cell(r.primary)]
         + [_cell(r.tasks[t]["accuracy"]) if t in r.tasks else "-" for t in tasks]
         + [_cell(r.tasks[t]["f1"]) if t in r.tasks else "-" for t in tasks]
         + [f"{r.trainable:,}", f"{r.train_seconds:.0f}", f"{r.peak_mb:.0f}", f"{r.model_mb:.1f}"]
-        + ["-" if r.drift is None else f"{r.drift:.3f}"]
+        + ["-" if r.drift is None else f"{r.drift:.3f}", r.kept_cell]
         for r in at_full
     ]
     enc = payload["encoders"]
@@ -324,7 +344,10 @@ def _strategy_section(
             f"{at_full[0].train_rows:,} training rows, {seeds} seed(s), scored on the "
             f"{enc.get('stale_split', 'test')} split. F1 is macro-F1 for sentence tasks and "
             "entity F1 for tagging tasks. Drift is 1 - mean cosine between the original and the fine-tuned "
-            f"sentence embeddings of {enc.get('drift_texts', 0):,} texts. Train s includes "
+            f"sentence embeddings of {enc.get('drift_texts', 0):,} texts; kept is each run's own record "
+            "(metrics.json `retention`): the mean cosine of its embedding to the one it started from on its "
+            "training texts, and its old heads' agreement with the start where it started from a trained "
+            "model (`training.keep`). Train s includes "
             "encoding the texts once through a frozen backbone; the runs share that cache, so only the first "
             "run that needs it pays for it."
         ],

@@ -30,9 +30,11 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    """The shared encoder."""
+    """The shared encoder. ``init``: a trained mtst run or model directory to start from, heads and all
+    (its encoder replaces ``backbone``; its tasks that the config does not name are carried unchanged)."""
 
     backbone: str = DEFAULT_BACKBONE
+    init: str | None = None
     pooling: PoolingMode | None = None
     normalize: bool | None = None
     max_length: int | None = Field(default=None, ge=8, le=8192)
@@ -44,6 +46,7 @@ class DataSection(_Section):
     train: str | None = None
     validation: str | None = None
     test: str | None = None
+    sts: str | None = None  # scored pairs (sentence1, sentence2, score): the embedding's Spearman, start and end
     text_column: str = "text"
     tokens_column: str = "tokens"
     train_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -141,6 +144,24 @@ class ContrastiveSection(_Section):
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
 
 
+class KeepSection(_Section):
+    """What a run keeps of the model it starts from, where the backbone moves (``mtst.training.keep``).
+
+    ``protect``: ``safe`` keeps the backbone and the starting model's heads frozen (their outputs stay
+    bit-identical; only new heads train, on the encoder as it is); ``free`` lets the backbone move with
+    nothing to hold it; ``distill`` adds the starting model's outputs on the training texts as soft
+    targets: the old heads' probabilities at ``temperature`` (Learning without Forgetting), weighted by
+    ``heads``, and the sentence embedding (1 - cosine to the starting one), weighted by ``embedding``.
+    ``auto``: ``distill``. ``embedding`` applies to every run whose backbone moves, a new model's too
+    (the pretrained encoder is its start), the contrastive stage included; 0 turns it off.
+    """
+
+    protect: Literal["auto", "safe", "free", "distill"] = "auto"
+    embedding: float = Field(default=0.6, ge=0)
+    heads: float = Field(default=1.0, ge=0)
+    temperature: float = Field(default=2.0, gt=0)
+
+
 class CacheSection(_Section):
     """Frozen work done once (``mtst.training.cache``): sentence embeddings where the backbone is frozen,
     the hidden states at the first trainable layer where only a top block trains. ``memory_mb`` bounds
@@ -201,6 +222,7 @@ class TrainingSection(_Section):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)
     cache: CacheSection = Field(default_factory=lambda: CacheSection())
+    keep: KeepSection = Field(default_factory=KeepSection)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     contrastive: ContrastiveSection = Field(default_factory=ContrastiveSection)
 
@@ -404,7 +426,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
     def fix(section: Any) -> None:
         if isinstance(section, dict):
-            for split in ("train", "validation", "test"):
+            for split in ("train", "validation", "test", "sts"):
                 value = section.get(split)
                 if not isinstance(value, str) or Path(value).expanduser().is_absolute():
                     continue

@@ -203,6 +203,42 @@ def evaluate_file(model: MultiTaskModel, path: str | Path, text_column: str = "t
     return evaluate_split(model, split, ids, word_ids=word_ids)
 
 
+StsPairs = tuple[list[str], list[str], np.ndarray]
+
+
+def read_sts(path: str | Path, option: str = "--sts") -> StsPairs:
+    """Sentence pairs with a similarity score (columns sentence1, sentence2, and score, label or similarity)."""
+    from mtst.data import column, load_table
+    from mtst.errors import ConfigError, DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{option} {path}: no such file")
+    rows = load_table(path)
+    score_col = next((c for c in ("score", "label", "similarity") if c in rows[0]), None)
+    if score_col is None:
+        raise ConfigError(
+            f"{option} {path}: needs a score column (score, label or similarity); has {', '.join(rows[0])}"
+        )
+    a = [str(x) for x in column(rows, "sentence1", path)]
+    b = [str(x) for x in column(rows, "sentence2", path)]
+    scores = []
+    for i, r in enumerate(rows, start=1):
+        try:
+            scores.append(float(r[score_col]))
+        except (TypeError, ValueError):
+            raise DataError(f"{path}, row {i}: {score_col} {r.get(score_col)!r} is not a number") from None
+    return a, b, np.asarray(scores)
+
+
+def sts_spearman(encoder: Any, pairs: StsPairs, batch_size: int = 64) -> float:
+    """Spearman of the cosine of each pair's embeddings against its score (STS-B's measure)."""
+    a, b, gold = pairs
+    ea = encoder.encode(a, normalize=True, convert_to="torch", batch_size=batch_size)
+    eb = encoder.encode(b, normalize=True, convert_to="torch", batch_size=batch_size)
+    return spearman((ea * eb).sum(-1).numpy(), gold)
+
+
 def tokenize_split(model: MultiTaskModel, split: Split) -> tuple[list[list[int]], list[list[int | None]] | None]:
     """Token ids of a split (from its words where rows have them) and, when needed, word ids."""
     encoder = model.encoder

@@ -57,4 +57,6 @@ def merge_lora(backbone: nn.Module) -> int:
         parent_name, _, child = name.rpartition(".")
         parent = backbone.get_submodule(parent_name) if parent_name else backbone
         setattr(parent, child, module.get_base_layer())
+    if targets and hasattr(backbone, "peft_config"):  # the adapters' record: a new injection starts afresh
+        del backbone.peft_config
     return len(targets)

@@ -85,8 +85,12 @@ class MultiTaskModel(nn.Module):
     def forward_heads(self, features: dict[str, Any], tasks: Sequence[str] | None = None) -> dict[str, Any]:
         """Heads only, on features that already hold the embeddings (e.g. from a cache)."""
         names = self.prediction_tasks if tasks is None else [t for t in tasks if t in self.prediction_tasks]
-        features["logits"] = {name: self.heads[name](self._head_input(name, features)) for name in names}
+        features["logits"] = {name: self.head_logits(name, features) for name in names}
         return features
+
+    def head_logits(self, name: str, features: dict[str, Any]) -> torch.Tensor:
+        """One head's logits on features that hold its input (the sentence or token embeddings)."""
+        return self.heads[name](self._head_input(name, features))
 
     def _head_input(self, name: str, features: dict[str, Any]) -> torch.Tensor:
         spec = self.tasks[name]

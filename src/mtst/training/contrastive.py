@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -136,9 +136,12 @@ def run_contrastive(
     seed: int,
     accelerator: Any,
     progress: Progress,
+    keep: Callable[[dict[str, Any], np.ndarray], torch.Tensor | None] | None = None,
 ) -> list[float]:
     """Carry the stage out on ``model``; returns the loss of every step.
 
+    ``keep``, where given, adds its term for the batch's features and rows (``training.keep``: the
+    starting embedding and old heads held while the encoder moves).
     Only ``plan.groups`` train (AdamW, linear warm-up and decay); where they are a top block of
     layers their input comes from ``cache``'s frozen prefix (rebuilt for the stage, and forgotten
     after it, since the weights it was computed from have moved). The stage leaves every parameter
@@ -164,9 +167,12 @@ def run_contrastive(
             for g in optimizer.param_groups:
                 g["lr"] = plan.lr * schedule_factor("linear", step, len(batches), plan.warmup_steps)
             with accelerator.autocast():  # bf16 where the run uses it; the loss itself is in fp32
-                embeddings = sentence_embeddings(model, cache, batcher, rows, device)
+                feats = encoder_features(model, cache, batcher, rows, device)
+                kept = keep(feats, rows) if keep is not None else None
             labels = torch.as_tensor(train.labels[task][rows], device=device)
-            loss = contrastive_loss(embeddings, labels, plan.loss, plan.temperature)
+            loss = contrastive_loss(feats["sentence_embedding"], labels, plan.loss, plan.temperature)
+            if kept is not None:
+                loss = loss + kept
             if not torch.isfinite(loss):
                 raise TrainingError(f"contrastive loss became {loss.item()} at step {step + 1}; lower contrastive.lr")
             accelerator.backward(loss)
@@ -188,11 +194,11 @@ def run_contrastive(
     return losses
 
 
-def sentence_embeddings(
+def encoder_features(
     model: MultiTaskModel, cache: RunCache, batcher: Batcher, rows: Sequence[int] | np.ndarray, device: torch.device
-) -> torch.Tensor:
-    """Pooled embeddings of training rows with gradients: from the prefix cache where one applies."""
+) -> dict[str, Any]:
+    """The encoder's features of training rows, with gradients: from the prefix cache where one applies."""
     feats = cache.features(rows, device)
     if feats is None:
         feats = model.encoder(batcher.inputs(np.asarray(rows), device))
-    return feats["sentence_embedding"]
+    return feats

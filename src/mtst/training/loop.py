@@ -29,13 +29,16 @@ import torch
 from mtst.config import precision_name
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
-from mtst.evaluate import summary_metrics
+from mtst.evaluate import sts_spearman, summary_metrics
+from mtst.modeling.model import MultiTaskModel
 from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
 from mtst.training.contrastive import run_contrastive
 from mtst.training.freezing import apply_trainable, set_train_mode
 from mtst.training.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
+from mtst.training.keep import StartTargets, keep_loss, retention, start_targets
 from mtst.training.optim import GroupScheduler, build_optimizer
+from mtst.training.plan import trains_backbone
 from mtst.training.result import TrainResult, stages_run, summary
 from mtst.training.rundir import peak_rss_mb
 from mtst.training.scoring import score_test, score_validation
@@ -49,6 +52,36 @@ if TYPE_CHECKING:
     from mtst.training.trainer import RunInputs
 
 logger = logging.getLogger("mtst")
+
+
+def starting_model(inputs: RunInputs) -> MultiTaskModel:
+    """The model a run started from, loaded again (a resumed run's live model has moved)."""
+    config = inputs.config
+    if config.model.init:
+        from mtst.training.start import load_start
+
+        return load_start(config.model.init)
+    m, enc = config.model, inputs.model.encoder
+    return MultiTaskModel.from_backbone({}, m.backbone, enc.pooling, enc.normalize, enc.max_length)
+
+
+def end_figures(model: MultiTaskModel, inputs: RunInputs, batch_size: int) -> dict[str, Any]:
+    """The figures retention compares at the start and the end: STS Spearman (``data.sts``) and the
+    carried tasks' test figures (rows of ``data.test`` labelled for them)."""
+    out: dict[str, Any] = {}
+    if inputs.sts is not None:
+        out["sts"] = round(sts_spearman(model.encoder, inputs.sts, batch_size), 4)
+    split = inputs.carried_test
+    if split is not None:
+        from mtst.evaluate import evaluate_split, tokenize_split
+
+        ids, word_ids = tokenize_split(model, split)
+        scores = evaluate_split(model, split, ids, batch_size, word_ids)
+        out["test"] = {t: {k: round(v, 4) for k, v in m.items() if k in FIGURES} for t, m in scores.items()}
+    return out
+
+
+FIGURES = ("accuracy", "macro_f1", "f1", "n")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -148,6 +181,7 @@ class TrainingLoop:
         self.lock: RunLock | None = None  # the run directory's, released when fit() ends
         self.best_heads: dict[str, torch.Tensor] | None = None  # the best model's heads, while the backbone is fixed
         self.contrastive_losses: list[float] = []  # the contrastive stage's loss at each of its steps
+        self.targets: StartTargets | None = None  # the starting model's outputs (where the backbone moves)
         self._params_key: frozenset[str] | None = None
         self._params: list[torch.nn.Parameter] = []
 
@@ -234,7 +268,9 @@ class TrainingLoop:
         self._fire("on_train_begin")
         try:
             for phase in self.plan.phases(self.resumed):
-                if phase == "contrastive":
+                if phase == "start_outputs":
+                    self.record_start()
+                elif phase == "contrastive":
                     self.contrastive_losses = self.contrastive_stage()
                 elif phase == "warm_start":
                     self.warm_start_heads()
@@ -247,6 +283,24 @@ class TrainingLoop:
             raise
         self.state.train_seconds = time.perf_counter() - started
         self._fire("on_train_end")
+
+    def record_start(self) -> None:
+        """The starting model's outputs on the training texts (:func:`start_targets`) and its STS and
+        carried-task figures, before anything moves; a resumed run reads them from the starting model."""
+        inputs, tc = self.inputs, self.tc
+        teacher = self.model
+        if self.resumed:
+            teacher = starting_model(inputs).to(self.accelerator.device)
+        self.targets = start_targets(teacher, inputs.ids["train"], self.plan.keep, tc.seed, tc.eval_batch_size)
+        self.targets.before = end_figures(teacher, inputs, tc.eval_batch_size) if self.rank == 0 else {}
+        logger.info("%s", self.plan.keep.describe())
+
+    def keep_term(self, feats: dict[str, Any], rows: np.ndarray) -> torch.Tensor | None:
+        """The keep terms of a batch (:func:`keep_loss`), where the backbone trains in this stage."""
+        keep = self.plan.keep
+        if self.targets is None or not keep.has_terms or not trains_backbone(self.groups):
+            return None
+        return keep_loss(self.model, feats, rows, self.targets, keep)
 
     def contrastive_stage(self) -> list[float]:
         """The contrastive stage (:func:`run_contrastive`), then the supervised plan's trainable set and cache."""
@@ -261,10 +315,18 @@ class TrainingLoop:
             self.tc.seed,
             self.accelerator,
             progress,
+            keep=self._contrastive_keep(),
         )
         apply_trainable(self.model, self.groups)
         self.refresh_cache()
         return losses
+
+    def _contrastive_keep(self) -> Callable[[dict[str, Any], np.ndarray], torch.Tensor | None] | None:
+        keep = self.plan.keep
+        if self.targets is None or not keep.has_terms:
+            return None
+        targets = self.targets
+        return lambda feats, rows: keep_loss(self.model, feats, rows, targets, keep)
 
     def closed_form_heads(self) -> None:
         """``frozen``: the heads fitted once (:func:`fit_closed_form`), scored, and the model kept."""
@@ -375,6 +437,8 @@ class TrainingLoop:
         if "validation" not in inputs.data.splits or not self.run_dir.model_dir.exists():
             self.save_model()
         self.accelerator.wait_for_everyone()
+        moved = self.plan.keep.moves and self.run_dir.is_main
+        best = MultiTaskModel.load(self.run_dir.model_dir).to(self.accelerator.device) if moved else self.model
         test = {}
         if "test" in inputs.data.splits:
             test = score_test(
@@ -387,7 +451,9 @@ class TrainingLoop:
                 tc.eval_batch_size,
                 self.rank,
                 self.world,
+                best_model=best if moved else None,
             )
+        kept = self.retention(best) if self.run_dir.is_main else {}
         validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
         phases = self.plan.phases(self.resumed)
         stages = stages_run(phases, len(self.contrastive_losses), st.global_step, st.stopped_early, self.resumed_at)
@@ -402,6 +468,7 @@ class TrainingLoop:
             st.global_step,
             tc.strategy,
             stages,
+            kept,
         )
         precision = precision_name(self.accelerator.mixed_precision)
         record = summary(
@@ -414,10 +481,19 @@ class TrainingLoop:
             validation=validation,
             test=summary_metrics(test, inputs.aux_tasks) if test else {},
             test_detail=test,
+            retention=kept,
         )
         self.run_dir.write_summary(record)
         logger.info("finished: %s", json.dumps(record["test"]))
         return result
+
+    def retention(self, best: MultiTaskModel) -> dict[str, Any]:
+        """What the best model kept of the start (:func:`retention`)."""
+        inputs, tc = self.inputs, self.tc
+        after = end_figures(best, inputs, tc.eval_batch_size)
+        kept = retention(best, inputs.ids["train"], self.targets, self.plan.keep, tc.eval_batch_size, after)
+        logger.info("retention: %s", json.dumps(kept))
+        return kept
 
     # ------------------------------------------------------------------- step
     def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:
@@ -462,7 +538,10 @@ class TrainingLoop:
             feats = self.model(batch, tasks=tasks) if feats is None else self.model.forward_heads(feats, tasks)
             loss, _ = self.model.compute_loss(feats, labels)
             extra = self._mlm_loss(rows, batch) if inputs.mlm_tasks else None
-        return loss if extra is None else loss + extra
+            kept = self.keep_term(feats, rows)
+        for term in (extra, kept):
+            loss = loss if term is None else loss + term
+        return loss
 
     def _mlm_loss(self, rows: np.ndarray, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Weighted masked-LM losses of the batch's texts (fresh span masks every step)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from mtst.config import RunConfig
 from mtst.errors import ConfigError
-from mtst.training.freezing import parse_freeze
+from mtst.training.freezing import backbone_groups, parse_freeze
 from mtst.training.strategies import GroupContext, Strategy, get_strategy
 
 logger = logging.getLogger("mtst")
@@ -70,6 +70,36 @@ class ContrastivePlan:
 
 
 @dataclass(frozen=True)
+class KeepPlan:
+    """What the run keeps of its starting model (``training.keep``), resolved: ``protect`` is ``safe``
+    wherever the backbone never moves; the terms' weights are 0 where they do not apply."""
+
+    protect: str
+    old_heads: tuple[str, ...] = ()  # heads this run does not train: carried from model.init, or frozen
+    embedding: float = 0.0
+    heads: float = 0.0
+    temperature: float = 2.0
+    start: str = "pretrained"  # what the run starts from, in words: "pretrained" or the model.init path
+    moves: bool = False  # the backbone moves in some stage
+
+    @property
+    def has_terms(self) -> bool:
+        return self.embedding > 0 or (self.heads > 0 and bool(self.old_heads))
+
+    def describe(self) -> str:
+        if not self.moves:
+            return "the encoder does not move: its embedding and every old head are kept exactly"
+        if not self.has_terms:
+            held = "the embedding or the old heads" if self.old_heads else "the embedding"
+            why = "keep.protect: free" if self.protect == "free" else "keep.embedding: 0"
+            return f"nothing holds {held} ({why}); the end of the run says how far it moved"
+        terms = [f"embedding x{self.embedding:g}"] if self.embedding > 0 else []
+        if self.heads > 0 and self.old_heads:
+            terms.append(f"old heads {', '.join(self.old_heads)} x{self.heads:g} (T={self.temperature:g})")
+        return f"keeping the {self.start} model's outputs on the training texts: {'; '.join(terms)}"
+
+
+@dataclass(frozen=True)
 class TrainingPlan:
     strategy: str
     num_layers: int
@@ -89,6 +119,7 @@ class TrainingPlan:
     closed_form_heads: tuple[str, ...] = ()  # closed_form: the heads it fits (not those in ``freeze``)
     shared_by: tuple[str, ...] = ()  # classification tasks that train the encoder together (2 or more)
     lr_scale: float = 1.0  # lr_backbone's multiplier for them (training.task_lr)
+    keep: KeepPlan = field(default_factory=lambda: KeepPlan("safe"))
 
     def stage_at(self, step: int) -> int:
         return _stage_index(step, self.stage_steps, len(self.stages))
@@ -122,20 +153,39 @@ class TrainingPlan:
         first = (
             () if resumed else (("contrastive",) if self.contrastive else ()) + (("warm_start",) * bool(self.head_init))
         )
-        return (*first, "closed_form" if self.closed_form else "steps")
+        # the starting model's outputs, recorded before anything moves (a resumed run records them again)
+        record = ("start_outputs",) if self.keep.moves else ()
+        return (*record, *first, "closed_form" if self.closed_form else "steps")
 
 
-def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_tasks: bool = False) -> TrainingPlan:
+def build_plan(
+    config: RunConfig,
+    num_layers: int,
+    stats: DataStats,
+    raw_token_tasks: bool = False,
+    carried: tuple[str, ...] = (),
+    continued: tuple[str, ...] = (),
+) -> TrainingPlan:
     """The plan of ``config`` for a backbone of ``num_layers`` layers and data with ``stats``.
 
     ``raw_token_tasks``: a token or masked-LM task needs every token's state, so no cache applies.
-    Raises :class:`ConfigError` for a plan that leaves nothing to train.
+    ``carried`` / ``continued``: the ``model.init`` model's prediction tasks that the config does not
+    name / that it trains further. Raises :class:`ConfigError` for a plan that leaves nothing to train,
+    or a strategy that moves the backbone under ``keep.protect: safe``.
     """
     tc = config.training
     strategy = get_strategy(tc.strategy)
     tasks = tuple(config.tasks)
     ctx = GroupContext(num_layers, tasks, tc)
     frozen = parse_freeze(tc.freeze, num_layers, tasks)
+    if tc.keep.protect == "safe":
+        moving = trains_backbone(set().union(*(strategy.stage_groups(s, ctx) for s in range(strategy.num_stages(ctx)))))
+        if moving:
+            raise ConfigError(
+                f"training.keep.protect: safe keeps the encoder as it is, but strategy {tc.strategy!r} trains it; "
+                "use strategy auto, frozen or heads, or keep.protect distill (the encoder moves, held to its start)"
+            )
+        frozen |= backbone_groups(num_layers) | {"lora"}
     stages = tuple(frozenset(strategy.stage_groups(s, ctx) - frozen) for s in range(strategy.num_stages(ctx)))
     batches = max(1, -(-stats.labelled_rows // tc.batch_size))
     steps_per_epoch = max(1, -(-batches // tc.grad_accumulation))
@@ -167,17 +217,39 @@ def build_plan(config: RunConfig, num_layers: int, stats: DataStats, raw_token_t
         closed_form=strategy.closed_form,
         cache=tc.cache.enabled and not raw_token_tasks,
         saved_backbone_groups=None if saved is None or tc.lora.save == "merged" else tuple(saved),
-        warnings=tuple(_warnings(stages[0], tasks)),
+        warnings=tuple(_warnings(stages[0], tasks, carried, tc.keep.protect)),
         contrastive=contrastive,
         head_init=tuple(
             t
             for t in tasks
             if f"heads.{t}" in ever
+            and t not in continued  # a continued head starts from what it learned
             and warm_start(tc.head_init, strategy, len(stats.class_counts.get(t, ())), bool(shared))
         ),
         closed_form_heads=tuple(t for t in tasks if f"heads.{t}" not in frozen) if strategy.closed_form else (),
         shared_by=shared,
         lr_scale=scale,
+        keep=keep_plan(config, trains_backbone(_with_contrastive(ever, contrastive)), carried, continued, frozen),
+    )
+
+
+def keep_plan(
+    config: RunConfig, moves: bool, carried: tuple[str, ...], continued: tuple[str, ...], frozen: set[str]
+) -> KeepPlan:
+    """``training.keep`` resolved for this run: the old heads (carried, or continued but frozen), the
+    protection in force and its terms' weights."""
+    kc = config.training.keep
+    old = carried + tuple(t for t in continued if f"heads.{t}" in frozen and config.tasks[t].type != "masked_lm")
+    protect = ("distill" if kc.protect == "auto" else kc.protect) if moves else "safe"
+    distill = protect == "distill"
+    return KeepPlan(
+        protect=protect,
+        old_heads=old,
+        embedding=kc.embedding if distill else 0.0,
+        heads=kc.heads if distill and old else 0.0,
+        temperature=kc.temperature,
+        start=config.model.init or "pretrained",
+        moves=moves,
     )
 
 
@@ -288,12 +360,13 @@ def _stage_index(step: int, stage_steps: int | None, num_stages: int) -> int:
     return 0 if not stage_steps else min(step // stage_steps, num_stages - 1)
 
 
-def _warnings(groups: frozenset[str], tasks: tuple[str, ...]) -> list[str]:
-    frozen_heads = [t for t in tasks if f"heads.{t}" not in groups]
-    if trains_backbone(groups) and frozen_heads:
+def _warnings(groups: frozenset[str], tasks: tuple[str, ...], carried: tuple[str, ...], protect: str) -> list[str]:
+    frozen_heads = [t for t in tasks if f"heads.{t}" not in groups] + list(carried)
+    if trains_backbone(groups) and frozen_heads and protect == "free":
         return [
-            f"head(s) {', '.join(frozen_heads)} are frozen while the backbone trains: their inputs will drift "
-            "under them and their accuracy can fall; freeze the backbone too to keep them as they are"
+            f"head(s) {', '.join(frozen_heads)} are frozen while the backbone trains (keep.protect: free): their "
+            "inputs will drift under them and their accuracy can fall; keep.protect distill holds them to their "
+            "outputs, safe freezes the backbone too (retention figures: metrics.json)"
         ]
     return []
 

@@ -76,6 +76,9 @@ def apply_recipe(config: RunConfig, stats: DataStats, token_tasks: bool = False)
     if tc.strategy != AUTO:
         return config, None
     recipe = choose_recipe(stats, token_tasks, tc.contrastive.max_classes)
+    if tc.keep.protect == "safe":  # the encoder stays as it is: heads on its features
+        strategy, how = ("heads", "heads trained") if token_tasks else ("frozen", "logistic heads")
+        recipe = Recipe(strategy, False, f"keep.protect safe: {how} on the encoder as it is")
     enabled = recipe.contrastive if tc.contrastive.enabled is None else tc.contrastive.enabled
     contrastive = tc.contrastive.model_copy(update={"enabled": enabled})
     training = tc.model_copy(update={"strategy": recipe.strategy, "contrastive": contrastive})

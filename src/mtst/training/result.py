@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ class TrainResult:
     steps: int
     strategy: str = ""  # the strategy that ran (``auto`` resolved)
     stages: tuple[str, ...] = ()  # what ran, in words: "contrastive stage 200 steps", "logistic heads", ...
+    retention: dict[str, Any] = field(default_factory=dict)  # what the model kept of its start (training.keep)
 
 
 def stages_run(
@@ -33,7 +34,7 @@ def stages_run(
         if resumed_at is not None
         else f"{steps} steps" + (" (stopped early)" if stopped_early else ""),
     }
-    return tuple(words[phase] for phase in phases if phase != "contrastive" or contrastive_steps)
+    return tuple(words[p] for p in phases if p in words and (p != "contrastive" or contrastive_steps))
 
 
 def summary(result: TrainResult, precision: str, best_step: int | None, stopped_early: bool, **extra: Any) -> dict:

@@ -42,12 +42,14 @@ def score_rows(
 def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: RunCache, split_name: str) -> dict[str, dict]:
     """Per-task figures of a split from its cached sentence embeddings (the heads alone run)."""
     device = next(model.parameters()).device
+    split = inputs.data.splits[split_name]
+    tasks = [t for t in model.prediction_tasks if t in split.labels]  # not the heads carried from model.init
     model.eval()
     with torch.inference_mode():
         emb = cache.embeddings(split_name).to(device)
-        feats = model.forward_heads({"sentence_embedding": emb})
+        feats = model.forward_heads({"sentence_embedding": emb}, tasks)
     predictions = {task: logits.argmax(-1).cpu().numpy() for task, logits in feats["logits"].items()}
-    return score_split(inputs.data.splits[split_name], predictions, inputs.data.labels)
+    return score_split(split, predictions, inputs.data.labels)
 
 
 def score_validation(
@@ -73,16 +75,19 @@ def score_test(
     batch_size: int,
     rank: int = 0,
     world: int = 1,
+    best_model: MultiTaskModel | None = None,
 ) -> dict[str, dict]:
     """The best model on test: from cached embeddings when only heads trained, else loaded from disk.
 
     With a fixed backbone the best model differs from the live one only in its heads, so those are
-    swapped in for the pass (``best_heads``, else read from ``model_dir``); with ``training.cache.dir``
+    swapped in for the pass (``best_heads``, else read from ``model_dir``; ``best_model``: that model,
+    already loaded); with ``training.cache.dir``
     a repeated run encodes no test text.
     """
     started = time.perf_counter()
     if cache.mode != "pooled" or world > 1 or backbone_moves:
-        return score_rows(MultiTaskModel.load(model_dir), inputs, "test", batch_size, rank, world)
+        best_model = best_model if best_model is not None else MultiTaskModel.load(model_dir)
+        return score_rows(best_model, inputs, "test", batch_size, rank, world)
     best = best_heads if best_heads is not None else MultiTaskModel.read_heads(model_dir)
     heads = model.heads
     live = {k: v.clone() for k, v in heads.state_dict().items()}

@@ -22,8 +22,9 @@ import torch
 from rich.console import Console
 
 from mtst.config import RunConfig, precision_name, resolve_precision
-from mtst.data import MISSING, TaskData, load_task_data
-from mtst.evaluate import tokenize_split
+from mtst.data import MISSING, Split, TaskData, TaskSource, labelled_split, load_task_data
+from mtst.errors import DataError
+from mtst.evaluate import StsPairs, read_sts, tokenize_split
 from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
@@ -37,6 +38,7 @@ from mtst.training.precision import RunAccelerator, make_accelerator
 from mtst.training.recipe import Recipe, apply_recipe
 from mtst.training.result import TrainResult
 from mtst.training.rundir import RunDirectory, RunLock, buffered_log, check_run_dir
+from mtst.training.start import build_start, check_start, load_start
 from mtst.training.strategies import GroupContext, get_strategy
 
 logger = logging.getLogger("mtst")
@@ -72,8 +74,17 @@ class RunInputs:
     step_params: set[str] = field(default_factory=set)  # what the supervised steps train
     trained_params: set[str] = field(default_factory=set)  # what any stage trains (the contrastive one too)
     recipe: Recipe | None = None  # the default recipe's choice, when the strategy was ``auto``
+    carried: tuple[str, ...] = ()  # model.init's tasks the config does not name: saved unchanged, never trained
+    continued: tuple[str, ...] = ()  # the config's tasks that start from model.init's heads
+    sts: StsPairs | None = None  # data.sts: scored pairs for the embedding's Spearman
+    carried_test: Split | None = None  # data.test's rows labelled for carried tasks (their start/end figures)
     trainable_parameters: int = 0
     cache: RunCache | None = None  # what frozen parts computed, once the run directory exists
+
+    @property
+    def carried_heads(self) -> tuple[str, ...]:
+        """Carried tasks with a prediction head (not a masked-LM objective)."""
+        return tuple(t for t in self.carried if t in self.model.prediction_tasks)
 
     @property
     def num_layers(self) -> int:
@@ -88,11 +99,24 @@ def set_seed(seed: int) -> None:
 
 def load_inputs(config: RunConfig, console: Console) -> RunInputs:
     """Data, labels, backbone and tokenised splits: every check on the user's inputs."""
-    data = load_task_data(config)
     m = config.model
-    model = MultiTaskModel.from_backbone(
-        head_specs(config, data), backbone=m.backbone, pooling=m.pooling, normalize=m.normalize, max_length=m.max_length
-    )
+    starting = load_start(m.init) if m.init else None
+    if starting is not None:
+        check_start(config, starting)
+    data = load_task_data(config)
+    carried: tuple[str, ...] = ()
+    continued: tuple[str, ...] = ()
+    if starting is not None:
+        start = build_start(config, data, head_specs(config, data), starting)
+        model, carried, continued = start.model, start.carried, start.continued
+    else:
+        model = MultiTaskModel.from_backbone(
+            head_specs(config, data),
+            backbone=m.backbone,
+            pooling=m.pooling,
+            normalize=m.normalize,
+            max_length=m.max_length,
+        )
     encoder = model.encoder
     ids, word_ids = {}, {}
     for name, split in data.splits.items():
@@ -113,8 +137,41 @@ def load_inputs(config: RunConfig, console: Console) -> RunInputs:
         lengths=[len(x) for x in ids["train"]],
         mlm_tasks=[t for t, spec in tasks.items() if spec.type == "masked_lm" and spec.weight > 0],
         aux_tasks=[t for t, spec in tasks.items() if spec.is_auxiliary],
-        saved_tasks=[t for t, spec in tasks.items() if spec.keeps_head],
+        saved_tasks=[t for t in model.tasks if t in carried or (t in tasks and tasks[t].keeps_head)],
+        carried=carried,
+        continued=continued,
+        sts=read_sts(config.data.sts, "data.sts") if config.data.sts else None,
+        carried_test=carried_test_split(config, model, carried),
     )
+
+
+def carried_test_split(config: RunConfig, model: MultiTaskModel, carried: tuple[str, ...]) -> Split | None:
+    """``data.test``'s rows scored for the carried tasks whose label column it has (None: none has one)."""
+    tasks = [t for t in carried if t in model.prediction_tasks]
+    if not config.data.test or not tasks:
+        return None
+    sources = {
+        t: TaskSource(
+            model.tasks[t].label_column or t,
+            model.tasks[t].labels,
+            None,
+            model.tasks[t].type,
+            "tags" if model.tasks[t].type == "token_classification" else None,
+        )
+        for t in tasks
+    }
+    try:
+        return labelled_split(
+            config.data.test,
+            sources,
+            {t: model.tasks[t].labels for t in tasks},
+            config.data.text_column,
+            config.data.tokens_column,
+        )
+    except DataError as exc:
+        if "no label column" in str(exc):
+            return None
+        raise DataError(f"data.test: {exc}") from None
 
 
 def data_stats(config: RunConfig, data: TaskData) -> DataStats:
@@ -153,7 +210,9 @@ def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
     config, recipe = apply_recipe(inputs.config, stats, raw_tokens)
     if recipe is not None:
         logger.info("recipe (training.strategy: auto): %s", recipe.reason)
-    plan = build_plan(config, num_layers, stats, raw_token_tasks=raw_tokens)
+    plan = build_plan(config, num_layers, stats, raw_tokens, inputs.carried_heads, inputs.continued)
+    if config.model.init and plan.saved_backbone_groups is not None:  # adapters alone would need model.init's base
+        plan = replace(plan, saved_backbone_groups=None)
     get_strategy(plan.strategy).prepare(inputs.model, GroupContext(num_layers, tuple(config.tasks), config.training))
     if plan.head_init:  # the warm start fits heads on the normalised embedding, as ``frozen`` does
         mark_normalized_inputs(inputs.model, plan.head_init)
@@ -317,8 +376,16 @@ def _print_plan(
         f"trainable parameters: {start}{trainable:,} of {total:,} ({100.0 * trainable / max(1, total):.2f}%) · "
         f"{steps} · run dir {config.output_dir}"
     )
+    if config.model.init:
+        new = [t for t in config.tasks if t not in inputs.continued]
+        parts = [f"continues {', '.join(inputs.continued)}"] if inputs.continued else []
+        parts += [f"carries {', '.join(inputs.carried)} unchanged"] if inputs.carried else []
+        parts += [f"adds {', '.join(new)}"] if new else []
+        console.print(f"starting from {config.model.init}: {'; '.join(parts)}")
     if inputs.recipe is not None:
         console.print(f"recipe (strategy auto): {inputs.recipe.reason}")
+    if plan.keep.moves or plan.keep.old_heads:
+        console.print(plan.keep.describe())
     if resumed_at is not None:
         console.print(f"resumed from the checkpoint at step {resumed_at}: earlier stages are not run again")
     elif plan.contrastive is not None:

@@ -22,6 +22,10 @@ class Frozen(Strategy):
         return set()
 
     def prepare(self, model: nn.Module, ctx: GroupContext) -> None:
+        """The heads it fits read the normalised embedding; a frozen head, or one carried from
+        ``model.init``, keeps reading what it was trained on."""
+        from mtst.training.freezing import parse_freeze
         from mtst.training.headfit import mark_normalized_inputs
 
-        mark_normalized_inputs(model)
+        frozen = parse_freeze(ctx.training.freeze, ctx.num_layers, ctx.tasks)
+        mark_normalized_inputs(model, tuple(t for t in ctx.tasks if f"heads.{t}" not in frozen))

@@ -1,0 +1,192 @@
+"""Keeping what the starting model knows while the backbone moves, and saying how much was kept.
+
+Before the first stage, the starting model's outputs on the training texts are recorded once
+(:func:`start_targets`): its sentence embeddings and, for the heads this run does not train (carried
+from ``model.init``, or frozen by ``freeze``), their logits. Every step that moves the backbone may
+then add :func:`keep_loss`: ``1 - cosine`` to the starting embedding (the embedding that ``encode``,
+``search`` and ``/encode`` serve) and, for the old heads, the KL divergence to their softened
+probabilities (Learning without Forgetting, Li and Hoiem 2016). Texts repeat every epoch, so
+recording the targets once costs one inference pass where a teacher run beside each step would
+cost one per step.
+
+:func:`retention` compares the run's model with those records at the end: embedding cosine, old
+heads' agreement, STS Spearman and the carried tasks' test figures where the data has them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtst.modeling.encoder import eval_mode
+
+if TYPE_CHECKING:
+    from mtst.modeling.model import MultiTaskModel
+    from mtst.training.plan import KeepPlan
+
+logger = logging.getLogger("mtst")
+
+REPORT_ROWS = 1000  # training texts the retention figures are measured on (a seeded sample above it)
+
+
+@dataclass
+class StartTargets:
+    """The starting model's outputs on training rows ``rows`` (row index -> position ``index[row]``)."""
+
+    rows: np.ndarray
+    embeddings: torch.Tensor  # (len(rows), dim), L2-normalised
+    logits: dict[str, list[torch.Tensor]]  # old head -> per row: (labels,) or (tokens, labels)
+    report_rows: np.ndarray  # the rows the retention figures are measured on
+    before: dict[str, Any] = field(default_factory=dict)  # STS and carried tasks' test figures at the start
+
+    def __post_init__(self) -> None:
+        self.index = np.full(int(self.rows.max()) + 1 if len(self.rows) else 0, -1, dtype=np.int64)
+        self.index[self.rows] = np.arange(len(self.rows))
+
+    def positions(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self.index[np.asarray(rows)])
+
+
+def report_sample(n: int, seed: int, limit: int = REPORT_ROWS) -> np.ndarray:
+    """The training rows retention is measured on: all of them up to ``limit``, else a seeded sample."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 7]).choice(n, size=limit, replace=False))
+
+
+@torch.inference_mode()
+def model_outputs(
+    model: MultiTaskModel, ids: Sequence[Sequence[int]], tasks: Sequence[str], batch_size: int
+) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
+    """Normalised sentence embeddings and raw logits of ``tasks`` (token heads: one row per token)."""
+    emb = torch.zeros((len(ids), model.encoder.dim), dtype=torch.float32)
+    logits: dict[str, list[torch.Tensor]] = {t: [torch.empty(0)] * len(ids) for t in tasks}
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        for chunk, batch in model.encoder.length_sorted_batches(ids, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            feats = model(batch, tasks=list(tasks))
+            emb[torch.as_tensor(chunk)] = F.normalize(feats["sentence_embedding"].float(), dim=-1).cpu()
+            for task in tasks:
+                out = feats["logits"][task].float().cpu()
+                for r, i in enumerate(chunk):
+                    logits[task][i] = out[r] if out.dim() == 2 else out[r, : len(ids[i])].clone()
+    return emb, logits
+
+
+def start_targets(
+    model: MultiTaskModel, ids: Sequence[Sequence[int]], keep: KeepPlan, seed: int, batch_size: int
+) -> StartTargets:
+    """Record the starting model's outputs: on every training row where a term needs them, else on the
+    report sample only (the retention figures)."""
+    report = report_sample(len(ids), seed)
+    rows = np.arange(len(ids)) if keep.has_terms else report
+    emb, logits = model_outputs(model, [ids[i] for i in rows], keep.old_heads, batch_size)
+    return StartTargets(rows, emb, logits, report)
+
+
+def _padded(parts: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row token logits padded to ``width`` and the mask of real tokens."""
+    out = torch.zeros((len(parts), width, parts[0].shape[-1]))
+    mask = torch.zeros((len(parts), width), dtype=torch.bool)
+    for r, p in enumerate(parts):
+        n = min(width, p.shape[0])
+        out[r, :n] = p[:n]
+        mask[r, :n] = True
+    return out, mask
+
+
+def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of softened distributions, x T^2 so its gradient scale does not depend on T."""
+    t = temperature
+    return (
+        F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="none").sum(
+            -1
+        )
+        * t
+        * t
+    )
+
+
+def keep_loss(
+    model: MultiTaskModel,
+    feats: dict[str, Any],
+    rows: Sequence[int] | np.ndarray,
+    targets: StartTargets,
+    keep: KeepPlan,
+) -> torch.Tensor | None:
+    """The weighted keep terms for a batch of training rows (None where no term applies)."""
+    pos = targets.positions(rows)
+    total: torch.Tensor | None = None
+    device = feats["sentence_embedding"].device
+    if keep.embedding > 0:
+        s = F.normalize(feats["sentence_embedding"].float(), dim=-1)
+        t = targets.embeddings[pos].to(device)
+        total = keep.embedding * (1.0 - (s * t).sum(-1)).mean()
+    if keep.heads > 0:
+        for task in keep.old_heads:
+            student = model.head_logits(task, feats).float()
+            parts = [targets.logits[task][int(p)] for p in pos]
+            if student.dim() == 2:
+                term = soft_target_loss(student, torch.stack(parts).to(device), keep.temperature).mean()
+            else:
+                teacher, mask = _padded(parts, student.shape[1])
+                per_token = soft_target_loss(student, teacher.to(device), keep.temperature)
+                term = per_token[mask.to(device)].mean()
+            term = keep.heads * term
+            total = term if total is None else total + term
+    return total
+
+
+def _agreement(old: list[torch.Tensor], new: list[torch.Tensor]) -> float:
+    """Share of rows (or tokens) where the two models' top label is the same."""
+    same = total = 0
+    for a, b in zip(old, new, strict=True):
+        same += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.argmax(-1).numel()
+    return same / max(1, total)
+
+
+def retention(
+    model: MultiTaskModel,
+    ids: Sequence[Sequence[int]],
+    targets: StartTargets | None,
+    keep: KeepPlan,
+    batch_size: int,
+    after: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the run kept: the embedding's mean cosine to the start on training texts, each old head's
+    agreement with the start, and the start/end STS and test figures (``targets.before`` / ``after``).
+
+    Without targets the backbone never moved and the old heads never trained: everything was kept exactly.
+    """
+    out: dict[str, Any] = {"protect": keep.protect, "start": keep.start}
+    if targets is None:
+        out["embedding"] = {"cosine": 1.0, "rows": len(ids), "exact": True}
+        out["tasks"] = {t: {"agreement": 1.0, "exact": True} for t in keep.old_heads}
+    else:
+        report = targets.report_rows
+        emb, logits = model_outputs(model, [ids[i] for i in report], keep.old_heads, batch_size)
+        pos = targets.positions(report)
+        cosine = (emb * targets.embeddings[pos]).sum(-1)
+        out["embedding"] = {"cosine": round(float(cosine.mean()), 4), "rows": len(report)}
+        out["tasks"] = {
+            t: {
+                "agreement": round(_agreement([targets.logits[t][int(p)] for p in pos], logits[t]), 4),
+                "rows": len(report),
+            }
+            for t in keep.old_heads
+        }
+    after = after or {}
+    before = targets.before if targets is not None else after  # nothing moved: the end is the start
+    if "sts" in after:
+        out["embedding"]["sts"] = {"start": before.get("sts"), "end": after["sts"]}
+    for task, figures in after.get("test", {}).items():
+        out["tasks"].setdefault(task, {})["test"] = {"start": before.get("test", {}).get(task), "end": figures}
+    return out
