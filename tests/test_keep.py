@@ -18,7 +18,7 @@ from mtst.errors import ConfigError
 from mtst.export import OnnxPredictor, export
 from mtst.modeling.model import MultiTaskModel, is_model_dir
 from mtst.training.keep import keep_loss, report_sample, soft_target_loss, start_targets
-from mtst.training.plan import DataStats, KeepPlan, build_plan
+from mtst.training.plan import KEEP_EMBEDDING, DataStats, KeepPlan, build_plan, embedding_weight
 from mtst.training.trainer import load_inputs, make_plan, train
 from tests.conftest import SENTENCES
 
@@ -64,10 +64,12 @@ def test_keep_plan_resolves_protection_from_what_moves(tiny_backbone_dir: Path, 
         cfg = _config(tiny_backbone_dir, tiny_data, Path("x"), {"sentiment": {}}, strategy=strategy, keep=keep)
         return build_plan(cfg, 2, STATS, carried=carried).keep
 
-    assert plan("full", ("category",)) == KeepPlan("distill", ("category",), 0.6, 1.0, 2.0, "pretrained", True)
+    assert plan("full", ("category",)) == KeepPlan("distill", ("category",), 0.0, 1.0, 2.0, "pretrained", True)
     assert plan("full", ("category",), protect="free").has_terms is False
-    assert plan("full", (), embedding=0).has_terms is False  # nothing old and no embedding term
-    assert plan("full", ()).has_terms and plan("full", ()).heads == 0.0
+    assert plan("full", ()).has_terms is False  # a new model's embedding is not held unless asked
+    assert plan("full", (), embedding=0.6).has_terms and plan("full", (), embedding=0.6).heads == 0.0
+    assert embedding_weight(None, from_trained=True) == KEEP_EMBEDDING > 0  # auto, from model.init
+    assert embedding_weight(None, from_trained=False) == 0.0 and embedding_weight(0.2, False) == 0.2
     assert plan("heads", ("category",)) == KeepPlan("safe", ("category",), 0.0, 0.0, 2.0, "pretrained", False)
     assert plan("frozen", ("category",), protect="safe").moves is False
     assert plan("lora", ("category",), heads=0.5).heads == 0.5
@@ -228,8 +230,13 @@ def test_lora_on_a_lora_model_saves_a_model_that_loads_with_every_task(
 
 
 def test_retention_appears_in_metrics_and_in_the_console(
-    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture
+    tiny_backbone_dir: Path,
+    tiny_data: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr("mtst.training.loop.MOVED_COSINE", 0.999)  # the tiny model moves little in a few steps
     sts = tmp_path / "sts.jsonl"
     sts.write_text(
         "".join(
@@ -252,8 +259,10 @@ def test_retention_appears_in_metrics_and_in_the_console(
     kept = json.loads((tmp_path / "run" / "metrics.json").read_text())["retention"]
     assert 0 < kept["embedding"]["cosine"] <= 1 and set(kept["embedding"]["sts"]) == {"start", "end"}
     assert kept["protect"] == "distill" and kept["start"] == "pretrained"
-    out = capsys.readouterr().out
-    assert "embedding (cosine to start)" in out and "STS" in out
+    printed = capsys.readouterr()
+    assert "embedding (cosine to start)" in printed.out and "STS" in printed.out
+    assert kept["embedding"]["cosine"] < 0.999  # not held on a new model: the run says what moved
+    assert "the sentence embedding moved" in " ".join(printed.err.split())
     # mtst evaluate --sts: the same Spearman for the saved model
     assert main(["evaluate", str(tmp_path / "run"), "--sts", str(sts)]) == 0
     assert "STS" in capsys.readouterr().out

@@ -152,12 +152,14 @@ class KeepSection(_Section):
     nothing to hold it; ``distill`` adds the starting model's outputs on the training texts as soft
     targets: the old heads' probabilities at ``temperature`` (Learning without Forgetting), weighted by
     ``heads``, and the sentence embedding (1 - cosine to the starting one), weighted by ``embedding``.
-    ``auto``: ``distill``. ``embedding`` applies to every run whose backbone moves, a new model's too
-    (the pretrained encoder is its start), the contrastive stage included; 0 turns it off.
+    ``auto``: ``distill``. ``embedding`` applies to every run whose backbone moves, the contrastive
+    stage included; ``null`` (auto) holds it (x0.6) where the run starts from a trained model
+    (``model.init``) and not on a new model, where holding the pretrained embedding costs accuracy
+    (benchmarks/README.md "Keeping what the model knows"); 0 turns it off.
     """
 
     protect: Literal["auto", "safe", "free", "distill"] = "auto"
-    embedding: float = Field(default=0.6, ge=0)
+    embedding: float | None = Field(default=None, ge=0)
     heads: float = Field(default=1.0, ge=0)
     temperature: float = Field(default=2.0, gt=0)
 

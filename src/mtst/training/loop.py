@@ -38,7 +38,7 @@ from mtst.training.freezing import apply_trainable, set_train_mode
 from mtst.training.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
 from mtst.training.keep import StartTargets, keep_loss, retention, start_targets
 from mtst.training.optim import GroupScheduler, build_optimizer
-from mtst.training.plan import trains_backbone
+from mtst.training.plan import KEEP_EMBEDDING, trains_backbone
 from mtst.training.result import TrainResult, stages_run, summary
 from mtst.training.rundir import peak_rss_mb
 from mtst.training.scoring import score_test, score_validation
@@ -82,6 +82,7 @@ def end_figures(model: MultiTaskModel, inputs: RunInputs, batch_size: int) -> di
 
 
 FIGURES = ("accuracy", "macro_f1", "f1", "n")
+MOVED_COSINE = 0.9  # below this mean cosine to its start, an unheld embedding gets a note at the end of the run
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -491,8 +492,19 @@ class TrainingLoop:
         """What the best model kept of the start (:func:`retention`)."""
         inputs, tc = self.inputs, self.tc
         after = end_figures(best, inputs, tc.eval_batch_size)
-        kept = retention(best, inputs.ids["train"], self.targets, self.plan.keep, tc.eval_batch_size, after)
+        keep = self.plan.keep
+        kept = retention(best, inputs.ids["train"], self.targets, keep, tc.eval_batch_size, after)
         logger.info("retention: %s", json.dumps(kept))
+        cosine = kept["embedding"]["cosine"]
+        if keep.moves and keep.embedding == 0 and cosine < MOVED_COSINE:
+            note = (
+                f"the sentence embedding moved (mean cosine {cosine:.2f} to its start on the training texts): "
+                "`encode`, `search` and `similarity` with this model rank texts differently from before; "
+                f'training.keep.embedding: {KEEP_EMBEDDING} holds it, at some cost in accuracy (README, "Start from '
+                'a trained model; keep what it knows")'
+            )
+            logger.warning(note)
+            self.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
         return kept
 
     # ------------------------------------------------------------------- step
