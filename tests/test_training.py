@@ -218,6 +218,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(
 ) -> None:
     settings = {"strategy": "gradual", "epochs": 3, "checkpoint_every": 2, "gradual": {"stage_steps": 3}}
     settings["precision"] = "fp32"  # the killed run is a child process, where auto may mean bf16
+    settings["keep"] = {"embedding": 0.5}  # the resumed run records its start again, from the backbone
     straight = make_config(tiny_backbone_dir, tiny_data, tmp_path / "straight", **settings)
     train(straight, show_progress=False)
 
