@@ -207,7 +207,7 @@ def _mean(values: list) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| kind | data | variant | seeds | task accuracy | STS-B Spearman | cosine to start "
+        "| kind | data | variant | seeds | task accuracy | STS-B Spearman | cosine to start x100 "
         "| carried coarse test acc | agreement | train s |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

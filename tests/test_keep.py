@@ -54,6 +54,26 @@ def category_run(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path_fa
     return run
 
 
+def _free_and_distill(
+    start: Path, data: dict[str, str], tmp_path: Path, keep: dict[str, float], **training: Any
+) -> dict[str, dict]:
+    """The retention of a ``full`` run adding ``sentiment`` to ``start``, under ``free`` and ``distill``
+    with the same seed."""
+    out = {}
+    for protect in ("free", "distill"):
+        cfg = _config(
+            start,
+            data,
+            tmp_path / protect,
+            {"sentiment": {}},
+            strategy="full",
+            keep={"protect": protect, **keep},
+            **training,
+        )
+        out[protect] = train(cfg, show_progress=False).retention
+    return out
+
+
 def _probs(model: MultiTaskModel, task: str) -> np.ndarray:
     return model.predict_proba(SENTENCES, tasks=[task])[task]
 
@@ -155,18 +175,7 @@ def test_safe_keeps_carried_heads_bit_identical_and_they_survive_every_export(
 def test_distill_keeps_more_than_free_with_the_same_seed(
     category_run: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
-    kept = {}
-    for protect in ("free", "distill"):
-        cfg = _config(
-            category_run,
-            tiny_data,
-            tmp_path / protect,
-            {"sentiment": {}},
-            strategy="full",
-            epochs=6,
-            keep={"protect": protect, "embedding": 5.0, "heads": 5.0},
-        )
-        kept[protect] = train(cfg, show_progress=False).retention
+    kept = _free_and_distill(category_run, tiny_data, tmp_path, {"embedding": 5.0, "heads": 5.0}, epochs=6)
     free, distill = kept["free"], kept["distill"]
     assert distill["embedding"]["cosine"] > free["embedding"]["cosine"] + 0.01
     assert distill["tasks"]["category"]["agreement"] >= free["tasks"]["category"]["agreement"]
@@ -278,17 +287,9 @@ def test_a_carried_token_head_is_distilled_per_token_and_saved(
         "tags": make_tasks()["category"].model_copy(update={"type": "token_classification", "labels": ["O", "B-X"]})
     }
     start = MultiTaskModel.from_backbone(tasks, backbone=str(tiny_backbone_dir)).save(tmp_path / "tagger")
-    kept = {}
-    for protect in ("free", "distill"):
-        cfg = _config(
-            start,
-            tiny_data,
-            tmp_path / protect,
-            {"sentiment": {}},
-            strategy="full",
-            keep={"protect": protect, "heads": 5.0},
-        )
-        kept[protect] = train(cfg, show_progress=False).retention["tasks"]["tags"]["agreement"]
+    retained = _free_and_distill(start, tiny_data, tmp_path, {"heads": 5.0})
+    kept = {protect: r["tasks"]["tags"]["agreement"] for protect, r in retained.items()}
+    for protect in kept:
         end = MultiTaskModel.load(tmp_path / protect)
         assert (
             set(end.tasks) == {"tags", "sentiment"} and end.predict(["a good pan"], tasks=["tags"])[0]["tags"]["words"]
