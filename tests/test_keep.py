@@ -86,13 +86,20 @@ def test_keep_plan_resolves_protection_from_what_moves(tiny_backbone_dir: Path, 
 
     assert plan("full", ("category",)) == KeepPlan("distill", ("category",), 0.0, 1.0, 2.0, "pretrained", True)
     assert plan("full", ("category",), protect="free").has_terms is False
-    assert plan("full", ()).has_terms is False  # a new model's embedding is not held unless asked
+    assert plan("full", ()).protect == "free"  # a new model: its embedding is not held unless asked
     assert plan("full", (), embedding=0.6).has_terms and plan("full", (), embedding=0.6).heads == 0.0
     assert embedding_weight(None, from_trained=True) == KEEP_EMBEDDING > 0  # auto, from model.init
     assert embedding_weight(None, from_trained=False) == 0.0 and embedding_weight(0.2, False) == 0.2
     assert plan("heads", ("category",)) == KeepPlan("safe", ("category",), 0.0, 0.0, 2.0, "pretrained", False)
     assert plan("frozen", ("category",), protect="safe").moves is False
     assert plan("lora", ("category",), heads=0.5).heads == 0.5
+    # a continued head listed in freeze is an old head: held under distill, so no drift warning
+    frozen = _config(
+        tiny_backbone_dir, tiny_data, Path("x"), {"sentiment": {}}, strategy="full", freeze=["heads.sentiment"]
+    )
+    held = build_plan(frozen, 2, STATS, continued=("sentiment",))
+    assert held.keep.old_heads == ("sentiment",) and held.keep.heads == 1.0 and held.warnings == ()
+    assert "sentiment" in build_plan(frozen, 2, STATS).warnings[0]  # a new model's frozen head just drifts
     with pytest.raises(ConfigError, match=r"protect: safe keeps the encoder.*strategy .full. trains it"):
         plan("full", ("category",), protect="safe")
     # auto under safe: heads on the encoder as it is, no contrastive stage
@@ -267,7 +274,7 @@ def test_retention_appears_in_metrics_and_in_the_console(
     assert main(["train", str(path), "-q"]) == 0
     kept = json.loads((tmp_path / "run" / "metrics.json").read_text())["retention"]
     assert 0 < kept["embedding"]["cosine"] <= 1 and set(kept["embedding"]["sts"]) == {"start", "end"}
-    assert kept["protect"] == "distill" and kept["start"] == "pretrained"
+    assert kept["protect"] == "free" and kept["start"] == "pretrained"
     printed = capsys.readouterr()
     assert "embedding (cosine to start)" in printed.out and "STS" in printed.out
     assert kept["embedding"]["cosine"] < 0.999  # not held on a new model: the run says what moved

@@ -163,8 +163,8 @@ def test_frozen_head_on_a_moving_backbone_warns_unless_distilled() -> None:
     warnings = plan_for("full", freeze=["heads.category"], keep=free).warnings
     assert len(warnings) == 1 and "category" in warnings[0] and "drift" in warnings[0]
     assert plan_for("heads", freeze=["heads.category"], keep=free).warnings == ()
-    held = plan_for("full", freeze=["heads.category"])  # protect auto: the head is held to its outputs
-    assert held.warnings == () and held.keep.protect == "distill" and held.keep.old_heads == ()
+    fresh = plan_for("full", freeze=["heads.category"])  # a new model's frozen head has no outputs to keep
+    assert len(fresh.warnings) == 1 and fresh.keep.old_heads == ()
 
 
 def test_gradual_stages_unfreeze_top_layer_first() -> None:

@@ -202,6 +202,7 @@ def build_plan(
     shared = sharing_tasks(ever, stats)
     scale = task_lr_scale(tc.task_lr, shared, stats)
     scaled = tc.model_copy(update={"lr_backbone": tc.lr_backbone * scale})
+    keep = keep_plan(config, trains_backbone(_with_contrastive(ever, contrastive)), carried, continued, frozen)
     head_lr = strategy.head_lr(scaled)  # an explicit lr_head, or lora.lr, stays as written
     lrs = {g: group_lr(g, num_layers, scaled.lr_backbone, head_lr, tc.layer_decay, tc.lora.lr) for g in sorted(ever)}
     return TrainingPlan(
@@ -217,7 +218,7 @@ def build_plan(
         closed_form=strategy.closed_form,
         cache=tc.cache.enabled and not raw_token_tasks,
         saved_backbone_groups=None if saved is None or tc.lora.save == "merged" else tuple(saved),
-        warnings=tuple(_warnings(stages[0], tasks, carried, tc.keep.protect)),
+        warnings=tuple(_warnings(stages[0], tasks, carried, keep)),
         contrastive=contrastive,
         head_init=tuple(
             t
@@ -229,7 +230,7 @@ def build_plan(
         closed_form_heads=tuple(t for t in tasks if f"heads.{t}" not in frozen) if strategy.closed_form else (),
         shared_by=shared,
         lr_scale=scale,
-        keep=keep_plan(config, trains_backbone(_with_contrastive(ever, contrastive)), carried, continued, frozen),
+        keep=keep,
     )
 
 
@@ -256,15 +257,11 @@ def keep_plan(
     old = carried + tuple(t for t in continued if f"heads.{t}" in frozen and config.tasks[t].type != "masked_lm")
     protect = ("distill" if kc.protect == "auto" else kc.protect) if moves else "safe"
     distill = protect == "distill"
-    return KeepPlan(
-        protect=protect,
-        old_heads=old,
-        embedding=embedding_weight(kc.embedding, bool(config.model.init)) if distill else 0.0,
-        heads=kc.heads if distill and old else 0.0,
-        temperature=kc.temperature,
-        start=config.model.init or "pretrained",
-        moves=moves,
-    )
+    embedding = embedding_weight(kc.embedding, bool(config.model.init)) if distill else 0.0
+    heads = kc.heads if distill and old else 0.0
+    if distill and not (embedding > 0 or heads > 0):
+        protect = "free"  # nothing to hold (a new model, its embedding not held): the encoder moves freely
+    return KeepPlan(protect, old, embedding, heads, kc.temperature, config.model.init or "pretrained", moves)
 
 
 def trains_backbone(groups: set[str] | frozenset[str]) -> bool:
@@ -374,13 +371,15 @@ def _stage_index(step: int, stage_steps: int | None, num_stages: int) -> int:
     return 0 if not stage_steps else min(step // stage_steps, num_stages - 1)
 
 
-def _warnings(groups: frozenset[str], tasks: tuple[str, ...], carried: tuple[str, ...], protect: str) -> list[str]:
-    frozen_heads = [t for t in tasks if f"heads.{t}" not in groups] + list(carried)
-    if trains_backbone(groups) and frozen_heads and protect == "free":
+def _warnings(groups: frozenset[str], tasks: tuple[str, ...], carried: tuple[str, ...], keep: KeepPlan) -> list[str]:
+    """A head that does not train while the backbone does, and that nothing holds, drifts: say so."""
+    held = set(keep.old_heads) if keep.heads > 0 else set()
+    drifting = [t for t in (*tasks, *carried) if f"heads.{t}" not in groups and t not in held]
+    if trains_backbone(groups) and drifting:
         return [
-            f"head(s) {', '.join(frozen_heads)} are frozen while the backbone trains (keep.protect: free): their "
-            "inputs will drift under them and their accuracy can fall; keep.protect distill holds them to their "
-            "outputs, safe freezes the backbone too (retention figures: metrics.json)"
+            f"head(s) {', '.join(drifting)} are frozen while the backbone trains (keep.protect: {keep.protect}): "
+            "their inputs will drift under them and their accuracy can fall; from a trained model, keep.protect "
+            "distill holds them to their outputs and safe freezes the backbone too (retention: metrics.json)"
         ]
     return []
 
