@@ -14,7 +14,7 @@ from rich.console import Console
 
 from mtst.cli import main
 from mtst.config import validate_config
-from mtst.errors import ConfigError
+from mtst.errors import ConfigError, ModelLoadError
 from mtst.export import OnnxPredictor, export
 from mtst.modeling.model import MultiTaskModel, is_model_dir
 from mtst.training.keep import keep_loss, report_sample, soft_target_loss, start_targets
@@ -28,6 +28,8 @@ STATS = DataStats(24, {"sentiment": (8, 8, 8)})
 def _config(backbone: Path | str, data: dict[str, str], run: Path, tasks: dict[str, Any], **training: Any) -> Any:
     """A config on the tiny backbone, or starting from a trained model (``model.init``) where given one."""
     model = {"init": str(backbone)} if is_model_dir(backbone) else {"backbone": str(backbone)}
+    if "init" in training:
+        model["init"] = str(training.pop("init"))
     return validate_config(
         {
             "model": {**model, "max_length": 32},
@@ -215,6 +217,11 @@ def test_labels_other_than_the_models_are_refused_naming_task_and_labels(
     renamed = {"category": {"label_column": "sentiment"}}  # other values in that column: a new label set
     with pytest.raises(ConfigError, match=r"tasks\.category: the training data has label\(s\) 'negative'"):
         load_inputs(_config(category_run, tiny_data, tmp_path / "e", renamed), Console(quiet=True))
+    with pytest.raises(ModelLoadError, match=r"model\.init: .*nope: no such directory"):
+        load_inputs(
+            _config(tmp_path / "nope", tiny_data, tmp_path / "h", {"category": {}}, init=tmp_path / "nope"),
+            Console(quiet=True),
+        )
     with pytest.raises(ConfigError, match=r"model\.pooling is .cls., the model.s is .mean."):
         bad = _config(category_run, tiny_data, tmp_path / "f", {"sentiment": {}}).model_dump()
         bad["model"]["pooling"] = "cls"

@@ -16,7 +16,7 @@ import numpy as np
 
 from mtst.config import RunConfig
 from mtst.data import MISSING, TaskData
-from mtst.errors import ConfigError
+from mtst.errors import ConfigError, ModelLoadError
 from mtst.modeling.heads import HeadSpec
 from mtst.modeling.model import MultiTaskModel
 
@@ -36,7 +36,10 @@ class Start:
 def load_start(reference: str) -> MultiTaskModel:
     """The starting model, its LoRA adapters folded in: a run adds its own adapters (or trains layers)
     on top of the weights the model computes with."""
-    model = MultiTaskModel.load(reference)
+    try:
+        model = MultiTaskModel.load(reference)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model.init: {exc}") from None
     if model.lora is not None:
         model.merge_lora()
     return model
