@@ -178,3 +178,14 @@ def test_cli_reports_a_bad_csv_row_and_reads_long_fields(
     out = tmp_path / "e.npy"
     assert main(["encode", "--input", str(tmp_path / "big.csv"), "-m", str(tiny_backbone_dir), "-o", str(out)]) == 0
     assert np.load(out).shape[0] == 1
+
+
+def test_jsonl_rows_that_omit_a_task_key_are_unlabelled_for_it_wherever_they_come(tmp_path: Path) -> None:
+    # a file mixing two sources names in each row only the columns that row carries, the first row too
+    rows = [{"text": "is it good", "sentiment": "pos"}, {"text": "what is a cat", "coarse": "DESC"}]
+    rows += [{"text": f"why {i}", "coarse": "DESC" if i % 2 else "ENTY"} for i in range(3)]
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = build_task_data({"coarse": ("coarse", None, None)}, {"train": str(f)}, "text")
+    assert list(data.splits["train"].labels["coarse"]) == [MISSING, 0, 1, 0, 1]
+    assert data.labels["coarse"] == ["DESC", "ENTY"]

@@ -375,12 +375,13 @@ def build_task_data(
                 parts.append((f"tasks.{task}.data.{split}", src.own[split], [task]))
         for key, source, owners in parts:
             rows = _load_part(key, source)
+            keys = columns_of(rows)
             part_words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
             for task, src in sources.items():
-                col = _task_column(src, rows[0]) if task in owners else None
+                col = _task_column(src, keys) if task in owners else None
                 if col is None:
                     if task in owners and split == "train":
-                        columns = ", ".join(map(str, rows[0]))
+                        columns = ", ".join(sorted(keys))
                         raise DataError(f"{source}: no column {src.column!r} for task {task!r}; columns are: {columns}")
                     raw[task] += [None] * len(rows)
                 elif src.kind == "token_classification":
@@ -440,8 +441,9 @@ def labelled_split(
     rows = load_table(source)
     words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
     raw: dict[str, list[Any]] = {}
+    keys = columns_of(rows)
     for task, src in sources.items():
-        col = _task_column(src, rows[0])
+        col = _task_column(src, keys)
         if col is None:
             continue
         if src.kind == "token_classification":
@@ -455,9 +457,14 @@ def labelled_split(
     return _encode_split(str(source), texts, raw, words, {t: sources[t] for t in raw}, labels, "the model")
 
 
-def _task_column(src: TaskSource, first_row: dict[str, Any]) -> str | None:
+def columns_of(rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Every key of any row: JSON Lines rows of a mixed file name only the columns they carry."""
+    return set().union(*(r.keys() for r in rows))
+
+
+def _task_column(src: TaskSource, columns: set[str]) -> str | None:
     for col in (src.column, src.fallback_column):
-        if col and col in first_row:
+        if col and col in columns:
             return col
     return None
 
