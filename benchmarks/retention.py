@@ -154,9 +154,17 @@ def embedding(sets: list[str], weights: list[float], seeds: list[int], work: Pat
                 record("embedding", name, seed, f"embedding={w}", m, column)
 
 
-def sequential(seeds: list[int], work: Path, size: int = 64) -> None:
+def sequential(
+    seeds: list[int],
+    work: Path,
+    size: int = 64,
+    start_embedding: float | None = None,
+    protects: tuple[str, ...] = ("safe", "free", "distill"),
+) -> None:
+    """``start_embedding``: the coarse model's own ``keep.embedding`` (None: the default, not held)."""
     trec_train, trec_test, _ = subset("trec", 0)
-    d = work / "sequential"
+    held = "" if start_embedding is None else f" (coarse model held x{start_embedding:g})"
+    d = work / ("sequential" if start_embedding is None else f"sequential-held{start_embedding:g}")
     d.mkdir(parents=True, exist_ok=True)
     first = d / "coarse"
     if not (first / "metrics.json").exists():
@@ -169,9 +177,10 @@ def sequential(seeds: list[int], work: Path, size: int = 64) -> None:
                 "test": write_jsonl(d / "trec_test.jsonl", trec_test),
                 "sts": str(STS),
             },
+            "training": {"keep": {"embedding": start_embedding}},
         }
         m = mtst_train(config, first)
-        record("sequential", "trec->sst2", 0, "coarse model", m, "coarse")
+        record("sequential", "trec->sst2", 0, "coarse model" + held, m, "coarse")
     before = json.loads((first / "metrics.json").read_text())["test"]["coarse/accuracy"]
     sst_test = read_jsonl(DATA / "sst2" / "test.jsonl")
     mixed_test = write_jsonl(
@@ -187,12 +196,13 @@ def sequential(seeds: list[int], work: Path, size: int = 64) -> None:
             "data": {"train": rows, "test": mixed_test, "sts": str(STS)},
             "training": {"seed": seed},
         }
-        m = mtst_train(base, d / f"single-{seed}")
-        record("sequential", "trec->sst2", seed, "sentiment alone", m, "sentiment")
-        for protect in ("safe", "free", "distill"):
+        if start_embedding is None:
+            m = mtst_train(base, d / f"single-{seed}")
+            record("sequential", "trec->sst2", seed, "sentiment alone", m, "sentiment")
+        for protect in protects:
             config = {**base, "model": {"init": str(first)}, "training": {"seed": seed, "keep": {"protect": protect}}}
             m = mtst_train(config, d / f"{protect}-{seed}")
-            entry = record("sequential", "trec->sst2", seed, protect, m, "sentiment")
+            entry = record("sequential", "trec->sst2", seed, protect + held, m, "sentiment")
             coarse = entry["carried"].get("coarse") or {}
             print(f"  coarse test accuracy {before:.4f} -> {(coarse.get('end') or {}).get('accuracy')}", flush=True)
 
@@ -233,6 +243,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--table", action="store_true")
+    parser.add_argument(
+        "--start-embedding", type=float, default=None, help="sequential: the coarse model's keep.embedding"
+    )
+    parser.add_argument("--protects", default="safe,free,distill")
     args = parser.parse_args()
     if args.table or args.kind is None:
         print(table(json.loads(RESULTS.read_text()) if RESULTS.exists() else []))
@@ -242,7 +256,7 @@ def main() -> None:
     if args.kind == "embedding":
         embedding(args.sets.split(","), [float(w) for w in args.weights.split(",")], seeds, work)
     else:
-        sequential(seeds, work)
+        sequential(seeds, work, start_embedding=args.start_embedding, protects=tuple(args.protects.split(",")))
 
 
 if __name__ == "__main__":

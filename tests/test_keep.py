@@ -309,3 +309,26 @@ def test_a_carried_token_head_is_distilled_per_token_and_saved(
             set(end.tasks) == {"tags", "sentiment"} and end.predict(["a good pan"], tasks=["tags"])[0]["tags"]["words"]
         )
     assert kept["distill"] >= kept["free"] and kept["distill"] > 0.9
+
+
+def test_the_retention_table_shows_start_and_end_only_where_measured() -> None:
+    from rich.console import Console as RichConsole
+
+    from mtst.report import retention_table
+
+    def shown(kept: dict) -> str:
+        console = RichConsole(record=True, width=120)
+        console.print(retention_table(kept))
+        return console.export_text()
+
+    plain = shown({"protect": "free", "embedding": {"cosine": 0.61}, "tasks": {}})
+    assert "0.610" in plain and "start -> end" not in plain and "keep.protect free" in plain
+    full = shown(
+        {
+            "protect": "distill",
+            "embedding": {"cosine": 0.95, "sts": {"start": 0.82, "end": 0.815}},
+            "tasks": {"coarse": {"agreement": 0.97, "test": {"start": {"accuracy": 0.97}, "end": {"accuracy": 0.968}}}},
+        }
+    )
+    assert "STS 82.0 -> 81.5" in full and "97.0%" in full and "test accuracy 97.0 -> 96.8" in full
+    assert retention_table({}) is None

@@ -104,24 +104,29 @@ def retention_table(kept: dict[str, Any], title: str = "what the model kept of i
     start (and its test figures start -> end); None when there is nothing to show."""
     if not kept:
         return None
-    table = Table(title=f"{title} · keep.protect {kept.get('protect', '-')}")
-    table.add_column("what")
-    table.add_column("kept", justify="right")
-    table.add_column("start -> end", justify="right")
+    rows: list[tuple[str, str, str]] = []
     emb = kept.get("embedding", {})
     if emb:
         sts = emb.get("sts")
         change = (
             f"STS {100 * sts['start']:.1f} -> {100 * sts['end']:.1f}" if sts and sts.get("start") is not None else ""
         )
-        table.add_row("embedding (cosine to start)", f"{emb['cosine']:.3f}", change)
+        rows.append(("embedding (cosine to start)", f"{emb['cosine']:.3f}", change))
     for task, m in kept.get("tasks", {}).items():
         test = m.get("test")
         change = ""
         if test and test.get("start") and test.get("end"):
             key = "accuracy" if "accuracy" in test["end"] else "f1"
             change = f"test {key} {100 * test['start'][key]:.1f} -> {100 * test['end'][key]:.1f}"
-        table.add_row(f"{task} (agreement)", f"{100 * m.get('agreement', 1.0):.1f}%", change)
+        rows.append((f"{task} (agreement)", f"{100 * m.get('agreement', 1.0):.1f}%", change))
+    table = Table(title=f"{title} · keep.protect {kept.get('protect', '-')}")
+    table.add_column("what")
+    table.add_column("kept", justify="right")
+    changes = any(change for _, _, change in rows)
+    if changes:
+        table.add_column("start -> end", justify="right")
+    for row in rows:
+        table.add_row(*(row if changes else row[:2]))
     return table
 
 
