@@ -436,8 +436,10 @@ def labelled_split(
     labels: dict[str, list[str]],
     text_column: str = "text",
     tokens_column: str = "tokens",
-) -> Split:
-    """One file scored against a trained model's tasks: every task whose label column it has."""
+    required: bool = True,
+) -> Split | None:
+    """One file scored against a trained model's tasks: every task whose label column it has (a file
+    with none is an error, or None where not ``required``)."""
     rows = load_table(source)
     words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
     raw: dict[str, list[Any]] = {}
@@ -450,6 +452,8 @@ def labelled_split(
             raw[task] = _row_tags(rows, col, words, tokens_column, f"{source}: task {task!r}")
         else:
             raw[task] = label_values(rows, col)
+    if not raw and not required:
+        return None
     if not raw:
         wanted = ", ".join(f"{t} (column {s.column!r})" for t, s in sources.items())
         raise DataError(f"{source}: no label column for any task of this model; expected one of: {wanted}")

@@ -29,10 +29,13 @@ from mtst.modeling.encoder import eval_mode
 if TYPE_CHECKING:
     from mtst.modeling.model import MultiTaskModel
     from mtst.training.plan import KeepPlan
+    from mtst.training.trainer import RunInputs
 
 logger = logging.getLogger("mtst")
 
 REPORT_ROWS = 1000  # training texts the retention figures are measured on (a seeded sample above it)
+MOVED_COSINE = 0.9  # below this mean cosine to its start, an unheld embedding gets a note at the end of the run
+FIGURES = ("accuracy", "macro_f1", "f1", "n")  # of a carried task's test scores, what retention records
 
 
 @dataclass
@@ -142,6 +145,22 @@ def keep_loss(
             term = keep.heads * term
             total = term if total is None else total + term
     return total
+
+
+def end_figures(model: MultiTaskModel, inputs: RunInputs, batch_size: int) -> dict[str, Any]:
+    """The figures retention compares at the start and the end: STS Spearman (``data.sts``) and the
+    carried tasks' test figures (rows of ``data.test`` labelled for them)."""
+    from mtst.evaluate import evaluate_split, sts_spearman, tokenize_split
+
+    out: dict[str, Any] = {}
+    if inputs.sts is not None:
+        out["sts"] = round(sts_spearman(model.encoder, inputs.sts, batch_size), 4)
+    split = inputs.carried_test
+    if split is not None:
+        ids, word_ids = tokenize_split(model, split)
+        scores = evaluate_split(model, split, ids, batch_size, word_ids)
+        out["test"] = {t: {k: round(v, 4) for k, v in m.items() if k in FIGURES} for t, m in scores.items()}
+    return out
 
 
 def _agreement(old: list[torch.Tensor], new: list[torch.Tensor]) -> float:

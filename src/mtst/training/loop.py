@@ -29,20 +29,21 @@ import torch
 from mtst.config import precision_name
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
-from mtst.evaluate import sts_spearman, summary_metrics
+from mtst.evaluate import summary_metrics
 from mtst.modeling.model import MultiTaskModel
 from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
 from mtst.training.contrastive import run_contrastive
 from mtst.training.freezing import apply_trainable, set_train_mode
 from mtst.training.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
-from mtst.training.keep import StartTargets, keep_loss, retention, start_targets
+from mtst.training.keep import MOVED_COSINE, StartTargets, end_figures, keep_loss, retention, start_targets
 from mtst.training.optim import GroupScheduler, build_optimizer
 from mtst.training.plan import KEEP_EMBEDDING, trains_backbone
 from mtst.training.result import TrainResult, stages_run, summary
 from mtst.training.rundir import peak_rss_mb
 from mtst.training.scoring import score_test, score_validation
 from mtst.training.selection import judge
+from mtst.training.start import starting_model
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,37 +53,6 @@ if TYPE_CHECKING:
     from mtst.training.trainer import RunInputs
 
 logger = logging.getLogger("mtst")
-
-
-def starting_model(inputs: RunInputs) -> MultiTaskModel:
-    """The model a run started from, loaded again (a resumed run's live model has moved)."""
-    config = inputs.config
-    if config.model.init:
-        from mtst.training.start import load_start
-
-        return load_start(config.model.init)
-    m, enc = config.model, inputs.model.encoder
-    return MultiTaskModel.from_backbone({}, m.backbone, enc.pooling, enc.normalize, enc.max_length)
-
-
-def end_figures(model: MultiTaskModel, inputs: RunInputs, batch_size: int) -> dict[str, Any]:
-    """The figures retention compares at the start and the end: STS Spearman (``data.sts``) and the
-    carried tasks' test figures (rows of ``data.test`` labelled for them)."""
-    out: dict[str, Any] = {}
-    if inputs.sts is not None:
-        out["sts"] = round(sts_spearman(model.encoder, inputs.sts, batch_size), 4)
-    split = inputs.carried_test
-    if split is not None:
-        from mtst.evaluate import evaluate_split, tokenize_split
-
-        ids, word_ids = tokenize_split(model, split)
-        scores = evaluate_split(model, split, ids, batch_size, word_ids)
-        out["test"] = {t: {k: round(v, 4) for k, v in m.items() if k in FIGURES} for t, m in scores.items()}
-    return out
-
-
-FIGURES = ("accuracy", "macro_f1", "f1", "n")
-MOVED_COSINE = 0.9  # below this mean cosine to its start, an unheld embedding gets a note at the end of the run
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from mtst.data import MISSING, TaskData
 from mtst.errors import ConfigError, ModelLoadError
 from mtst.modeling.heads import HeadSpec
 from mtst.modeling.model import MultiTaskModel
+
+if TYPE_CHECKING:
+    from mtst.training.trainer import RunInputs
 
 logger = logging.getLogger("mtst")
 
@@ -152,3 +156,13 @@ def build_start(config: RunConfig, data: TaskData, specs: dict[str, HeadSpec], s
         [t for t in config.tasks if t not in start.tasks],
     )
     return Start(model, Path(source), carried, continued)
+
+
+def starting_model(inputs: RunInputs) -> MultiTaskModel:
+    """The model a run started from, loaded again (a resumed run's live model has moved): ``model.init``,
+    or the pretrained backbone with the run's pooling (no heads: a new model has no old ones)."""
+    config = inputs.config
+    if config.model.init:
+        return load_start(config.model.init)
+    m, enc = config.model, inputs.model.encoder
+    return MultiTaskModel.from_backbone({}, m.backbone, enc.pooling, enc.normalize, enc.max_length)

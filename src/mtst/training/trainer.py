@@ -167,10 +167,9 @@ def carried_test_split(config: RunConfig, model: MultiTaskModel, carried: tuple[
             {t: model.tasks[t].labels for t in tasks},
             config.data.text_column,
             config.data.tokens_column,
+            required=False,
         )
     except DataError as exc:
-        if "no label column" in str(exc):
-            return None
         raise DataError(f"data.test: {exc}") from None
 
 
@@ -356,13 +355,13 @@ def _print_plan(
     at_start = sum(p.numel() for p in inputs.model.parameters() if p.requires_grad)
     trainable = inputs.trainable_parameters
     sizes = ", ".join(f"{n} {len(s)}" for n, s in data.splits.items())
-    start = f"{config.model.init} (model.init)" if config.model.init else config.model.backbone
+    origin = f"{config.model.init} (model.init)" if config.model.init else config.model.backbone
     notes = []
     for task, spec in config.tasks.items():
         kind = "masked LM" if spec.type == "masked_lm" else f"{len(data.labels[task])} labels"
         notes.append(f"{task} ({kind}{', auxiliary' if spec.is_auxiliary else ''})")
     console.print(
-        f"[bold]mtst train[/bold] · {start} · strategy [bold]{plan.strategy}[/bold] · "
+        f"[bold]mtst train[/bold] · {origin} · strategy [bold]{plan.strategy}[/bold] · "
         f"rows: {sizes} · tasks: {', '.join(notes)}"
     )
     # Gradual unfreezing trains more as it goes: say what trains at the start and the most that ever does.
