@@ -99,7 +99,7 @@ def metrics_table(per_task: dict[str, dict], title: str) -> Table:
     return table
 
 
-def retention_table(kept: dict[str, Any], title: str = "what the model kept of its start") -> Table | None:
+def retention_table(kept: dict[str, Any], title: str = "kept of its start") -> Table | None:
     """The embedding's cosine to its start (and STS start -> end), each old head's agreement with the
     start (and its test figures start -> end); None when there is nothing to show."""
     if not kept:

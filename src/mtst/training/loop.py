@@ -468,10 +468,9 @@ class TrainingLoop:
         cosine = kept["embedding"]["cosine"]
         if keep.moves and keep.embedding == 0 and cosine < MOVED_COSINE:
             note = (
-                f"the sentence embedding moved (mean cosine {cosine:.2f} to its start on the training texts): "
-                "`encode`, `search` and `similarity` with this model rank texts differently from before; "
-                f'training.keep.embedding: {KEEP_EMBEDDING} holds it, at some cost in accuracy (README, "Start from '
-                'a trained model; keep what it knows")'
+                f"the sentence embedding moved (cosine {cosine:.2f} to its start): encode, search and similarity "
+                f"now rank texts differently; training.keep.embedding: {KEEP_EMBEDDING} holds it, at some cost in "
+                "accuracy (README: keep what it knows)"
             )
             logger.warning(note)
             self.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
