@@ -160,10 +160,12 @@ def sequential(
     size: int = 64,
     start_embedding: float | None = None,
     protects: tuple[str, ...] = ("safe", "free", "distill"),
+    keep_heads: float | None = None,
 ) -> None:
     """``start_embedding``: the coarse model's own ``keep.embedding`` (None: the default, not held)."""
     trec_train, trec_test, _ = subset("trec", 0)
     held = "" if start_embedding is None else f" (coarse model held x{start_embedding:g})"
+    held += "" if keep_heads is None else f" (keep.heads {keep_heads:g})"
     d = work / ("sequential" if start_embedding is None else f"sequential-held{start_embedding:g}")
     d.mkdir(parents=True, exist_ok=True)
     first = d / "coarse"
@@ -196,12 +198,13 @@ def sequential(
             "data": {"train": rows, "test": mixed_test, "sts": str(STS)},
             "training": {"seed": seed},
         }
-        if start_embedding is None:
+        if start_embedding is None and keep_heads is None:  # the single-task reference, once
             m = mtst_train(base, d / f"single-{seed}")
             record("sequential", "trec->sst2", seed, "sentiment alone", m, "sentiment")
         for protect in protects:
-            config = {**base, "model": {"init": str(first)}, "training": {"seed": seed, "keep": {"protect": protect}}}
-            m = mtst_train(config, d / f"{protect}-{seed}")
+            keep: dict = {"protect": protect} if keep_heads is None else {"protect": protect, "heads": keep_heads}
+            config = {**base, "model": {"init": str(first)}, "training": {"seed": seed, "keep": keep}}
+            m = mtst_train(config, d / f"{protect}{held.replace(' ', '_')}-{seed}")
             entry = record("sequential", "trec->sst2", seed, protect + held, m, "sentiment")
             coarse = entry["carried"].get("coarse") or {}
             print(f"  coarse test accuracy {before:.4f} -> {(coarse.get('end') or {}).get('accuracy')}", flush=True)
@@ -247,6 +250,7 @@ def main() -> None:
         "--start-embedding", type=float, default=None, help="sequential: the coarse model's keep.embedding"
     )
     parser.add_argument("--protects", default="safe,free,distill")
+    parser.add_argument("--keep-heads", type=float, default=None, help="sequential: training.keep.heads")
     args = parser.parse_args()
     if args.table or args.kind is None:
         print(table(json.loads(RESULTS.read_text()) if RESULTS.exists() else []))
@@ -256,7 +260,13 @@ def main() -> None:
     if args.kind == "embedding":
         embedding(args.sets.split(","), [float(w) for w in args.weights.split(",")], seeds, work)
     else:
-        sequential(seeds, work, start_embedding=args.start_embedding, protects=tuple(args.protects.split(",")))
+        sequential(
+            seeds,
+            work,
+            start_embedding=args.start_embedding,
+            protects=tuple(args.protects.split(",")),
+            keep_heads=args.keep_heads,
+        )
 
 
 if __name__ == "__main__":
