@@ -332,3 +332,13 @@ def test_the_retention_table_shows_start_and_end_only_where_measured() -> None:
     )
     assert "STS 82.0 -> 81.5" in full and "97.0%" in full and "test accuracy 97.0 -> 96.8" in full
     assert retention_table({}) is None
+
+
+def test_a_row_without_recorded_start_outputs_is_an_error_not_another_rows_target() -> None:
+    from mtst.training.keep import StartTargets
+
+    targets = StartTargets(np.array([0, 2]), torch.zeros(2, 4), {}, np.array([0, 2]))
+    assert targets.positions([2, 0]).tolist() == [1, 0]
+    for missing in ([1], [3], [0, 7]):
+        with pytest.raises(ValueError, match="no start outputs recorded"):
+            targets.positions(missing)

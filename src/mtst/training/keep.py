@@ -53,7 +53,12 @@ class StartTargets:
         self.index[self.rows] = np.arange(len(self.rows))
 
     def positions(self, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(self.index[np.asarray(rows)])
+        """Where each training row's outputs are; a row that was not recorded is an error, never another row's."""
+        rows = np.asarray(rows)
+        pos = self.index[rows] if len(self.index) and rows.max() < len(self.index) else np.full(len(rows), -1)
+        if (pos < 0).any():
+            raise ValueError(f"no start outputs recorded for training row(s) {rows[pos < 0][:5].tolist()}")
+        return torch.as_tensor(pos)
 
 
 def report_sample(n: int, seed: int, limit: int = REPORT_ROWS) -> np.ndarray:
