@@ -183,21 +183,27 @@ def predict_split(
     return predictions
 
 
+def model_sources(model: MultiTaskModel, tasks: Sequence[str]) -> dict[str, Any]:
+    """Where a trained model's ``tasks`` find their labels in a file (a :class:`~mtst.data.TaskSource` each)."""
+    from mtst.data import TaskSource
+
+    return {
+        task: TaskSource(
+            model.tasks[task].label_column or task,
+            model.tasks[task].labels,
+            None,
+            model.tasks[task].type,
+            "tags" if model.tasks[task].type == "token_classification" else None,
+        )
+        for task in tasks
+    }
+
+
 def evaluate_file(model: MultiTaskModel, path: str | Path, text_column: str = "text") -> dict[str, dict]:
     """Score a saved model on a labelled file: every task whose label column the file has."""
-    from mtst.data import TaskSource, labelled_split
+    from mtst.data import labelled_split
 
-    sources = {
-        task: TaskSource(
-            spec.label_column or task,
-            spec.labels,
-            None,
-            spec.type,
-            "tags" if spec.type == "token_classification" else None,
-        )
-        for task, spec in model.tasks.items()
-        if task in model.prediction_tasks
-    }
+    sources = model_sources(model, model.prediction_tasks)
     split = labelled_split(path, sources, {t: model.tasks[t].labels for t in sources}, text_column)
     ids, word_ids = tokenize_split(model, split)
     return evaluate_split(model, split, ids, word_ids=word_ids)

@@ -184,11 +184,14 @@ def retention(
     keep: KeepPlan,
     batch_size: int,
     after: dict[str, Any] | None = None,
+    end_embeddings: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """What the run kept: the embedding's mean cosine to the start on training texts, each old head's
     agreement with the start, and the start/end STS and test figures (``targets.before`` / ``after``).
 
     Without targets the backbone never moved and the old heads never trained: everything was kept exactly.
+    ``end_embeddings``: the training rows' embeddings under ``model``'s encoder where a cache holds them
+    (read instead of encoding the texts again, where no old head needs a pass).
     """
     out: dict[str, Any] = {"protect": keep.protect, "start": keep.start}
     if targets is None:
@@ -196,7 +199,10 @@ def retention(
         out["tasks"] = {t: {"agreement": 1.0, "exact": True} for t in keep.old_heads}
     else:
         report = targets.report_rows
-        emb, logits = model_outputs(model, [ids[i] for i in report], keep.old_heads, batch_size)
+        if end_embeddings is not None and not keep.old_heads:
+            emb, logits = F.normalize(end_embeddings[torch.as_tensor(report)].float(), dim=-1), {}
+        else:
+            emb, logits = model_outputs(model, [ids[i] for i in report], keep.old_heads, batch_size)
         pos = targets.positions(report)
         cosine = (emb * targets.embeddings[pos]).sum(-1)
         out["embedding"] = {"cosine": round(float(cosine.mean()), 4), "rows": len(report)}

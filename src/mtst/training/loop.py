@@ -267,11 +267,10 @@ class TrainingLoop:
         logger.info("%s", self.plan.keep.describe())
 
     def keep_term(self, feats: dict[str, Any], rows: np.ndarray) -> torch.Tensor | None:
-        """The keep terms of a batch (:func:`keep_loss`), where the backbone trains in this stage."""
-        keep = self.plan.keep
-        if self.targets is None or not keep.has_terms or not trains_backbone(self.groups):
+        """The keep terms of a batch (:func:`keep_loss`); None where the plan holds nothing."""
+        if self.targets is None or not self.plan.keep.has_terms:
             return None
-        return keep_loss(self.model, feats, rows, self.targets, keep)
+        return keep_loss(self.model, feats, rows, self.targets, self.plan.keep)
 
     def contrastive_stage(self) -> list[float]:
         """The contrastive stage (:func:`run_contrastive`), then the supervised plan's trainable set and cache."""
@@ -286,18 +285,11 @@ class TrainingLoop:
             self.tc.seed,
             self.accelerator,
             progress,
-            keep=self._contrastive_keep(),
+            keep=self.keep_term,
         )
         apply_trainable(self.model, self.groups)
         self.refresh_cache()
         return losses
-
-    def _contrastive_keep(self) -> Callable[[dict[str, Any], np.ndarray], torch.Tensor | None] | None:
-        keep = self.plan.keep
-        if self.targets is None or not keep.has_terms:
-            return None
-        targets = self.targets
-        return lambda feats, rows: keep_loss(self.model, feats, rows, targets, keep)
 
     def closed_form_heads(self) -> None:
         """``frozen``: the heads fitted once (:func:`fit_closed_form`), scored, and the model kept."""
@@ -408,8 +400,9 @@ class TrainingLoop:
         if "validation" not in inputs.data.splits or not self.run_dir.model_dir.exists():
             self.save_model()
         self.accelerator.wait_for_everyone()
-        moved = self.plan.keep.moves and self.run_dir.is_main
-        best = MultiTaskModel.load(self.run_dir.model_dir).to(self.accelerator.device) if moved else self.model
+        # the best model's encoder is the live one unless the steps moved it (its old heads never train)
+        reload = self.plan.backbone_moves and self.run_dir.is_main
+        best = MultiTaskModel.load(self.run_dir.model_dir).to(self.accelerator.device) if reload else self.model
         test = {}
         if "test" in inputs.data.splits:
             test = score_test(
@@ -422,7 +415,7 @@ class TrainingLoop:
                 tc.eval_batch_size,
                 self.rank,
                 self.world,
-                best_model=best if moved else None,
+                best_model=best if reload else None,
             )
         kept = self.retention(best) if self.run_dir.is_main else {}
         validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
@@ -463,7 +456,8 @@ class TrainingLoop:
         inputs, tc = self.inputs, self.tc
         after = end_figures(best, inputs, tc.eval_batch_size)
         keep = self.plan.keep
-        kept = retention(best, inputs.ids["train"], self.targets, keep, tc.eval_batch_size, after)
+        cached = None if self.plan.backbone_moves else inputs.cache.train_embeddings()  # the end encoder's, if held
+        kept = retention(best, inputs.ids["train"], self.targets, keep, tc.eval_batch_size, after, cached)
         logger.info("retention: %s", json.dumps(kept))
         cosine = kept["embedding"]["cosine"]
         if keep.moves and keep.embedding == 0 and cosine < MOVED_COSINE:
@@ -519,7 +513,7 @@ class TrainingLoop:
             feats = self.model(batch, tasks=tasks) if feats is None else self.model.forward_heads(feats, tasks)
             loss, _ = self.model.compute_loss(feats, labels)
             extra = self._mlm_loss(rows, batch) if inputs.mlm_tasks else None
-            kept = self.keep_term(feats, rows)
+            kept = self.keep_term(feats, rows) if trains_backbone(self.groups) else None  # a frozen encoder keeps all
         for term in (extra, kept):
             loss = loss if term is None else loss + term
         return loss

@@ -217,7 +217,8 @@ def build_plan(
         group_lrs=lrs,
         closed_form=strategy.closed_form,
         cache=tc.cache.enabled and not raw_token_tasks,
-        saved_backbone_groups=None if saved is None or tc.lora.save == "merged" else tuple(saved),
+        # a run from model.init saves its whole backbone: adapters alone would need model.init's merged base
+        saved_backbone_groups=None if saved is None or tc.lora.save == "merged" or config.model.init else tuple(saved),
         warnings=tuple(_warnings(stages[0], tasks, carried, keep)),
         contrastive=contrastive,
         head_init=tuple(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +31,6 @@ class Start:
     """The run's model, built on the starting one, and what became of the starting model's tasks."""
 
     model: MultiTaskModel
-    source: Path
     carried: tuple[str, ...]  # the starting model's tasks the config does not name (never trained)
     continued: tuple[str, ...]  # the config's tasks that start from the starting model's heads
 
@@ -135,14 +133,13 @@ def build_start(config: RunConfig, data: TaskData, specs: dict[str, HeadSpec], s
     align_labels(config, data, start, source)
     if config.model.max_length is not None:
         start.encoder.max_length = config.model.max_length
-    merged: dict[str, HeadSpec] = {}
-    for name, old in start.tasks.items():
-        merged[name] = continued_spec(name, specs[name], old, source) if name in specs else old
-    for name, spec in specs.items():
-        if name not in start.tasks:
-            merged[name] = spec.model_copy(update={"labels": data.labels.get(name, spec.labels)})
-        elif spec.type != "masked_lm":
-            merged[name] = merged[name].model_copy(update={"labels": data.labels[name]})
+    # the starting model's heads first (continued ones in their own label order, which align_labels gave
+    # the data), then the new ones, whose specs already hold the data's labels
+    merged = {
+        name: continued_spec(name, specs[name], old, source) if name in specs else old
+        for name, old in start.tasks.items()
+    }
+    merged.update({name: spec for name, spec in specs.items() if name not in start.tasks})
     model = MultiTaskModel(start.encoder, merged)
     kept = {k: v for k, v in start.heads.state_dict().items() if k.split(".")[0] in start.tasks}
     model.heads.load_state_dict(kept, strict=False)
@@ -155,7 +152,7 @@ def build_start(config: RunConfig, data: TaskData, specs: dict[str, HeadSpec], s
         list(carried),
         [t for t in config.tasks if t not in start.tasks],
     )
-    return Start(model, Path(source), carried, continued)
+    return Start(model, carried, continued)
 
 
 def starting_model(inputs: RunInputs) -> MultiTaskModel:

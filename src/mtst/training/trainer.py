@@ -22,9 +22,9 @@ import torch
 from rich.console import Console
 
 from mtst.config import RunConfig, precision_name, resolve_precision
-from mtst.data import MISSING, Split, TaskData, TaskSource, labelled_split, load_task_data
+from mtst.data import MISSING, Split, TaskData, labelled_split, load_task_data
 from mtst.errors import DataError
-from mtst.evaluate import StsPairs, read_sts, tokenize_split
+from mtst.evaluate import StsPairs, model_sources, read_sts, tokenize_split
 from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
@@ -150,16 +150,7 @@ def carried_test_split(config: RunConfig, model: MultiTaskModel, carried: tuple[
     tasks = [t for t in carried if t in model.prediction_tasks]
     if not config.data.test or not tasks:
         return None
-    sources = {
-        t: TaskSource(
-            model.tasks[t].label_column or t,
-            model.tasks[t].labels,
-            None,
-            model.tasks[t].type,
-            "tags" if model.tasks[t].type == "token_classification" else None,
-        )
-        for t in tasks
-    }
+    sources = model_sources(model, tasks)
     try:
         return labelled_split(
             config.data.test,
@@ -210,8 +201,6 @@ def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
     if recipe is not None:
         logger.info("recipe (training.strategy: auto): %s", recipe.reason)
     plan = build_plan(config, num_layers, stats, raw_tokens, inputs.carried_heads, inputs.continued)
-    if config.model.init and plan.saved_backbone_groups is not None:  # adapters alone would need model.init's base
-        plan = replace(plan, saved_backbone_groups=None)
     get_strategy(plan.strategy).prepare(inputs.model, GroupContext(num_layers, tuple(config.tasks), config.training))
     if plan.head_init:  # the warm start fits heads on the normalised embedding, as ``frozen`` does
         mark_normalized_inputs(inputs.model, plan.head_init)
