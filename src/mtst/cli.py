@@ -324,7 +324,9 @@ def evaluate(
     if results:
         console.print(metrics_table(results, f"{data}"))
     for task, m in results.items():
-        console.print(per_class_table(task, m))
+        per_class = per_class_table(task, m)
+        if per_class is not None:
+            console.print(per_class)
         if "confusion" in m:
             console.print(confusion_table(task, m))
     if pairs is not None:

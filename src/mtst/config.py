@@ -56,6 +56,13 @@ class DataSection(_Section):
 class TaskSection(_Section):
     """One named task: what it predicts and from which column.
 
+    ``classification`` predicts one label of several; ``multi_label`` any set of its labels (the column
+    holds a list: a JSON list, or in CSV/TSV a string split at ``label_delimiter``; ``[]`` is a row with
+    none of them, an empty cell a row without this task), with one decision threshold per label tuned for
+    F1 on the validation split or, without one, on cross-validated training rows (``threshold``: one fixed
+    value instead); ``pos_weight`` weighs each label's positives by its negatives over positives (at most
+    10) for rare labels. ``regression`` predicts a number (``loss``: ``mse`` or ``huber`` on the target
+    standardised by the training rows' mean and spread, which are saved with the model).
     ``token_classification`` reads a list of words (``data.tokens_column``) and
     one tag per word from ``label_column`` (default: the task name, else
     ``tags``). ``masked_lm`` needs no labels: it masks spans of the training
@@ -65,8 +72,12 @@ class TaskSection(_Section):
     selection; ``keep_head: false`` drops its head from the saved model.
     """
 
-    type: Literal["classification", "token_classification", "masked_lm"] = "classification"
+    type: Literal["classification", "multi_label", "regression", "token_classification", "masked_lm"] = "classification"
     label_column: str | None = None
+    label_delimiter: str = Field(default=",", min_length=1)
+    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    pos_weight: bool = False
+    loss: Literal["mse", "huber"] | None = None
     labels: list[str] | None = None
     weight: float = Field(default=1.0, ge=0.0)
     hidden_size: int | None = Field(default=None, ge=1)
@@ -82,6 +93,18 @@ class TaskSection(_Section):
     @classmethod
     def _labels_as_strings(cls, value: Any) -> Any:
         return [str(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _options_of_type(self) -> TaskSection:
+        # a value other than the default, not a key that is present: a saved run's config lists every key
+        only = {"threshold": "multi_label", "pos_weight": "multi_label", "label_delimiter": "multi_label"}
+        only |= {"loss": "regression"}
+        for key, kind in only.items():
+            if getattr(self, key) != type(self).model_fields[key].default and self.type != kind:
+                raise ValueError(f"{key} applies to {kind} tasks only; this task is {self.type}")
+        if self.type == "regression" and self.labels is not None:
+            raise ValueError("labels: a regression task predicts a number and has no labels; remove the key")
+        return self
 
     @property
     def is_auxiliary(self) -> bool:
@@ -283,6 +306,10 @@ def allowed_metrics(tasks: dict[str, TaskSection]) -> list[str]:
     for name, task in tasks.items():
         if task.type == "classification":
             allowed += [f"{name}/macro_f1", f"{name}/accuracy"]
+        elif task.type == "multi_label":
+            allowed += [f"{name}/{m}" for m in ("macro_f1", "micro_f1", "accuracy")]
+        elif task.type == "regression":
+            allowed += [f"{name}/{m}" for m in ("spearman", "pearson")]
         elif task.type == "token_classification":
             allowed += [f"{name}/{m}" for m in ("f1", "precision", "recall", "accuracy")]
     return allowed

@@ -231,7 +231,9 @@ class Split:
 
     For a token task, ``labels`` only marks which rows are tagged (0) or not
     (``-100``); the word-level tag indices are in ``tags`` and the rows' words
-    in ``words``.
+    in ``words``. Multi-label and regression tasks mark labelled rows the same
+    way; their targets are in ``targets``: a ``(rows, labels)`` 0/1 matrix, or
+    the value per row (NaN where a row has none).
     """
 
     name: str
@@ -239,6 +241,7 @@ class Split:
     labels: dict[str, np.ndarray]
     words: list[list[str] | None] | None = None
     tags: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -267,6 +270,7 @@ class TaskSource(NamedTuple):
     own: dict[str, str | None] | None = None
     kind: str = "classification"
     fallback_column: str | None = None
+    delimiter: str = ","  # multi-label cells of CSV/TSV files: the labels of a row, split at this
 
 
 def load_table(source: str | Path) -> list[dict[str, Any]]:
@@ -384,10 +388,8 @@ def build_task_data(
                         columns = ", ".join(sorted(keys))
                         raise DataError(f"{source}: no column {src.column!r} for task {task!r}; columns are: {columns}")
                     raw[task] += [None] * len(rows)
-                elif src.kind == "token_classification":
-                    raw[task] += _row_tags(rows, col, part_words, tokens_column, f"{source}: task {task!r}")
                 else:
-                    raw[task] += label_values(rows, col)
+                    raw[task] += _task_values(rows, col, src, part_words, tokens_column, f"{source}: task {task!r}")
             texts += _row_texts(rows, text_column, tokens_column, source)
             words += part_words
         if texts:
@@ -413,6 +415,7 @@ def _encode_split(
     """Raw label strings (or tag lists) -> a :class:`Split` of indices."""
     encoded: dict[str, np.ndarray] = {}
     tags: dict[str, list[np.ndarray | None]] = {}
+    targets: dict[str, np.ndarray] = {}
     for task, values in raw.items():
         where = f"task {task!r}: {name}"
         origin = "the labels given in the config" if sources[task].labels and known_from == "train" else known_from
@@ -424,10 +427,22 @@ def _encode_split(
                 tags[task].append(None if row is None else index[at : at + len(row)])
                 at += 0 if row is None else len(row)
             encoded[task] = np.array([MISSING if row is None else 0 for row in values], dtype=np.int64)
+        elif sources[task].kind == "multi_label":
+            flat = [label for row in values if row is not None for label in row]
+            encode_labels(flat, labels[task], where, origin)  # an unknown label is an error naming it
+            column = {label: j for j, label in enumerate(labels[task])}
+            matrix = np.zeros((len(values), len(labels[task])), dtype=np.float32)
+            for i, row in enumerate(values):
+                matrix[i, [column[label] for label in row or ()]] = 1.0
+            targets[task] = matrix
+            encoded[task] = np.array([MISSING if row is None else 0 for row in values], dtype=np.int64)
+        elif sources[task].kind == "regression":
+            targets[task] = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
+            encoded[task] = np.array([MISSING if v is None else 0 for v in values], dtype=np.int64)
         else:
             encoded[task] = encode_labels(values, labels[task], where, origin)
     has_words = any(w is not None for w in words)
-    return Split(name, texts, encoded, words if has_words else None, tags)
+    return Split(name, texts, encoded, words if has_words else None, tags, targets)
 
 
 def labelled_split(
@@ -448,10 +463,7 @@ def labelled_split(
         col = _task_column(src, keys)
         if col is None:
             continue
-        if src.kind == "token_classification":
-            raw[task] = _row_tags(rows, col, words, tokens_column, f"{source}: task {task!r}")
-        else:
-            raw[task] = label_values(rows, col)
+        raw[task] = _task_values(rows, col, src, words, tokens_column, f"{source}: task {task!r}")
     if not raw and not required:
         return None
     if not raw:
@@ -488,7 +500,84 @@ def _row_tags(
     return out
 
 
+def _task_values(
+    rows: list[dict[str, Any]], col: str, src: TaskSource, words: list[list[str] | None], tokens_column: str, where: str
+) -> list[Any]:
+    """A task's column of one file, per row, as its type reads it (None: the row has no label for it)."""
+    if src.kind == "token_classification":
+        return _row_tags(rows, col, words, tokens_column, where)
+    if src.kind == "multi_label":
+        return [
+            _label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)
+        ]
+    if src.kind == "regression":
+        return [_number(r.get(col), f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)]
+    return label_values(rows, col)
+
+
+def _label_set(value: Any, delimiter: str, where: str) -> list[str] | None:
+    """A multi-label cell: a list, a JSON list in a string, or labels joined by ``delimiter``; None if missing.
+
+    ``[]`` (or ``"[]"``) is a row with none of the labels; an empty cell or null is a row without the task.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: {text[:60]!r} starts like a JSON list but is not one") from None
+        else:
+            value = [part for part in text.split(delimiter)]
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise DataError(f"{where}: expected a list of labels, got {type(value).__name__} {value!r}")
+    labels = []
+    for item in value:
+        label = _label_value(item)
+        if label is None:
+            raise DataError(f"{where}: an empty label in {value!r}")
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
+def _number(value: Any, where: str) -> float | None:
+    """A regression target: a finite number (or a string of one); None where the cell is empty or null."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise DataError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: expected a number, got {value!r}") from None
+    if number != number:
+        return None
+    if number in (float("inf"), float("-inf")):
+        raise DataError(f"{where}: expected a finite number, got {value!r}")
+    return number
+
+
 def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[str]:
+    if src.kind == "regression":
+        if not any(v is not None for v in train_values):
+            raise DataError(f"task {task!r}: no labelled training rows")
+        return []
+    if src.kind == "multi_label":
+        labelled = [row for row in train_values if row is not None]
+        seen = {label for row in labelled for label in row}
+        names = list(src.labels) if src.labels else sorted(seen)
+        if not labelled:
+            raise DataError(f"task {task!r}: no labelled training rows")
+        if len(names) < 2:
+            raise DataError(f"task {task!r}: needs at least 2 labels, found {names}")
+        return names
     if src.kind == "token_classification":
         seen = {tag for row in train_values if row is not None for tag in row}
         names = list(src.labels) if src.labels else bio_labels(seen)
@@ -512,6 +601,7 @@ def subsample(split: Split, fraction: float, seed: int = 0) -> Split:
         {t: v[rows] for t, v in split.labels.items()},
         None if split.words is None else [split.words[i] for i in rows],
         {t: [tags[i] for i in rows] for t, tags in split.tags.items()},
+        {t: v[rows] for t, v in split.targets.items()},
     )
 
 
@@ -524,6 +614,7 @@ def load_task_data(config: RunConfig) -> TaskData:
             task.data.model_dump(include={"train", "validation", "test"}) if task.data else None,
             task.type,
             "tags" if task.type == "token_classification" and task.label_column is None else None,
+            task.label_delimiter,
         )
         for name, task in config.tasks.items()
         if task.type != "masked_lm"

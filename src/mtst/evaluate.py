@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mtst.modeling import tasktypes
+
 if TYPE_CHECKING:
     from mtst.data import Split
     from mtst.modeling.model import MultiTaskModel, RowFeatures
@@ -72,27 +74,82 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
     }
 
 
+def multi_label_metrics(truth: np.ndarray, predicted: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Micro- and macro-F1, subset accuracy (the whole set right), and precision/recall/F1/support per label.
+
+    Macro-F1 averages over the labels that occur in the truth or the predictions, as for classification.
+    """
+    truth = np.asarray(truth).astype(bool)
+    predicted = np.asarray(predicted).astype(bool)
+    tp = (truth & predicted).sum(0).astype(np.float64)
+    fp = (~truth & predicted).sum(0).astype(np.float64)
+    fn = (truth & ~predicted).sum(0).astype(np.float64)
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+    recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+    present = (tp + fp + fn) > 0
+    micro_den = 2 * tp.sum() + fp.sum() + fn.sum()
+    return {
+        "n": len(truth),
+        "accuracy": float((truth == predicted).all(1).mean()) if len(truth) else 0.0,
+        "micro_f1": float(2 * tp.sum() / micro_den) if micro_den else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_label": {
+            name: {
+                "precision": float(precision[j]),
+                "recall": float(recall[j]),
+                "f1": float(f1[j]),
+                "support": int(truth[:, j].sum()),
+            }
+            for j, name in enumerate(labels)
+        },
+        "labels": list(labels),
+    }
+
+
+def regression_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """Pearson, Spearman, MAE and RMSE of predicted values."""
+    truth = np.asarray(truth, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    err = predicted - truth
+    pearson = 0.0
+    if len(truth) > 1 and truth.std() > 0 and predicted.std() > 0:
+        pearson = float(np.corrcoef(truth, predicted)[0, 1])
+    return {
+        "n": len(truth),
+        "pearson": pearson,
+        "spearman": spearman(truth, predicted) if len(truth) > 1 else 0.0,
+        "mae": float(np.abs(err).mean()) if len(truth) else 0.0,
+        "rmse": float(np.sqrt((err**2).mean())) if len(truth) else 0.0,
+    }
+
+
 def primary_f1(metrics: dict) -> float:
-    """Macro-F1 of a sentence task; entity F1 of a tagging task."""
-    return metrics["macro_f1"] if "macro_f1" in metrics else metrics["f1"]
+    """A task's primary score: macro-F1 of a classification or multi-label task, entity F1 of a tagging
+    task, Spearman of a regression task."""
+    for key in ("macro_f1", "f1", "spearman"):
+        if key in metrics:
+            return metrics[key]
+    raise KeyError(f"no primary score among {sorted(metrics)}")
 
 
 def summary_metrics(per_task: dict[str, dict], auxiliary: Sequence[str] = ()) -> dict[str, float]:
     """Flat ``task/metric`` scores plus their means over the main tasks (for model selection).
 
-    ``mean_macro_f1`` averages each task's macro-F1 (entity F1 for tagging
-    tasks); auxiliary tasks are reported but left out of the means.
+    ``mean_macro_f1`` averages each task's primary score (:func:`primary_f1`: macro-F1, entity F1 for
+    tagging tasks, Spearman for regression); ``mean_accuracy`` averages the accuracies (subset accuracy
+    of multi-label tasks; regression tasks have none). Auxiliary tasks are reported but left out of the means.
     """
     flat: dict[str, float] = {}
     for task, m in per_task.items():
-        flat[f"{task}/accuracy"] = m["accuracy"]
-        if "macro_f1" in m:
-            flat[f"{task}/macro_f1"] = m["macro_f1"]
-        else:
-            flat.update({f"{task}/{k}": m[k] for k in ("f1", "precision", "recall")})
+        for key in ("accuracy", "macro_f1", "micro_f1", "f1", "precision", "recall", "spearman", "pearson", "mae"):
+            if key in m:
+                flat[f"{task}/{key}"] = m[key]
     main = [m for t, m in per_task.items() if t not in auxiliary]
     if main:
-        flat["mean_accuracy"] = float(np.mean([m["accuracy"] for m in main]))
+        accuracies = [m["accuracy"] for m in main if "accuracy" in m]
+        if accuracies:
+            flat["mean_accuracy"] = float(np.mean(accuracies))
         flat["mean_macro_f1"] = float(np.mean([primary_f1(m) for m in main]))
     return flat
 
@@ -114,6 +171,13 @@ def score_split(
     for task, pred in predictions.items():
         rows = split.rows_for(task)
         if not len(rows):
+            continue
+        if task in split.targets:
+            gold, guess = split.targets[task][rows], np.asarray(pred)[rows]
+            if gold.ndim == 2:
+                out[task] = multi_label_metrics(gold, guess, labels[task])
+            else:
+                out[task] = regression_metrics(gold, guess)
             continue
         if task not in split.tags:
             out[task] = classification_metrics(split.labels[task][rows], np.asarray(pred)[rows], labels[task])
@@ -176,8 +240,8 @@ def predict_split(
     probs = model.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size, features=features)
     predictions: dict[str, list[Any]] = {}
     for task in tasks:
-        if model.tasks[task].type == "classification":
-            predictions[task] = list(np.asarray(probs[task]).argmax(-1))
+        if model.tasks[task].type in tasktypes.SENTENCE_TYPES:
+            predictions[task] = list(tasktypes.decide(model.tasks[task], np.asarray(probs[task])))
         else:
             predictions[task] = [None if p is None else p.argmax(-1) for p in probs[task]]
     return predictions
@@ -248,6 +312,6 @@ def sts_spearman(encoder: Any, pairs: StsPairs, batch_size: int = 64) -> float:
 def tokenize_split(model: MultiTaskModel, split: Split) -> tuple[list[list[int]], list[list[int | None]] | None]:
     """Token ids of a split (from its words where rows have them) and, when needed, word ids."""
     encoder = model.encoder
-    if split.words is None and not any(spec.type != "classification" for spec in model.tasks.values()):
+    if split.words is None and all(spec.type in tasktypes.SENTENCE_TYPES for spec in model.tasks.values()):
         return encoder.tokenize_ids(split.texts), None
     return encoder.tokenize_words(split.texts, split.words)

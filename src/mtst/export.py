@@ -32,6 +32,7 @@ from torch import nn
 from mtst.constants import ONNX_META
 from mtst.errors import MtstError
 from mtst.fileio import atomic_directory
+from mtst.modeling import tasktypes
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
@@ -270,10 +271,13 @@ class OnnxPredictor:
         raw = self.run(texts, batch_size, words=word_lists)
         probs: dict[str, Any] = {}
         for task in names:
-            per_text = [softmax(x) for x in raw[f"logits_{task}"]]  # (labels,) or (sub-tokens, labels) each
-            sentence = self.tasks[task]["type"] == "classification"
-            width = len(self.tasks[task]["labels"])
-            probs[task] = np.asarray(per_text).reshape(len(texts), width) if sentence else per_text
+            spec = self.tasks[task]
+            if spec["type"] in tasktypes.SENTENCE_TYPES:
+                width = tasktypes.num_outputs(spec["type"], spec["labels"])
+                logits = np.asarray(raw[f"logits_{task}"], dtype=np.float32).reshape(len(texts), width)
+                probs[task] = tasktypes.activate_np(spec, logits)
+            else:
+                probs[task] = [softmax(x) for x in raw[f"logits_{task}"]]  # (sub-tokens, labels) each
         emb = np.stack(raw["sentence_embedding"]) if texts else np.zeros((0, self.meta["embedding_dim"]))
         return Outputs(emb, probs, raw["word_ids"] if words is not None else None, words)
 

@@ -75,26 +75,40 @@ def read_progress(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def metrics_table(per_task: dict[str, dict], title: str) -> Table:
-    """One row per task: rows scored, accuracy, macro-F1; tagging tasks add entity precision/recall/F1.
+METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    # (key in a task's metrics, column title, shown as a percentage)
+    ("accuracy", "accuracy", True),
+    ("macro_f1", "macro-F1", True),
+    ("micro_f1", "micro-F1", True),
+    ("precision", "entity P", True),
+    ("recall", "entity R", True),
+    ("f1", "entity F1", True),
+    ("spearman", "Spearman", True),
+    ("pearson", "Pearson", True),
+    ("mae", "MAE", False),
+)
 
-    A tagging task's accuracy is over words, its F1 over whole entities (seqeval).
+
+def metrics_table(per_task: dict[str, dict], title: str) -> Table:
+    """One row per task: rows scored, accuracy and macro-F1, and the columns other task types add
+    (micro-F1 of multi-label tasks, entity precision/recall/F1 of tagging tasks, Spearman, Pearson and
+    MAE of regression tasks); ``-`` where a figure does not apply to a task.
+
+    A tagging task's accuracy is over words, its F1 over whole entities (seqeval); a multi-label task's
+    accuracy is the share of rows whose whole label set is right.
     """
-    tagging = any("macro_f1" not in m for m in per_task.values())
+    core = ("accuracy", "macro_f1")
+    columns = [c for c in METRIC_COLUMNS if c[0] in core or any(c[0] in m for m in per_task.values())]
     table = Table(title=title)
     table.add_column("task")
     table.add_column("rows", justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column("macro-F1", justify="right")
-    if tagging:
-        for col in ("entity P", "entity R", "entity F1"):
-            table.add_column(col, justify="right")
+    for _, name, _ in columns:
+        table.add_column(name, justify="right")
     for task, m in per_task.items():
-        cells = [task, str(m["n"]), f"{100 * m['accuracy']:.1f}"]
-        if "macro_f1" in m:
-            cells += [f"{100 * m['macro_f1']:.1f}"] + (["-", "-", "-"] if tagging else [])
-        else:
-            cells += ["-"] + [f"{100 * m[k]:.1f}" for k in ("precision", "recall", "f1")]
+        cells = [task, str(m["n"])]
+        for key, _, percent in columns:
+            value = m.get(key)
+            cells.append("-" if value is None else f"{100 * value:.1f}" if percent else f"{value:.3f}")
         table.add_row(*cells)
     return table
 
@@ -130,13 +144,17 @@ def retention_table(kept: dict[str, Any], title: str = "kept of its start") -> T
     return table
 
 
-def per_class_table(task: str, metrics: dict) -> Table:
-    """Per class (sentence tasks) or per entity type (tagging tasks)."""
-    kind = "per class" if "macro_f1" in metrics else "per entity type"
+def per_class_table(task: str, metrics: dict) -> Table | None:
+    """Per class (classification), per label (multi-label) or per entity type (tagging tasks); None for
+    a regression task, which has no labels."""
+    per = metrics.get("per_class") or metrics.get("per_label")
+    if per is None:
+        return None
+    kind = "per label" if "per_label" in metrics else "per class" if "macro_f1" in metrics else "per entity type"
     table = Table(title=f"{task}: {kind}")
     for col in ("label", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "label" else "right")
-    for label, m in metrics["per_class"].items():
+    for label, m in per.items():
         table.add_row(
             label, f"{100 * m['precision']:.1f}", f"{100 * m['recall']:.1f}", f"{100 * m['f1']:.1f}", str(m["support"])
         )

@@ -32,6 +32,7 @@ from mtst.config import ServeSettings
 from mtst.data import text_problem
 from mtst.errors import MtstError
 from mtst.guard import Guard
+from mtst.modeling import tasktypes
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, UnknownTaskError, check_tasks, records
 from mtst.serve_metrics import Metrics
@@ -263,7 +264,7 @@ def _add_info_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, m
             "normalize": encoder.normalize,
             "embedding_dim": encoder.dim,
             "max_length": encoder.max_length,
-            "tasks": {t: {"type": s.type, "labels": s.labels} for t, s in model.task_specs().items()},
+            "tasks": {t: task_info(s) for t, s in model.task_specs().items()},
             "limits": {key: getattr(settings, key) for key in limits},
             "workers": settings.workers,
         }
@@ -347,3 +348,11 @@ def app_from_env() -> Any:
     protocol(spec["settings"]["read_timeout_s"])  # this process's connections get the same head deadline
     model = MultiTaskModel.load(spec["run"])
     return create_app(model, ServeSettings(**spec["settings"]), spec["run"])
+
+
+def task_info(spec: Any) -> dict[str, Any]:
+    """What ``/info`` says of a task: its type and labels, and a multi-label task's decision thresholds."""
+    info: dict[str, Any] = {"type": spec.type, "labels": spec.labels}
+    if spec.type == "multi_label":
+        info["thresholds"] = tasktypes.thresholds(spec).round(4).tolist()
+    return info

@@ -8,18 +8,22 @@ Sentence heads read ``sentence_embedding``, token heads ``token_embeddings``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
+
+from mtst.modeling.tasktypes import num_outputs
 
 if TYPE_CHECKING:
     from mtst.config import RunConfig
     from mtst.data import TaskData
 
-HeadType = Literal["classification", "token_classification", "masked_lm"]
+HeadType = Literal["classification", "multi_label", "regression", "token_classification", "masked_lm"]
 HEAD_INPUT: dict[str, str] = {
     "classification": "sentence_embedding",
+    "multi_label": "sentence_embedding",
+    "regression": "sentence_embedding",
     "token_classification": "token_embeddings",
     "masked_lm": "token_embeddings",
 }
@@ -38,6 +42,11 @@ class HeadSpec(BaseModel):
     label_column: str | None = None
     auxiliary: bool = False
     normalize_input: bool = False  # read the L2-normalised embedding (heads fitted on the direction alone)
+    thresholds: list[float] | None = None  # multi-label: the decision threshold of each label (None: 0.5)
+    pos_weight: list[float] | None = None  # multi-label: each label's positives weighed in the loss
+    target_mean: float | None = None  # regression: the head predicts (value - mean) / std
+    target_std: float | None = None
+    loss: Literal["mse", "huber"] | None = None  # regression
 
     @field_validator("labels")
     @classmethod
@@ -49,13 +58,21 @@ class HeadSpec(BaseModel):
 
     @model_validator(mode="after")
     def _enough_labels(self) -> HeadSpec:
-        if self.type != "masked_lm" and len(self.labels) < 2:
+        if self.type == "regression":
+            if self.labels:
+                raise ValueError(f"a regression head predicts a number and has no labels, got {self.labels}")
+        elif self.type != "masked_lm" and len(self.labels) < 2:
             raise ValueError(f"a {self.type} head needs at least 2 labels, got {self.labels}")
+        for key in ("thresholds", "pos_weight"):
+            value = getattr(self, key)
+            if value is not None and len(value) != len(self.labels):
+                raise ValueError(f"{key}: {len(value)} values for {len(self.labels)} labels")
         return self
 
     @property
     def num_labels(self) -> int:
-        return len(self.labels)
+        """Width of the head's output (one for a regression head)."""
+        return num_outputs(self.type, self.labels)
 
     @property
     def input_key(self) -> str:
@@ -80,7 +97,8 @@ def build_head(spec: HeadSpec, input_dim: int, vocab_size: int | None = None) ->
 
 
 def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
-    """The heads a run builds: label sets from the data, shapes and roles from the config."""
+    """The heads a run builds: label sets from the data, shapes and roles from the config, and what a head
+    learns from the training targets (a regression target's mean and spread, multi-label positive weights)."""
     return {
         name: HeadSpec(
             type=task.type,
@@ -90,6 +108,29 @@ def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
             weight=task.weight,
             label_column=None if task.type == "masked_lm" else config.label_column(name),
             auxiliary=task.is_auxiliary,
+            **_target_settings(name, task, data),
         )
         for name, task in config.tasks.items()
     }
+
+
+POS_WEIGHT_CAP = 10.0  # a label seen once in 500 rows would otherwise outweigh every other label
+
+
+def _target_settings(name: str, task: Any, data: TaskData) -> dict[str, Any]:
+    train = data.splits.get("train")
+    if train is None or name not in train.targets:
+        return {}
+    values = train.targets[name][train.rows_for(name)]
+    if task.type == "regression":
+        std = float(values.std()) if len(values) > 1 else 0.0
+        return {"target_mean": float(values.mean()), "target_std": std if std > 1e-8 else 1.0, "loss": task.loss}
+    if task.type == "multi_label":
+        out: dict[str, Any] = {}
+        if task.threshold is not None:
+            out["thresholds"] = [float(task.threshold)] * values.shape[1]
+        if task.pos_weight:
+            pos = values.sum(0)
+            out["pos_weight"] = [float(min(POS_WEIGHT_CAP, (len(values) - p) / p)) if p else 1.0 for p in pos.tolist()]
+        return out
+    return {}

@@ -139,3 +139,64 @@ def fit_linear_head(
         linear.weight.copy_(fit.weight.to(linear.weight.dtype))
         linear.bias.copy_(fit.bias.to(linear.bias.dtype))
     return fit
+
+
+# ------------------------------------------------------------------ multi-label and regression heads
+@dataclass(frozen=True)
+class LinearFit:
+    weight: torch.Tensor  # (outputs, dim)
+    bias: torch.Tensor  # (outputs,)
+    strength: float  # C of a one-vs-rest fit; the ridge penalty of a regression fit
+
+
+def fit_one_vs_rest(features: torch.Tensor, targets: np.ndarray, c: float = PREFERRED_C) -> LinearFit:
+    """One logistic regression per label column of a 0/1 ``targets`` matrix, all in one L-BFGS run
+    (the labels' losses are separate terms of one sum): sum of binary cross-entropies + ||W||^2 / (2C)."""
+    x = features.detach().double().cpu()
+    y = torch.as_tensor(np.asarray(targets), dtype=torch.float64)
+    w = torch.zeros(x.shape[1], y.shape[1], dtype=x.dtype, requires_grad=True)
+    b = torch.zeros(y.shape[1], dtype=x.dtype, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1.0, max_iter=500, tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="sum") + (w * w).sum() / (2 * c)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return LinearFit(w.detach().T.contiguous(), b.detach(), c)
+
+
+RIDGE_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form ridge regression with an unpenalised intercept."""
+    mean_x, mean_y = x.mean(0), y.mean()
+    xc = x - mean_x
+    w = torch.linalg.solve(xc.T @ xc + alpha * torch.eye(x.shape[1], dtype=x.dtype), xc.T @ (y - mean_y))
+    return w, mean_y - mean_x @ w
+
+
+def fit_ridge(
+    features: torch.Tensor, targets: np.ndarray, grid: Sequence[float] = RIDGE_GRID, folds: int = 3, seed: int = 0
+) -> LinearFit:
+    """A regression head on fixed features: ridge regression, its penalty chosen on ``grid`` by k-fold
+    held-out squared error (no cross-validation with fewer than 2 rows per fold)."""
+    x = features.detach().double().cpu()
+    y = torch.as_tensor(np.asarray(targets), dtype=torch.float64)
+    best = float(grid[len(grid) // 2]) if len(grid) > 1 else float(grid[0])
+    if len(grid) > 1 and len(y) >= 2 * folds:
+        order = np.random.default_rng(seed).permutation(len(y))
+        errors = np.zeros(len(grid))
+        for held in np.array_split(order, folds):
+            train = np.setdiff1d(order, held)
+            for i, alpha in enumerate(grid):
+                w, b = _ridge(x[train], y[train], alpha)
+                errors[i] += float(((x[held] @ w + b - y[held]) ** 2).sum())
+        best = float(grid[int(np.argmin(errors))])
+    w, b = _ridge(x, y, best)
+    return LinearFit(w[None, :].contiguous(), b.reshape(1), best)

@@ -23,7 +23,8 @@ from torch import nn
 
 from mtst.constants import IGNORE_INDEX, ONNX_META
 from mtst.errors import ModelLoadError
-from mtst.fileio import atomic_directory, read_safetensors
+from mtst.fileio import atomic_directory, atomic_write_text, read_safetensors
+from mtst.modeling import tasktypes
 from mtst.modeling.backbone import check_no_pickle_only, strip_unused_pooler
 from mtst.modeling.encoder import DEFAULT_BACKBONE, SentenceEncoder, eval_mode
 from mtst.modeling.fingerprint import weight_fingerprint
@@ -108,11 +109,12 @@ class MultiTaskModel(nn.Module):
     def compute_loss(
         self, features: dict[str, Any], labels: dict[str, torch.Tensor], weights: dict[str, float] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Weighted sum of per-task cross-entropies.
+        """Weighted sum of per-task losses (cross-entropy; binary cross-entropy for multi-label tasks,
+        MSE or Huber for regression: :func:`mtst.modeling.tasktypes.loss`).
 
-        Label ``-100`` marks "no label for this task": such rows count for the
-        other tasks only. A task with no labelled row in the batch adds nothing
-        (rather than a NaN from an empty mean).
+        Label ``-100`` (a NaN target for multi-label and regression tasks) marks "no label for this
+        task": such rows count for the other tasks only. A task with no labelled row in the batch adds
+        nothing (rather than a NaN from an empty mean).
         """
         per_task: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
@@ -120,12 +122,20 @@ class MultiTaskModel(nn.Module):
             if name not in features["logits"]:
                 continue
             logits = features["logits"][name]
-            flat_target = target.reshape(-1)
-            if not bool((flat_target != IGNORE_INDEX).any()):
-                continue
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat_target, ignore_index=IGNORE_INDEX)
+            spec = self.tasks[name]
+            if spec.type in ("multi_label", "regression"):
+                loss = tasktypes.loss(spec, logits, target)
+                if loss is None:
+                    continue
+            else:
+                flat_target = target.reshape(-1)
+                if not bool((flat_target != IGNORE_INDEX).any()):
+                    continue
+                loss = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]).float(), flat_target, ignore_index=IGNORE_INDEX
+                )
             per_task[name] = loss
-            weight = (weights or {}).get(name, self.tasks[name].weight)
+            weight = (weights or {}).get(name, spec.weight)
             total = loss * weight if total is None else total + loss * weight
         if total is None:
             total = features["sentence_embedding"].sum() * 0.0
@@ -138,7 +148,8 @@ class MultiTaskModel(nn.Module):
     ) -> dict[str, list[np.ndarray]] | dict[str, np.ndarray]:
         """Class probabilities per task, in input order.
 
-        Sentence tasks give an ``(n, num_labels)`` array; token tasks a list
+        Sentence tasks give an ``(n, num_labels)`` array (per-label probabilities for a multi-label task,
+        an ``(n, 1)`` column of values for a regression task); token tasks a list
         of ``(num_tokens, num_labels)`` arrays, one per text.
         """
         return self.predict_proba_ids(self.encoder.tokenize_ids(list(texts)), tasks, batch_size)
@@ -175,7 +186,7 @@ class MultiTaskModel(nn.Module):
         out: dict[str, Any] = {
             n: (
                 np.zeros((len(ids), self.tasks[n].num_labels), dtype=np.float32)
-                if self.tasks[n].type == "classification"
+                if self.tasks[n].type in tasktypes.SENTENCE_TYPES
                 else [None] * len(ids)
             )
             for n in names
@@ -185,8 +196,8 @@ class MultiTaskModel(nn.Module):
                 feats = self(batch, tasks=names) if features is None else self.forward_heads(features(chunk), names)
                 emb[chunk] = feats["sentence_embedding"].float().cpu().numpy()
                 for name in names:
-                    probs = feats["logits"][name].float().softmax(-1).cpu().numpy()
-                    if self.tasks[name].type == "classification":
+                    probs = tasktypes.activate(self.tasks[name], feats["logits"][name]).cpu().numpy()
+                    if self.tasks[name].type in tasktypes.SENTENCE_TYPES:
                         out[name][chunk] = probs
                     else:
                         for row, i in enumerate(chunk):
@@ -281,6 +292,16 @@ class MultiTaskModel(nn.Module):
             self.encoder.backbone.config.save_pretrained(tmp / BACKBONE_CONFIG_DIR)
             self.encoder.tokenizer.save_pretrained(tmp)
         return target
+
+    @staticmethod
+    def write_task_specs(directory: str | Path, specs: dict[str, HeadSpec]) -> None:
+        """Replace some tasks' specs in a saved model's config (settings learnt after its weights were
+        written, such as multi-label thresholds); the file is replaced whole."""
+        path = resolve_model_dir(directory) / CONFIG_NAME
+        config = json.loads(path.read_text(encoding="utf-8"))
+        for task, spec in specs.items():
+            config["tasks"][task] = spec.model_dump()
+        atomic_write_text(path, json.dumps(config, indent=2) + "\n")
 
     def _fingerprint(self) -> float:
         """A cheap checksum of the frozen base weights (adapters are only valid on the same backbone)."""

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mtst.errors import ModelLoadError
+from mtst.modeling import tasktypes
 from mtst.modeling.tagging import entity_spans, first_subtokens, split_words
 
 
@@ -84,7 +85,8 @@ def text_words(texts: Sequence[str]) -> list[list[tuple[str, int, int]]]:
 
 
 def records(texts: Sequence[str], specs: Mapping[str, Any], out: Outputs, names: Sequence[str]) -> list[dict]:
-    """One dict per text: ``{"label", "probabilities"}`` per sentence task, entity spans per token task."""
+    """One dict per text: ``{"label", "probabilities"}`` per classification task (``{"labels",
+    "probabilities"}`` multi-label, ``{"value"}`` regression), entity spans per token task."""
     rows: list[dict] = [{} for _ in texts]
     for task in names:
         labels = spec_value(specs[task], "labels")
@@ -94,7 +96,7 @@ def records(texts: Sequence[str], specs: Mapping[str, Any], out: Outputs, names:
                 assert out.word_ids is not None and out.words is not None
                 rows[i][task] = token_record(texts[i], out.words[i], out.word_ids[i], probs, labels)
             else:
-                rows[i][task] = sentence_record(labels, probs)
+                rows[i][task] = tasktypes.record(specs[task], probs)
     return rows
 
 
@@ -111,14 +113,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis (numerically stable)."""
     z = np.exp(logits - logits.max(-1, keepdims=True))
     return z / z.sum(-1, keepdims=True)
-
-
-def sentence_record(labels: Sequence[str], probs: np.ndarray) -> dict[str, Any]:
-    """``{"label", "probabilities"}`` of one text for one sentence task."""
-    return {
-        "label": labels[int(np.argmax(probs))],
-        "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, probs, strict=True)},
-    }
 
 
 def token_record(

@@ -49,11 +49,17 @@ class Batcher:
     def labels(
         self, rows: np.ndarray, task: str | None, device: torch.device, width: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """Labels of every task (or one): class indices, or sub-token tags padded to ``width``."""
+        """Labels of every task (or one): class indices, sub-token tags padded to ``width``, or the targets
+        of multi-label and regression tasks (NaN on rows without a label)."""
         names = [task] if task else self.tasks
         out = {}
         for t in names:
-            if t in self.token_labels:
+            if t in self.split.targets:
+                target = self.split.targets[t][rows].astype(np.float32)
+                missing = self.split.labels[t][rows] == IGNORE_INDEX
+                target[missing] = np.nan
+                out[t] = torch.as_tensor(target, device=device)
+            elif t in self.token_labels:
                 out[t] = self.token_label_batch(t, rows, width or max(len(self.ids[i]) for i in rows)).to(device)
             else:
                 out[t] = torch.as_tensor(self.split.labels[t][rows], device=device)

@@ -67,17 +67,25 @@ def label_batches(
     number of classes, at least 2, so every class in a batch has a positive pair); classes and their
     rows are visited in seeded passes, so every row is seen equally often. Rows without a label for a
     task (``-100``) never enter that task's batches; a task with fewer than two classes has none.
+    A multi-label task's labels are a ``(rows, labels)`` 0/1 matrix (NaN rows: unlabelled): a row is a
+    member of each label it carries, and rows with none form one more class.
     """
     rng = np.random.default_rng(seed)
     streams = {}
     for task, y in labels.items():
-        rows = np.flatnonzero(y != IGNORE_INDEX)
-        classes = np.unique(y[rows])
+        if y.ndim == 2:
+            rows = np.flatnonzero(~np.isnan(y).any(1))
+            sets = y[rows] > 0.5
+            members = {j: rows[sets[:, j]] for j in range(y.shape[1])} | {-1: rows[~sets.any(1)]}
+            members = {c: m for c, m in members.items() if len(m)}
+        else:
+            rows = np.flatnonzero(y != IGNORE_INDEX)
+            members = {int(c): rows[y[rows] == c] for c in np.unique(y[rows])}
+        classes = np.asarray(sorted(members))
         if len(classes) < 2:
             continue
         per_class = max(2, batch_size // len(classes))
         classes_per_batch = max(2, min(len(classes), batch_size // per_class))
-        members = {int(c): rows[y[rows] == c] for c in classes}
         by_class = {c: _cycle(rng, m) for c, m in members.items()}
         sizes = {c: len(m) for c, m in members.items()}
         streams[task] = (_cycle(rng, classes), by_class, sizes, per_class, classes_per_batch)
@@ -88,18 +96,29 @@ def label_batches(
     for step in range(steps):
         task = order[step % len(order)]
         class_stream, by_class, sizes, per_class, classes_per_batch = streams[task]
-        batch = [
+        batch = {
             row for c in _draw(class_stream, classes_per_batch) for row in _draw(by_class[c], min(per_class, sizes[c]))
-        ]
+        }  # a multi-label row drawn for two of its labels enters once
         out.append((task, np.asarray(sorted(batch))))
     return out
 
 
+def pair_targets(labels: torch.Tensor) -> torch.Tensor:
+    """(B, B) similarity targets of every pair: 1 for the same label, 0 for different ones; for label sets
+    (a (B, labels) 0/1 matrix) the Jaccard overlap of the two sets (two empty sets count as the same)."""
+    if labels.dim() == 1:
+        return (labels[:, None] == labels[None, :]).float()
+    sets = (labels > 0.5).float()
+    both = sets @ sets.T
+    either = sets.sum(1)[:, None] + sets.sum(1)[None, :] - both
+    return torch.where(either > 0, both / either.clamp(min=1.0), torch.ones_like(both))
+
+
 def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean (B, B) masks of same-label pairs (the diagonal excluded) and different-label pairs."""
-    same = labels[:, None] == labels[None, :]
+    """Boolean (B, B) masks of pairs that share a label (the diagonal excluded) and pairs that share none."""
+    target = pair_targets(labels)
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
+    return (target > 0) & ~eye, target == 0
 
 
 def contrastive_loss(
@@ -107,21 +126,24 @@ def contrastive_loss(
 ) -> torch.Tensor:
     """The loss of one batch of sentence embeddings under their labels.
 
-    ``cosine``: mean squared error of each pair's cosine to 1 (same label) or 0 (different), positive and
-    negative pairs weighted equally as SetFit balances them. ``supcon``: supervised contrastive loss
-    (Khosla et al., 2020) at ``temperature``.
+    ``cosine``: mean squared error of each pair's cosine to its target (:func:`pair_targets`: 1 for the
+    same label, 0 for different ones, the Jaccard overlap of two label sets), pairs that share a label
+    and pairs that share none weighted equally as SetFit balances them. ``supcon``: supervised
+    contrastive loss (Khosla et al., 2020) at ``temperature``, positives weighted by their target.
     """
     e = F.normalize(embeddings.float(), dim=-1)
     sim = e @ e.T
+    target = pair_targets(labels)
     pos, neg = pair_masks(labels)
     if kind == "cosine":
-        parts = [((sim[m] - target) ** 2).mean() for m, target in ((pos, 1.0), (neg, 0.0)) if bool(m.any())]
+        parts = [((sim[m] - target[m]) ** 2).mean() for m in (pos, neg) if bool(m.any())]
         return torch.stack(parts).mean()
     if kind == "supcon":
         logits = (sim / temperature).masked_fill(torch.eye(len(labels), dtype=torch.bool, device=sim.device), -1e9)
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        weight = target * pos
         anchors = pos.any(1)
-        per_anchor = -(log_prob * pos).sum(1)[anchors] / pos.sum(1)[anchors]
+        per_anchor = -(log_prob * weight).sum(1)[anchors] / weight.sum(1)[anchors]
         return per_anchor.mean()
     raise ValueError(f"unknown contrastive loss {kind!r}; allowed: cosine, supcon")
 
@@ -148,7 +170,7 @@ def run_contrastive(
     frozen: the caller restores the trainable set of the steps that follow.
     """
     device = accelerator.device
-    batches = label_batches({t: train.labels[t] for t in plan.tasks}, plan.batch_size, plan.steps, seed)
+    batches = label_batches({t: stage_labels(train, t) for t in plan.tasks}, plan.batch_size, plan.steps, seed)
     if not batches:
         logger.info("contrastive stage skipped: no classification task has two classes")
         return []
@@ -169,7 +191,7 @@ def run_contrastive(
             with accelerator.autocast():  # bf16 where the run uses it; the loss itself is in fp32
                 feats = encoder_features(model, cache, batcher, rows, device)
                 kept = keep(feats, rows) if keep is not None else None
-            labels = torch.as_tensor(train.labels[task][rows], device=device)
+            labels = torch.as_tensor(stage_labels(train, task)[rows], device=device)
             loss = contrastive_loss(feats["sentence_embedding"], labels, plan.loss, plan.temperature)
             if kept is not None:
                 loss = loss + kept
@@ -192,6 +214,16 @@ def run_contrastive(
         np.mean(losses[-5:]),
     )
     return losses
+
+
+def stage_labels(train: Split, task: str) -> np.ndarray:
+    """A task's labels as the stage reads them: class indices, or a multi-label task's 0/1 matrix with
+    NaN rows where a row has no label for it."""
+    if task not in train.targets or train.targets[task].ndim != 2:
+        return train.labels[task]
+    y = train.targets[task].astype(np.float32)
+    y[train.labels[task] == IGNORE_INDEX] = np.nan
+    return y
 
 
 def encoder_features(

@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mtst.modeling.logistic import C_GRID, fit_linear_head, stratified_sample
+from mtst.modeling.logistic import (
+    C_GRID,
+    PREFERRED_C,
+    LinearFit,
+    fit_linear_head,
+    fit_one_vs_rest,
+    fit_ridge,
+    stratified_sample,
+)
+from mtst.modeling.tasktypes import SENTENCE_TYPES
 
 if TYPE_CHECKING:
     from mtst.data import Split
@@ -38,8 +47,9 @@ def warm_start_c(num_tasks: int) -> float | None:
 
 
 def linear_sentence_heads(model: MultiTaskModel) -> list[str]:
-    """Tasks whose head is one linear layer on the sentence embedding (what logistic regression fits)."""
-    return [t for t, spec in model.tasks.items() if spec.type == "classification" and not spec.hidden_size]
+    """Tasks whose head is one linear layer on the sentence embedding (what a closed-form fit can set:
+    multinomial logistic regression, one-vs-rest logistic regression for multi-label, ridge regression)."""
+    return [t for t, spec in model.tasks.items() if spec.type in SENTENCE_TYPES and not spec.hidden_size]
 
 
 def mark_normalized_inputs(model: MultiTaskModel, only: tuple[str, ...] | None = None) -> None:
@@ -79,7 +89,9 @@ def fit_heads(
     rows_of = {}
     for task in tasks:
         rows = train.rows_for(task)
-        if max_rows is not None:
+        if max_rows is not None and task in train.targets:
+            rows = np.sort(np.random.default_rng(seed).permutation(rows)[:max_rows])
+        elif max_rows is not None:
             rows = rows[stratified_sample(train.labels[task][rows], max_rows, seed)]
         rows_of[task] = rows
     needed = np.unique(np.concatenate(list(rows_of.values())))
@@ -93,9 +105,29 @@ def fit_heads(
         features = emb[torch.as_tensor(np.searchsorted(needed, rows))].float()  # ``needed`` is sorted
         if model.tasks[task].normalize_input:
             features = torch.nn.functional.normalize(features, dim=-1)
+        spec = model.tasks[task]
+        if spec.type == "multi_label":
+            fitted = fit_one_vs_rest(features, train.targets[task][rows], PREFERRED_C if c is None else c)
+            _set_linear(model.heads[task][-1], fitted)
+            logger.info(
+                "head %s fitted by one-vs-rest logistic regression on %d rows (C=%g)", task, len(rows), fitted.strength
+            )
+            continue
+        if spec.type == "regression":
+            scaled = (train.targets[task][rows] - (spec.target_mean or 0.0)) / (spec.target_std or 1.0)
+            fitted = fit_ridge(features, scaled, seed=seed)
+            _set_linear(model.heads[task][-1], fitted)
+            logger.info("head %s fitted by ridge regression on %d rows (penalty %g)", task, len(rows), fitted.strength)
+            continue
         fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], seed, grid)
         cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
         logger.info("head %s fitted by logistic regression on %d rows (C=%g%s)", task, len(rows), fit.c, cv)
+
+
+def _set_linear(linear: torch.nn.Linear, fit: LinearFit) -> None:
+    with torch.no_grad():
+        linear.weight.copy_(fit.weight.to(linear.weight.dtype))
+        linear.bias.copy_(fit.bias.to(linear.bias.dtype))
 
 
 def fit_closed_form(

@@ -44,6 +44,7 @@ from mtst.training.rundir import peak_rss_mb
 from mtst.training.scoring import score_test, score_validation
 from mtst.training.selection import judge
 from mtst.training.start import starting_model
+from mtst.training.thresholds import tune, tuned_tasks
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -403,6 +404,9 @@ class TrainingLoop:
         # the best model's encoder is the live one unless the steps moved it (its old heads never train)
         reload = self.plan.backbone_moves and self.run_dir.is_main
         best = MultiTaskModel.load(self.run_dir.model_dir).to(self.accelerator.device) if reload else self.model
+        if self.run_dir.is_main:
+            self.tune_thresholds(best, reload)
+        self.accelerator.wait_for_everyone()
         test = {}
         if "test" in inputs.data.splits:
             test = score_test(
@@ -450,6 +454,26 @@ class TrainingLoop:
         self.run_dir.write_summary(record)
         logger.info("finished: %s", json.dumps(record["test"]))
         return result
+
+    def tune_thresholds(self, best: MultiTaskModel, reloaded: bool) -> None:
+        """Multi-label heads' decision thresholds, tuned on the best model (:mod:`mtst.training.thresholds`)
+        and written into the saved model; the live model takes them too (the test pass may read it)."""
+        if not tuned_tasks(best, self.inputs):
+            return
+        live = None
+        if not reloaded and self.best_heads is not None:  # the best heads, swapped in for the pass
+            live = {k: v.clone() for k, v in best.heads.state_dict().items()}
+            best.heads.load_state_dict(self.best_heads, strict=False)
+        try:
+            cached = None if self.plan.backbone_moves else self.inputs.cache.train_embeddings()
+            values = tune(best, self.inputs, self.plan.closed_form_heads, cached, self.tc.seed, self.tc.eval_batch_size)
+        finally:
+            if live is not None:
+                best.heads.load_state_dict(live)
+        for model in {id(best): best, id(self.model): self.model}.values():
+            for task, cut in values.items():
+                model.tasks[task] = model.tasks[task].model_copy(update={"thresholds": cut})
+        MultiTaskModel.write_task_specs(self.run_dir.model_dir, {t: best.tasks[t] for t in values})
 
     def retention(self, best: MultiTaskModel) -> dict[str, Any]:
         """What the best model kept of the start (:func:`retention`)."""

@@ -26,17 +26,24 @@ MAX_STRETCH_EPOCHS = 10
 @dataclass(frozen=True)
 class DataStats:
     """What the plan needs to know of the data: rows that carry at least one label, the rows per
-    class of each sentence classification task (in label order), and how many rows carry each
-    set of those tasks' labels (empty: not counted; the plan then estimates it from the totals)."""
+    class of each sentence classification task (in label order; a multi-label task's rows that carry
+    each label), and how many rows carry each set of those tasks' labels (empty: not counted; the plan
+    then estimates it from the totals). ``task_rows``: a task's labelled rows where they are not the
+    sum of its class counts (a multi-label row counts once per label it carries)."""
 
     labelled_rows: int
     class_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     task_sets: dict[frozenset[str], int] = field(default_factory=dict)
+    task_rows: dict[str, int] = field(default_factory=dict)
+
+    def rows_of(self, task: str) -> int:
+        """The labelled rows of a task of ``class_counts``."""
+        return self.task_rows.get(task, sum(self.class_counts.get(task, ())))
 
     def labels_per_row(self, tasks: tuple[str, ...]) -> float:
         """Mean number of ``tasks`` labelled on a row that has a label for any of them: 2 where two
         tasks label the same rows, 1 where each row belongs to one task."""
-        labels = sum(sum(self.class_counts.get(t, ())) for t in tasks)
+        labels = sum(self.rows_of(t) for t in tasks)
         wanted = set(tasks)
         rows = sum(n for s, n in self.task_sets.items() if s & wanted) if self.task_sets else self.labelled_rows
         return min(float(len(tasks)), max(1.0, labels / max(1, rows)))
@@ -319,8 +326,7 @@ def contrastive_plan(
     # batches take turns between tasks, so each task gets the steps it would get alone: sharing the
     # encoder must not cut a task's share (measured: SST-2 + TREC on one budget lost 4 points on TREC)
     steps = sum(
-        contrastive_steps(sum(stats.class_counts[t]), cc.batch_size, cc.epochs, cc.min_steps, cc.max_steps)
-        for t in tasks
+        contrastive_steps(stats.rows_of(t), cc.batch_size, cc.epochs, cc.min_steps, cc.max_steps) for t in tasks
     )
     return ContrastivePlan(
         groups=groups,

@@ -61,7 +61,7 @@ def choose_recipe(
         return max_classes is None or n_classes <= max_classes
 
     # The scarcest task, where it takes part in the stage, keeps it up to CONTRASTIVE_TASK_ROWS rows.
-    if per_class > FEW_SHOT_ROWS_PER_CLASS and not (in_stage(classes) and sum(counts) <= CONTRASTIVE_TASK_ROWS):
+    if per_class > FEW_SHOT_ROWS_PER_CLASS and not (in_stage(classes) and stats.rows_of(task) <= CONTRASTIVE_TASK_ROWS):
         return Recipe("full", False, f"{seen}: full fine-tuning")
     fewest = min(sum(c > 0 for c in task_counts) for task_counts in stats.class_counts.values())
     if in_stage(fewest):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from mtst.evaluate import evaluate_split, score_split
+from mtst.modeling import tasktypes
 from mtst.modeling.model import MultiTaskModel, RowFeatures
 
 if TYPE_CHECKING:
@@ -48,7 +49,10 @@ def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: RunCache, spli
     with torch.inference_mode():
         emb = cache.embeddings(split_name).to(device)
         feats = model.forward_heads({"sentence_embedding": emb}, tasks)
-    predictions = {task: logits.argmax(-1).cpu().numpy() for task, logits in feats["logits"].items()}
+    predictions = {
+        task: tasktypes.decide(model.tasks[task], tasktypes.activate(model.tasks[task], logits).cpu().numpy())
+        for task, logits in feats["logits"].items()
+    }
     return score_split(split, predictions, inputs.data.labels)
 
 

@@ -168,11 +168,17 @@ def data_stats(config: RunConfig, data: TaskData) -> DataStats:
     """Labelled rows, rows per class of every main sentence classification task, and rows per set
     of those tasks labelled together."""
     train = data.splits["train"]
-    counts = {}
+    counts, task_rows = {}, {}
     for task, spec in config.tasks.items():
-        if spec.type == "classification" and not spec.is_auxiliary:
+        if spec.is_auxiliary:
+            continue
+        if spec.type == "classification":
             y = train.labels[task][train.rows_for(task)]
             counts[task] = tuple(int(c) for c in np.bincount(y, minlength=len(data.labels[task])))
+        elif spec.type == "multi_label":
+            rows = train.rows_for(task)
+            counts[task] = tuple(int(c) for c in train.targets[task][rows].sum(0))
+            task_rows[task] = len(rows)
     names = list(counts)
     sets: dict[frozenset[str], int] = {}
     if names:
@@ -183,7 +189,7 @@ def data_stats(config: RunConfig, data: TaskData) -> DataStats:
             for p, n in zip(patterns, rows, strict=True)
             if p.any()
         }
-    return DataStats(labelled_rows=len(train.labelled_rows()), class_counts=counts, task_sets=sets)
+    return DataStats(len(train.labelled_rows()), counts, sets, task_rows)
 
 
 def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
@@ -347,7 +353,8 @@ def _print_plan(
     origin = f"{config.model.init} (model.init)" if config.model.init else config.model.backbone
     notes = []
     for task, spec in config.tasks.items():
-        kind = "masked LM" if spec.type == "masked_lm" else f"{len(data.labels[task])} labels"
+        named = {"masked_lm": "masked LM", "regression": "a number"}
+        kind = named[spec.type] if spec.type in named else f"{len(data.labels[task])} labels"
         notes.append(f"{task} ({kind}{', auxiliary' if spec.is_auxiliary else ''})")
     console.print(
         f"[bold]mtst train[/bold] · {origin} · strategy [bold]{plan.strategy}[/bold] · "

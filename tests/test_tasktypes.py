@@ -1,0 +1,310 @@
+"""Multi-label and regression tasks: data, thresholds, metrics, fitted heads, the stage, and every way out."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mtst.cli import main
+from mtst.config import validate_config
+from mtst.data import TaskSource, build_task_data
+from mtst.errors import ConfigError, DataError
+from mtst.evaluate import multi_label_metrics, regression_metrics
+from mtst.modeling import tasktypes
+from mtst.modeling.heads import HeadSpec
+from mtst.modeling.logistic import fit_one_vs_rest, fit_ridge
+from mtst.modeling.model import MultiTaskModel
+from mtst.training.contrastive import contrastive_loss, label_batches, pair_targets
+from mtst.training.trainer import setup_run, train
+
+TOPICS = {
+    "books": "a gripping novel with many pages",
+    "kitchen": "this pan cooks well on the stove",
+    "toys": "the kids play with this doll",
+}
+
+
+def _row(i: int) -> dict[str, Any]:
+    topic = list(TOPICS)[i % 3]
+    tags = [t for t, on in (("gift", i % 2 == 0), ("cheap", i % 3 == 1)) if on]
+    words = " ".join(["cheap"] * ("cheap" in tags) + ["gift"] * ("gift" in tags))
+    return {"text": f"{TOPICS[topic]} {words} {'great ' * (i % 4)}{i}", "topic": topic, "tags": tags, "stars": i % 4}
+
+
+@pytest.fixture(scope="module")
+def mixed_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """JSON Lines with a classification, a multi-label and a regression column."""
+    d = tmp_path_factory.mktemp("mixed")
+    out = {}
+    for split, (start, n) in {"train": (0, 48), "validation": (100, 12), "test": (200, 12)}.items():
+        path = d / f"{split}.jsonl"
+        path.write_text("".join(json.dumps(_row(start + i)) + "\n" for i in range(n)))
+        out[split] = str(path)
+    return out
+
+
+def mixed_config(backbone: Path, data: dict[str, str], run: Path, **training: Any) -> Any:
+    return validate_config(
+        {
+            "model": {"backbone": str(backbone), "max_length": 32},
+            "tasks": {"topic": {}, "tags": {"type": "multi_label"}, "stars": {"type": "regression"}},
+            "data": dict(data),
+            "training": {"batch_size": 8, "epochs": 3, "min_steps": None, "lr_head": 1e-2, "lr_backbone": 1e-3}
+            | training,
+            "output_dir": str(run),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- data
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_label_sets_from_json_lists_and_delimited_cells(tmp_path: Path) -> None:
+    jsonl = _write(
+        tmp_path / "a.jsonl",
+        '{"text": "x", "e": ["joy", "love"]}\n{"text": "y", "e": []}\n{"text": "z"}\n'
+        '{"text": "w", "e": "[\\"fear\\"]"}\n',
+    )
+    data = build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": jsonl}, "text")
+    split = data.splits["train"]
+    assert data.labels["e"] == ["fear", "joy", "love"]
+    assert split.targets["e"].tolist() == [[0, 1, 1], [0, 0, 0], [0, 0, 0], [1, 0, 0]]
+    assert split.rows_for("e").tolist() == [0, 1, 3]  # the row without the key has no label; [] is a row
+    csv = _write(tmp_path / "a.csv", 'text,e\nx,"joy|love"\ny,[]\nz,\n')
+    data = build_task_data({"e": TaskSource("e", kind="multi_label", delimiter="|")}, {"train": csv}, "text")
+    assert data.splits["train"].targets["e"].tolist() == [[1, 1], [0, 0], [0, 0]]
+    assert data.splits["train"].rows_for("e").tolist() == [0, 1]
+
+
+def test_bad_values_name_the_row_and_column(tmp_path: Path) -> None:
+    bad_score = _write(tmp_path / "s.csv", "text,score\na,1.5\nb,high\n")
+    with pytest.raises(DataError, match=r"row 2, column 'score': expected a number, got 'high'"):
+        build_task_data({"score": TaskSource("score", kind="regression")}, {"train": bad_score}, "text")
+    bad_set = _write(tmp_path / "m.jsonl", '{"text": "a", "e": ["joy"]}\n{"text": "b", "e": 3}\n')
+    with pytest.raises(DataError, match=r"row 2, column 'e': expected a list of labels"):
+        build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": bad_set}, "text")
+    unknown = _write(tmp_path / "u.jsonl", '{"text": "a", "e": ["joy", "rage"]}\n{"text": "b", "e": ["sad"]}\n')
+    with pytest.raises(DataError, match=r"'rage'.*known labels: joy, sad"):
+        build_task_data({"e": TaskSource("e", ["joy", "sad"], kind="multi_label")}, {"train": unknown}, "text")
+
+
+def test_cli_exits_2_on_a_score_that_is_not_a_number(
+    tiny_backbone_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _write(tmp_path / "train.csv", "text,stars\ngood,4\nbad,two\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"model: {{backbone: {tiny_backbone_dir}}}\ntasks: {{stars: {{type: regression}}}}\n"
+        f"data: {{train: {data}}}\noutput_dir: {tmp_path / 'run'}\n"
+    )
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    assert "row 2, column 'stars': expected a number, got 'two'" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_task_options_belong_to_their_type() -> None:
+    base = {"data": {"train": "x.csv"}}
+    with pytest.raises(ConfigError, match=r"tasks.topic.*threshold applies to multi_label tasks only"):
+        validate_config({**base, "tasks": {"topic": {"threshold": 0.3}}})
+    with pytest.raises(ConfigError, match=r"loss applies to regression tasks only"):
+        validate_config({**base, "tasks": {"tags": {"type": "multi_label", "loss": "huber"}}})
+    with pytest.raises(ConfigError, match=r"regression task predicts a number and has no labels"):
+        validate_config({**base, "tasks": {"stars": {"type": "regression", "labels": ["a", "b"]}}})
+    with pytest.raises(ConfigError, match=r"training.metric.*stars/spearman"):
+        validate_config({**base, "tasks": {"stars": {"type": "regression"}}, "training": {"metric": "stars/mae"}})
+    config = validate_config(
+        {**base, "tasks": {"stars": {"type": "regression"}}, "training": {"metric": "stars/spearman"}}
+    )
+    assert validate_config(config.model_dump()) == config  # a saved run's config (every key listed) loads
+
+
+# --------------------------------------------------------------------------- thresholds and metrics
+def test_threshold_tuning_recovers_the_best_cut() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.random(400) < 0.3
+    # positives score 0.2-0.4, negatives 0-0.25: the best cut lies between 0.25 and 0.3, far below 0.5
+    scores = np.where(truth, 0.2 + 0.2 * rng.random(400), 0.25 * rng.random(400))
+    cut = tasktypes.best_threshold(scores, truth)
+    f1 = {t: _f1(scores >= t, truth) for t in np.round(np.arange(0.05, 0.951, 0.05), 2)}
+    assert cut == max(f1, key=f1.get) and 0.2 <= cut <= 0.3
+    assert _f1(scores >= cut, truth) > _f1(scores >= 0.5, truth) + 0.5
+    assert tasktypes.best_threshold(scores, np.zeros(400, bool)) == 0.5  # no positive: nothing to tune
+    assert tasktypes.tune_thresholds(np.stack([scores, scores], 1), np.stack([truth, truth], 1)) == [cut, cut]
+
+
+def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    tp = (pred & truth).sum()
+    return 2 * tp / max(1, pred.sum() + truth.sum())
+
+
+def test_multi_label_and_regression_metrics() -> None:
+    truth = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0], [1, 1, 0]])
+    pred = np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0], [1, 0, 1]])
+    m = multi_label_metrics(truth, pred, ["a", "b", "c"])
+    # tp 3 (a twice, b once), fp 1 (c), fn 2 (c, b): micro-F1 = 6 / (6 + 1 + 2)
+    assert m["micro_f1"] == pytest.approx(6 / 9)
+    assert m["accuracy"] == pytest.approx(0.5)  # rows 2 and 3 exactly right
+    assert m["per_label"]["a"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    assert m["macro_f1"] == pytest.approx(np.mean([1.0, 2 / 3, 0.0]))
+    r = regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.5, 2.0, 2.5, 5.0]))
+    assert r["mae"] == pytest.approx(0.5) and r["rmse"] == pytest.approx(np.sqrt(1.5 / 4))
+    assert r["spearman"] == pytest.approx(1.0) and 0.9 < r["pearson"] < 1.0
+
+
+def test_records_say_what_each_type_predicts() -> None:
+    spec = HeadSpec(type="multi_label", labels=["a", "b", "c"], thresholds=[0.5, 0.2, 0.9])
+    assert tasktypes.record(spec, np.array([0.6, 0.3, 0.8])) == {
+        "labels": ["a", "b"],
+        "probabilities": {"a": 0.6, "b": 0.3, "c": 0.8},
+    }
+    reg = HeadSpec(type="regression", target_mean=3.0, target_std=2.0)
+    value = tasktypes.activate(reg, torch.tensor([[0.5]]))
+    assert value.item() == pytest.approx(4.0) and tasktypes.record(reg, value[0].numpy()) == {"value": 4.0}
+    assert reg.num_labels == 1
+    with pytest.raises(ValueError, match="thresholds: 2 values for 3 labels"):
+        HeadSpec(type="multi_label", labels=["a", "b", "c"], thresholds=[0.5, 0.5])
+
+
+def test_losses_skip_unlabelled_rows() -> None:
+    spec = HeadSpec(type="multi_label", labels=["a", "b"])
+    logits = torch.tensor([[2.0, -2.0], [9.0, 9.0]])
+    target = torch.tensor([[1.0, 0.0], [float("nan"), float("nan")]])
+    assert tasktypes.loss(spec, logits, target).item() == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(logits[:1], target[:1]).item()
+    )
+    assert tasktypes.loss(spec, logits, torch.full((2, 2), float("nan"))) is None
+    reg = HeadSpec(type="regression", target_mean=2.0, target_std=2.0)
+    got = tasktypes.loss(reg, torch.tensor([[0.0], [5.0]]), torch.tensor([4.0, float("nan")]))
+    assert got.item() == pytest.approx(1.0)  # (0 - (4 - 2) / 2)^2
+
+
+# --------------------------------------------------------------------------- fitted heads and the stage
+def test_closed_form_fits_recover_the_signal() -> None:
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(200, 8)))
+    w = rng.normal(size=8)
+    y = x.numpy() @ w + 0.5
+    fit = fit_ridge(x, y, grid=(1e-3,))
+    assert np.allclose(fit.weight.numpy()[0], w, atol=1e-2) and fit.bias.item() == pytest.approx(0.5, abs=1e-2)
+    targets = np.stack([x[:, 0].numpy() > 0, x[:, 1].numpy() > 0.5], 1).astype(np.float32)
+    ovr = fit_one_vs_rest(x, targets, c=10.0)
+    predicted = (x.double() @ ovr.weight.T + ovr.bias).numpy() > 0
+    assert (predicted == targets.astype(bool)).mean() > 0.95
+
+
+def test_label_set_pairs_target_their_overlap() -> None:
+    sets = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    target = pair_targets(sets)
+    assert target[0, 1].item() == pytest.approx(0.5) and target[2, 3].item() == 1.0 and target[0, 4].item() == 0.0
+    single = torch.tensor([0, 0, 1])
+    assert pair_targets(single).tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    emb = torch.randn(5, 4, requires_grad=True)
+    loss = contrastive_loss(emb, sets)
+    loss.backward()
+    assert torch.isfinite(loss) and emb.grad is not None and emb.grad.abs().sum() > 0
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [np.nan, np.nan], [1, 0]], dtype=np.float32)
+    batches = label_batches({"tags": y}, batch_size=4, steps=6, seed=0)
+    seen = {int(r) for _, rows in batches for r in rows}
+    assert 4 not in seen and seen == {0, 1, 2, 3, 5}  # the unlabelled row never enters; every other does
+    assert all(len(set(rows.tolist())) == len(rows) for _, rows in batches)
+
+
+# --------------------------------------------------------------------------- through training and out
+def test_mixed_config_one_step_has_finite_gradients(
+    tiny_backbone_dir: Path, mixed_data: dict[str, str], tmp_path: Path
+) -> None:
+    run = setup_run(
+        mixed_config(tiny_backbone_dir, mixed_data, tmp_path / "run", strategy="full", max_steps=1), show_progress=False
+    )
+    model = run.model
+    rows = np.arange(8)
+    loss = run.batch_loss(rows)
+    loss.backward()
+    for task in ("topic", "tags", "stars"):
+        grads = [p.grad for p in model.heads[task].parameters()]
+        assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads), task
+    layer = model.encoder.backbone.encoder.layer[0].attention.self.query.weight.grad
+    assert layer is not None and torch.isfinite(layer).all() and layer.abs().sum() > 0
+    if run.lock is not None:
+        run.lock.release()
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "full", "lora"])
+def test_each_type_trains_saves_and_predicts_alike_everywhere(
+    tiny_backbone_dir: Path, mixed_data: dict[str, str], tmp_path: Path, strategy: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from mtst.config import ServeSettings
+    from mtst.export import OnnxPredictor, export
+    from mtst.serve import create_app
+
+    result = train(
+        mixed_config(tiny_backbone_dir, mixed_data, tmp_path / "run", strategy=strategy), show_progress=False
+    )
+    test = result.test
+    assert {"micro_f1", "macro_f1", "accuracy", "per_label"} <= set(test["tags"])
+    assert {"spearman", "pearson", "mae", "rmse"} <= set(test["stars"]) and "accuracy" not in test["stars"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "tags/micro_f1" in metrics["test"] and "stars/spearman" in metrics["test"]
+    model = MultiTaskModel.load(tmp_path / "run" / "model")
+    spec = model.tasks["tags"]
+    assert spec.thresholds is not None and len(spec.thresholds) == 2  # tuned on validation, saved
+    assert model.tasks["stars"].target_mean == pytest.approx(np.mean([_row(i)["stars"] for i in range(48)]))
+    texts = [_row(300 + i)["text"] for i in range(6)]
+    ours = model.predict(texts)
+    for rec in ours:
+        assert set(rec["tags"]) == {"labels", "probabilities"} and isinstance(rec["stars"]["value"], float)
+        cut = dict(zip(spec.labels, spec.thresholds, strict=True))
+        assert rec["tags"]["labels"] == [lab for lab, p in rec["tags"]["probabilities"].items() if p >= cut[lab]]
+    onnx = OnnxPredictor(export(tmp_path / "run", "onnx", tmp_path / "onnx"))
+    for a, b in zip(ours, onnx.predict(texts), strict=True):
+        assert a["topic"]["label"] == b["topic"]["label"] and a["tags"]["labels"] == b["tags"]["labels"]
+        assert np.allclose(
+            list(a["tags"]["probabilities"].values()), list(b["tags"]["probabilities"].values()), atol=1e-4
+        )
+        assert a["stars"]["value"] == pytest.approx(b["stars"]["value"], abs=1e-3)
+    st = export(tmp_path / "run", "sentence-transformers", tmp_path / "st")
+    heads = json.loads((st / "mtst_heads" / "config.json").read_text())["tasks"]
+    assert (
+        heads["tags"]["thresholds"] == spec.thresholds
+        and heads["stars"]["target_std"] == model.tasks["stars"].target_std
+    )
+    with TestClient(create_app(model, ServeSettings(), "mixed")) as client:
+        served = client.post("/predict", json={"texts": texts}).json()["predictions"]
+        info = client.get("/info").json()["tasks"]
+    assert served == ours and info["tags"]["thresholds"] == pytest.approx(spec.thresholds, abs=1e-4)
+
+
+def test_frozen_run_without_validation_tunes_on_cross_validated_rows(
+    tiny_backbone_dir: Path, mixed_data: dict[str, str], tmp_path: Path
+) -> None:
+    data = {k: v for k, v in mixed_data.items() if k != "validation"}
+    train(mixed_config(tiny_backbone_dir, data, tmp_path / "run", strategy="frozen"), show_progress=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "thresholds" in log and "3-fold cross-validation on 48 training rows" in log
+    assert "one-vs-rest logistic regression" in log and "ridge regression" in log
+    fixed = mixed_config(tiny_backbone_dir, data, tmp_path / "fixed", strategy="frozen")
+    fixed.tasks["tags"] = fixed.tasks["tags"].model_copy(update={"threshold": 0.3})
+    train(fixed, show_progress=False)
+    assert MultiTaskModel.load(tmp_path / "fixed" / "model").tasks["tags"].thresholds == [0.3, 0.3]
+
+
+def test_default_recipe_takes_label_sets_through_the_stage(
+    tiny_backbone_dir: Path, mixed_data: dict[str, str], tmp_path: Path
+) -> None:
+    random.seed(0)
+    cfg = mixed_config(tiny_backbone_dir, mixed_data, tmp_path / "run", contrastive={"min_steps": 4, "max_steps": 4})
+    result = train(cfg, show_progress=False)
+    assert result.stages[0].startswith("contrastive stage 8 steps")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "contrastive stage: 8 steps" in log  # two tasks (topic, tags) take part, the number sits out
+    assert result.test["tags"]["micro_f1"] >= 0.0 and "stars" in result.test
