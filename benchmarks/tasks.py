@@ -178,7 +178,10 @@ def table(results: list[dict]) -> str:
         keys = sorted((k for k in cells if k[0] == bench), key=lambda k: (k[1] or 10**9, k[2]))
         if not keys:
             continue
-        lines += [f"| {bench} | size | " + " | ".join(figures) + " | seconds | n |", "|---|---|" + "---:|" * (len(figures) + 2)]
+        lines += [
+            f"| {bench} | size | " + " | ".join(figures) + " | seconds | n |",
+            "|---|---|" + "---:|" * (len(figures) + 2),
+        ]
         for key in keys:
             runs = cells[key]
             parts = []
