@@ -7,6 +7,13 @@
   default 0.5 threshold. Micro-F1 (the task's measure), macro-F1 and training seconds.
 - ``sst5``: SST-5 (5 grades) as ``regression`` against ``classification``, the same rows and recipe:
   MAE and accuracy after rounding the predicted value to the nearest grade.
+- ``snli``: SNLI pairs (9,842 training pairs, the 9,824 of its test split): mtst's default run
+  (``type: pair_classification``) against a Sentence-BERT classifier fine-tuned with
+  sentence-transformers' trainer and ``SoftmaxLoss`` (its defaults: ``[u, v, |u - v|]``, 3 epochs,
+  LR 5e-5; batch 32 as mtst). Accuracy and macro-F1.
+- ``stsb``: STS-B scored pairs (5,749 training pairs, 1,379 test): mtst's default run
+  (``type: pair_similarity``, CoSENT) against sentence-transformers' trainer with ``CoSENTLoss`` and with
+  ``CosineSimilarityLoss`` (scores / 5; 3 epochs, batch 32). Spearman x100 of the cosine.
 
 Samples: "n per label" shuffles the training rows with the seed and keeps a row while one of its
 labels has fewer than n rows (rows with no label count as one more label), so every label has at
@@ -38,6 +45,7 @@ from _common import DATA, ROOT, machine, read_jsonl
 
 RESULTS = ROOT / "benchmarks" / "results" / "tasks.json"
 EMOTIONS = "emotions"
+DEFAULT_METHODS = "mtst,frozen_lr,setfit"
 
 
 def body_path() -> str:
@@ -156,6 +164,78 @@ def run_sst5(train: list[dict], test: list[dict], seed: int, work: Path, kind: s
     }
 
 
+def run_mtst_pairs(bench: str, train: list[dict], test: list[dict], seed: int, work: Path) -> dict:
+    from mtst.config import validate_config
+    from mtst.training.trainer import train as mtst_train
+
+    for name, rows in (("train", train), ("test", test)):
+        (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if bench == "snli":
+        task = {"type": "pair_classification", "text_columns": ["premise", "hypothesis"], "label_column": "label"}
+    else:
+        task = {"type": "pair_similarity", "text_columns": ["sentence1", "sentence2"], "label_column": "score"}
+    raw = {
+        "tasks": {"pair": task},
+        "data": {"train": str(work / "train.jsonl"), "test": str(work / "test.jsonl")},
+        "training": {"seed": seed},
+        "output_dir": str(work / "run"),
+    }
+    result = mtst_train(validate_config(raw), show_progress=False, overwrite=True)
+    m = result.test["pair"]
+    if bench == "snli":
+        return {"accuracy": 100 * m["accuracy"], "macro_f1": 100 * m["macro_f1"], "seconds": result.train_seconds}
+    return {"spearman": 100 * m["spearman"], "seconds": result.train_seconds}
+
+
+def run_st_pairs(bench: str, method: str, train: list[dict], test: list[dict], seed: int, work: Path) -> dict:
+    """sentence-transformers' own trainer: SoftmaxLoss (SNLI), CoSENTLoss or CosineSimilarityLoss (STS-B)."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformerTrainingArguments as Args
+    from sentence_transformers.sentence_transformer import losses
+
+    model = SentenceTransformer(body_path(), device="cpu")
+    if bench == "snli":
+        names = sorted({r["label"] for r in train})
+        data = Dataset.from_list(
+            [{"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names.index(r["label"])} for r in train]
+        )
+        loss = losses.SoftmaxLoss(model, model.get_sentence_embedding_dimension(), len(names))
+    else:
+        data = Dataset.from_list(
+            [{"sentence1": r["sentence1"], "sentence2": r["sentence2"], "score": r["score"] / 5.0} for r in train]
+        )
+        loss = losses.CoSENTLoss(model) if method == "st_cosent" else losses.CosineSimilarityLoss(model)
+    args = Args(
+        output_dir=str(work / "st"),
+        per_device_train_batch_size=32,
+        seed=seed,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    if bench == "snli":
+        from mtst.evaluate import classification_metrics
+
+        u = model.encode([r["premise"] for r in test], batch_size=64, convert_to_tensor=True)
+        v = model.encode([r["hypothesis"] for r in test], batch_size=64, convert_to_tensor=True)
+        with torch.no_grad():
+            logits = loss.classifier(torch.cat([u, v, (u - v).abs()], dim=-1))
+        truth = np.asarray([names.index(r["label"]) for r in test])
+        m = classification_metrics(truth, logits.argmax(-1).numpy(), names)
+        return {"accuracy": 100 * m["accuracy"], "macro_f1": 100 * m["macro_f1"], "seconds": seconds}
+    from mtst.evaluate import spearman
+
+    a = model.encode([r["sentence1"] for r in test], batch_size=64, normalize_embeddings=True)
+    b = model.encode([r["sentence2"] for r in test], batch_size=64, normalize_embeddings=True)
+    return {"spearman": 100 * spearman((a * b).sum(1), [r["score"] for r in test]), "seconds": seconds}
+
+
 def load_results(path: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
@@ -174,7 +254,13 @@ def table(results: list[dict]) -> str:
     for r in results:
         cells[(r["bench"], r["size"], r["method"])].append(r)
     lines = []
-    for bench, figures in (("multilabel", ("micro_f1", "macro_f1")), ("sst5", ("accuracy", "mae"))):
+    benches = (
+        ("multilabel", ("micro_f1", "macro_f1")),
+        ("sst5", ("accuracy", "mae")),
+        ("snli", ("accuracy", "macro_f1")),
+        ("stsb", ("spearman",)),
+    )
+    for bench, figures in benches:
         keys = sorted((k for k in cells if k[0] == bench), key=lambda k: (k[1] or 10**9, k[2]))
         if not keys:
             continue
@@ -190,7 +276,7 @@ def table(results: list[dict]) -> str:
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 parts.append(f"{statistics.mean(values):.2f} ± {sd:.2f}")
             secs = statistics.mean(r["seconds"] for r in runs)
-            size = "full" if key[1] == 0 else f"{key[1]}/label"
+            size = "full" if key[1] == 0 else f"{key[1]}/label" if bench == "multilabel" else f"{key[1]} rows"
             lines.append(f"| {key[2]} | {size} | " + " | ".join(parts) + f" | {secs:.0f} | {len(runs)} |")
         lines.append("")
     return "\n".join(lines)
@@ -198,11 +284,16 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", default="multilabel", choices=("multilabel", "sst5"))
+    parser.add_argument("--bench", default="multilabel", choices=("multilabel", "sst5", "snli", "stsb"))
     parser.add_argument("--sizes", default="8,64,0", help="rows per label (multilabel); rows (sst5); 0: all")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--methods", default="mtst,frozen_lr,setfit", help="multilabel: mtst, frozen_lr, setfit")
+    parser.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help="multilabel: mtst, frozen_lr, setfit; sst5: regression, classification; snli: mtst, st_softmax; "
+        "stsb: mtst, st_cosent, st_cosine",
+    )
     parser.add_argument("--setfit-iterations", type=int, default=20)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--threads", type=int, default=2)
@@ -220,8 +311,8 @@ def main() -> None:
         test = read_jsonl(DATA / "semeval2018_ec" / "test.jsonl")
         labels = sorted({lab for r in rows for lab in r[EMOTIONS]})
     else:
-        rows = read_jsonl(DATA / "sst5" / "train.jsonl")
-        test = read_jsonl(DATA / "sst5" / "test.jsonl")
+        rows = read_jsonl(DATA / args.bench / "train.jsonl")
+        test = read_jsonl(DATA / args.bench / "test.jsonl")
     for size in sizes:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             if args.bench == "multilabel":
@@ -230,13 +321,20 @@ def main() -> None:
             else:
                 order = np.random.default_rng(seed).permutation(len(rows))
                 train = [rows[i] for i in order[: size or len(rows)]]
-                methods = ["regression", "classification"]
+                fixed = {"sst5": "regression,classification", "snli": "mtst,st_softmax", "stsb": "mtst,st_cosent"}
+                methods = (args.methods if args.methods != DEFAULT_METHODS else fixed[args.bench]).split(",")
             for method in methods:
                 with tempfile.TemporaryDirectory() as tmp:
                     torch.manual_seed(seed)
                     work = Path(tmp)
                     if args.bench == "sst5":
                         figures = run_sst5(train, test, seed, work, method)
+                    elif args.bench in ("snli", "stsb"):
+                        figures = (
+                            run_mtst_pairs(args.bench, train, test, seed, work)
+                            if method == "mtst"
+                            else run_st_pairs(args.bench, method, train, test, seed, work)
+                        )
                     elif method == "mtst":
                         figures = run_mtst_multilabel(train, test, seed, work, labels)
                     elif method == "frozen_lr":

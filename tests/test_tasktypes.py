@@ -114,7 +114,7 @@ def test_task_options_belong_to_their_type() -> None:
     base = {"data": {"train": "x.csv"}}
     with pytest.raises(ConfigError, match=r"tasks.topic.*threshold applies to multi_label tasks only"):
         validate_config({**base, "tasks": {"topic": {"threshold": 0.3}}})
-    with pytest.raises(ConfigError, match=r"loss applies to regression tasks only"):
+    with pytest.raises(ConfigError, match=r"loss applies to regression and pair_similarity tasks only"):
         validate_config({**base, "tasks": {"tags": {"type": "multi_label", "loss": "huber"}}})
     with pytest.raises(ConfigError, match=r"regression task predicts a number and has no labels"):
         validate_config({**base, "tasks": {"stars": {"type": "regression", "labels": ["a", "b"]}}})

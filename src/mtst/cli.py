@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mtst.cli_io import encode_with_progress, gather_texts, prediction_cell, write_embeddings
+from mtst.cli_io import encode_with_progress, gather_pairs, gather_texts, prediction_cell, write_embeddings
 from mtst.config import POOLING_MODES, ServeSettings
 from mtst.errors import MtstError
 from mtst.training.strategies import help_text as strategy_help
@@ -348,15 +348,28 @@ def predict(
     data: Annotated[Path | None, typer.Option("--data", "-d", help="File of texts (.txt, .csv, .jsonl...).")] = None,
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to label.")] = None,
     text_column: TextColumnOpt = "text",
-    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks; default all.")] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(help="Two columns of --data, e.g. premise,hypothesis: predict the pair tasks on each row's pair."),
+    ] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="Comma-separated tasks; default all of the input's kind (texts or pairs).")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSON Lines.")] = None,
     batch_size: BatchOpt = 32,
     backend: Annotated[
         str, typer.Option(help="torch, onnx (a directory written by mtst export), or auto: onnx for an export.")
     ] = "auto",
 ) -> None:
-    """Label and class probabilities per task (entity spans with character offsets for tagging tasks)."""
-    items = gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
+    """Label and class probabilities per task (entity spans with character offsets for tagging tasks; the
+    label set of a multi-label task, the value of a regression task; with --pairs, the pair tasks)."""
+    second: list[str] | None = None
+    if pairs is not None:
+        if texts:
+            raise MtstError("--pairs reads its pairs from --data; give no texts as arguments")
+        items, second = gather_pairs(data, pairs)
+    else:
+        items = gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
     wanted = [t.strip() for t in tasks.split(",")] if tasks else None
     if backend == "auto":
         from mtst.constants import ONNX_META
@@ -365,12 +378,14 @@ def predict(
     if backend == "onnx":
         from mtst.export import OnnxPredictor
 
-        rows = OnnxPredictor(run).predict(items, tasks=wanted, batch_size=batch_size)
+        rows = OnnxPredictor(run).predict(items, tasks=wanted, batch_size=batch_size, pairs=second)
     elif backend == "torch":
-        rows = _load_model(run).predict(items, tasks=wanted, batch_size=batch_size)
+        rows = _load_model(run).predict(items, tasks=wanted, batch_size=batch_size, pairs=second)
     else:
         raise MtstError(f"--backend: {backend!r}; use auto, torch or onnx")
     records = [{"text": t, **r} for t, r in zip(items, rows, strict=True)]
+    if second is not None:
+        records = [{"text": t, "text_pair": p, **r} for t, p, r in zip(items, second, rows, strict=True)]
     if output is not None:
         from mtst.fileio import atomic_write_text
 
@@ -379,10 +394,13 @@ def predict(
     elif _interactive():
         table = Table(title=f"predictions · {run}")
         table.add_column("text", overflow="fold", max_width=60)
+        if second is not None:
+            table.add_column("text_pair", overflow="fold", max_width=60)
         for task in rows[0]:
             table.add_column(task)
         for rec in records:
-            table.add_row(rec["text"], *(prediction_cell(v) for k, v in rec.items() if k != "text"))
+            firsts = [rec["text"]] + ([rec["text_pair"]] if second is not None else [])
+            table.add_row(*firsts, *(prediction_cell(v) for k, v in rec.items() if k not in ("text", "text_pair")))
         console.print(table)
     else:
         for rec in records:

@@ -14,6 +14,19 @@ from mtst.errors import MtstError
 err_console = Console(stderr=True)
 
 
+def gather_pairs(path: Path | None, columns: str) -> tuple[list[str], list[str]]:
+    """Both texts of every row of a file, from the two columns named ``first,second``."""
+    from mtst.data import load_table, pair_texts
+
+    names = [c.strip() for c in columns.split(",")]
+    if len(names) != 2 or not all(names):
+        raise MtstError(f"--pairs {columns!r}: name the two text columns, e.g. --pairs premise,hypothesis")
+    if path is None:
+        raise MtstError("--pairs reads a file: give --data FILE with those two columns")
+    first, second = pair_texts(load_table(path), (names[0], names[1]), path)
+    return first, second
+
+
 def gather_texts(texts: list[str] | None, path: Path | None, text_column: str, none_message: str) -> list[str]:
     """Texts from the arguments, then from a file; all non-empty."""
     from mtst.data import check_texts, read_texts
@@ -55,6 +68,10 @@ def write_embeddings(output: Path, texts: list[str], embeddings: Any) -> None:
 def prediction_cell(value: dict) -> str:
     if "label" in value:
         return f"{value['label']} ({max(value['probabilities'].values()):.2f})"
+    if "labels" in value:
+        return ", ".join(f"{lab} ({value['probabilities'][lab]:.2f})" for lab in value["labels"]) or "(none)"
+    if "value" in value or "similarity" in value:
+        return f"{value.get('value', value.get('similarity')):.3f}"
     if "entities" not in value:
         return " ".join(value["tags"])
     return "; ".join(f"{e['text']} [{e['type']}]" for e in value["entities"]) or "(no entities)"

@@ -53,6 +53,10 @@ class DataSection(_Section):
     fraction_seed: int = 0
 
 
+PAIR_TYPES: tuple[str, ...] = ("pair_classification", "pair_similarity")
+DEFAULT_PAIR_COLUMNS = ("sentence1", "sentence2")
+
+
 class TaskSection(_Section):
     """One named task: what it predicts and from which column.
 
@@ -63,6 +67,12 @@ class TaskSection(_Section):
     value instead); ``pos_weight`` weighs each label's positives by its negatives over positives (at most
     10) for rare labels. ``regression`` predicts a number (``loss``: ``mse`` or ``huber`` on the target
     standardised by the training rows' mean and spread, which are saved with the model).
+    ``pair_classification`` and ``pair_similarity`` read two texts per row (``text_columns``, default
+    ``sentence1``, ``sentence2``), each encoded on its own: a pair classifier's head reads
+    ``[u, v, |u - v|, u * v]`` (Sentence-BERT), a pair similarity task trains the cosine of the two
+    embeddings toward the row's score (``loss``: ``cosent``, default, or ``cosine_mse`` to the score
+    scaled to 0-1) and so trains the embedding itself. A pair task's rows come from files of their own
+    (``tasks.NAME.data``) unless every task of the config is a pair task on the same columns.
     ``token_classification`` reads a list of words (``data.tokens_column``) and
     one tag per word from ``label_column`` (default: the task name, else
     ``tags``). ``masked_lm`` needs no labels: it masks spans of the training
@@ -72,12 +82,21 @@ class TaskSection(_Section):
     selection; ``keep_head: false`` drops its head from the saved model.
     """
 
-    type: Literal["classification", "multi_label", "regression", "token_classification", "masked_lm"] = "classification"
+    type: Literal[
+        "classification",
+        "multi_label",
+        "regression",
+        "pair_classification",
+        "pair_similarity",
+        "token_classification",
+        "masked_lm",
+    ] = "classification"
+    text_columns: list[str] | None = Field(default=None, min_length=2, max_length=2)
     label_column: str | None = None
     label_delimiter: str = Field(default=",", min_length=1)
     threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     pos_weight: bool = False
-    loss: Literal["mse", "huber"] | None = None
+    loss: Literal["mse", "huber", "cosent", "cosine_mse"] | None = None
     labels: list[str] | None = None
     weight: float = Field(default=1.0, ge=0.0)
     hidden_size: int | None = Field(default=None, ge=1)
@@ -97,14 +116,28 @@ class TaskSection(_Section):
     @model_validator(mode="after")
     def _options_of_type(self) -> TaskSection:
         # a value other than the default, not a key that is present: a saved run's config lists every key
-        only = {"threshold": "multi_label", "pos_weight": "multi_label", "label_delimiter": "multi_label"}
-        only |= {"loss": "regression"}
-        for key, kind in only.items():
-            if getattr(self, key) != type(self).model_fields[key].default and self.type != kind:
-                raise ValueError(f"{key} applies to {kind} tasks only; this task is {self.type}")
-        if self.type == "regression" and self.labels is not None:
-            raise ValueError("labels: a regression task predicts a number and has no labels; remove the key")
+        only = {"threshold": ("multi_label",), "pos_weight": ("multi_label",), "label_delimiter": ("multi_label",)}
+        only |= {"loss": ("regression", "pair_similarity"), "text_columns": PAIR_TYPES}
+        for key, kinds in only.items():
+            if getattr(self, key) != type(self).model_fields[key].default and self.type not in kinds:
+                raise ValueError(f"{key} applies to {' and '.join(kinds)} tasks only; this task is {self.type}")
+        losses = {"regression": ("mse", "huber"), "pair_similarity": ("cosent", "cosine_mse")}
+        if self.loss is not None and self.loss not in losses.get(self.type, ()):
+            allowed = ", ".join(losses[self.type])
+            raise ValueError(f"loss: {self.loss!r} is not a loss of {self.type} tasks; allowed: {allowed}")
+        if self.type in ("regression", "pair_similarity") and self.labels is not None:
+            raise ValueError(f"labels: a {self.type} task predicts a number and has no labels; remove the key")
+        if self.text_columns is not None and self.text_columns[0] == self.text_columns[1]:
+            raise ValueError(f"text_columns: two different columns are needed, got {self.text_columns}")
         return self
+
+    @property
+    def pair_columns(self) -> tuple[str, str] | None:
+        """The two text columns of a pair task (None for a single-text task)."""
+        if self.type not in PAIR_TYPES:
+            return None
+        first, second = self.text_columns or DEFAULT_PAIR_COLUMNS
+        return first, second
 
     @property
     def is_auxiliary(self) -> bool:
@@ -308,8 +341,10 @@ def allowed_metrics(tasks: dict[str, TaskSection]) -> list[str]:
             allowed += [f"{name}/macro_f1", f"{name}/accuracy"]
         elif task.type == "multi_label":
             allowed += [f"{name}/{m}" for m in ("macro_f1", "micro_f1", "accuracy")]
-        elif task.type == "regression":
+        elif task.type in ("regression", "pair_similarity"):
             allowed += [f"{name}/{m}" for m in ("spearman", "pearson")]
+        elif task.type == "pair_classification":
+            allowed += [f"{name}/macro_f1", f"{name}/accuracy"]
         elif task.type == "token_classification":
             allowed += [f"{name}/{m}" for m in ("f1", "precision", "recall", "accuracy")]
     return allowed
@@ -335,6 +370,13 @@ class RunConfig(_Section):
                 raise ValueError(f"tasks.{name}: no training data (set data.train or tasks.{name}.data.train)")
             if task.type == "masked_lm" and task.data is not None:
                 raise ValueError(f"tasks.{name}: a masked_lm task trains on every training text; remove its data")
+        shared = {n: t.pair_columns for n, t in self.tasks.items() if t.data is None and t.type != "masked_lm"}
+        if any(shared.values()) and len(set(shared.values())) > 1:
+            pair = next(n for n, cols in shared.items() if cols)
+            raise ValueError(
+                f"tasks.{pair}: a pair task reads its own files (tasks.{pair}.data) unless every task on data.train "
+                f"is a pair task on the same two columns"
+            )
         if all(t.is_auxiliary for t in self.tasks.values()):
             raise ValueError("tasks: every task is auxiliary; at least one task must be a main task")
         allowed = allowed_metrics(self.tasks)

@@ -233,7 +233,8 @@ class Split:
     (``-100``); the word-level tag indices are in ``tags`` and the rows' words
     in ``words``. Multi-label and regression tasks mark labelled rows the same
     way; their targets are in ``targets``: a ``(rows, labels)`` 0/1 matrix, or
-    the value per row (NaN where a row has none).
+    the value per row (NaN where a row has none). Rows of pair tasks hold their
+    first text in ``texts`` and their second in ``second`` (None on other rows).
     """
 
     name: str
@@ -242,6 +243,7 @@ class Split:
     words: list[list[str] | None] | None = None
     tags: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
     targets: dict[str, np.ndarray] = field(default_factory=dict)
+    second: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -271,6 +273,7 @@ class TaskSource(NamedTuple):
     kind: str = "classification"
     fallback_column: str | None = None
     delimiter: str = ","  # multi-label cells of CSV/TSV files: the labels of a row, split at this
+    pair: tuple[str, str] | None = None  # a pair task's two text columns
 
 
 def load_table(source: str | Path) -> list[dict[str, Any]]:
@@ -366,9 +369,10 @@ def build_task_data(
     tasks read a list of words (``tokens_column``) and one tag per word.
     """
     sources = {t: TaskSource(*spec) for t, spec in tasks.items()}
-    collected: dict[str, tuple[list[str], dict[str, list[Any]], list[list[str] | None]]] = {}
+    collected: dict[str, tuple[list[str], dict[str, list[Any]], list[list[str] | None], list[str | None]]] = {}
     for split in ("train", "validation", "test"):
         texts: list[str] = []
+        seconds: list[str | None] = []
         words: list[list[str] | None] = []
         raw: dict[str, list[Any]] = {t: [] for t in sources}
         parts: list[tuple[str, str, list[str]]] = []
@@ -390,17 +394,49 @@ def build_task_data(
                     raw[task] += [None] * len(rows)
                 else:
                     raw[task] += _task_values(rows, col, src, part_words, tokens_column, f"{source}: task {task!r}")
-            texts += _row_texts(rows, text_column, tokens_column, source)
+            pair = _pair_columns(key, {t: sources[t] for t in owners})
+            if pair is None:
+                texts += _row_texts(rows, text_column, tokens_column, source)
+                seconds += [None] * len(rows)
+            else:
+                first, second = pair_texts(rows, pair, source)
+                texts += first
+                seconds += second
             words += part_words
         if texts:
-            collected[split] = (texts, raw, words)
+            collected[split] = (texts, raw, words, seconds)
     if "train" not in collected:
         raise DataError("no training rows: set data.train (or a task's data.train)")
     labels = {task: _task_labels(task, src, collected["train"][1][task]) for task, src in sources.items()}
     data = TaskData(labels=labels)
-    for split, (texts, raw, words) in collected.items():
-        data.splits[split] = _encode_split(split, texts, raw, words, sources, labels, "train")
+    for split, (texts, raw, words, seconds) in collected.items():
+        encoded = _encode_split(split, texts, raw, words, sources, labels, "train")
+        encoded.second = seconds if any(s is not None for s in seconds) else None
+        data.splits[split] = encoded
     return data
+
+
+def _pair_columns(key: str, owners: dict[str, TaskSource]) -> tuple[str, str] | None:
+    """The two text columns of a file read by pair tasks (None: a file of single texts); a file read
+    by pair tasks on other columns, or by pair and single-text tasks together, is an error."""
+    pairs = {src.pair for src in owners.values()}
+    if pairs <= {None}:
+        return None
+    if len(pairs) > 1:
+        raise DataError(
+            f"{key}: read by tasks on different text columns ({', '.join(owners)}); give each pair task its own "
+            "files (tasks.NAME.data)"
+        )
+    return next(iter(pairs))
+
+
+def pair_texts(rows: list[dict[str, Any]], pair: tuple[str, str], source: str | Path) -> tuple[list[str], list[str]]:
+    """Both texts of every row of a pair file; a missing or empty text names its row and column."""
+    first, second = pair
+    return (
+        check_texts(column(rows, first, source), f"{source}, column {first!r}"),
+        check_texts(column(rows, second, source), f"{source}, column {second!r}"),
+    )
 
 
 def _encode_split(
@@ -436,7 +472,7 @@ def _encode_split(
                 matrix[i, [column[label] for label in row or ()]] = 1.0
             targets[task] = matrix
             encoded[task] = np.array([MISSING if row is None else 0 for row in values], dtype=np.int64)
-        elif sources[task].kind == "regression":
+        elif sources[task].kind in ("regression", "pair_similarity"):
             targets[task] = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
             encoded[task] = np.array([MISSING if v is None else 0 for v in values], dtype=np.int64)
         else:
@@ -459,9 +495,11 @@ def labelled_split(
     words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
     raw: dict[str, list[Any]] = {}
     keys = columns_of(rows)
+    # a file of pairs (it has a pair task's two text columns) is scored for pair tasks, else for the others
+    pair = next((s.pair for s in sources.values() if s.pair and set(s.pair) <= keys), None)
     for task, src in sources.items():
         col = _task_column(src, keys)
-        if col is None:
+        if col is None or src.pair != pair:
             continue
         raw[task] = _task_values(rows, col, src, words, tokens_column, f"{source}: task {task!r}")
     if not raw and not required:
@@ -469,6 +507,11 @@ def labelled_split(
     if not raw:
         wanted = ", ".join(f"{t} (column {s.column!r})" for t, s in sources.items())
         raise DataError(f"{source}: no label column for any task of this model; expected one of: {wanted}")
+    if pair is not None:
+        texts, second = pair_texts(rows, pair, source)
+        split = _encode_split(str(source), texts, raw, words, {t: sources[t] for t in raw}, labels, "the model")
+        split.second = list(second)
+        return split
     texts = _row_texts(rows, text_column, tokens_column, str(source))
     return _encode_split(str(source), texts, raw, words, {t: sources[t] for t in raw}, labels, "the model")
 
@@ -510,7 +553,7 @@ def _task_values(
         return [
             _label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)
         ]
-    if src.kind == "regression":
+    if src.kind in ("regression", "pair_similarity"):
         return [_number(r.get(col), f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)]
     return label_values(rows, col)
 
@@ -565,7 +608,7 @@ def _number(value: Any, where: str) -> float | None:
 
 
 def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[str]:
-    if src.kind == "regression":
+    if src.kind in ("regression", "pair_similarity"):
         if not any(v is not None for v in train_values):
             raise DataError(f"task {task!r}: no labelled training rows")
         return []
@@ -602,6 +645,7 @@ def subsample(split: Split, fraction: float, seed: int = 0) -> Split:
         None if split.words is None else [split.words[i] for i in rows],
         {t: [tags[i] for i in rows] for t, tags in split.tags.items()},
         {t: v[rows] for t, v in split.targets.items()},
+        None if split.second is None else [split.second[i] for i in rows],
     )
 
 
@@ -615,6 +659,7 @@ def load_task_data(config: RunConfig) -> TaskData:
             task.type,
             "tags" if task.type == "token_classification" and task.label_column is None else None,
             task.label_delimiter,
+            task.pair_columns,
         )
         for name, task in config.tasks.items()
         if task.type != "masked_lm"

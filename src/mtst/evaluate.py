@@ -159,6 +159,7 @@ def score_split(
     predictions: dict[str, Any],
     labels: dict[str, list[str]],
     word_ids: Sequence[Sequence[int | None]] | None = None,
+    kinds: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Per-task metrics, each task on its own labelled rows.
 
@@ -167,6 +168,7 @@ def score_split(
     """
     from mtst.modeling.tagging import first_subtokens, tagging_metrics
 
+    kinds = kinds or {}
     out = {}
     for task, pred in predictions.items():
         rows = split.rows_for(task)
@@ -176,6 +178,9 @@ def score_split(
             gold, guess = split.targets[task][rows], np.asarray(pred)[rows]
             if gold.ndim == 2:
                 out[task] = multi_label_metrics(gold, guess, labels[task])
+            elif kinds.get(task) == "pair_similarity":  # a cosine against scores: only their order and line count
+                m = regression_metrics(gold, guess)
+                out[task] = {k: m[k] for k in ("n", "spearman", "pearson")}
             else:
                 out[task] = regression_metrics(gold, guess)
             continue
@@ -203,21 +208,26 @@ def evaluate_split(
     rank: int = 0,
     world: int = 1,
     features: RowFeatures | None = None,
+    pair_ids: Sequence[Sequence[int] | None] | None = None,
 ) -> dict[str, Any]:
-    """Per-task metrics of a model on a tokenised split.
+    """Per-task metrics of a model on a tokenised split (``pair_ids``: its rows' second texts, tokenised
+    here where the split has pairs and none are given).
 
     With several processes (``world`` > 1) each predicts every ``world``-th row
     and the shares are gathered, so all ranks return the whole split's scores.
     ``features`` (one process only) gives the encoder's output for row indices
     from a cache; see :meth:`MultiTaskModel.outputs_ids`.
     """
+    if pair_ids is None and split.second is not None:
+        pair_ids = tokenize_pairs(model, split)
     if world == 1:
-        predictions = predict_split(model, split, ids, batch_size, features)
+        predictions = predict_split(model, split, ids, batch_size, features, pair_ids)
     else:
         import torch.distributed
 
         mine = list(range(rank, len(ids), world))
-        local = predict_split(model, split, [ids[i] for i in mine], batch_size)
+        mine_pairs = None if pair_ids is None else [pair_ids[i] for i in mine]
+        local = predict_split(model, split, [ids[i] for i in mine], batch_size, None, mine_pairs)
         shares: list[Any] = [None] * world
         torch.distributed.all_gather_object(shares, (mine, local))  # in-memory exchange between our own ranks
         predictions = {t: [None] * len(ids) for t in local}
@@ -225,7 +235,8 @@ def evaluate_split(
             for task, values in part.items():
                 for row, value in zip(rows, values, strict=True):
                     predictions[task][row] = value
-    return score_split(split, predictions, {t: spec.labels for t, spec in model.tasks.items()}, word_ids)
+    kinds = {t: spec.type for t, spec in model.tasks.items()}
+    return score_split(split, predictions, {t: spec.labels for t, spec in model.tasks.items()}, word_ids, kinds)
 
 
 def predict_split(
@@ -234,13 +245,17 @@ def predict_split(
     ids: Sequence[Sequence[int]],
     batch_size: int = 64,
     features: RowFeatures | None = None,
+    pair_ids: Sequence[Sequence[int] | None] | None = None,
 ) -> dict[str, list[Any]]:
-    """Predicted class per row (sentence tasks) or per sub-token (token tasks), for the tasks the split labels."""
+    """Predicted class per row (sentence tasks) or per sub-token (token tasks), for the tasks the split labels
+    (pair tasks where ``pair_ids`` gives the rows' second texts)."""
     tasks = [t for t in model.prediction_tasks if t in split.labels and len(split.rows_for(t))]
-    probs = model.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size, features=features)
+    if pair_ids is None:
+        tasks = [t for t in tasks if model.tasks[t].type not in tasktypes.PAIR_TYPES]
+    probs = model.predict_proba_ids(ids, tasks=tasks, batch_size=batch_size, features=features, pair_ids=pair_ids)
     predictions: dict[str, list[Any]] = {}
     for task in tasks:
-        if model.tasks[task].type in tasktypes.SENTENCE_TYPES:
+        if model.tasks[task].type in tasktypes.SCORED_TYPES:
             predictions[task] = list(tasktypes.decide(model.tasks[task], np.asarray(probs[task])))
         else:
             predictions[task] = [None if p is None else p.argmax(-1) for p in probs[task]]
@@ -258,6 +273,7 @@ def model_sources(model: MultiTaskModel, tasks: Sequence[str]) -> dict[str, Any]
             None,
             model.tasks[task].type,
             "tags" if model.tasks[task].type == "token_classification" else None,
+            pair=tuple(model.tasks[task].text_columns) if model.tasks[task].text_columns else None,
         )
         for task in tasks
     }
@@ -309,9 +325,21 @@ def sts_spearman(encoder: Any, pairs: StsPairs, batch_size: int = 64) -> float:
     return spearman((ea * eb).sum(-1).numpy(), gold)
 
 
+def tokenize_pairs(model: MultiTaskModel, split: Split) -> list[list[int] | None] | None:
+    """Token ids of a split's second texts (None on rows without one; None for a split without pairs)."""
+    if split.second is None:
+        return None
+    rows = [i for i, s in enumerate(split.second) if s is not None]
+    ids = model.encoder.tokenize_ids([split.second[i] for i in rows])
+    out: list[list[int] | None] = [None] * len(split.second)
+    for i, row_ids in zip(rows, ids, strict=True):
+        out[i] = row_ids
+    return out
+
+
 def tokenize_split(model: MultiTaskModel, split: Split) -> tuple[list[list[int]], list[list[int | None]] | None]:
     """Token ids of a split (from its words where rows have them) and, when needed, word ids."""
     encoder = model.encoder
-    if split.words is None and all(spec.type in tasktypes.SENTENCE_TYPES for spec in model.tasks.values()):
+    if split.words is None and all(spec.type in tasktypes.SCORED_TYPES for spec in model.tasks.values()):
         return encoder.tokenize_ids(split.texts), None
     return encoder.tokenize_words(split.texts, split.words)

@@ -37,6 +37,7 @@ from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
 ONNX_NAME = "model.onnx"
+PAIRS_NAME = "pairs.onnx"  # the pair heads, where the model has pair tasks
 HEADS_DIR = "mtst_heads"
 
 
@@ -125,11 +126,46 @@ class _Graph(nn.Module):
     def __init__(self, model: MultiTaskModel) -> None:
         super().__init__()
         self.model = model
-        self.tasks = model.prediction_tasks
+        self.tasks = model.text_tasks
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feats = self.model({"input_ids": input_ids, "attention_mask": attention_mask}, tasks=self.tasks)
         return (feats["sentence_embedding"], *(feats["logits"][t] for t in self.tasks))
+
+
+class _PairGraph(nn.Module):
+    """The pair heads on two texts' pooled embeddings (the encoder graph gives them)."""
+
+    def __init__(self, model: MultiTaskModel) -> None:
+        super().__init__()
+        self.model = model
+        self.tasks = [t for t in model.prediction_tasks if t not in model.text_tasks]
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.model.forward_heads({"sentence_embedding": first, "pair_embedding": second}, self.tasks)
+        return tuple(feats["logits"][t] for t in self.tasks)
+
+
+def _export_pair_heads(model: MultiTaskModel, path: Path) -> list[str]:
+    """``pairs.onnx``: the pair heads, from the two embeddings of each pair to each pair task's logits."""
+    graph = _PairGraph(model).eval()
+    outputs = [f"logits_{t}" for t in graph.tasks]
+    sample = torch.randn(2, model.encoder.dim)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (sample, sample.flip(0)),
+            str(path),
+            input_names=["first", "second"],
+            output_names=outputs,
+            dynamic_shapes={"first": {0: batch}, "second": {0: batch}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    return outputs
 
 
 @contextmanager
@@ -184,8 +220,15 @@ def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None
             plain.unlink()
         elif quantize is not None:
             raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
+        pair_outputs = (
+            _export_pair_heads(model, tmp / PAIRS_NAME)
+            if len(model.text_tasks) < len(graph.model.prediction_tasks)
+            else []
+        )
         model.encoder.tokenizer.save_pretrained(tmp)
         meta = {**model.config_dict(model.prediction_tasks), "outputs": outputs, "quantize": quantize}
+        if pair_outputs:
+            meta["pair_outputs"] = pair_outputs
         (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n")
     return output
 
@@ -210,6 +253,11 @@ class OnnxPredictor:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path / ONNX_NAME), options, providers=["CPUExecutionProvider"])
         self.tasks = {t: spec for t, spec in self.meta["tasks"].items() if spec["type"] != "masked_lm"}
+        self.pair_session = None
+        if self.meta.get("pair_outputs"):
+            self.pair_session = ort.InferenceSession(
+                str(path / PAIRS_NAME), options, providers=["CPUExecutionProvider"]
+            )
 
     def run(
         self, texts: Sequence[str], batch_size: int = 32, words: Sequence[Sequence[str]] | None = None
@@ -260,10 +308,18 @@ class OnnxPredictor:
         return self.tasks
 
     def outputs(
-        self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32, max_padding: float | None = None
+        self,
+        texts: Sequence[str],
+        tasks: Sequence[str],
+        batch_size: int = 32,
+        max_padding: float | None = None,
+        pairs: Sequence[str] | None = None,
     ) -> Outputs:
-        """Embeddings and every asked task's probabilities from one run of the graph (words first for token tasks)."""
+        """Embeddings and every asked task's probabilities from one run of the graph (words first for token
+        tasks; with ``pairs``, the second texts too, then the pair heads' graph)."""
         names = check_tasks(self.tasks, tasks)
+        if pairs is not None:
+            return self._pair_outputs(texts, pairs, names, batch_size)
         words = text_words(texts) if needs_words(self.tasks, names) else None
         word_lists = (
             None if words is None else [[w for w, _, _ in ws] or [t] for ws, t in zip(words, texts, strict=True)]
@@ -281,9 +337,27 @@ class OnnxPredictor:
         emb = np.stack(raw["sentence_embedding"]) if texts else np.zeros((0, self.meta["embedding_dim"]))
         return Outputs(emb, probs, raw["word_ids"] if words is not None else None, words)
 
-    def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:
+    def _pair_outputs(self, first: Sequence[str], second: Sequence[str], names: list[str], batch_size: int) -> Outputs:
+        dim = self.meta["embedding_dim"]
+        raw = self.run([*first, *second], batch_size)["sentence_embedding"]
+        emb = np.stack(raw).astype(np.float32) if raw else np.zeros((0, dim), dtype=np.float32)
+        u, v = emb[: len(first)], emb[len(first) :]
+        probs: dict[str, Any] = {}
+        if len(u) and self.pair_session is not None:
+            values = self.pair_session.run(None, {"first": u, "second": v})
+            logits = dict(zip(self.meta["pair_outputs"], values, strict=True))
+            probs = {t: tasktypes.activate_np(self.tasks[t], logits[f"logits_{t}"]) for t in names}
+        return Outputs(u, probs)
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        tasks: Sequence[str] | None = None,
+        batch_size: int = 32,
+        pairs: Sequence[str] | None = None,
+    ) -> list[dict]:
         """The records of :meth:`MultiTaskModel.predict`: labels and probabilities, or entity spans."""
-        return predict(self, texts, tasks, batch_size)
+        return predict(self, texts, tasks, batch_size, pairs)
 
 
 def export(run: str | Path, fmt: str, output: Path, quantize: str | None = None) -> Path:

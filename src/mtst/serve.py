@@ -34,7 +34,7 @@ from mtst.errors import MtstError
 from mtst.guard import Guard
 from mtst.modeling import tasktypes
 from mtst.modeling.model import MultiTaskModel
-from mtst.modeling.predictions import Outputs, UnknownTaskError, check_tasks, records
+from mtst.modeling.predictions import Outputs, UnknownTaskError, input_tasks, records
 from mtst.serve_metrics import Metrics
 
 PAGE_PATH = Path(__file__).parent / "static" / "index.html"
@@ -44,8 +44,12 @@ class TextsIn(BaseModel):
     texts: list[str] = Field(description="Texts to process, in order.")
 
 
-class PredictIn(TextsIn):
-    tasks: list[str] | None = Field(default=None, description="Tasks to predict; default all.")
+class PredictIn(BaseModel):
+    texts: list[str] | None = Field(default=None, description="Texts for the single-text tasks, in order.")
+    pairs: list[list[str]] | None = Field(
+        default=None, description="Pairs of texts [[a, b], ...] for the pair tasks, in order (instead of texts)."
+    )
+    tasks: list[str] | None = Field(default=None, description="Tasks to predict; default all of the input's kind.")
 
 
 class EncodeIn(TextsIn):
@@ -128,9 +132,9 @@ class MicroBatcher:
 
     @torch.inference_mode()
     def _infer(self, texts: list[str]) -> Outputs:
-        """Every prediction task of the model (and the embeddings) in one forward pass."""
+        """Every single-text task of the model (and the embeddings) in one forward pass."""
         model = self.model
-        return model.outputs(texts, model.prediction_tasks, self.settings.max_batch, self.settings.max_padding)
+        return model.outputs(texts, model.text_tasks, self.settings.max_batch, self.settings.max_padding)
 
 
 def _settle(future: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:
@@ -230,12 +234,25 @@ def _add_text_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, b
 
     @app.post("/predict")
     async def predict(body: PredictIn) -> dict[str, Any]:
-        check_texts(body.texts)
+        if (body.texts is None) == (body.pairs is None):
+            raise HTTPException(422, 'give "texts" (single-text tasks) or "pairs" (pair tasks), one of the two')
         try:
-            tasks = check_tasks(specs, body.tasks or None)
+            tasks = input_tasks(specs, body.tasks or None, body.pairs is not None)
         except UnknownTaskError as exc:
             raise HTTPException(422, f"tasks: {exc}") from None
-        return {"predictions": records(body.texts, specs, await run(body.texts), tasks)}
+        if body.texts is not None:
+            check_texts(body.texts)
+            return {"predictions": records(body.texts, specs, await run(body.texts), tasks)}
+        pairs = body.pairs or []
+        bad = next((i for i, p in enumerate(pairs) if len(p) != 2), None)
+        if bad is not None:
+            raise HTTPException(422, f"pairs[{bad}]: a pair is two texts, got {len(pairs[bad])}")
+        first, second = [a for a, _ in pairs], [b for _, b in pairs]
+        check_texts(first, "pairs (first texts)")
+        check_texts(second, "pairs (second texts)")
+        emb = (await run([*first, *second])).embeddings
+        out = Outputs(emb[: len(first)], model.pair_outputs(emb[: len(first)], emb[len(first) :], tasks))
+        return {"predictions": records(first, specs, out, tasks)}
 
     @app.post("/similarity")
     async def similarity(body: SimilarityIn) -> dict[str, Any]:

@@ -19,11 +19,21 @@ if TYPE_CHECKING:
     from mtst.config import RunConfig
     from mtst.data import TaskData
 
-HeadType = Literal["classification", "multi_label", "regression", "token_classification", "masked_lm"]
+HeadType = Literal[
+    "classification",
+    "multi_label",
+    "regression",
+    "pair_classification",
+    "pair_similarity",
+    "token_classification",
+    "masked_lm",
+]
 HEAD_INPUT: dict[str, str] = {
     "classification": "sentence_embedding",
     "multi_label": "sentence_embedding",
     "regression": "sentence_embedding",
+    "pair_classification": "pair_embedding",  # and sentence_embedding: the two texts of a pair
+    "pair_similarity": "pair_embedding",
     "token_classification": "token_embeddings",
     "masked_lm": "token_embeddings",
 }
@@ -46,7 +56,9 @@ class HeadSpec(BaseModel):
     pos_weight: list[float] | None = None  # multi-label: each label's positives weighed in the loss
     target_mean: float | None = None  # regression: the head predicts (value - mean) / std
     target_std: float | None = None
-    loss: Literal["mse", "huber"] | None = None  # regression
+    loss: Literal["mse", "huber", "cosent", "cosine_mse"] | None = None  # regression, pair similarity
+    text_columns: list[str] | None = None  # a pair task's two text columns
+    score_range: list[float] | None = None  # pair similarity: the training scores' lowest and highest
 
     @field_validator("labels")
     @classmethod
@@ -58,9 +70,9 @@ class HeadSpec(BaseModel):
 
     @model_validator(mode="after")
     def _enough_labels(self) -> HeadSpec:
-        if self.type == "regression":
+        if self.type in ("regression", "pair_similarity"):
             if self.labels:
-                raise ValueError(f"a regression head predicts a number and has no labels, got {self.labels}")
+                raise ValueError(f"a {self.type} head predicts a number and has no labels, got {self.labels}")
         elif self.type != "masked_lm" and len(self.labels) < 2:
             raise ValueError(f"a {self.type} head needs at least 2 labels, got {self.labels}")
         for key in ("thresholds", "pos_weight"):
@@ -87,8 +99,10 @@ def build_head(spec: HeadSpec, input_dim: int, vocab_size: int | None = None) ->
         if vocab_size is None:
             raise ValueError("a masked_lm head needs the backbone's vocabulary size")
         return MaskedLMHead(input_dim, vocab_size)
+    if spec.type == "pair_similarity":
+        return nn.Identity()  # the cosine of the two embeddings: no weights of its own
     layers: list[nn.Module] = [nn.Dropout(spec.dropout)]
-    width = input_dim
+    width = 4 * input_dim if spec.type == "pair_classification" else input_dim  # [u, v, |u - v|, u * v]
     if spec.hidden_size:
         layers += [nn.Linear(width, spec.hidden_size), nn.GELU(), nn.Dropout(spec.dropout)]
         width = spec.hidden_size
@@ -108,6 +122,7 @@ def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
             weight=task.weight,
             label_column=None if task.type == "masked_lm" else config.label_column(name),
             auxiliary=task.is_auxiliary,
+            text_columns=list(task.pair_columns) if task.pair_columns else None,
             **_target_settings(name, task, data),
         )
         for name, task in config.tasks.items()
@@ -125,6 +140,8 @@ def _target_settings(name: str, task: Any, data: TaskData) -> dict[str, Any]:
     if task.type == "regression":
         std = float(values.std()) if len(values) > 1 else 0.0
         return {"target_mean": float(values.mean()), "target_std": std if std > 1e-8 else 1.0, "loss": task.loss}
+    if task.type == "pair_similarity":
+        return {"score_range": [float(values.min()), float(values.max())], "loss": task.loss or "cosent"}
     if task.type == "multi_label":
         out: dict[str, Any] = {}
         if task.threshold is not None:

@@ -26,7 +26,7 @@ from mtst.errors import ModelLoadError
 from mtst.fileio import atomic_directory, atomic_write_text, read_safetensors
 from mtst.modeling import tasktypes
 from mtst.modeling.backbone import check_no_pickle_only, strip_unused_pooler
-from mtst.modeling.encoder import DEFAULT_BACKBONE, SentenceEncoder, eval_mode
+from mtst.modeling.encoder import DEFAULT_BACKBONE, SentenceEncoder, eval_mode, pad_batch
 from mtst.modeling.fingerprint import weight_fingerprint
 from mtst.modeling.groups import parameter_group
 from mtst.modeling.heads import HeadSpec, build_head
@@ -84,17 +84,27 @@ class MultiTaskModel(nn.Module):
         return self.forward_heads(features, tasks)
 
     def forward_heads(self, features: dict[str, Any], tasks: Sequence[str] | None = None) -> dict[str, Any]:
-        """Heads only, on features that already hold the embeddings (e.g. from a cache)."""
+        """Heads only, on features that already hold the embeddings (e.g. from a cache). Pair tasks run
+        where the features hold the second texts' embeddings (``pair_embedding``, row-aligned)."""
         names = self.prediction_tasks if tasks is None else [t for t in tasks if t in self.prediction_tasks]
+        if "pair_embedding" not in features:
+            names = [t for t in names if self.tasks[t].type not in tasktypes.PAIR_TYPES]
         features["logits"] = {name: self.head_logits(name, features) for name in names}
         return features
 
     def head_logits(self, name: str, features: dict[str, Any]) -> torch.Tensor:
-        """One head's logits on features that hold its input (the sentence or token embeddings)."""
+        """One head's logits on features that hold its input (the sentence or token embeddings; a pair
+        similarity task's output is the cosine of the two texts' embeddings, a column of one)."""
+        if self.tasks[name].type == "pair_similarity":
+            u, v = features["sentence_embedding"], features["pair_embedding"]
+            return F.cosine_similarity(u.float(), v.float(), dim=-1)[:, None]
         return self.heads[name](self._head_input(name, features))
 
     def _head_input(self, name: str, features: dict[str, Any]) -> torch.Tensor:
         spec = self.tasks[name]
+        if spec.type == "pair_classification":  # Sentence-BERT's classifier input
+            u, v = features["sentence_embedding"], features["pair_embedding"]
+            return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
         x = features[spec.input_key]
         return F.normalize(x, dim=-1) if spec.normalize_input else x
 
@@ -123,7 +133,7 @@ class MultiTaskModel(nn.Module):
                 continue
             logits = features["logits"][name]
             spec = self.tasks[name]
-            if spec.type in ("multi_label", "regression"):
+            if spec.type in ("multi_label", "regression", "pair_similarity"):
                 loss = tasktypes.loss(spec, logits, target)
                 if loss is None:
                     continue
@@ -161,9 +171,10 @@ class MultiTaskModel(nn.Module):
         tasks: Sequence[str] | None = None,
         batch_size: int = 32,
         features: RowFeatures | None = None,
+        pair_ids: Sequence[Sequence[int] | None] | None = None,
     ) -> dict[str, Any]:
-        """:meth:`predict_proba` on texts already tokenised (no padding)."""
-        return self.outputs_ids(ids, tasks, batch_size, features=features)[1]
+        """:meth:`predict_proba` on texts already tokenised (no padding; ``pair_ids``: second texts)."""
+        return self.outputs_ids(ids, tasks, batch_size, features=features, pair_ids=pair_ids)[1]
 
     @torch.inference_mode()
     def outputs_ids(
@@ -173,36 +184,66 @@ class MultiTaskModel(nn.Module):
         batch_size: int = 32,
         max_padding: float | None = None,
         features: RowFeatures | None = None,
+        pair_ids: Sequence[Sequence[int] | None] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Sentence embeddings and per-task probabilities from one forward pass over tokenised texts.
 
         Token tasks give one probability row per sub-token. ``max_padding``
         bounds each batch's padding (see ``SentenceEncoder.length_sorted_batches``).
         ``features``, where given, supplies the encoder's output for a batch of row
-        indices (a cache of frozen work), and only the heads run here.
+        indices (a cache of frozen work), and only the heads run here. ``pair_ids``: each row's second
+        text, for pair tasks (a row without one reads its own text twice; its pair outputs mean nothing).
         """
         names = check_tasks(self.task_specs(), tasks)
+        pairs = [n for n in names if self.tasks[n].type in tasktypes.PAIR_TYPES]
+        if pairs and pair_ids is None:
+            raise ValueError(f"pair task(s) {', '.join(pairs)} need a second text per row")
         emb = np.zeros((len(ids), self.encoder.dim), dtype=np.float32)
         out: dict[str, Any] = {
             n: (
                 np.zeros((len(ids), self.tasks[n].num_labels), dtype=np.float32)
-                if self.tasks[n].type in tasktypes.SENTENCE_TYPES
+                if self.tasks[n].type in tasktypes.SCORED_TYPES
                 else [None] * len(ids)
             )
             for n in names
         }
         with eval_mode(self):
             for chunk, batch in self.encoder.length_sorted_batches(ids, batch_size, max_padding):
-                feats = self(batch, tasks=names) if features is None else self.forward_heads(features(chunk), names)
+                feats = self.encoder(batch) if features is None else features(chunk)
+                if pairs and pair_ids is not None:
+                    second = pad_batch([pair_ids[i] or ids[i] for i in chunk], self.encoder.pad_id)
+                    second = {k: v.to(self.encoder.device) for k, v in second.items()}
+                    feats["pair_embedding"] = self.encoder(second)["sentence_embedding"]
+                feats = self.forward_heads(feats, names)
                 emb[chunk] = feats["sentence_embedding"].float().cpu().numpy()
                 for name in names:
                     probs = tasktypes.activate(self.tasks[name], feats["logits"][name]).cpu().numpy()
-                    if self.tasks[name].type in tasktypes.SENTENCE_TYPES:
+                    if self.tasks[name].type in tasktypes.SCORED_TYPES:
                         out[name][chunk] = probs
                     else:
                         for row, i in enumerate(chunk):
                             out[name][i] = probs[row, : len(ids[i])]
         return emb, out
+
+    @torch.inference_mode()
+    def pair_outputs(self, first: np.ndarray, second: np.ndarray, tasks: Sequence[str]) -> dict[str, np.ndarray]:
+        """Pair tasks' outputs from the pooled embeddings of each pair's two texts (row-aligned): what a
+        server computes once the texts of many requests went through the encoder together."""
+        if not len(first):
+            return {t: np.zeros((0, self.tasks[t].num_labels), dtype=np.float32) for t in tasks}
+        device = next(self.parameters()).device
+        feats = {
+            "sentence_embedding": torch.as_tensor(first, device=device),
+            "pair_embedding": torch.as_tensor(second, device=device),
+        }
+        with eval_mode(self):
+            logits = self.forward_heads(feats, tasks)["logits"]
+        return {t: tasktypes.activate(self.tasks[t], logits[t]).cpu().numpy() for t in tasks}
+
+    @property
+    def text_tasks(self) -> list[str]:
+        """Prediction tasks that read one text (every task but pair tasks)."""
+        return [t for t in self.prediction_tasks if self.tasks[t].type not in tasktypes.PAIR_TYPES]
 
     def task_specs(self) -> dict[str, HeadSpec]:
         """The prediction tasks and their specs (the :class:`~mtst.modeling.predictions.Predictor` protocol)."""
@@ -210,15 +251,27 @@ class MultiTaskModel(nn.Module):
 
     @torch.inference_mode()
     def outputs(
-        self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32, max_padding: float | None = None
+        self,
+        texts: Sequence[str],
+        tasks: Sequence[str],
+        batch_size: int = 32,
+        max_padding: float | None = None,
+        pairs: Sequence[str] | None = None,
     ) -> Outputs:
         """Embeddings and every asked task's probabilities from one forward pass over ``texts``.
 
         With a token task among ``tasks`` the texts are split into words first (their tags
-        and spans need the words); sentence tasks read the same pass.
+        and spans need the words); sentence tasks read the same pass. ``pairs``: the second text of
+        each pair, for pair tasks (``texts`` are then the first ones).
         """
         specs = self.task_specs()
         names = check_tasks(specs, tasks)
+        if pairs is not None:
+            tokenize = self.encoder.tokenize_ids
+            emb, probs = self.outputs_ids(
+                tokenize(list(texts)), names, batch_size, max_padding, None, tokenize(list(pairs))
+            )
+            return Outputs(emb, probs)
         if needs_words(specs, names):
             words = text_words(texts)
             ids, word_ids = self.encoder.tokenize_words(texts, [[w for w, _, _ in ws] or None for ws in words])
@@ -227,14 +280,20 @@ class MultiTaskModel(nn.Module):
         emb, probs = self.outputs_ids(self.encoder.tokenize_ids(list(texts)), names, batch_size, max_padding)
         return Outputs(emb, probs)
 
-    def predict(self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32) -> list[dict]:
-        """One dict per text.
+    def predict(
+        self,
+        texts: Sequence[str],
+        tasks: Sequence[str] | None = None,
+        batch_size: int = 32,
+        pairs: Sequence[str] | None = None,
+    ) -> list[dict]:
+        """One dict per text (per pair, with ``pairs``: the second texts).
 
         Sentence tasks give ``{"label", "probabilities"}``; token tasks give
         ``{"entities": [{"type", "text", "start", "end", "score"}], "words", "tags"}``
-        with character offsets into the input text.
+        with character offsets into the input text (:func:`mtst.modeling.predictions.records`).
         """
-        return predict_records(self, texts, tasks, batch_size)
+        return predict_records(self, texts, tasks, batch_size, pairs)
 
     def encode(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | torch.Tensor:
         return self.encoder.encode(texts, **kwargs)

@@ -57,7 +57,12 @@ class Predictor(Protocol):
         ...
 
     def outputs(
-        self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 32, max_padding: float | None = None
+        self,
+        texts: Sequence[str],
+        tasks: Sequence[str],
+        batch_size: int = 32,
+        max_padding: float | None = None,
+        pairs: Sequence[str] | None = None,
     ) -> Outputs: ...
 
 
@@ -72,6 +77,27 @@ def check_tasks(specs: Mapping[str, Any], asked: Sequence[str] | None) -> list[s
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise UnknownTaskError(f"unknown task(s) {', '.join(unknown)}; this model predicts: {', '.join(specs)}")
+    return names
+
+
+def is_pair_task(spec: Any) -> bool:
+    return spec_value(spec, "type") in tasktypes.PAIR_TYPES
+
+
+def input_tasks(specs: Mapping[str, Any], asked: Sequence[str] | None, pairs: bool) -> list[str]:
+    """The tasks to predict for single texts or for pairs (default: every task of that input); a pair
+    task asked of single texts, or a single-text task asked of pairs, fails naming the input it needs."""
+    names = check_tasks(specs, asked)
+    if asked is None:
+        names = [n for n in names if is_pair_task(specs[n]) == pairs]
+        if not names:
+            kind = "pair" if pairs else "single-text"
+            raise UnknownTaskError(f"this model has no {kind} task; its tasks: {', '.join(specs)}")
+        return names
+    wrong = [n for n in names if is_pair_task(specs[n]) != pairs]
+    if wrong:
+        need = "single texts, not pairs" if pairs else "pairs of texts (mtst predict --pairs, or pairs in a request)"
+        raise UnknownTaskError(f"task(s) {', '.join(wrong)} read {need}")
     return names
 
 
@@ -100,13 +126,22 @@ def records(texts: Sequence[str], specs: Mapping[str, Any], out: Outputs, names:
     return rows
 
 
-def predict(predictor: Predictor, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32):
-    """Records of ``texts`` for ``tasks`` (default all) from one forward pass of ``predictor``."""
+def predict(
+    predictor: Predictor,
+    texts: Sequence[str],
+    tasks: Sequence[str] | None = None,
+    batch_size: int = 32,
+    pairs: Sequence[str] | None = None,
+) -> list[dict]:
+    """Records of ``texts`` for ``tasks`` (default: every single-text task; with ``pairs``, the second
+    texts, every pair task) from one forward pass of ``predictor``."""
     specs = predictor.task_specs()
-    names = check_tasks(specs, tasks)
+    names = input_tasks(specs, tasks, pairs is not None)
+    if pairs is not None and len(pairs) != len(texts):
+        raise ValueError(f"{len(texts)} first texts but {len(pairs)} second ones")
     if not texts:
         return []
-    return records(texts, specs, predictor.outputs(texts, names, batch_size), names)
+    return records(texts, specs, predictor.outputs(texts, names, batch_size, pairs=pairs), names)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -30,9 +30,14 @@ def _get(spec: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+PAIR_TYPES: tuple[str, ...] = ("pair_classification", "pair_similarity")
+SCORED_TYPES: tuple[str, ...] = SENTENCE_TYPES + PAIR_TYPES  # one output row per text (or pair)
+COSENT_SCALE = 20.0  # CoSENT's scale on cosine differences (sentence-transformers' default)
+
+
 def num_outputs(task_type: str, labels: Sequence[str]) -> int:
-    """Width of a head's output: one number for regression, one score per label otherwise."""
-    return 1 if task_type == "regression" else len(labels)
+    """Width of a head's output: one number for regression and pair similarity, one score per label otherwise."""
+    return 1 if task_type in ("regression", "pair_similarity") else len(labels)
 
 
 def thresholds(spec: Any) -> np.ndarray:
@@ -50,6 +55,8 @@ def activate(spec: Any, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits.float())
     if kind == "regression":
         return logits.float() * float(_get(spec, "target_std", 1.0)) + float(_get(spec, "target_mean", 0.0))
+    if kind == "pair_similarity":
+        return logits.float()  # already the cosine
     return logits.float().softmax(-1)
 
 
@@ -64,7 +71,7 @@ def decide(spec: Any, outputs: np.ndarray) -> np.ndarray:
     kind = _get(spec, "type", "classification")
     if kind == "multi_label":
         return (outputs >= thresholds(spec)[None, :]).astype(np.int64)
-    if kind == "regression":
+    if kind in ("regression", "pair_similarity"):
         return outputs[:, 0]
     return outputs.argmax(-1)
 
@@ -75,6 +82,8 @@ def record(spec: Any, outputs: np.ndarray) -> dict[str, Any]:
     labels = _get(spec, "labels", [])
     if kind == "regression":
         return {"value": round(float(outputs[0]), 6)}
+    if kind == "pair_similarity":
+        return {"similarity": round(float(outputs[0]), 6)}
     probabilities = {lab: round(float(x), 6) for lab, x in zip(labels, outputs, strict=True)}
     if kind == "multi_label":
         on = outputs >= thresholds(spec)
@@ -106,7 +115,27 @@ def loss(spec: Any, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor 
         if _get(spec, "loss", "mse") == "huber":
             return F.huber_loss(prediction, scaled, delta=1.0)
         return F.mse_loss(prediction, scaled)
+    if kind == "pair_similarity":
+        rows = ~torch.isnan(target)
+        if not bool(rows.any()):
+            return None
+        cosine, score = logits[rows][:, 0].float(), target[rows].float()
+        if _get(spec, "loss", "cosent") == "cosine_mse":
+            low, high = _get(spec, "score_range", [0.0, 1.0])
+            return F.mse_loss(cosine, (score - low) / max(high - low, 1e-8))
+        return cosent_loss(cosine, score)
     return None  # classification and token tasks: the model's cross-entropy
+
+
+def cosent_loss(cosine: torch.Tensor, score: torch.Tensor, scale: float = COSENT_SCALE) -> torch.Tensor:
+    """CoSENT (Su, 2022; sentence-transformers' ``CoSENTLoss``): every pair of pairs whose gold scores are
+    ordered pushes their cosines into the same order, ``log(1 + sum exp(scale * (cos_j - cos_i)))`` over
+    ``score_i > score_j``. It needs only the scores' order, not their scale."""
+    diff = scale * (cosine[None, :] - cosine[:, None])  # [i, j] = scale * (cos_j - cos_i)
+    ordered = score[:, None] > score[None, :]
+    diff = diff.masked_fill(~ordered, float("-inf"))
+    flat = torch.cat([torch.zeros(1, device=cosine.device, dtype=diff.dtype), diff.reshape(-1)])
+    return torch.logsumexp(flat, dim=0)
 
 
 def soft_target_loss(spec: Any, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -31,9 +31,11 @@ class Batcher:
         word_ids: Sequence[Sequence[int | None]] | None,
         pad_id: int,
         tasks: Sequence[str],
+        pair_ids: Sequence[Sequence[int] | None] | None = None,
     ) -> None:
         self.split = split
         self.ids = ids
+        self.pair_ids = pair_ids
         self.word_ids = word_ids
         self.pad_id = pad_id
         self.tasks = [t for t in tasks if t in split.labels]
@@ -45,6 +47,23 @@ class Batcher:
     def inputs(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """Token ids and attention mask, padded to the batch's longest row."""
         return {k: v.to(device) for k, v in pad_batch([self.ids[i] for i in rows], self.pad_id).items()}
+
+    def pair_embedding(
+        self, encoder: Any, rows: np.ndarray, device: torch.device, first: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The second texts' sentence embeddings of the batch's pair rows, row-aligned with ``first`` (zeros
+        on rows without a second text, whose pair labels are missing); None where no row has one."""
+        if self.pair_ids is None:
+            return None
+        at = [r for r, i in enumerate(rows) if self.pair_ids[i] is not None]
+        if not at:
+            return None
+        batch = pad_batch([self.pair_ids[rows[r]] for r in at], self.pad_id)
+        emb = encoder({k: v.to(device) for k, v in batch.items()})["sentence_embedding"]
+        if len(at) == len(rows):
+            return emb
+        index = torch.as_tensor(at, device=device)
+        return first.new_zeros(first.shape).index_copy(0, index, emb.to(first.dtype))
 
     def labels(
         self, rows: np.ndarray, task: str | None, device: torch.device, width: int | None = None

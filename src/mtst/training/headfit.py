@@ -48,15 +48,17 @@ def warm_start_c(num_tasks: int) -> float | None:
 
 def linear_sentence_heads(model: MultiTaskModel) -> list[str]:
     """Tasks whose head is one linear layer on the sentence embedding (what a closed-form fit can set:
-    multinomial logistic regression, one-vs-rest logistic regression for multi-label, ridge regression)."""
-    return [t for t, spec in model.tasks.items() if spec.type in SENTENCE_TYPES and not spec.hidden_size]
+    multinomial logistic regression, one-vs-rest logistic regression for multi-label, ridge regression;
+    a pair classifier's on its ``[u, v, |u - v|, u * v]`` features)."""
+    kinds = (*SENTENCE_TYPES, "pair_classification")
+    return [t for t, spec in model.tasks.items() if spec.type in kinds and not spec.hidden_size]
 
 
 def mark_normalized_inputs(model: MultiTaskModel, only: tuple[str, ...] | None = None) -> None:
     """Linear sentence heads (of ``only``, default all) read the normalised embedding: the encoder is
     trained for cosine similarity, so the direction carries the meaning (measured: benchmarks/head_fit.py)."""
     for name in linear_sentence_heads(model):
-        if only is not None and name not in only:
+        if (only is not None and name not in only) or model.tasks[name].type == "pair_classification":
             continue
         model.tasks[name] = model.tasks[name].model_copy(update={"normalize_input": True})
 
@@ -106,6 +108,11 @@ def fit_heads(
         if model.tasks[task].normalize_input:
             features = torch.nn.functional.normalize(features, dim=-1)
         spec = model.tasks[task]
+        if spec.type == "pair_classification":  # the second texts encoded now: a cache holds the first ones
+            assert train.second is not None
+            seconds = [train.second[i] for i in rows]
+            v = model.encoder.encode(seconds, batch_size, normalize=False, convert_to="torch").float()
+            features = torch.cat([features, v, (features - v).abs(), features * v], dim=-1)
         if spec.type == "multi_label":
             fitted = fit_one_vs_rest(features, train.targets[task][rows], PREFERRED_C if c is None else c)
             _set_linear(model.heads[task][-1], fitted)

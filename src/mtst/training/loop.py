@@ -534,7 +534,11 @@ class TrainingLoop:
         with self.accelerator.autocast():
             feats = inputs.cache.features(rows, device)
             tasks = [task] if task else None
-            feats = self.model(batch, tasks=tasks) if feats is None else self.model.forward_heads(feats, tasks)
+            feats = self.model.encoder(batch) if feats is None else feats
+            second = inputs.batcher.pair_embedding(self.model.encoder, rows, device, feats["sentence_embedding"])
+            if second is not None:
+                feats["pair_embedding"] = second
+            feats = self.model.forward_heads(feats, tasks)
             loss, _ = self.model.compute_loss(feats, labels)
             extra = self._mlm_loss(rows, batch) if inputs.mlm_tasks else None
             kept = self.keep_term(feats, rows) if trains_backbone(self.groups) else None  # a frozen encoder keeps all

@@ -233,6 +233,7 @@ def build_plan(
             for t in tasks
             if f"heads.{t}" in ever
             and t not in continued  # a continued head starts from what it learned
+            and config.tasks[t].type != "pair_similarity"  # the cosine of two embeddings: no head to fit
             and warm_start(tc.head_init, strategy, len(stats.class_counts.get(t, ())), bool(shared))
         ),
         closed_form_heads=tuple(t for t in tasks if f"heads.{t}" not in frozen) if strategy.closed_form else (),

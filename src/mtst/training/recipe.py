@@ -44,12 +44,18 @@ def rows_per_class(counts: tuple[int, ...]) -> float:
 
 
 def choose_recipe(
-    stats: DataStats, token_tasks: bool = False, max_classes: int | None = MAX_CONTRASTIVE_CLASSES
+    stats: DataStats,
+    token_tasks: bool = False,
+    max_classes: int | None = MAX_CONTRASTIVE_CLASSES,
+    pair_tasks: bool = False,
 ) -> Recipe:
-    """The recipe for data with ``stats`` (``token_tasks``: a token or masked-LM task is present);
-    the contrastive stage where some task has at most ``max_classes`` classes (None: any)."""
+    """The recipe for data with ``stats`` (``token_tasks``: a token or masked-LM task is present;
+    ``pair_tasks``: a pair task is); the contrastive stage where some task has at most ``max_classes``
+    classes (None: any)."""
     if token_tasks:
         return Recipe("full", False, "token-level task(s): full fine-tuning")
+    if pair_tasks:  # Sentence-BERT: both texts through the encoder, which the pair loss trains
+        return Recipe("full", False, "sentence-pair task(s): full fine-tuning of the encoder on both texts")
     if not stats.class_counts:
         return Recipe("full", False, f"{stats.labelled_rows} rows: full fine-tuning")
     task, counts = min(stats.class_counts.items(), key=lambda item: rows_per_class(item[1]))
@@ -69,15 +75,18 @@ def choose_recipe(
     return Recipe("frozen", False, f"{seen}: logistic heads on the pretrained encoder ({fewest} classes)")
 
 
-def apply_recipe(config: RunConfig, stats: DataStats, token_tasks: bool = False) -> tuple[RunConfig, Recipe | None]:
+def apply_recipe(
+    config: RunConfig, stats: DataStats, token_tasks: bool = False, pair_tasks: bool = False
+) -> tuple[RunConfig, Recipe | None]:
     """``config`` with ``strategy: auto`` resolved (an explicit ``contrastive.enabled`` is kept);
     any other strategy is returned unchanged with no recipe."""
     tc = config.training
     if tc.strategy != AUTO:
         return config, None
-    recipe = choose_recipe(stats, token_tasks, tc.contrastive.max_classes)
+    recipe = choose_recipe(stats, token_tasks, tc.contrastive.max_classes, pair_tasks)
     if tc.keep.protect == "safe":  # the encoder stays as it is: heads on its features
-        strategy, how = ("heads", "heads trained") if token_tasks else ("frozen", "logistic heads")
+        trained = token_tasks or pair_tasks  # heads a closed-form fit cannot set
+        strategy, how = ("heads", "heads trained") if trained else ("frozen", "logistic heads")
         recipe = Recipe(strategy, False, f"keep.protect safe: {how} on the encoder as it is")
     enabled = recipe.contrastive if tc.contrastive.enabled is None else tc.contrastive.enabled
     contrastive = tc.contrastive.model_copy(update={"enabled": enabled})

@@ -37,7 +37,8 @@ def score_rows(
 ) -> dict[str, dict]:
     """Per-task figures of a split through the model (``features``: cached inputs of its rows)."""
     split, ids, word_ids = inputs.data.splits[split_name], inputs.ids[split_name], inputs.word_ids[split_name]
-    return evaluate_split(model, split, ids, batch_size, word_ids, rank, world, features)
+    pair_ids = inputs.pair_ids.get(split_name)
+    return evaluate_split(model, split, ids, batch_size, word_ids, rank, world, features, pair_ids)
 
 
 def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: RunCache, split_name: str) -> dict[str, dict]:

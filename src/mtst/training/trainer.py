@@ -24,7 +24,7 @@ from rich.console import Console
 from mtst.config import RunConfig, precision_name, resolve_precision
 from mtst.data import MISSING, Split, TaskData, labelled_split, load_task_data
 from mtst.errors import DataError
-from mtst.evaluate import StsPairs, model_sources, read_sts, tokenize_split
+from mtst.evaluate import StsPairs, model_sources, read_sts, tokenize_pairs, tokenize_split
 from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
@@ -66,6 +66,7 @@ class RunInputs:
     model: MultiTaskModel
     ids: dict[str, list[list[int]]]
     word_ids: dict[str, Any]
+    pair_ids: dict[str, list[list[int] | None] | None]  # the second texts of pair rows, per split
     batcher: Batcher
     lengths: list[int]
     mlm_tasks: list[str]
@@ -84,7 +85,7 @@ class RunInputs:
     @property
     def carried_heads(self) -> tuple[str, ...]:
         """Carried tasks with a prediction head (not a masked-LM objective)."""
-        return tuple(t for t in self.carried if t in self.model.prediction_tasks)
+        return tuple(t for t in self.carried if t in self.model.text_tasks)  # pair heads need pairs: not distilled
 
     @property
     def num_layers(self) -> int:
@@ -118,9 +119,10 @@ def load_inputs(config: RunConfig, console: Console) -> RunInputs:
             max_length=m.max_length,
         )
     encoder = model.encoder
-    ids, word_ids = {}, {}
+    ids, word_ids, pair_ids = {}, {}, {}
     for name, split in data.splits.items():
         ids[name], word_ids[name] = tokenize_split(model, split)
+        pair_ids[name] = tokenize_pairs(model, split)
     truncated = sum(len(x) >= encoder.max_length for split_ids in ids.values() for x in split_ids)
     if truncated:
         note = f"{truncated} text(s) reach max_length={encoder.max_length} tokens and were truncated"
@@ -133,7 +135,10 @@ def load_inputs(config: RunConfig, console: Console) -> RunInputs:
         model=model,
         ids=ids,
         word_ids=word_ids,
-        batcher=Batcher(data.splits["train"], ids["train"], word_ids["train"], encoder.pad_id, list(tasks)),
+        batcher=Batcher(
+            data.splits["train"], ids["train"], word_ids["train"], encoder.pad_id, list(tasks), pair_ids["train"]
+        ),
+        pair_ids=pair_ids,
         lengths=[len(x) for x in ids["train"]],
         mlm_tasks=[t for t, spec in tasks.items() if spec.type == "masked_lm" and spec.weight > 0],
         aux_tasks=[t for t, spec in tasks.items() if spec.is_auxiliary],
@@ -202,11 +207,13 @@ def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
     num_layers = inputs.num_layers
     token_tasks = any(spec.type == "token_classification" for spec in inputs.config.tasks.values())
     raw_tokens = token_tasks or bool(inputs.mlm_tasks)
+    pairs = any(spec.pair_columns for spec in inputs.config.tasks.values())
     stats = data_stats(inputs.config, inputs.data)
-    config, recipe = apply_recipe(inputs.config, stats, raw_tokens)
+    config, recipe = apply_recipe(inputs.config, stats, raw_tokens, pairs)
     if recipe is not None:
         logger.info("recipe (training.strategy: auto): %s", recipe.reason)
-    plan = build_plan(config, num_layers, stats, raw_tokens, inputs.carried_heads, inputs.continued)
+    # the caches hold one embedding per row: token tasks need every token's state, pair tasks two texts
+    plan = build_plan(config, num_layers, stats, raw_tokens or pairs, inputs.carried_heads, inputs.continued)
     get_strategy(plan.strategy).prepare(inputs.model, GroupContext(num_layers, tuple(config.tasks), config.training))
     if plan.head_init:  # the warm start fits heads on the normalised embedding, as ``frozen`` does
         mark_normalized_inputs(inputs.model, plan.head_init)
