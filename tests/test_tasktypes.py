@@ -120,6 +120,8 @@ def test_task_options_belong_to_their_type() -> None:
         validate_config({**base, "tasks": {"stars": {"type": "regression", "labels": ["a", "b"]}}})
     with pytest.raises(ConfigError, match=r"training.metric.*stars/spearman"):
         validate_config({**base, "tasks": {"stars": {"type": "regression"}}, "training": {"metric": "stars/mae"}})
+    with pytest.raises(ConfigError, match=r"standardize applies to regression tasks only"):
+        validate_config({**base, "tasks": {"topic": {"standardize": False}}})
     config = validate_config(
         {**base, "tasks": {"stars": {"type": "regression"}}, "training": {"metric": "stars/spearman"}}
     )

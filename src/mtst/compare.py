@@ -26,7 +26,7 @@ from rich.console import Console
 
 from mtst.config import AUTO, POOLING_MODES, RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
-from mtst.evaluate import read_sts, sts_spearman
+from mtst.evaluate import headline, read_sts, sts_spearman
 from mtst.training.strategies import REGISTRY
 
 ANCHORS = tuple(name for name, s in REGISTRY.items() if s.backbone_fixed)  # heads on the original features, best first
@@ -306,13 +306,13 @@ def measure_encoders(sweep: Sweep, results: list[RunResult], console: Console) -
             ids, word_ids = tokenize_split(heads, split)
             if anchor.spec.name not in before:
                 scores = evaluate_split(heads, split, ids, word_ids=word_ids)
-                before[anchor.spec.name] = {t: m_["accuracy"] for t, m_ in scores.items()}
+                before[anchor.spec.name] = {t: headline(m_) for t, m_ in scores.items()}
             heads.encoder = model.encoder
             moved = evaluate_split(heads, split, ids, word_ids=word_ids)
             r.extra["stale_heads"] = {
                 "from": anchor.spec.label,
                 "tasks": {
-                    t: {"before": before[anchor.spec.name].get(t), "after": m_["accuracy"]} for t, m_ in moved.items()
+                    t: {"before": before[anchor.spec.name].get(t), "after": headline(m_)} for t, m_ in moved.items()
                 },
             }
     if sweep.poolings and pairs:

@@ -92,8 +92,8 @@ def summarize(payload: dict[str, Any]) -> list[Row]:
             flat, detail = _split_metrics(run["metrics"])
             primary.append(float(flat.get(metric, np.nan)))
             for task, m in detail.items():
-                tasks[task]["accuracy"].append(m["accuracy"])
-                tasks[task]["f1"].append(m.get("macro_f1", m.get("f1", np.nan)))
+                tasks[task]["accuracy"].append(m.get("accuracy", np.nan))  # regression and similarity: none
+                tasks[task]["f1"].append(m.get("macro_f1", m.get("f1", m.get("spearman", np.nan))))
         stale: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for run in runs:
             for task, v in (run.get("stale_heads") or {}).get("tasks", {}).items():
@@ -278,7 +278,7 @@ def pooling_rows(payload: dict[str, Any]) -> list[tuple[str, float, dict[str, fl
                 (
                     run["pooling"],
                     float(flat.get(payload["metric"], np.nan)),
-                    {t: m["accuracy"] for t, m in detail.items()},
+                    {t: m.get("accuracy", np.nan) for t, m in detail.items()},
                 )
             )
     return out
@@ -287,6 +287,8 @@ def pooling_rows(payload: dict[str, Any]) -> list[tuple[str, float, dict[str, fl
 # ---------------------------------------------------------------- plots
 def _cell(values: list[float]) -> str:
     arr = np.asarray(values, dtype=float)
+    if np.isnan(arr).all():
+        return "-"  # a figure the task does not have (a regression task's accuracy)
     return pct(float(arr.mean())) + (f" ± {100 * arr.std():.1f}" if len(arr) > 1 else "")
 
 

@@ -66,7 +66,8 @@ class TaskSection(_Section):
     F1 on the validation split or, without one, on cross-validated training rows (``threshold``: one fixed
     value instead); ``pos_weight`` weighs each label's positives by its negatives over positives (at most
     10) for rare labels. ``regression`` predicts a number (``loss``: ``mse`` or ``huber`` on the target
-    standardised by the training rows' mean and spread, which are saved with the model).
+    standardised by the training rows' mean and spread, which are saved with the model;
+    ``standardize: false`` trains on the values as they are).
     ``pair_classification`` and ``pair_similarity`` read two texts per row (``text_columns``, default
     ``sentence1``, ``sentence2``), each encoded on its own: a pair classifier's head reads
     ``[u, v, |u - v|, u * v]`` (Sentence-BERT), a pair similarity task trains the cosine of the two
@@ -97,6 +98,7 @@ class TaskSection(_Section):
     threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     pos_weight: bool = False
     loss: Literal["mse", "huber", "cosent", "cosine_mse"] | None = None
+    standardize: bool = True
     labels: list[str] | None = None
     weight: float = Field(default=1.0, ge=0.0)
     hidden_size: int | None = Field(default=None, ge=1)
@@ -117,7 +119,7 @@ class TaskSection(_Section):
     def _options_of_type(self) -> TaskSection:
         # a value other than the default, not a key that is present: a saved run's config lists every key
         only = {"threshold": ("multi_label",), "pos_weight": ("multi_label",), "label_delimiter": ("multi_label",)}
-        only |= {"loss": ("regression", "pair_similarity"), "text_columns": PAIR_TYPES}
+        only |= {"loss": ("regression", "pair_similarity"), "text_columns": PAIR_TYPES, "standardize": ("regression",)}
         for key, kinds in only.items():
             if getattr(self, key) != type(self).model_fields[key].default and self.type not in kinds:
                 raise ValueError(f"{key} applies to {' and '.join(kinds)} tasks only; this task is {self.type}")

@@ -133,6 +133,11 @@ def primary_f1(metrics: dict) -> float:
     raise KeyError(f"no primary score among {sorted(metrics)}")
 
 
+def headline(metrics: dict) -> float:
+    """A task's accuracy, or its primary score where it has none (regression, pair similarity)."""
+    return metrics["accuracy"] if "accuracy" in metrics else primary_f1(metrics)
+
+
 def summary_metrics(per_task: dict[str, dict], auxiliary: Sequence[str] = ()) -> dict[str, float]:
     """Flat ``task/metric`` scores plus their means over the main tasks (for model selection).
 

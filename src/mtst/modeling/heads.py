@@ -137,6 +137,8 @@ def _target_settings(name: str, task: Any, data: TaskData) -> dict[str, Any]:
     if train is None or name not in train.targets:
         return {}
     values = train.targets[name][train.rows_for(name)]
+    if task.type == "regression" and not task.standardize:
+        return {"target_mean": 0.0, "target_std": 1.0, "loss": task.loss}
     if task.type == "regression":
         std = float(values.std()) if len(values) > 1 else 0.0
         return {"target_mean": float(values.mean()), "target_std": std if std > 1e-8 else 1.0, "loss": task.loss}
