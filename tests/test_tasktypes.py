@@ -188,6 +188,19 @@ def test_losses_skip_unlabelled_rows() -> None:
     assert got.item() == pytest.approx(1.0)  # (0 - (4 - 2) / 2)^2
 
 
+def test_old_multi_label_and_regression_heads_are_held_and_compared_by_their_own_rules() -> None:
+    ml = HeadSpec(type="multi_label", labels=["a", "b"], thresholds=[0.5, 0.9])
+    teacher = torch.tensor([[2.0, 1.0], [-1.0, 3.0]])
+    assert tasktypes.soft_target_loss(ml, teacher, teacher, 2.0).abs().max() < 1e-6
+    assert (tasktypes.soft_target_loss(ml, -teacher, teacher, 2.0) > 0.1).all()
+    # label b's threshold 0.9: sigmoid(1.0) = 0.73 is off, sigmoid(3.0) = 0.95 on; a student at 2.5 (0.92) agrees
+    assert tasktypes.agreement(ml, teacher, torch.tensor([[0.5, 0.0], [-2.0, 2.5]])) == (4, 4)
+    assert tasktypes.agreement(ml, teacher, torch.tensor([[-0.5, 0.0], [-2.0, 2.0]])) == (2, 4)
+    reg = HeadSpec(type="regression", target_mean=0.0, target_std=1.0)
+    assert tasktypes.agreement(reg, torch.tensor([[0.0], [1.0]]), torch.tensor([[0.2], [2.0]])) == (1, 2)
+    assert tasktypes.soft_target_loss(reg, torch.tensor([[1.0]]), torch.tensor([[3.0]]), 2.0).item() == 4.0
+
+
 # --------------------------------------------------------------------------- fitted heads and the stage
 def test_closed_form_fits_recover_the_signal() -> None:
     rng = np.random.default_rng(0)

@@ -142,14 +142,16 @@ def soft_target_loss(spec: Any, student: torch.Tensor, teacher: torch.Tensor, te
     """Per-row distance of a head's outputs to a starting model's (Learning without Forgetting).
 
     Softmax heads: KL of the softened distributions x T^2 (so the gradient scale does not depend on T);
-    multi-label heads: binary cross-entropy to the softened sigmoids x T^2; regression: squared error of
-    the standardised outputs.
+    multi-label heads: the mean over labels of the KL of the softened Bernoullis x T^2; regression: squared
+    error of the standardised outputs. Each is 0 where the student matches the teacher.
     """
     kind = _get(spec, "type", "classification")
     t = temperature
     if kind == "multi_label":
         soft = torch.sigmoid(teacher / t)
-        return F.binary_cross_entropy_with_logits(student / t, soft, reduction="none").mean(-1) * t * t
+        cross = F.binary_cross_entropy_with_logits(student / t, soft, reduction="none")
+        entropy = F.binary_cross_entropy_with_logits(teacher / t, soft, reduction="none")
+        return (cross - entropy).mean(-1) * t * t
     if kind == "regression":
         return ((student - teacher) ** 2).mean(-1)
     return (

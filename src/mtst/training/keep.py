@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtst.modeling import tasktypes
 from mtst.modeling.encoder import eval_mode
 
 if TYPE_CHECKING:
@@ -110,16 +111,12 @@ def _padded(parts: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.
     return out, mask
 
 
-def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of softened distributions, x T^2 so its gradient scale does not depend on T."""
-    t = temperature
-    return (
-        F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="none").sum(
-            -1
-        )
-        * t
-        * t
-    )
+def soft_target_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, spec: Any = None
+) -> torch.Tensor:
+    """Per row (or token): KL(teacher || student) of softened distributions, x T^2 so its gradient scale does
+    not depend on T; a multi-label or regression head's own distance (:func:`tasktypes.soft_target_loss`)."""
+    return tasktypes.soft_target_loss(spec if spec is not None else {}, student, teacher, temperature)
 
 
 def keep_loss(
@@ -142,7 +139,8 @@ def keep_loss(
             student = model.head_logits(task, feats).float()
             parts = [targets.logits[task][int(p)] for p in pos]
             if student.dim() == 2:
-                term = soft_target_loss(student, torch.stack(parts).to(device), keep.temperature).mean()
+                teacher = torch.stack(parts).to(device)
+                term = soft_target_loss(student, teacher, keep.temperature, model.tasks[task]).mean()
             else:
                 teacher, mask = _padded(parts, student.shape[1])
                 per_token = soft_target_loss(student, teacher.to(device), keep.temperature)
@@ -168,12 +166,13 @@ def end_figures(model: MultiTaskModel, inputs: RunInputs, batch_size: int) -> di
     return out
 
 
-def _agreement(old: list[torch.Tensor], new: list[torch.Tensor]) -> float:
-    """Share of rows (or tokens) where the two models' top label is the same."""
+def _agreement(old: list[torch.Tensor], new: list[torch.Tensor], spec: Any = None) -> float:
+    """Share of rows (or tokens) where the two models decide alike: the same top label; for a multi-label
+    head the same decision per label, for a regression head values within a quarter of the spread."""
     same = total = 0
     for a, b in zip(old, new, strict=True):
-        same += int((a.argmax(-1) == b.argmax(-1)).sum())
-        total += a.argmax(-1).numel()
+        agree, count = tasktypes.agreement(spec if spec is not None else {}, a, b)
+        same, total = same + agree, total + count
     return same / max(1, total)
 
 
@@ -208,7 +207,7 @@ def retention(
         out["embedding"] = {"cosine": round(float(cosine.mean()), 4), "rows": len(report)}
         out["tasks"] = {
             t: {
-                "agreement": round(_agreement([targets.logits[t][int(p)] for p in pos], logits[t]), 4),
+                "agreement": round(_agreement([targets.logits[t][int(p)] for p in pos], logits[t], model.tasks[t]), 4),
                 "rows": len(report),
             }
             for t in keep.old_heads
