@@ -53,6 +53,15 @@ class DataSection(_Section):
     fraction_seed: int = 0
 
 
+TaskType = Literal[
+    "classification",
+    "multi_label",
+    "regression",
+    "pair_classification",
+    "pair_similarity",
+    "token_classification",
+    "masked_lm",
+]
 PAIR_TYPES: tuple[str, ...] = ("pair_classification", "pair_similarity")
 DEFAULT_PAIR_COLUMNS = ("sentence1", "sentence2")
 
@@ -83,15 +92,7 @@ class TaskSection(_Section):
     selection; ``keep_head: false`` drops its head from the saved model.
     """
 
-    type: Literal[
-        "classification",
-        "multi_label",
-        "regression",
-        "pair_classification",
-        "pair_similarity",
-        "token_classification",
-        "masked_lm",
-    ] = "classification"
+    type: TaskType = "classification"
     text_columns: list[str] | None = Field(default=None, min_length=2, max_length=2)
     label_column: str | None = None
     label_delimiter: str = Field(default=",", min_length=1)

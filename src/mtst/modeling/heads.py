@@ -13,21 +13,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
+from mtst.config import TaskType
 from mtst.modeling.tasktypes import num_outputs
 
 if TYPE_CHECKING:
     from mtst.config import RunConfig
     from mtst.data import TaskData
 
-HeadType = Literal[
-    "classification",
-    "multi_label",
-    "regression",
-    "pair_classification",
-    "pair_similarity",
-    "token_classification",
-    "masked_lm",
-]
+HeadType = TaskType
 HEAD_INPUT: dict[str, str] = {
     "classification": "sentence_embedding",
     "multi_label": "sentence_embedding",

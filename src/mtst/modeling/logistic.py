@@ -10,7 +10,7 @@ so a larger dataset is regularised less per row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,18 +48,25 @@ def _fit(
         b = torch.zeros(num_labels, dtype=x.dtype, requires_grad=True)
     else:
         w, b = (t.clone().requires_grad_(True) for t in start)
+    _minimise(
+        [w, b], lambda: nn.functional.cross_entropy(x @ w + b, y, reduction="sum") + (w * w).sum() / (2 * c), max_iter
+    )
+    return w.detach(), b.detach()
+
+
+def _minimise(params: list[torch.Tensor], objective: Callable[[], torch.Tensor], max_iter: int = 500) -> None:
+    """Run L-BFGS (strong Wolfe line search) on a smooth convex ``objective`` of ``params``, in place."""
     opt = torch.optim.LBFGS(
-        [w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe"
+        params, lr=1.0, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(x @ w + b, y, reduction="sum") + (w * w).sum() / (2 * c)
+        loss = objective()
         loss.backward()
         return loss
 
     opt.step(closure)
-    return w.detach(), b.detach()
 
 
 def _folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
@@ -156,17 +163,8 @@ def fit_one_vs_rest(features: torch.Tensor, targets: np.ndarray, c: float = PREF
     y = torch.as_tensor(np.asarray(targets), dtype=torch.float64)
     w = torch.zeros(x.shape[1], y.shape[1], dtype=x.dtype, requires_grad=True)
     b = torch.zeros(y.shape[1], dtype=x.dtype, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [w, b], lr=1.0, max_iter=500, tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="sum") + (w * w).sum() / (2 * c)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    bce = nn.functional.binary_cross_entropy_with_logits
+    _minimise([w, b], lambda: bce(x @ w + b, y, reduction="sum") + (w * w).sum() / (2 * c))
     return LinearFit(w.detach().T.contiguous(), b.detach(), c)
 
 

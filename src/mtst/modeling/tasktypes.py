@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtst.config import PAIR_TYPES
+
 SENTENCE_TYPES: tuple[str, ...] = ("classification", "multi_label", "regression")
 DEFAULT_THRESHOLD = 0.5
 
@@ -30,7 +32,6 @@ def _get(spec: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-PAIR_TYPES: tuple[str, ...] = ("pair_classification", "pair_similarity")
 SCORED_TYPES: tuple[str, ...] = SENTENCE_TYPES + PAIR_TYPES  # one output row per text (or pair)
 COSENT_SCALE = 20.0  # CoSENT's scale on cosine differences (sentence-transformers' default)
 

@@ -360,7 +360,7 @@ def _print_plan(
     origin = f"{config.model.init} (model.init)" if config.model.init else config.model.backbone
     notes = []
     for task, spec in config.tasks.items():
-        named = {"masked_lm": "masked LM", "regression": "a number"}
+        named = {"masked_lm": "masked LM", "regression": "a number", "pair_similarity": "a score per pair"}
         kind = named[spec.type] if spec.type in named else f"{len(data.labels[task])} labels"
         notes.append(f"{task} ({kind}{', auxiliary' if spec.is_auxiliary else ''})")
     console.print(
