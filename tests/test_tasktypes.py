@@ -15,7 +15,7 @@ from mtst.cli import main
 from mtst.config import validate_config
 from mtst.data import TaskSource, build_task_data
 from mtst.errors import ConfigError, DataError
-from mtst.evaluate import multi_label_metrics, regression_metrics
+from mtst.evaluate import evaluate_file, multi_label_metrics, regression_metrics
 from mtst.modeling import tasktypes
 from mtst.modeling.heads import HeadSpec
 from mtst.modeling.logistic import fit_one_vs_rest, fit_ridge
@@ -308,9 +308,14 @@ def test_frozen_run_without_validation_tunes_on_cross_validated_rows(
     assert "thresholds" in log and "3-fold cross-validation on 48 training rows" in log
     assert "one-vs-rest logistic regression" in log and "ridge regression" in log
     fixed = mixed_config(tiny_backbone_dir, data, tmp_path / "fixed", strategy="frozen")
-    fixed.tasks["tags"] = fixed.tasks["tags"].model_copy(update={"threshold": 0.3})
+    fixed.tasks["tags"] = fixed.tasks["tags"].model_copy(update={"threshold": 0.3, "label_delimiter": "|"})
     train(fixed, show_progress=False)
-    assert MultiTaskModel.load(tmp_path / "fixed" / "model").tasks["tags"].thresholds == [0.3, 0.3]
+    model = MultiTaskModel.load(tmp_path / "fixed" / "model")
+    assert model.tasks["tags"].thresholds == [0.3, 0.3]
+    csv = tmp_path / "more.csv"  # scored later with the delimiter the model was trained with
+    csv.write_text('text,tags\n"a gripping novel cheap gift 7",cheap|gift\n"this pan cooks well 8",[]\n')
+    scores = evaluate_file(model, csv)
+    assert scores["tags"]["n"] == 2 and scores["tags"]["per_label"]["gift"]["support"] == 1
 
 
 def test_default_recipe_takes_label_sets_through_the_stage(

@@ -278,6 +278,7 @@ def model_sources(model: MultiTaskModel, tasks: Sequence[str]) -> dict[str, Any]
             None,
             model.tasks[task].type,
             "tags" if model.tasks[task].type == "token_classification" else None,
+            delimiter=model.tasks[task].label_delimiter or ",",
             pair=tuple(model.tasks[task].text_columns) if model.tasks[task].text_columns else None,
         )
         for task in tasks

@@ -51,6 +51,7 @@ class HeadSpec(BaseModel):
     target_std: float | None = None
     loss: Literal["mse", "huber", "cosent", "cosine_mse"] | None = None  # regression, pair similarity
     text_columns: list[str] | None = None  # a pair task's two text columns
+    label_delimiter: str | None = None  # multi-label: how a CSV/TSV cell joins its labels
     score_range: list[float] | None = None  # pair similarity: the training scores' lowest and highest
 
     @field_validator("labels")
@@ -116,6 +117,7 @@ def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
             label_column=None if task.type == "masked_lm" else config.label_column(name),
             auxiliary=task.is_auxiliary,
             text_columns=list(task.pair_columns) if task.pair_columns else None,
+            label_delimiter=task.label_delimiter if task.type == "multi_label" else None,
             **_target_settings(name, task, data),
         )
         for name, task in config.tasks.items()
