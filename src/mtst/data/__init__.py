@@ -1,15 +1,12 @@
-"""Reading texts and labelled rows from files.
+"""Labelled rows for training and scoring: each task's labels, targets or pairs, split by split.
 
-CSV, JSON Lines (or a JSON list), Parquet and plain text (one text a line).
-Every error names the file and, where it helps, the row.
+Files are read by :mod:`mtst.data.files` (its readers are importable from here too). Every error
+names the file and, where it helps, the row and column.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,208 +15,24 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from mtst.constants import IGNORE_INDEX
+from mtst.data.files import (  # noqa: F401  (re-exported: mtst.data is where callers read files from)
+    CONLL_SUFFIXES,
+    TABLE_SUFFIXES,
+    bio_labels,
+    check_tagged_row,
+    check_texts,
+    column,
+    load_table,
+    read_conll,
+    read_delimited,
+    read_records,
+    read_texts,
+    text_problem,
+)
 from mtst.errors import DataError
 
 if TYPE_CHECKING:
     from mtst.config import RunConfig
-
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-
-
-def _read_text_file(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such file") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8") from exc
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV/TSV, JSON Lines, JSON list or Parquet file, as dicts."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise DataError(f"{p}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
-        if not p.exists():
-            raise DataError(f"{p}: no such file")
-        return pq.read_table(p).to_pylist()
-    text = _read_text_file(p)
-    if suffix in (".csv", ".tsv"):
-        return read_delimited(text, "\t" if suffix == ".tsv" else ",", p)
-    if suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
-        if not all(isinstance(r, dict) for r in data):
-            raise DataError(f"{p}: expected a list of objects")
-        return data
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        rows = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{p}, line {lineno}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{p}, line {lineno}: expected a JSON object")
-            rows.append(row)
-        return rows
-    raise DataError(f"{p}: unsupported file type {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or .txt")
-
-
-def read_delimited(text: str, delimiter: str, source: str | Path) -> list[dict[str, str]]:
-    """Rows of a CSV/TSV text, read strictly: a broken quote, or a row whose number of fields is not the
-    header's (an unquoted comma in a text, a missing column), is an error naming the row, never a
-    silently shortened text. Fields of any length are read (the csv module stops at 128 KB by default).
-    """
-    csv.field_size_limit(_FIELD_LIMIT)
-    what = "TSV" if delimiter == "\t" else "CSV"
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    rows: list[dict[str, str]] = []
-    header: list[str] | None = None
-    try:
-        for fields in reader:
-            if not fields:
-                continue  # a blank line
-            if header is None:
-                header = fields
-                continue
-            if len(fields) != len(header):
-                hint = " (quote texts that hold the delimiter)" if len(fields) > len(header) else ""
-                raise DataError(
-                    f"{source}, row {len(rows) + 1} (line {reader.line_num}): {len(fields)} field(s) where the header "
-                    f"has {len(header)} ({', '.join(header)}){hint}"
-                )
-            rows.append(dict(zip(header, fields, strict=True)))
-    except csv.Error as exc:
-        raise DataError(f"{source}, row {len(rows) + 1} (line {reader.line_num}): not valid {what} ({exc})") from None
-    return rows
-
-
-_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
-
-
-CONLL_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".iob2")
-
-
-def read_conll(path: str | Path) -> list[dict[str, Any]]:
-    """CoNLL-style file: one ``word ... tag`` line per word, a blank line between sentences.
-
-    The first column is the word and the last the tag; ``-DOCSTART-`` lines are
-    skipped. Rows come back as ``{"tokens": [...], "tags": [...]}``.
-    """
-    p = Path(path)
-    text = _read_text_file(p)
-    rows: list[dict[str, Any]] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    for lineno, line in enumerate([*text.splitlines(), ""], start=1):
-        parts = line.split()
-        if not parts or parts[0] == "-DOCSTART-":
-            if tokens:
-                rows.append({"tokens": tokens, "tags": tags})
-                tokens, tags = [], []
-            continue
-        if len(parts) < 2:
-            raise DataError(f"{p}, line {lineno}: expected 'word ... tag', got {line.strip()!r}")
-        tokens.append(parts[0])
-        tags.append(parts[-1])
-    if not rows:
-        raise DataError(f"{p}: no tagged sentences found")
-    return rows
-
-
-def check_tagged_row(words: Any, tags: Any, where: str) -> tuple[list[str], list[str]]:
-    """Words and tags must be equally long lists of non-empty strings."""
-    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
-        raise DataError(f"{where}: tokens must be a non-empty list of words")
-    if not isinstance(tags, list) or len(tags) != len(words):
-        got = len(tags) if isinstance(tags, list) else type(tags).__name__
-        raise DataError(f"{where}: {len(words)} tokens but {got} tags; each word needs one tag")
-    return [w.strip() for w in words], [str(t).strip() for t in tags]
-
-
-def bio_labels(tags: set[str]) -> list[str]:
-    """Tag set in a stable order: ``O`` first, then by entity type with ``B-`` before ``I-``."""
-
-    def key(tag: str) -> tuple[int, str, str]:
-        if tag == "O":
-            return (0, "", "")
-        prefix, _, kind = tag.partition("-")
-        return (1, kind or prefix, prefix if kind else "")
-
-    return sorted(tags, key=key)
-
-
-def column(rows: Sequence[dict[str, Any]], name: str, source: str | Path) -> list[Any]:
-    """One column of a table; a missing column names the ones that exist."""
-    if not rows:
-        return []
-    if name not in rows[0]:
-        raise DataError(f"{source}: no column {name!r}; columns are: {', '.join(map(str, rows[0]))}")
-    missing = [i for i, r in enumerate(rows, start=1) if name not in r]
-    if missing:
-        raise DataError(f"{source}: column {name!r} is missing on row(s) {_rows(missing)}")
-    return [r[name] for r in rows]
-
-
-def text_problem(text: Any) -> str | None:
-    """Why ``text`` cannot be embedded, or None. One rule for files, arguments and the server.
-
-    A text is a string with at least one non-space character and only valid
-    Unicode: a lone surrogate (from a byte that is not UTF-8 on a command line,
-    or ``\\ud800`` in JSON) would break the tokenizer.
-    """
-    if not isinstance(text, str):
-        return f"not text ({type(text).__name__})"
-    if not text.strip():
-        return "empty text"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"not valid Unicode (a lone surrogate or undecodable byte at character {exc.start})"
-    return None
-
-
-def check_texts(texts: Sequence[Any], source: str | Path) -> list[str]:
-    """Every text must pass :func:`text_problem`; bad ones are listed by row number."""
-    bad = [(i, problem) for i, t in enumerate(texts, start=1) if (problem := text_problem(t))]
-    if len(bad) == 1:
-        raise DataError(f"{source}, row {bad[0][0]}: {bad[0][1]}")
-    if bad:
-        kinds = sorted({problem.split(" (")[0] for _, problem in bad})
-        raise DataError(f"{source}: {' / '.join(kinds)} on row(s) {_rows([i for i, _ in bad])}")
-    return list(texts)
-
-
-def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
-    """Texts from a file: one a line for plain text, else ``text_column`` of a table."""
-    p = Path(path)
-    if p.suffix.lower() in TABLE_SUFFIXES:
-        rows = read_records(p)
-        texts = column(rows, text_column, p)
-    else:
-        texts = [line for line in _read_text_file(p).splitlines() if line.strip()]
-    if not texts:
-        raise DataError(f"{p}: no texts found")
-    return check_texts(texts, p)
-
-
-def _rows(numbers: Sequence[int], limit: int = 10) -> str:
-    shown = ", ".join(map(str, numbers[:limit]))
-    return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
-
 
 # --------------------------------------------------------------------------- training data
 MISSING = IGNORE_INDEX  # a row without a label for a task
@@ -274,29 +87,6 @@ class TaskSource(NamedTuple):
     fallback_column: str | None = None
     delimiter: str = ","  # multi-label cells of CSV/TSV files: the labels of a row, split at this
     pair: tuple[str, str] | None = None  # a pair task's two text columns
-
-
-def load_table(source: str | Path) -> list[dict[str, Any]]:
-    """Rows from a file, or from a directory saved with ``datasets.Dataset.save_to_disk``."""
-    p = Path(source).expanduser()
-    if p.is_dir():
-        try:
-            import datasets
-        except ImportError as exc:
-            raise DataError(f"{p} is a directory; reading a saved dataset needs `pip install datasets`") from exc
-        try:
-            ds = datasets.load_from_disk(str(p))
-        except Exception as exc:
-            raise DataError(f"{p}: not a saved Hugging Face dataset ({exc})") from exc
-        if isinstance(ds, datasets.DatasetDict):
-            raise DataError(f"{p} holds several splits ({', '.join(ds)}); point to one of them")
-        return ds.to_list()
-    if p.suffix.lower() in CONLL_SUFFIXES:
-        return read_conll(p)
-    rows = read_records(p)
-    if not rows:
-        raise DataError(f"{p}: no rows")
-    return rows
 
 
 def _label_value(value: Any) -> str | None:
