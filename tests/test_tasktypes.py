@@ -328,3 +328,22 @@ def test_default_recipe_takes_label_sets_through_the_stage(
     log = (tmp_path / "run" / "train.log").read_text()
     assert "contrastive stage: 8 steps" in log  # two tasks (topic, tags) take part, the number sits out
     assert result.test["tags"]["micro_f1"] >= 0.0 and "stars" in result.test
+
+
+def test_a_continued_multi_label_task_takes_the_models_label_order(tmp_path: Path) -> None:
+    from mtst.training.start import align_labels
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "e": ["joy"]}\n{"text": "b", "e": ["fear", "joy"]}\n{"text": "c"}\n')
+    config = validate_config({"data": {"train": str(path)}, "tasks": {"e": {"type": "multi_label"}}})
+    data = build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": str(path)}, "text")
+    assert data.labels["e"] == ["fear", "joy"]
+
+    from types import SimpleNamespace
+
+    start = SimpleNamespace(tasks={"e": HeadSpec(type="multi_label", labels=["joy", "anger", "fear"])})
+    align_labels(config, data, start, "runs/a")  # type: ignore[arg-type]  # its task specs are all it reads
+    split = data.splits["train"]
+    assert data.labels["e"] == ["joy", "anger", "fear"]
+    assert split.targets["e"].tolist() == [[1, 0, 0], [1, 0, 1], [0, 0, 0]]
+    assert split.labels["e"].tolist() == [0, 0, -100]  # rows stay marked labelled or not

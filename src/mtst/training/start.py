@@ -109,7 +109,11 @@ def align_labels(config: RunConfig, data: TaskData, start: MultiTaskModel, sourc
         remap = np.array([theirs.index(x) for x in ours], dtype=np.int64)
         for split in data.splits.values():
             y = split.labels[task]
-            if task in split.tags:  # token task: the tags hold the indices, labels only mark tagged rows
+            if task in split.targets and split.targets[task].ndim == 2:  # multi-label: columns in the model's order
+                matrix = np.zeros((len(y), len(theirs)), dtype=split.targets[task].dtype)
+                matrix[:, remap] = split.targets[task]
+                split.targets[task] = matrix
+            elif task in split.tags:  # token task: the tags hold the indices, labels only mark tagged rows
                 split.tags[task] = [None if t is None else remap[t] for t in split.tags[task]]
             else:
                 split.labels[task] = np.where(y == MISSING, MISSING, remap[np.maximum(y, 0)])
