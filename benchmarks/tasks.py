@@ -41,6 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
+import fewshot
 from _common import DATA, ROOT, machine, read_jsonl
 
 RESULTS = ROOT / "benchmarks" / "results" / "tasks.json"
@@ -237,15 +238,10 @@ def run_st_pairs(bench: str, method: str, train: list[dict], test: list[dict], s
 
 
 def load_results(path: Path) -> list[dict]:
-    return json.loads(path.read_text()) if path.exists() else []
+    return fewshot.load_results(path)
 
 
-def save_result(path: Path, entry: dict) -> None:
-    results = [*load_results(path), entry]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+save_result = fewshot.save_result  # one appending writer for every benchmark's results
 
 
 def table(results: list[dict]) -> str:

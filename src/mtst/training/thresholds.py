@@ -65,12 +65,7 @@ def tune(
     out: dict[str, list[float]] = {}
     validation = inputs.data.splits.get("validation")
     held = [t for t in tasks if validation is not None and len(validation.rows_for(t))]
-    if held:
-        probs = model.predict_proba_ids(inputs.ids["validation"], held, batch_size)
-        for task in held:
-            rows = validation.rows_for(task)
-            out[task] = tune_thresholds(np.asarray(probs[task])[rows], validation.targets[task][rows])
-            _log(task, out[task], f"validation ({len(rows)} rows)")
+    out |= _on_own_outputs(model, inputs, "validation", held, batch_size, "validation ({} rows)")
     train = inputs.data.splits["train"]
     rest = [t for t in tasks if t not in out]
     fitted = [t for t in rest if t in closed_form and not model.tasks[t].hidden_size]
@@ -81,12 +76,25 @@ def tune(
         out[task] = tune_thresholds(scores, train.targets[task][rows])
         _log(task, out[task], f"{CV_FOLDS}-fold cross-validation on {len(rows)} training rows")
     own = [t for t in rest if t not in fitted]
-    if own:
-        probs = model.predict_proba_ids(inputs.ids["train"], own, batch_size)
-        for task in own:
-            rows = train.rows_for(task)
-            out[task] = tune_thresholds(np.asarray(probs[task])[rows], train.targets[task][rows])
-            _log(task, out[task], f"the head's own training rows ({len(rows)}; no validation split)")
+    out |= _on_own_outputs(
+        model, inputs, "train", own, batch_size, "the head's own training rows ({}; no validation split)"
+    )
+    return out
+
+
+def _on_own_outputs(
+    model: MultiTaskModel, inputs: RunInputs, split_name: str, tasks: list[str], batch_size: int, source: str
+) -> dict[str, list[float]]:
+    """Thresholds of ``tasks`` tuned on the model's own probabilities over a split's labelled rows (one pass)."""
+    if not tasks:
+        return {}
+    split = inputs.data.splits[split_name]
+    probs = model.predict_proba_ids(inputs.ids[split_name], tasks, batch_size)
+    out = {}
+    for task in tasks:
+        rows = split.rows_for(task)
+        out[task] = tune_thresholds(np.asarray(probs[task])[rows], split.targets[task][rows])
+        _log(task, out[task], source.format(len(rows)))
     return out
 
 
