@@ -12,7 +12,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from mtst.threads import short_spin
 from mtst.version import __version__
+
+short_spin()  # before anything imports torch (mtst.threads says why)
 
 _EXPORTS = {
     "DEFAULT_BACKBONE": "mtst.config",
