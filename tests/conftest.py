@@ -28,7 +28,8 @@ SENTENCES = [
 def fp32_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """``precision: auto`` takes bf16 on CPUs that have it natively; the suite's figures must not depend
     on the machine, so here ``auto`` means fp32 and a test that wants bf16 says ``precision: bf16``."""
-    monkeypatch.setattr("mtst.training.trainer.native_bf16", lambda cuda: False)
+    monkeypatch.setattr("mtst.training.trainer.native_bf16", lambda cuda=None: False)
+    monkeypatch.setattr("mtst.modeling.encoder.native_bf16", lambda cuda=None: False)
 
 
 def save_tiny_bert(directory: Path, seed: int = 0, **config: Any) -> Path:

@@ -41,6 +41,7 @@ def test_endpoints(model: MultiTaskModel) -> None:
         assert c.get("/health").json() == {"status": "ok"}
         info = c.get("/info").json()
         assert set(info["tasks"]) == {"category", "sentiment"} and info["limits"]["max_texts"] == 64
+        assert info["precision"] == "fp32"
         pred = c.post("/predict", json={"texts": SENTENCES[:2], "tasks": ["category"]}).json()["predictions"]
         assert [set(p) for p in pred] == [{"category"}, {"category"}]
         assert pred == [{"category": r["category"]} for r in model.predict(SENTENCES[:2], tasks=["category"])]

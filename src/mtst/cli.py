@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mtst.cli_io import encode_with_progress, gather_pairs, gather_texts, prediction_cell, write_embeddings
-from mtst.config import POOLING_MODES, ServeSettings
+from mtst.config import INFERENCE_PRECISIONS, POOLING_MODES, ServeSettings
 from mtst.errors import MtstError
 from mtst.training.strategies import help_text as strategy_help
 
@@ -72,11 +72,26 @@ def _interactive() -> bool:
     return sys.stdout.isatty()
 
 
-def _load(model: str, pooling: Pooling | None = None, normalize: bool | None = None) -> Any:
+Precision = Enum("Precision", {p: p for p in INFERENCE_PRECISIONS}, type=str)  # type: ignore[misc]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="Inference precision. bf16: about 1.7x faster on a CPU with native bf16 (AVX512-BF16, AMX), "
+        "embeddings at cosine 0.9999+ to fp32's; auto: bf16 where native, else fp32.",
+    ),
+]
+
+
+def _load(
+    model: str, pooling: Pooling | None = None, normalize: bool | None = None, precision: Precision | None = None
+) -> Any:
     from mtst.modeling.model import load_encoder
 
     with err_console.status(f"loading {model}", spinner="dots") if _interactive() else nullcontext():
-        return load_encoder(model, pooling=pooling.value if pooling else None, normalize=normalize)
+        encoder = load_encoder(model, pooling=pooling.value if pooling else None, normalize=normalize)
+    if precision is not None:
+        encoder.set_inference_precision(precision.value)
+    return encoder
 
 
 def _default_model() -> str:
@@ -97,12 +112,13 @@ def encode(
     pooling: PoolingOpt = None,
     normalize: NormalizeOpt = None,
     batch_size: BatchOpt = 32,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Embed sentences."""
     if output is not None and output.suffix.lower() not in (".npy", ".jsonl"):
         raise MtstError(f"--output must end in .npy or .jsonl, got {output.name!r}")
     items = gather_texts(texts, input, text_column, "nothing to encode: give texts as arguments or --input FILE")
-    encoder = _load(model or _default_model(), pooling, normalize)
+    encoder = _load(model or _default_model(), pooling, normalize, precision)
     embeddings = encode_with_progress(encoder, items, batch_size)
     if output is not None:
         write_embeddings(output, items, embeddings)
@@ -129,12 +145,13 @@ def similarity(
     b: Annotated[str, typer.Argument(help="Second text.")],
     model: ModelOpt = "",
     pooling: PoolingOpt = None,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Cosine similarity of two texts."""
     from mtst.data import check_texts
 
     check_texts([a, b], "arguments")
-    encoder = _load(model or _default_model(), pooling)
+    encoder = _load(model or _default_model(), pooling, precision=precision)
     score = float(encoder.similarity(a, b)[0, 0])
     if _interactive():
         console.print(f"cosine similarity: [bold]{score:.4f}[/bold]")
@@ -151,13 +168,14 @@ def search(
     model: ModelOpt = "",
     pooling: PoolingOpt = None,
     batch_size: BatchOpt = 32,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Semantic search: the corpus entries closest to each query."""
     from mtst.data import check_texts, read_texts
 
     check_texts(query, "--query")
     docs = read_texts(corpus, text_column)
-    encoder = _load(model or _default_model(), pooling)
+    encoder = _load(model or _default_model(), pooling, precision=precision)
     hits = encoder.search(query, docs, top_k=top_k, batch_size=batch_size)
     if _interactive():
         for q, row in zip(query, hits, strict=True):
@@ -291,11 +309,14 @@ RunArg = Annotated[Path, typer.Argument(help="A run directory or a saved model d
 DataOpt = Annotated[Path, typer.Option("--data", "-d", help="CSV, JSONL, Parquet or a saved datasets dir.")]
 
 
-def _load_model(run: Path) -> Any:
+def _load_model(run: Path, precision: Precision | None = None) -> Any:
     from mtst.modeling.model import MultiTaskModel
 
     with err_console.status(f"loading {run}", spinner="dots") if _interactive() else nullcontext():
-        return MultiTaskModel.load(run)
+        model = MultiTaskModel.load(run)
+    if precision is not None:
+        model.encoder.set_inference_precision(precision.value)
+    return model
 
 
 @app.command()
@@ -310,6 +331,7 @@ def evaluate(
     text_column: TextColumnOpt = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write metrics as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Directory for confusion-matrix PNGs.")] = None,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Accuracy, macro-F1, per-class scores and confusion matrices of a trained model (--data), and the
     Spearman of its embedding's cosine on scored pairs (--sts)."""
@@ -319,7 +341,7 @@ def evaluate(
     if data is None and sts is None:
         raise MtstError("give --data (labelled rows) and/or --sts (scored sentence pairs)")
     pairs = read_sts(sts) if sts is not None else None  # read before the model: a bad file fails fast
-    model = _load_model(run)
+    model = _load_model(run, precision)
     results: dict[str, Any] = evaluate_file(model, data, text_column) if data is not None else {}
     if results:
         console.print(metrics_table(results, f"{data}"))
@@ -360,6 +382,7 @@ def predict(
     backend: Annotated[
         str, typer.Option(help="torch, onnx (a directory written by mtst export), or auto: onnx for an export.")
     ] = "auto",
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks; the
     label set of a multi-label task, the value of a regression task; with --pairs, the pair tasks)."""
@@ -378,9 +401,13 @@ def predict(
     if backend == "onnx":
         from mtst.export import OnnxPredictor
 
+        if precision != Precision.fp32:
+            raise MtstError(
+                "--precision applies to the torch backend; an ONNX export's is chosen at export (--quantize)"
+            )
         rows = OnnxPredictor(run).predict(items, tasks=wanted, batch_size=batch_size, pairs=second)
     elif backend == "torch":
-        rows = _load_model(run).predict(items, tasks=wanted, batch_size=batch_size, pairs=second)
+        rows = _load_model(run, precision).predict(items, tasks=wanted, batch_size=batch_size, pairs=second)
     else:
         raise MtstError(f"--backend: {backend!r}; use auto, torch or onnx")
     records = [{"text": t, **r} for t, r in zip(items, rows, strict=True)]
@@ -443,6 +470,7 @@ def serve(
             "helps only with many concurrent clients.",
         ),
     ] = _SERVE.workers,
+    precision: PrecisionOpt = Precision(_SERVE.precision),
 ) -> None:
     """Serve a trained model over HTTP: /encode, /predict, /similarity, /info, /metrics, /openapi.json, a page at /."""
     from mtst.serve import serve as run_server
@@ -456,6 +484,7 @@ def serve(
         read_timeout_s=read_timeout,
         batch_wait_ms=batch_wait_ms,
         workers=workers,
+        precision=precision.value,
         api_key=api_key,
     )
     run_server(run, host, port, settings, announce=lambda line: err_console.print(line, highlight=False))

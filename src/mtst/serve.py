@@ -284,6 +284,7 @@ def _add_info_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, m
             "tasks": {t: task_info(s) for t, s in model.task_specs().items()},
             "limits": {key: getattr(settings, key) for key in limits},
             "workers": settings.workers,
+            "precision": encoder.inference_precision,
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -338,6 +339,7 @@ def serve(
     if settings.api_key is None:
         settings.api_key = os.environ.get("MTST_API_KEY") or None
     model = MultiTaskModel.load(run)
+    settings.precision = model.encoder.set_inference_precision(settings.precision)
     check_port(host, port)
     if announce is not None:
         announce(f"serving {run} on http://{host}:{port} (a page to try it at /, the API schema at /openapi.json)")
@@ -364,6 +366,7 @@ def app_from_env() -> Any:
     torch.set_num_threads(spec["threads"])
     protocol(spec["settings"]["read_timeout_s"])  # this process's connections get the same head deadline
     model = MultiTaskModel.load(spec["run"])
+    model.encoder.set_inference_precision(spec["settings"]["precision"])
     return create_app(model, ServeSettings(**spec["settings"]), spec["run"])
 
 

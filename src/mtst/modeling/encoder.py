@@ -16,13 +16,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtst.config import DEFAULT_BACKBONE
+from mtst.config import DEFAULT_BACKBONE, INFERENCE_PRECISIONS
 from mtst.errors import ModelLoadError
 from mtst.modeling.backbone import load_backbone, resolve_backbone
 from mtst.modeling.pooling import POOLING_MODES, Pooling, pool
 from mtst.modeling.pooling import normalize as l2_normalize
 
 logger = logging.getLogger(__name__)
+
+
+def native_bf16(cuda: bool | None = None) -> bool:
+    """Whether this device computes in bf16 natively (where ``auto`` precisions take bf16)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        return bool(torch.cuda.is_bf16_supported())
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_inference_precision(name: str) -> str:
+    """``fp32`` or ``bf16`` for an inference precision name (``auto``: bf16 where native)."""
+    if name not in INFERENCE_PRECISIONS:
+        raise ModelLoadError(f"unknown precision {name!r}; allowed: {', '.join(INFERENCE_PRECISIONS)}")
+    if name == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    if name == "bf16" and not native_bf16():
+        logger.warning("precision bf16: this device has no native bf16; inference is emulated and slower than fp32")
+    return name
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -105,6 +125,7 @@ class SentenceEncoder(nn.Module):
         self.pool = Pooling(pooling)
         self.normalize = normalize
         self.reference = reference
+        self.inference_precision = "fp32"  # see set_inference_precision
         limit = self.length_limit
         self.max_length = min(max_length, limit) if max_length else min(512, limit)
 
@@ -234,10 +255,19 @@ class SentenceEncoder(nn.Module):
         """Padded model inputs for one batch."""
         return pad_batch(self.tokenize_ids(texts), self.pad_id)
 
+    def set_inference_precision(self, name: str) -> str:
+        """Run inference (every pass without gradients) in ``fp32``, ``bf16`` or ``auto`` (bf16 where the
+        device computes it natively); returns the precision taken. Training steps are not affected."""
+        self.inference_precision = resolve_inference_precision(name)
+        return self.inference_precision
+
     def embed_tokens(self, features: dict[str, Any]) -> dict[str, Any]:
-        """Run the transformer: adds ``token_embeddings``."""
-        out = self.backbone(input_ids=features["input_ids"], attention_mask=features["attention_mask"])
-        features["token_embeddings"] = out.last_hidden_state
+        """Run the transformer: adds ``token_embeddings`` (fp32, whatever the inference precision)."""
+        ids = features["input_ids"]
+        low = self.inference_precision == "bf16" and not torch.is_grad_enabled()
+        with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16, enabled=low):
+            out = self.backbone(input_ids=ids, attention_mask=features["attention_mask"])
+        features["token_embeddings"] = out.last_hidden_state.float() if low else out.last_hidden_state
         return features
 
     def forward(self, features: dict[str, Any]) -> dict[str, Any]:

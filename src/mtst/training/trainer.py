@@ -25,6 +25,7 @@ from mtst.config import RunConfig, precision_name, resolve_precision
 from mtst.data import MISSING, Split, TaskData, labelled_split, load_task_data
 from mtst.errors import DataError
 from mtst.evaluate import StsPairs, model_sources, read_sts, tokenize_pairs, tokenize_split
+from mtst.modeling.encoder import native_bf16
 from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
@@ -230,14 +231,6 @@ def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
     if plan.contrastive is not None:
         logger.info("%s", plan.contrastive.describe())
     return planned, plan
-
-
-def native_bf16(cuda: bool) -> bool:
-    """Whether this device computes in bf16 natively (``precision: auto`` takes bf16 there)."""
-    if cuda:
-        return bool(torch.cuda.is_bf16_supported())
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def _accelerator(wanted: str) -> RunAccelerator:
