@@ -207,3 +207,36 @@ def test_prefix_cache_gives_the_losses_of_the_whole_encoder(
         losses[cache] = loop.contrastive_losses
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
     assert losses[True][-1] < losses[True][0]
+
+
+def test_tight_split_trades_padding_against_passes() -> None:
+    from mtst.training.batches import tight_split
+
+    assert tight_split([10, 10, 9, 9]) == [[0, 1, 2, 3]]  # 4 tokens of padding: not worth a pass
+    assert tight_split([60, 58, 12, 11, 10]) == [[0, 1], [2, 3, 4]]  # 144 tokens saved
+    assert tight_split([60, 58, 12, 11, 10], pass_cost=200) == [[0, 1, 2, 3, 4]]
+    assert tight_split([5, 4, 3, 2, 1], pass_cost=0) == [[0], [1], [2], [3], [4]]
+    assert tight_split([]) == []
+
+
+def test_stage_features_run_in_tight_sub_batches_and_match_one_padded_batch(tiny_model: MultiTaskModel) -> None:
+    from mtst.data import Split
+    from mtst.training.batches import Batcher
+
+    texts = ["short", "a much longer sentence " * 12, "mid size text here", "tiny", "another long one " * 10]
+    encoder = tiny_model.encoder.eval()
+    ids = encoder.tokenize_ids(texts)
+    batcher = Batcher(Split("train", texts, {}), ids, None, encoder.pad_id, [])
+    rows = np.array([3, 1, 0, 4, 2])
+    calls: list[int] = []
+    encoder.register_forward_hook(lambda module, args, out: calls.append(int(args[0]["input_ids"].shape[1])))
+    split = batcher.features(encoder, rows, torch.device("cpu"))
+    assert len(calls) > 1 and max(calls) == max(len(ids[i]) for i in rows)
+    whole = encoder(batcher.inputs(rows, torch.device("cpu")))
+    torch.testing.assert_close(split["sentence_embedding"], whole["sentence_embedding"], atol=1e-5, rtol=1e-4)
+    assert torch.equal(split["attention_mask"], whole["attention_mask"])
+    real = whole["attention_mask"].bool()
+    torch.testing.assert_close(split["token_embeddings"][real], whole["token_embeddings"][real], atol=1e-5, rtol=1e-4)
+    split["sentence_embedding"].sum().backward()
+    grads = [p.grad for p in encoder.backbone.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)

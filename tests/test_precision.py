@@ -58,3 +58,16 @@ def test_cli_encode_in_bf16_and_onnx_refuses_it(
     code = main(["predict", str(tmp_path), "a text", "--backend", "onnx", "--precision", "bf16"])
     assert code == 2
     assert "--precision applies to the torch backend" in capsys.readouterr().err
+
+
+def test_a_training_step_under_bf16_autocast_stays_in_bf16(tiny_encoder: SentenceEncoder) -> None:
+    """The inference switch must not turn off the autocast a bf16 training step runs the encoder under."""
+    dtypes: list[torch.dtype] = []
+    layer = next(m for m in tiny_encoder.backbone.modules() if isinstance(m, torch.nn.Linear))
+    layer.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    batch = tiny_encoder.tokenize(SENTENCES[:3])
+    for precision in ("fp32", "bf16"):
+        tiny_encoder.set_inference_precision(precision)
+        with torch.enable_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            tiny_encoder({k: v.clone() for k, v in batch.items()})
+    assert dtypes == [torch.bfloat16, torch.bfloat16]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -265,7 +265,9 @@ class SentenceEncoder(nn.Module):
         """Run the transformer: adds ``token_embeddings`` (fp32, whatever the inference precision)."""
         ids = features["input_ids"]
         low = self.inference_precision == "bf16" and not torch.is_grad_enabled()
-        with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16, enabled=low):
+        # Only ever entered to turn bf16 on: an autocast(enabled=False) here would turn off the bf16 autocast
+        # a training step runs the encoder under.
+        with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16) if low else nullcontext():
             out = self.backbone(input_ids=ids, attention_mask=features["attention_mask"])
         features["token_embeddings"] = out.last_hidden_state.float() if low else out.last_hidden_state
         return features

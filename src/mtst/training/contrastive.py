@@ -229,8 +229,10 @@ def stage_labels(train: Split, task: str) -> np.ndarray:
 def encoder_features(
     model: MultiTaskModel, cache: RunCache, batcher: Batcher, rows: Sequence[int] | np.ndarray, device: torch.device
 ) -> dict[str, Any]:
-    """The encoder's features of training rows, with gradients: from the prefix cache where one applies."""
+    """The encoder's features of training rows, with gradients: from the prefix cache where one applies, else
+    in length-sorted sub-batches (:meth:`Batcher.features`; a stage batch is drawn for its classes, not its
+    lengths, and as one padded batch SST-2's sentences compute on about half padding)."""
     feats = cache.features(rows, device)
     if feats is None:
-        feats = model.encoder(batcher.inputs(np.asarray(rows), device))
+        feats = batcher.features(model.encoder, np.asarray(rows), device)
     return feats
