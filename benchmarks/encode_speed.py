@@ -108,7 +108,7 @@ def main() -> None:
             name, f"{med:.2f}", f"{rate:.0f}", f"{gf:.1f}", f"{gf / peak:.0%}", f"{rate / base:.2f}x",
             f"{cosine:.5f}", f"{100 * spearman:.2f}",
         )  # fmt: skip
-    console = Console()
+    console = Console(width=150)
     console.print(table)
     console.print(f"measured fp32 matmul peak: {peak:.1f} GFLOP/s")
     if args.out:

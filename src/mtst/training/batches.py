@@ -21,10 +21,11 @@ from mtst.modeling.encoder import pad_batch
 from mtst.modeling.mlm import mask_batch
 from mtst.modeling.tagging import align_tags
 
-# What one more pass through the encoder costs, in padded tokens of work: measured on all-MiniLM-L6-v2,
-# a training step's time is about 0.35 ms per padded token plus 19 ms per pass (forward and backward),
-# so a sub-batch pays for itself where it saves more than about 55 tokens of padding.
-PASS_COST_TOKENS = 55
+# What one more pass through the encoder costs, in padded tokens of work: in the contrastive stage on
+# all-MiniLM-L6-v2 (2 CPU threads, bf16) a step took about 0.28 ms per padded token plus 45 ms per pass
+# (forward and backward), measured on SST-2, TREC and the demo reviews; so a sub-batch pays for itself
+# where it saves more than about 160 tokens of padding.
+PASS_COST_TOKENS = 160
 
 
 def tight_split(lengths: Sequence[int], pass_cost: int = PASS_COST_TOKENS) -> list[list[int]]:
