@@ -210,7 +210,7 @@ def test_prefix_cache_gives_the_losses_of_the_whole_encoder(
 
 
 def test_tight_split_trades_padding_against_passes() -> None:
-    from mtst.training.batches import tight_split
+    from mtst.modeling.encoder import tight_split
 
     assert tight_split([10, 10, 9, 9]) == [[0, 1, 2, 3]]  # 4 tokens of padding: not worth a pass
     assert tight_split([60, 58, 12, 11, 10], pass_cost=100) == [[0, 1], [2, 3, 4]]  # 144 tokens saved

@@ -4,7 +4,7 @@ torch's CPU builds run their kernels on GNU OpenMP, whose idle threads spin for 
 iterations before they sleep. On a machine whose cores are all in use (two trainings on two cores,
 a server beside a training) the spinning threads take the cores the working ones need: two default
 runs of the same small training on 2 cores took 209 s each where one alone took 17 s. A short spin
-(``GOMP_SPINCOUNT=1000``) brings that to 27 s each at about the same speed alone
+(``GOMP_SPINCOUNT=1000``) brings that to 28 s each at about the same speed alone
 (benchmarks/README.md, "Start-up and concurrency"). A user's own ``GOMP_SPINCOUNT`` or
 ``OMP_WAIT_POLICY`` is kept, and once torch has started its pool the setting has no effect, so
 this runs first on import of :mod:`mtst`.

@@ -17,33 +17,9 @@ import torch.nn.functional as F
 
 from mtst.constants import IGNORE_INDEX
 from mtst.data import Split
-from mtst.modeling.encoder import pad_batch
+from mtst.modeling.encoder import PASS_COST_TOKENS, pad_batch
 from mtst.modeling.mlm import mask_batch
 from mtst.modeling.tagging import align_tags
-
-# What one more pass through the encoder costs, in padded tokens of work: in the contrastive stage on
-# all-MiniLM-L6-v2 (2 CPU threads, bf16) a step took about 0.28 ms per padded token plus 45 ms per pass
-# (forward and backward), measured on SST-2, TREC and the demo reviews; so a sub-batch pays for itself
-# where it saves more than about 160 tokens of padding.
-PASS_COST_TOKENS = 160
-
-
-def tight_split(lengths: Sequence[int], pass_cost: int = PASS_COST_TOKENS) -> list[list[int]]:
-    """Consecutive chunks of positions 0..n-1 of ``lengths`` (sorted longest first) that minimise the padded
-    tokens computed plus ``pass_cost`` per chunk (each chunk pads to its first, longest row)."""
-    n = len(lengths)
-    best = [0.0] + [float("inf")] * n  # best[j]: the cheapest split of the first j rows
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(j):
-            cost = best[i] + pass_cost + lengths[i] * (j - i)
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    chunks, j = [], n
-    while j > 0:
-        chunks.append(list(range(cut[j], j)))
-        j = cut[j]
-    return chunks[::-1]
 
 
 class Batcher:
@@ -77,16 +53,14 @@ class Batcher:
         """The encoder's features of a batch of rows, with gradients, in the rows' order.
 
         A batch whose composition is fixed (the contrastive stage's, balanced over classes) mixes long and
-        short texts; its rows run in the length-sorted sub-batches of :func:`tight_split`, which compute on
-        less padding at the cost of more, smaller passes. Token embeddings come back padded to the batch's
-        longest row, as one padded batch gives them."""
+        short texts; its rows run in the length-sorted sub-batches of :func:`mtst.modeling.encoder.tight_split`,
+        which compute on less padding at the cost of more, smaller passes. Token embeddings come back padded
+        to the batch's longest row, as one padded batch gives them."""
         ids = [self.ids[i] for i in rows]
         n, width = len(ids), max(len(x) for x in ids)
-        order = sorted(range(n), key=lambda i: -len(ids[i]))
         emb: torch.Tensor | None = None
-        for chunk in tight_split([len(ids[i]) for i in order]):
-            at = torch.as_tensor([order[i] for i in chunk], device=device)
-            batch = {k: v.to(device) for k, v in pad_batch([ids[order[i]] for i in chunk], self.pad_id).items()}
+        for chunk, batch in encoder.length_sorted_batches(ids, n, pass_cost=PASS_COST_TOKENS):
+            at = torch.as_tensor(chunk, device=device)
             out = encoder(batch)
             short = width - batch["input_ids"].shape[1]
             tokens, mask = F.pad(out["token_embeddings"], (0, 0, 0, short)), F.pad(batch["attention_mask"], (0, short))
