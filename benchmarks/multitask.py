@@ -4,7 +4,10 @@ Pairs (the real cases of the issue tracker):
 
 - ``trec``: TREC ``coarse`` (6 classes) and ``fine`` (50 classes) on the same questions;
 - ``sst2_trec``: SST-2 sentiment rows and TREC coarse rows in one training file, each row
-  labelled for its own task only (the other label missing).
+  labelled for its own task only (the other label missing);
+- ``sst5``: SST-5 ``grade`` (5 classes) and ``polarity`` (negative: grades 0-1, neutral: 2,
+  positive: 3-4) on the same sentences, sampled by grade: every row carries both labels, as the
+  bundled demo's do.
 
 Sizes: examples per class of each task's sampled labels (SetFit's ``sample_dataset``; for
 ``trec`` the sample is drawn by ``coarse`` and keeps its ``fine`` labels), or 0 for the whole
@@ -36,7 +39,8 @@ import torch
 from _common import DATA, ROOT, machine, read_jsonl
 from fewshot import FULL_CAP, full_rows, sample, save_result, size_name
 
-PAIRS = {"trec": ("coarse", "fine"), "sst2_trec": ("sentiment", "coarse")}
+PAIRS = {"trec": ("coarse", "fine"), "sst2_trec": ("sentiment", "coarse"), "sst5": ("grade", "polarity")}
+POLARITY = ("negative", "negative", "neutral", "positive", "positive")  # of SST-5's grades 0-4
 RESULTS = ROOT / "benchmarks" / "results" / "multitask.json"
 METHODS = ("shared", "single")
 
@@ -60,6 +64,14 @@ def pair_data(pair: str, size: int, seed: int, cap: int) -> tuple[list[dict], li
         return _labelled(train, "text", {"coarse": "coarse", "fine": "fine"}), _labelled(
             test, "text", {"coarse": "coarse", "fine": "fine"}
         )
+    if pair == "sst5":
+
+        def graded(rows: list[dict]) -> list[dict]:
+            return [{"text": r["text"], "grade": str(r["label"]), "polarity": POLARITY[r["label"]]} for r in rows]
+
+        rows = read_jsonl(DATA / "sst5" / "train.jsonl")
+        picked = full_rows(rows, "label", cap) if size == 0 else sample(rows, "label", size, seed)
+        return graded(picked), graded(read_jsonl(DATA / "sst5" / "test.jsonl"))
     sst, trec = (read_jsonl(DATA / d / "train.jsonl") for d in ("sst2", "trec"))
     train = []
     for rows, column in ((sst, "sentiment"), (trec, "coarse")):

@@ -10,6 +10,7 @@ from mtst.training.recipe import (
     CONTRASTIVE_TASK_ROWS,
     FEW_SHOT_ROWS_PER_CLASS,
     MAX_CONTRASTIVE_CLASSES,
+    SHARED_ROWS_PER_CLASS,
     apply_recipe,
     choose_recipe,
     rows_per_class,
@@ -49,6 +50,29 @@ def test_recipe_table(counts: dict, token_tasks: bool, strategy: str, contrastiv
     recipe = choose_recipe(DataStats(labelled_rows=rows, class_counts=counts), token_tasks)
     assert (recipe.strategy, recipe.contrastive) == (strategy, contrastive)
     assert recipe.reason
+
+
+S = SHARED_ROWS_PER_CLASS
+
+
+@pytest.mark.parametrize(
+    ("per_class", "same_rows", "strategy", "contrastive"),
+    [
+        (S, True, "full", False),  # two tasks label every row: fine-tuning trains both at each step
+        (S - 1, True, "frozen", True),  # below the bound: the stage
+        (S, False, "frozen", True),  # each row belongs to one task: the stage
+        (F, False, "frozen", True),
+    ],
+)
+def test_tasks_that_share_rows(per_class: int, same_rows: bool, strategy: str, contrastive: bool) -> None:
+    """Five grades and three polarities of the same rows against two tasks of separate rows."""
+    counts = {"grade": (per_class,) * 5, "polarity": (per_class * 5 // 3,) * 3}
+    n = 5 * per_class
+    sets = {frozenset({"grade", "polarity"}): n} if same_rows else {frozenset({"grade"}): n, frozenset({"polarity"}): n}
+    stats = DataStats(labelled_rows=n if same_rows else 2 * n, class_counts=counts, task_sets=sets)
+    recipe = choose_recipe(stats)
+    assert (recipe.strategy, recipe.contrastive) == (strategy, contrastive)
+    assert ("task labels per row" in recipe.reason) == (strategy == "full")
 
 
 def test_the_reason_states_what_was_seen() -> None:

@@ -28,6 +28,13 @@ CONTRASTIVE_TASK_ROWS = 1000
 # class); with more classes it measured no gain over logistic heads on the pretrained encoder, at many
 # times the cost, so such tasks sit it out (contrastive.max_classes).
 MAX_CONTRASTIVE_CLASSES = ContrastiveSection.model_fields["max_classes"].default
+# Where several classification tasks label the same rows (on average at least SHARED_LABELS_PER_ROW of
+# them a row), full fine-tuning trains the encoder on every task at each step and was ahead of the
+# stage, which gives each task its own budget, from SHARED_ROWS_PER_CLASS rows per class of the scarcest
+# task, in a fraction of the time (benchmarks/README.md "The bundled demo": the demo and SST-5 grade +
+# polarity). Where each row belongs to one task (SST-2 + TREC) the stage stays ahead.
+SHARED_ROWS_PER_CLASS = 64
+SHARED_LABELS_PER_ROW = 1.5
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ def choose_recipe(
     def in_stage(n_classes: int) -> bool:
         return max_classes is None or n_classes <= max_classes
 
+    shared = stats.labels_per_row(tuple(stats.class_counts)) if len(stats.class_counts) > 1 else 1.0
+    if shared >= SHARED_LABELS_PER_ROW and per_class >= SHARED_ROWS_PER_CLASS:
+        return Recipe("full", False, f"{seen}, {shared:.1f} task labels per row: full fine-tuning on every task")
     # The scarcest task, where it takes part in the stage, keeps it up to CONTRASTIVE_TASK_ROWS rows.
     if per_class > FEW_SHOT_ROWS_PER_CLASS and not (in_stage(classes) and stats.rows_of(task) <= CONTRASTIVE_TASK_ROWS):
         return Recipe("full", False, f"{seen}: full fine-tuning")
