@@ -149,7 +149,7 @@ def test_keep_terms_pull_the_encoder_and_leave_the_old_head(tiny_model: MultiTas
         for p in model.encoder.parameters():
             p.add_(0.05 * torch.randn_like(p))
     loss = keep_loss(model, model(model.encoder.tokenize(SENTENCES)), np.arange(5), targets, keep)
-    assert float(loss) > 1e-3
+    assert loss.item() > 1e-3
     loss.backward()
     grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
