@@ -75,6 +75,17 @@ def test_tasks_that_share_rows(per_class: int, same_rows: bool, strategy: str, c
     assert ("task labels per row" in recipe.reason) == (strategy == "full")
 
 
+def test_shared_rows_of_many_classes_keep_logistic_heads() -> None:
+    """Where no task would take the contrastive stage (every task past max_classes), the shared-rows
+    rule does not apply: logistic heads on the pretrained encoder, as for one such task (not measured
+    otherwise)."""
+    counts = {"intent": (S,) * (M + 1), "topic": (S,) * (M + 1)}
+    n = S * (M + 1)
+    stats = DataStats(labelled_rows=n, class_counts=counts, task_sets={frozenset(counts): n})
+    assert (choose_recipe(stats).strategy, choose_recipe(stats).contrastive) == ("frozen", False)
+    assert choose_recipe(stats, max_classes=None).strategy == "full"
+
+
 def test_the_reason_states_what_was_seen() -> None:
     recipe = choose_recipe(DataStats(24, {"label": (8, 8, 8)}))
     assert recipe.reason.startswith("24 rows; label: 3 classes, 8 rows per class")

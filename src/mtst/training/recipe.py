@@ -73,13 +73,14 @@ def choose_recipe(
     def in_stage(n_classes: int) -> bool:
         return max_classes is None or n_classes <= max_classes
 
+    fewest = min(sum(c > 0 for c in task_counts) for task_counts in stats.class_counts.values())
+    # Tasks that label the same rows: fine-tuning on all of them at once, where the stage would run.
     shared = stats.labels_per_row(tuple(stats.class_counts)) if len(stats.class_counts) > 1 else 1.0
-    if shared >= SHARED_LABELS_PER_ROW and per_class >= SHARED_ROWS_PER_CLASS:
+    if shared >= SHARED_LABELS_PER_ROW and per_class >= SHARED_ROWS_PER_CLASS and in_stage(fewest):
         return Recipe("full", False, f"{seen}, {shared:.1f} task labels per row: full fine-tuning on every task")
     # The scarcest task, where it takes part in the stage, keeps it up to CONTRASTIVE_TASK_ROWS rows.
     if per_class > FEW_SHOT_ROWS_PER_CLASS and not (in_stage(classes) and stats.rows_of(task) <= CONTRASTIVE_TASK_ROWS):
         return Recipe("full", False, f"{seen}: full fine-tuning")
-    fewest = min(sum(c > 0 for c in task_counts) for task_counts in stats.class_counts.values())
     if in_stage(fewest):
         return Recipe("frozen", True, f"{seen}: contrastive tuning of the encoder, then logistic heads")
     return Recipe("frozen", False, f"{seen}: logistic heads on the pretrained encoder ({fewest} classes)")
