@@ -6,7 +6,8 @@
   baseline written by hand: the frozen encoder + scikit-learn one-vs-rest logistic regression at the
   default 0.5 threshold. Micro-F1 (the task's measure), macro-F1 and training seconds.
 - ``sst5``: SST-5 (5 grades) as ``regression`` against ``classification``, the same rows and recipe:
-  MAE and accuracy after rounding the predicted value to the nearest grade.
+  MAE and accuracy after rounding the predicted value to the nearest grade (a method
+  ``regression_frozen`` names a strategy instead of the recipe's: a ridge head on the pretrained encoder).
 - ``snli``: SNLI pairs (9,842 training pairs, the 9,824 of its test split): mtst's default run
   (``type: pair_classification``) against a Sentence-BERT classifier fine-tuned with
   sentence-transformers' trainer and ``SoftmaxLoss`` (its defaults: ``[u, v, |u - v|]``, 3 epochs,
@@ -144,10 +145,11 @@ def run_sst5(train: list[dict], test: list[dict], seed: int, work: Path, kind: s
 
     for name, rows in (("train", train), ("test", test)):
         (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kind, _, strategy = kind.partition("_")  # e.g. regression_frozen: a named strategy instead of auto
     raw = {
         "tasks": {"label": {"type": kind}},
         "data": {"train": str(work / "train.jsonl"), "test": str(work / "test.jsonl")},
-        "training": {"seed": seed},
+        "training": {"seed": seed, **({"strategy": strategy} if strategy else {})},
         "output_dir": str(work / "run"),
     }
     result = mtst_train(validate_config(raw), show_progress=False, overwrite=True)
