@@ -75,7 +75,7 @@ def choose_recipe(
 
     fewest = min(sum(c > 0 for c in task_counts) for task_counts in stats.class_counts.values())
     # Tasks that label the same rows: fine-tuning on all of them at once, where the stage would run.
-    shared = stats.labels_per_row(tuple(stats.class_counts)) if len(stats.class_counts) > 1 else 1.0
+    shared = stats.labels_per_row(tuple(stats.class_counts))  # 1.0 for one task (capped at the tasks' count)
     if shared >= SHARED_LABELS_PER_ROW and per_class >= SHARED_ROWS_PER_CLASS and in_stage(fewest):
         return Recipe("full", False, f"{seen}, {shared:.1f} task labels per row: full fine-tuning on every task")
     # The scarcest task, where it takes part in the stage, keeps it up to CONTRASTIVE_TASK_ROWS rows.
