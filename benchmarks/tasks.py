@@ -120,14 +120,21 @@ def run_frozen_lr(train: list[dict], test: list[dict], seed: int, labels: list[s
     return {"micro_f1": micro, "macro_f1": macro, "seconds": seconds}
 
 
-def run_setfit(train: list[dict], test: list[dict], seed: int, labels: list[str], iterations: int, work: Path) -> dict:
+def run_setfit(
+    train: list[dict], test: list[dict], seed: int, labels: list[str], iterations: int, work: Path, max_steps: int
+) -> dict:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(body_path(), multi_target_strategy="one-vs-rest")
     data = Dataset.from_list([{"text": r["text"], "label": multi_hot([r], labels)[0].tolist()} for r in train])
     args = TrainingArguments(
-        output_dir=str(work / "setfit"), num_iterations=iterations, seed=seed, report_to="none", show_progress_bar=False
+        output_dir=str(work / "setfit"),
+        num_iterations=iterations,
+        max_steps=max_steps,
+        seed=seed,
+        report_to="none",
+        show_progress_bar=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=data)
     started = time.perf_counter()
@@ -294,6 +301,9 @@ def main() -> None:
         "stsb: mtst, st_cosent, st_cosine",
     )
     parser.add_argument("--setfit-iterations", type=int, default=20)
+    parser.add_argument(
+        "--setfit-max-steps", type=int, default=-1, help="cap SetFit's pair steps (-1: all its sampled pairs)"
+    )
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", action="store_true", help="print the stored results and exit")
@@ -339,10 +349,14 @@ def main() -> None:
                     elif method == "frozen_lr":
                         figures = run_frozen_lr(train, test, seed, labels)
                     elif method == "setfit":
-                        figures = run_setfit(train, test, seed, labels, args.setfit_iterations, work)
+                        figures = run_setfit(
+                            train, test, seed, labels, args.setfit_iterations, work, args.setfit_max_steps
+                        )
                     else:
                         raise SystemExit(f"unknown method {method!r}")
                 entry = {"bench": args.bench, "size": size, "seed": seed, "method": method, "rows": len(train)}
+                if method == "setfit" and args.setfit_max_steps > 0:
+                    entry["max_steps"] = args.setfit_max_steps
                 entry |= {k: round(v, 4) for k, v in figures.items()}
                 save_result(out, entry)
                 print(json.dumps(entry), flush=True)

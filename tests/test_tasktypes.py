@@ -74,7 +74,8 @@ def test_label_sets_from_json_lists_and_delimited_cells(tmp_path: Path) -> None:
         '{"text": "x", "e": ["joy", "love"]}\n{"text": "y", "e": []}\n{"text": "z"}\n'
         '{"text": "w", "e": "[\\"fear\\"]"}\n',
     )
-    data = build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": jsonl}, "text")
+    missing = TaskSource("e", kind="multi_label", empty_cell="missing")
+    data = build_task_data({"e": missing}, {"train": jsonl}, "text")
     split = data.splits["train"]
     assert data.labels["e"] == ["fear", "joy", "love"]
     assert split.targets["e"].tolist() == [[0, 1, 1], [0, 0, 0], [0, 0, 0], [1, 0, 0]]
@@ -82,7 +83,48 @@ def test_label_sets_from_json_lists_and_delimited_cells(tmp_path: Path) -> None:
     csv = _write(tmp_path / "a.csv", 'text,e\nx,"joy|love"\ny,[]\nz,\n')
     data = build_task_data({"e": TaskSource("e", kind="multi_label", delimiter="|")}, {"train": csv}, "text")
     assert data.splits["train"].targets["e"].tolist() == [[1, 1], [0, 0], [0, 0]]
-    assert data.splits["train"].rows_for("e").tolist() == [0, 1]
+    assert data.splits["train"].rows_for("e").tolist() == [0, 1, 2]  # the file's only task: empty is no labels
+
+
+def test_empty_multi_label_cells_read_by_who_else_labels_the_file(tmp_path: Path) -> None:
+    """A CSV writes an empty label set as an empty cell: where the file labels only this task, that is a row
+    with no labels; where other tasks label the file too, it is a row without this task; both are said."""
+    alone = _write(tmp_path / "alone.csv", 'text,e\nx,"joy,love"\ny,\nz,fear\n')
+    data = build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": alone}, "text")
+    assert data.splits["train"].rows_for("e").tolist() == [0, 1, 2]
+    assert data.splits["train"].targets["e"][1].tolist() == [0, 0, 0]
+    assert data.notes == [
+        "e: 1 of 3 rows of alone.csv have an empty 'e' cell, read as no labels "
+        "(empty_cell: missing leaves such rows out of the task)"
+    ]
+    shared = _write(tmp_path / "shared.csv", 'text,e,topic\nx,"joy,love",a\ny,,b\nz,fear,\n')
+    sources = {"e": TaskSource("e", kind="multi_label"), "topic": TaskSource("topic")}
+    data = build_task_data(sources, {"train": shared}, "text")
+    assert data.splits["train"].rows_for("e").tolist() == [0, 2]  # row y labels the topic only
+    assert "left out of the task (other tasks label this file)" in data.notes[0]
+    sources["e"] = TaskSource("e", kind="multi_label", empty_cell="none")
+    data = build_task_data(sources, {"train": shared}, "text")
+    assert data.splits["train"].rows_for("e").tolist() == [0, 1, 2]
+    assert (
+        build_task_data(
+            {"e": sources["e"]}, {"train": _write(tmp_path / "full.csv", "text,e\nx,joy\ny,fear\n")}, "text"
+        ).notes
+        == []
+    )
+
+
+def test_a_saved_model_reads_empty_cells_as_it_was_trained_to(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from mtst.data import labelled_split
+    from mtst.evaluate import model_sources
+
+    csv = _write(tmp_path / "t.csv", "text,e\nx,joy\ny,\n")
+    for empty_cell, rows in (("auto", [0, 1]), ("missing", [0]), (None, [0, 1])):  # None: a model saved before
+        spec = HeadSpec(type="multi_label", labels=["fear", "joy"], label_column="e", empty_cell=empty_cell)
+        sources = model_sources(SimpleNamespace(tasks={"e": spec}), ["e"])  # type: ignore[arg-type]
+        split = labelled_split(csv, sources, {"e": spec.labels})
+        assert split is not None and split.rows_for("e").tolist() == rows
 
 
 def test_bad_values_name_the_row_and_column(tmp_path: Path) -> None:
@@ -122,6 +164,10 @@ def test_task_options_belong_to_their_type() -> None:
         validate_config({**base, "tasks": {"stars": {"type": "regression"}}, "training": {"metric": "stars/mae"}})
     with pytest.raises(ConfigError, match=r"standardize applies to regression tasks only"):
         validate_config({**base, "tasks": {"topic": {"standardize": False}}})
+    with pytest.raises(ConfigError, match=r"empty_cell applies to multi_label tasks only"):
+        validate_config({**base, "tasks": {"topic": {"empty_cell": "none"}}})
+    with pytest.raises(ConfigError, match=r"empty_cell.*'auto', 'none' or 'missing'"):
+        validate_config({**base, "tasks": {"tags": {"type": "multi_label", "empty_cell": "blank"}}})
     config = validate_config(
         {**base, "tasks": {"stars": {"type": "regression"}}, "training": {"metric": "stars/spearman"}}
     )
@@ -336,7 +382,8 @@ def test_a_continued_multi_label_task_takes_the_models_label_order(tmp_path: Pat
     path = tmp_path / "t.jsonl"
     path.write_text('{"text": "a", "e": ["joy"]}\n{"text": "b", "e": ["fear", "joy"]}\n{"text": "c"}\n')
     config = validate_config({"data": {"train": str(path)}, "tasks": {"e": {"type": "multi_label"}}})
-    data = build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": str(path)}, "text")
+    source = TaskSource("e", kind="multi_label", empty_cell="missing")  # row c: no row of the task
+    data = build_task_data({"e": source}, {"train": str(path)}, "text")
     assert data.labels["e"] == ["fear", "joy"]
 
     from types import SimpleNamespace

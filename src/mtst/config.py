@@ -68,6 +68,8 @@ TaskType = Literal[
 ]
 PAIR_TYPES: tuple[str, ...] = ("pair_classification", "pair_similarity")
 DEFAULT_PAIR_COLUMNS = ("sentence1", "sentence2")
+# How a multi-label task reads an empty cell: no labels, no row of the task, or by who else reads the file.
+EmptyCell = Literal["auto", "none", "missing"]
 
 
 class TaskSection(_Section):
@@ -75,7 +77,9 @@ class TaskSection(_Section):
 
     ``classification`` predicts one label of several; ``multi_label`` any set of its labels (the column
     holds a list: a JSON list, or in CSV/TSV a string split at ``label_delimiter``; ``[]`` is a row with
-    none of them, an empty cell a row without this task), with one decision threshold per label tuned for
+    none of them; an empty cell is read by ``empty_cell``: ``none`` (no labels), ``missing`` (a row without
+    this task), or ``auto``, which is ``none`` in a file whose only label column is this task's and
+    ``missing`` in a file other tasks label too), with one decision threshold per label tuned for
     F1 on the validation split or, without one, on cross-validated training rows (``threshold``: one fixed
     value instead); ``pos_weight`` weighs each label's positives by its negatives over positives (at most
     10) for rare labels. ``regression`` predicts a number (``loss``: ``mse`` or ``huber`` on the target
@@ -100,6 +104,7 @@ class TaskSection(_Section):
     text_columns: list[str] | None = Field(default=None, min_length=2, max_length=2)
     label_column: str | None = None
     label_delimiter: str = Field(default=",", min_length=1)
+    empty_cell: EmptyCell = "auto"
     threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     pos_weight: bool = False
     loss: Literal["mse", "huber", "cosent", "cosine_mse"] | None = None
@@ -123,7 +128,7 @@ class TaskSection(_Section):
     @model_validator(mode="after")
     def _options_of_type(self) -> TaskSection:
         # a value other than the default, not a key that is present: a saved run's config lists every key
-        only = {"threshold": ("multi_label",), "pos_weight": ("multi_label",), "label_delimiter": ("multi_label",)}
+        only = {key: ("multi_label",) for key in ("threshold", "pos_weight", "label_delimiter", "empty_cell")}
         only |= {"loss": ("regression", "pair_similarity"), "text_columns": PAIR_TYPES, "standardize": ("regression",)}
         for key, kinds in only.items():
             if getattr(self, key) != type(self).model_fields[key].default and self.type not in kinds:

@@ -279,6 +279,7 @@ def model_sources(model: MultiTaskModel, tasks: Sequence[str]) -> dict[str, Any]
             model.tasks[task].type,
             "tags" if model.tasks[task].type == "token_classification" else None,
             delimiter=model.tasks[task].label_delimiter or ",",
+            empty_cell=model.tasks[task].empty_cell or "auto",
             pair=tuple(model.tasks[task].text_columns) if model.tasks[task].text_columns else None,
         )
         for task in tasks

@@ -75,6 +75,7 @@ class TaskData:
 
     labels: dict[str, list[str]]
     splits: dict[str, Split] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how the files were read, where a user should know
 
 
 class TaskSource(NamedTuple):
@@ -87,6 +88,7 @@ class TaskSource(NamedTuple):
     fallback_column: str | None = None
     delimiter: str = ","  # multi-label cells of CSV/TSV files: the labels of a row, split at this
     pair: tuple[str, str] | None = None  # a pair task's two text columns
+    empty_cell: str = "auto"  # multi-label: an empty cell is no labels ("none") or no row of the task ("missing")
 
 
 def _label_value(value: Any) -> str | None:
@@ -160,6 +162,7 @@ def build_task_data(
     """
     sources = {t: TaskSource(*spec) for t, spec in tasks.items()}
     collected: dict[str, tuple[list[str], dict[str, list[Any]], list[list[str] | None], list[str | None]]] = {}
+    notes: list[str] = []
     for split in ("train", "validation", "test"):
         texts: list[str] = []
         seconds: list[str | None] = []
@@ -175,6 +178,7 @@ def build_task_data(
             rows = _load_part(key, source)
             keys = columns_of(rows)
             part_words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
+            labelled_by = [t for t in owners if _task_column(sources[t], keys) is not None]
             for task, src in sources.items():
                 col = _task_column(src, keys) if task in owners else None
                 if col is None:
@@ -183,7 +187,10 @@ def build_task_data(
                         raise DataError(f"{source}: no column {src.column!r} for task {task!r}; columns are: {columns}")
                     raw[task] += [None] * len(rows)
                 else:
-                    raw[task] += _task_values(rows, col, src, part_words, tokens_column, f"{source}: task {task!r}")
+                    where = f"{source}: task {task!r}"
+                    alone = labelled_by == [task]
+                    raw[task] += _task_values(rows, col, src, part_words, tokens_column, where, alone)
+                    notes += _empty_cell_note(rows, col, src, alone, source, task)
             pair = _pair_columns(key, {t: sources[t] for t in owners})
             if pair is None:
                 texts += _row_texts(rows, text_column, tokens_column, source)
@@ -198,7 +205,7 @@ def build_task_data(
     if "train" not in collected:
         raise DataError("no training rows: set data.train (or a task's data.train)")
     labels = {task: _task_labels(task, src, collected["train"][1][task]) for task, src in sources.items()}
-    data = TaskData(labels=labels)
+    data = TaskData(labels=labels, notes=notes)
     for split, (texts, raw, words, seconds) in collected.items():
         encoded = _encode_split(split, texts, raw, words, sources, labels, "train")
         encoded.second = seconds if any(s is not None for s in seconds) else None
@@ -287,11 +294,12 @@ def labelled_split(
     keys = columns_of(rows)
     # a file of pairs (it has a pair task's two text columns) is scored for pair tasks, else for the others
     pair = next((s.pair for s in sources.values() if s.pair and set(s.pair) <= keys), None)
-    for task, src in sources.items():
-        col = _task_column(src, keys)
-        if col is None or src.pair != pair:
-            continue
-        raw[task] = _task_values(rows, col, src, words, tokens_column, f"{source}: task {task!r}")
+    columns = {t: _task_column(s, keys) for t, s in sources.items() if s.pair == pair}
+    labelled_by = [t for t, col in columns.items() if col is not None]
+    for task, col in columns.items():
+        if col is not None:
+            alone = labelled_by == [task]
+            raw[task] = _task_values(rows, col, sources[task], words, tokens_column, f"{source}: task {task!r}", alone)
     if not raw and not required:
         return None
     if not raw:
@@ -334,31 +342,68 @@ def _row_tags(
 
 
 def _task_values(
-    rows: list[dict[str, Any]], col: str, src: TaskSource, words: list[list[str] | None], tokens_column: str, where: str
+    rows: list[dict[str, Any]],
+    col: str,
+    src: TaskSource,
+    words: list[list[str] | None],
+    tokens_column: str,
+    where: str,
+    alone: bool = False,
 ) -> list[Any]:
-    """A task's column of one file, per row, as its type reads it (None: the row has no label for it)."""
+    """A task's column of one file, per row, as its type reads it (None: the row has no label for it).
+    ``alone``: no other task has a label column in this file (an empty multi-label cell then reads as no
+    labels under ``empty_cell: auto``)."""
     if src.kind == "token_classification":
         return _row_tags(rows, col, words, tokens_column, where)
     if src.kind == "multi_label":
+        empty: list[str] | None = [] if _empty_is_none(src, alone) else None
         return [
-            _label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)
+            _label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}", empty)
+            for i, r in enumerate(rows, 1)
         ]
     if src.kind in ("regression", "pair_similarity"):
         return [_number(r.get(col), f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)]
     return label_values(rows, col)
 
 
-def _label_set(value: Any, delimiter: str, where: str) -> list[str] | None:
-    """A multi-label cell: a list, a JSON list in a string, or labels joined by ``delimiter``; None if missing.
+def _empty_is_none(src: TaskSource, alone: bool) -> bool:
+    """Whether an empty multi-label cell is a row with none of the labels (else a row without the task)."""
+    return src.empty_cell == "none" or (src.empty_cell == "auto" and alone)
 
-    ``[]`` (or ``"[]"``) is a row with none of the labels; an empty cell or null is a row without the task.
+
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _empty_cell_note(
+    rows: list[dict[str, Any]], col: str, src: TaskSource, alone: bool, source: str | Path, task: str
+) -> list[str]:
+    """Say how a multi-label column's empty cells were read, where it has any: the two readings differ in
+    which rows train and score, and a CSV writes an empty label set as an empty cell."""
+    if src.kind != "multi_label":
+        return []
+    empty = sum(_is_empty(r.get(col)) for r in rows)
+    if not empty:
+        return []
+    if _empty_is_none(src, alone):
+        how, other = "read as no labels", "empty_cell: missing leaves such rows out of the task"
+    else:
+        how, other = "left out of the task (other tasks label this file)", "empty_cell: none reads them as no labels"
+    return [f"{task}: {empty} of {len(rows)} rows of {Path(source).name} have an empty {col!r} cell, {how} ({other})"]
+
+
+def _label_set(value: Any, delimiter: str, where: str, empty: list[str] | None = None) -> list[str] | None:
+    """A multi-label cell: a list, a JSON list in a string, or labels joined by ``delimiter``.
+
+    ``[]`` (or ``"[]"``) is a row with none of the labels; an empty cell or null reads as ``empty``: None
+    (a row without the task) or ``[]``.
     """
-    if value is None or (isinstance(value, float) and value != value):
-        return None
+    if _is_empty(value):
+        return None if empty is None else list(empty)
     if isinstance(value, str):
         text = value.strip()
-        if not text:
-            return None
         if text.startswith("["):
             try:
                 value = json.loads(text)
@@ -450,6 +495,7 @@ def load_task_data(config: RunConfig) -> TaskData:
             "tags" if task.type == "token_classification" and task.label_column is None else None,
             task.label_delimiter,
             task.pair_columns,
+            task.empty_cell,
         )
         for name, task in config.tasks.items()
         if task.type != "masked_lm"

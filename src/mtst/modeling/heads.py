@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from mtst.config import TaskType
+from mtst.config import EmptyCell, TaskType
 from mtst.modeling.tasktypes import num_outputs
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class HeadSpec(BaseModel):
     loss: Literal["mse", "huber", "cosent", "cosine_mse"] | None = None  # regression, pair similarity
     text_columns: list[str] | None = None  # a pair task's two text columns
     label_delimiter: str | None = None  # multi-label: how a CSV/TSV cell joins its labels
+    empty_cell: EmptyCell | None = None  # multi-label: how an empty cell reads (None: auto)
     score_range: list[float] | None = None  # pair similarity: the training scores' lowest and highest
 
     @field_validator("labels")
@@ -118,6 +119,7 @@ def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
             auxiliary=task.is_auxiliary,
             text_columns=list(task.pair_columns) if task.pair_columns else None,
             label_delimiter=task.label_delimiter if task.type == "multi_label" else None,
+            empty_cell=task.empty_cell if task.type == "multi_label" else None,
             **_target_settings(name, task, data),
         )
         for name, task in config.tasks.items()

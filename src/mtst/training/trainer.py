@@ -360,6 +360,8 @@ def _print_plan(
         f"[bold]mtst train[/bold] · {origin} · strategy [bold]{plan.strategy}[/bold] · "
         f"rows: {sizes} · tasks: {', '.join(notes)}"
     )
+    for note in data.notes:
+        console.print(note)
     # Gradual unfreezing trains more as it goes: say what trains at the start and the most that ever does.
     start = "" if at_start == trainable else f"{at_start:,} at the start, up to "
     in_precision = f" in {precision}" if precision != "fp32" else ""  # where steps autocast
