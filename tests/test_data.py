@@ -35,6 +35,15 @@ def test_partial_labels_from_separate_files(tmp_path: Path) -> None:
     assert list(train.labels["sentiment"]) == [MISSING] * 4 + [0, 1, 2]
 
 
+def test_a_missing_label_column_says_which_key_names_it(tmp_path: Path) -> None:
+    rows = write_jsonl(tmp_path / "t.jsonl", [{"text": "x", "label": "a"}, {"text": "z", "label": "b"}])
+    with pytest.raises(DataError, match=r"no column 'nli' for task 'nli'.*tasks.nli.label_column.*label_column: label"):
+        build_task_data({"nli": ("nli", None, None)}, {"train": rows}, "text")
+    other = write_jsonl(tmp_path / "o.jsonl", [{"text": "x", "y": "a"}])
+    with pytest.raises(DataError, match=r"tasks.nli.label_column to the column that holds its labels$"):
+        build_task_data({"nli": ("nli", None, None)}, {"train": other}, "text")
+
+
 def test_unseen_validation_label_is_named(tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "t.jsonl", [{"text": "x", "y": "a"}, {"text": "z", "y": "b"}])
     val = write_jsonl(tmp_path / "v.jsonl", [{"text": "x", "y": "c"}])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtst.cli import main
 from mtst.config import validate_config
 from mtst.data import Split, TaskSource, build_task_data
 from mtst.errors import ConfigError, DataError
@@ -163,7 +164,11 @@ def test_mixed_pair_config_one_step_has_finite_gradients(
 
 @pytest.mark.parametrize("strategy", ["auto", "frozen", "lora"])
 def test_pair_tasks_train_save_and_predict_alike_everywhere(
-    tiny_backbone_dir: Path, pair_data: dict[str, dict[str, str]], tmp_path: Path, strategy: str
+    tiny_backbone_dir: Path,
+    pair_data: dict[str, dict[str, str]],
+    tmp_path: Path,
+    strategy: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from fastapi.testclient import TestClient
 
@@ -209,3 +214,15 @@ def test_pair_tasks_train_save_and_predict_alike_everywhere(
     assert texts == model.predict(first)
     assert both.status_code == 422 and "one of the two" in both.text
     assert odd.status_code == 422 and "pairs[0]: a pair is two texts" in odd.text
+    # a file of the model's two text columns and no text column: `mtst predict --data` reads it as pairs
+    table = tmp_path / "pairs.csv"
+    table.write_text("premise,hypothesis\n" + "".join(f'"{a}","{b}"\n' for a, b in zip(first, second, strict=True)))
+    for where in (tmp_path / "run", tmp_path / "onnx"):
+        capsys.readouterr()
+        assert main(["predict", str(where), "--data", str(table)]) == 0
+        out = capsys.readouterr()
+        lines = [json.loads(line) for line in out.out.splitlines()]
+        assert [r["text_pair"] for r in lines] == second and [r["nli"]["label"] for r in lines] == [
+            r["nli"]["label"] for r in ours
+        ]
+        assert "reading pairs from its columns premise,hypothesis" in out.err.replace("\n", "")

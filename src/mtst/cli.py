@@ -19,7 +19,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mtst.cli_io import encode_with_progress, gather_pairs, gather_texts, prediction_cell, write_embeddings
+from mtst.cli_io import (
+    encode_with_progress,
+    gather_pairs,
+    gather_texts,
+    model_pair_columns,
+    prediction_cell,
+    write_embeddings,
+)
 from mtst.config import INFERENCE_PRECISIONS, POOLING_MODES, ServeSettings
 from mtst.errors import MtstError
 from mtst.training.strategies import help_text as strategy_help
@@ -387,6 +394,10 @@ def predict(
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks; the
     label set of a multi-label task, the value of a regression task; with --pairs, the pair tasks)."""
     second: list[str] | None = None
+    if pairs is None and not texts:
+        pairs = model_pair_columns(run, data, text_column)
+        if pairs is not None:
+            err_console.print(f"{data}: no column {text_column!r}; reading pairs from its columns {pairs} (--pairs)")
     if pairs is not None:
         if texts:
             raise MtstError("--pairs reads its pairs from --data; give no texts as arguments")

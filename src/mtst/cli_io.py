@@ -27,6 +27,30 @@ def gather_pairs(path: Path | None, columns: str) -> tuple[list[str], list[str]]
     return first, second
 
 
+def model_pair_columns(run: Path, path: Path | None, text_column: str) -> str | None:
+    """``first,second`` where a file has no ``text_column`` but has the two text columns of one of the
+    model's pair tasks (what ``--pairs`` would name); None otherwise. Reads the model's task list only."""
+    from mtst.constants import ONNX_META
+    from mtst.data import columns_of, load_table
+    from mtst.modeling.model import CONFIG_NAME, resolve_model_dir
+
+    if path is None:
+        return None
+    columns = columns_of(load_table(path))
+    if text_column in columns:
+        return None
+    try:
+        meta = run / ONNX_META if (run / ONNX_META).is_file() else resolve_model_dir(run) / CONFIG_NAME
+        tasks = json.loads(meta.read_text(encoding="utf-8")).get("tasks", {})
+    except (OSError, ValueError, MtstError):
+        return None  # loading the model says what is wrong with it
+    for spec in tasks.values():
+        pair = spec.get("text_columns") if isinstance(spec, dict) else None
+        if pair and len(pair) == 2 and set(pair) <= columns:
+            return f"{pair[0]},{pair[1]}"
+    return None
+
+
 def gather_texts(texts: list[str] | None, path: Path | None, text_column: str, none_message: str) -> list[str]:
     """Texts from the arguments, then from a file; all non-empty."""
     from mtst.data import check_texts, read_texts

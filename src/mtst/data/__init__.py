@@ -184,7 +184,12 @@ def build_task_data(
                 if col is None:
                     if task in owners and split == "train":
                         columns = ", ".join(sorted(keys))
-                        raise DataError(f"{source}: no column {src.column!r} for task {task!r}; columns are: {columns}")
+                        guess = next((c for c in ("label", "labels", "target", "score") if c in keys), None)
+                        hint = f" (e.g. label_column: {guess})" if guess else ""
+                        raise DataError(
+                            f"{source}: no column {src.column!r} for task {task!r}; columns are: {columns}; "
+                            f"set tasks.{task}.label_column to the column that holds its labels{hint}"
+                        )
                     raw[task] += [None] * len(rows)
                 else:
                     where = f"{source}: task {task!r}"
