@@ -113,6 +113,34 @@ def test_empty_multi_label_cells_read_by_who_else_labels_the_file(tmp_path: Path
     )
 
 
+def test_label_sets_from_one_column_per_label(tmp_path: Path) -> None:
+    """Many multi-label sets come as one 0/1 column per label (toxic, obscene, ...): label_columns reads them."""
+    csv = _write(tmp_path / "t.csv", "text,toxic,obscene,threat\na,1,0,0\nb,0,0,0\nc,,,\nd,true,1.0,no\n")
+    source = TaskSource("tox", kind="multi_label", columns=("toxic", "obscene", "threat"))
+    data = build_task_data({"tox": source}, {"train": csv}, "text")
+    assert data.labels["tox"] == ["toxic", "obscene", "threat"]  # the columns' order, unseen labels included
+    assert data.splits["train"].targets["tox"].tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 0], [1, 1, 0]]
+    assert data.splits["train"].rows_for("tox").tolist() == [0, 1, 2, 3]
+    assert "every label column empty, read as no labels" in data.notes[0]
+    bad = _write(tmp_path / "b.csv", "text,toxic,obscene,threat\na,1,0,0\nb,0,2,0\n")
+    with pytest.raises(DataError, match=r"row 2, column 'obscene': expected 0 or 1 \(or true/false\), got '2'"):
+        build_task_data({"tox": source}, {"train": bad}, "text")
+    partial = _write(tmp_path / "p.csv", "text,toxic\na,1\n")
+    with pytest.raises(DataError, match=r"no column\(s\) obscene, threat of task 'tox'"):
+        build_task_data({"tox": source}, {"train": partial}, "text")
+    base = {"data": {"train": "x.csv"}}
+    config = validate_config({**base, "tasks": {"tox": {"type": "multi_label", "label_columns": ["toxic", "threat"]}}})
+    assert config.tasks["tox"].label_columns == ["toxic", "threat"]
+    for task, message in (
+        ({"label_columns": ["a", "b"]}, "label_columns applies to multi_label tasks only"),
+        ({"type": "multi_label", "label_columns": ["a", "b"], "labels": ["a", "b"]}, "the columns are the labels"),
+        ({"type": "multi_label", "label_columns": ["a", "a"]}, "repeated: a"),
+        ({"type": "multi_label", "label_columns": ["a"]}, "label_columns"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            validate_config({**base, "tasks": {"tox": task}})
+
+
 def test_a_saved_model_reads_empty_cells_as_it_was_trained_to(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
@@ -125,6 +153,11 @@ def test_a_saved_model_reads_empty_cells_as_it_was_trained_to(tmp_path: Path) ->
         sources = model_sources(SimpleNamespace(tasks={"e": spec}), ["e"])  # type: ignore[arg-type]
         split = labelled_split(csv, sources, {"e": spec.labels})
         assert split is not None and split.rows_for("e").tolist() == rows
+    one_hot = _write(tmp_path / "h.csv", "text,fear,joy\nx,0,1\ny,1,1\n")
+    spec = HeadSpec(type="multi_label", labels=["fear", "joy"], label_column="e", label_columns=["fear", "joy"])
+    sources = model_sources(SimpleNamespace(tasks={"e": spec}), ["e"])  # type: ignore[arg-type]
+    split = labelled_split(one_hot, sources, {"e": spec.labels})
+    assert split is not None and split.targets["e"].tolist() == [[0, 1], [1, 1]]
 
 
 def test_bad_values_name_the_row_and_column(tmp_path: Path) -> None:

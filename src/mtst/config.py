@@ -76,7 +76,8 @@ class TaskSection(_Section):
     """One named task: what it predicts and from which column.
 
     ``classification`` predicts one label of several; ``multi_label`` any set of its labels (the column
-    holds a list: a JSON list, or in CSV/TSV a string split at ``label_delimiter``; ``[]`` is a row with
+    holds a list: a JSON list, or in CSV/TSV a string split at ``label_delimiter``; or ``label_columns``
+    names one 0/1 column per label, each column's name its label; ``[]`` is a row with
     none of them; an empty cell is read by ``empty_cell``: ``none`` (no labels), ``missing`` (a row without
     this task), or ``auto``, which is ``none`` in a file whose only label column is this task's and
     ``missing`` in a file other tasks label too), with one decision threshold per label tuned for
@@ -103,6 +104,7 @@ class TaskSection(_Section):
     type: TaskType = "classification"
     text_columns: list[str] | None = Field(default=None, min_length=2, max_length=2)
     label_column: str | None = None
+    label_columns: list[str] | None = Field(default=None, min_length=2)
     label_delimiter: str = Field(default=",", min_length=1)
     empty_cell: EmptyCell = "auto"
     threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
@@ -141,6 +143,14 @@ class TaskSection(_Section):
             raise ValueError(f"labels: a {self.type} task predicts a number and has no labels; remove the key")
         if self.text_columns is not None and self.text_columns[0] == self.text_columns[1]:
             raise ValueError(f"text_columns: two different columns are needed, got {self.text_columns}")
+        if self.label_columns is not None:
+            if self.type != "multi_label":
+                raise ValueError(f"label_columns applies to multi_label tasks only; this task is {self.type}")
+            if self.label_column is not None or self.labels is not None:
+                raise ValueError("label_columns: the columns are the labels; give no label_column or labels with it")
+            repeated = sorted({c for c in self.label_columns if self.label_columns.count(c) > 1})
+            if repeated:
+                raise ValueError(f"label_columns: each column once; repeated: {', '.join(repeated)}")
         return self
 
     @property

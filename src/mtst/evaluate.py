@@ -280,6 +280,7 @@ def model_sources(model: MultiTaskModel, tasks: Sequence[str]) -> dict[str, Any]
             "tags" if model.tasks[task].type == "token_classification" else None,
             delimiter=model.tasks[task].label_delimiter or ",",
             empty_cell=model.tasks[task].empty_cell or "auto",
+            columns=tuple(model.tasks[task].label_columns) if model.tasks[task].label_columns else None,
             pair=tuple(model.tasks[task].text_columns) if model.tasks[task].text_columns else None,
         )
         for task in tasks

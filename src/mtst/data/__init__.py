@@ -89,6 +89,7 @@ class TaskSource(NamedTuple):
     delimiter: str = ","  # multi-label cells of CSV/TSV files: the labels of a row, split at this
     pair: tuple[str, str] | None = None  # a pair task's two text columns
     empty_cell: str = "auto"  # multi-label: an empty cell is no labels ("none") or no row of the task ("missing")
+    columns: tuple[str, ...] | None = None  # multi-label: one 0/1 column per label, named by its label
 
 
 def _label_value(value: Any) -> str | None:
@@ -184,6 +185,9 @@ def build_task_data(
                 if col is None:
                     if task in owners and split == "train":
                         columns = ", ".join(sorted(keys))
+                        if src.columns:
+                            absent = ", ".join(c for c in src.columns if c not in keys)
+                            raise DataError(f"{source}: no column(s) {absent} of task {task!r}; columns are: {columns}")
                         guess = next((c for c in ("label", "labels", "target", "score") if c in keys), None)
                         hint = f" (e.g. label_column: {guess})" if guess else ""
                         raise DataError(
@@ -325,6 +329,8 @@ def columns_of(rows: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def _task_column(src: TaskSource, columns: set[str]) -> str | None:
+    if src.columns:  # one column per label: the task is in a file that has every one of them
+        return src.columns[0] if set(src.columns) <= columns else None
     for col in (src.column, src.fallback_column):
         if col and col in columns:
             return col
@@ -362,6 +368,8 @@ def _task_values(
         return _row_tags(rows, col, words, tokens_column, where)
     if src.kind == "multi_label":
         empty: list[str] | None = [] if _empty_is_none(src, alone) else None
+        if src.columns:
+            return [_one_hot_set(r, src.columns, f"{where}, row {i}", empty) for i, r in enumerate(rows, 1)]
         return [
             _label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}", empty)
             for i, r in enumerate(rows, 1)
@@ -369,6 +377,39 @@ def _task_values(
     if src.kind in ("regression", "pair_similarity"):
         return [_number(r.get(col), f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)]
     return label_values(rows, col)
+
+
+_TRUE = {"1", "1.0", "true", "yes"}
+_FALSE = {"0", "0.0", "false", "no"}
+
+
+def _flag(value: Any) -> bool | None:
+    """A 0/1 cell: on, off, or None where empty; ValueError for anything else."""
+    if _is_empty(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(value)
+
+
+def _one_hot_set(
+    row: dict[str, Any], columns: tuple[str, ...], where: str, empty: list[str] | None
+) -> list[str] | None:
+    """The labels whose 0/1 column is on in this row; a row with every column empty reads as ``empty``."""
+    flags = {}
+    for col in columns:
+        try:
+            flags[col] = _flag(row.get(col))
+        except ValueError:
+            raise DataError(f"{where}, column {col!r}: expected 0 or 1 (or true/false), got {row.get(col)!r}") from None
+    if all(flag is None for flag in flags.values()):
+        return None if empty is None else list(empty)
+    return [col for col, flag in flags.items() if flag]
 
 
 def _empty_is_none(src: TaskSource, alone: bool) -> bool:
@@ -389,14 +430,16 @@ def _empty_cell_note(
     which rows train and score, and a CSV writes an empty label set as an empty cell."""
     if src.kind != "multi_label":
         return []
-    empty = sum(_is_empty(r.get(col)) for r in rows)
+    cells = src.columns or (col,)
+    empty = sum(all(_is_empty(r.get(c)) for c in cells) for r in rows)
     if not empty:
         return []
     if _empty_is_none(src, alone):
         how, other = "read as no labels", "empty_cell: missing leaves such rows out of the task"
     else:
         how, other = "left out of the task (other tasks label this file)", "empty_cell: none reads them as no labels"
-    return [f"{task}: {empty} of {len(rows)} rows of {Path(source).name} have an empty {col!r} cell, {how} ({other})"]
+    cell = f"an empty {col!r} cell" if not src.columns else "every label column empty"
+    return [f"{task}: {empty} of {len(rows)} rows of {Path(source).name} have {cell}, {how} ({other})"]
 
 
 def _label_set(value: Any, delimiter: str, where: str, empty: list[str] | None = None) -> list[str] | None:
@@ -455,7 +498,7 @@ def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[st
     if src.kind == "multi_label":
         labelled = [row for row in train_values if row is not None]
         seen = {label for row in labelled for label in row}
-        names = list(src.labels) if src.labels else sorted(seen)
+        names = list(src.labels) if src.labels else list(src.columns) if src.columns else sorted(seen)
         if not labelled:
             raise DataError(f"task {task!r}: no labelled training rows")
         if len(names) < 2:
@@ -501,6 +544,7 @@ def load_task_data(config: RunConfig) -> TaskData:
             task.label_delimiter,
             task.pair_columns,
             task.empty_cell,
+            tuple(task.label_columns) if task.label_columns else None,
         )
         for name, task in config.tasks.items()
         if task.type != "masked_lm"

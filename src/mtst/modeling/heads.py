@@ -43,6 +43,7 @@ class HeadSpec(BaseModel):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     weight: float = Field(default=1.0, ge=0.0)
     label_column: str | None = None
+    label_columns: list[str] | None = None  # multi-label: one 0/1 column per label (the labels' names)
     auxiliary: bool = False
     normalize_input: bool = False  # read the L2-normalised embedding (heads fitted on the direction alone)
     thresholds: list[float] | None = None  # multi-label: the decision threshold of each label (None: 0.5)
@@ -116,6 +117,7 @@ def head_specs(config: RunConfig, data: TaskData) -> dict[str, HeadSpec]:
             dropout=task.dropout,
             weight=task.weight,
             label_column=None if task.type == "masked_lm" else config.label_column(name),
+            label_columns=task.label_columns,
             auxiliary=task.is_auxiliary,
             text_columns=list(task.pair_columns) if task.pair_columns else None,
             label_delimiter=task.label_delimiter if task.type == "multi_label" else None,
