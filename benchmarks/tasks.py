@@ -258,7 +258,8 @@ def table(results: list[dict]) -> str:
     """Markdown per benchmark: mean +- std of each figure per (size, method), and mean seconds."""
     cells: dict[tuple[str, int, str], list[dict]] = defaultdict(list)
     for r in results:
-        cells[(r["bench"], r["size"], r["method"])].append(r)
+        method = r["method"] + (f" ({r['max_steps']} steps)" if r.get("max_steps") else "")
+        cells[(r["bench"], r["size"], method)].append(r)
     lines = []
     benches = (
         ("multilabel", ("micro_f1", "macro_f1")),

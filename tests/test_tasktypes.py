@@ -167,6 +167,11 @@ def test_bad_values_name_the_row_and_column(tmp_path: Path) -> None:
     bad_set = _write(tmp_path / "m.jsonl", '{"text": "a", "e": ["joy"]}\n{"text": "b", "e": 3}\n')
     with pytest.raises(DataError, match=r"row 2, column 'e': expected a list of labels"):
         build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": bad_set}, "text")
+    joined = _write(tmp_path / "j.csv", "text,e\na,joy;love\nb,joy\nc,love\n")
+    with pytest.raises(DataError, match=r"'joy;love' look like several labels joined by ';'.*label_delimiter: ';'"):
+        build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": joined}, "text")
+    data = build_task_data({"e": TaskSource("e", kind="multi_label", delimiter=";")}, {"train": joined}, "text")
+    assert data.labels["e"] == ["joy", "love"]
     unknown = _write(tmp_path / "u.jsonl", '{"text": "a", "e": ["joy", "rage"]}\n{"text": "b", "e": ["sad"]}\n')
     with pytest.raises(DataError, match=r"'rage'.*known labels: joy, sad"):
         build_task_data({"e": TaskSource("e", ["joy", "sad"], kind="multi_label")}, {"train": unknown}, "text")

@@ -490,6 +490,21 @@ def _number(value: Any, where: str) -> float | None:
     return number
 
 
+def _check_joined_labels(task: str, src: TaskSource, seen: set[str]) -> None:
+    """A multi-label cell joined by another delimiter than ``label_delimiter`` reads as one label per
+    combination ('joy;love'), and trains a model of combinations: refuse it where every part of such a
+    label is also a label of its own, and say which delimiter reads it."""
+    for other in (";", "|", ","):
+        if other == src.delimiter:
+            continue
+        joined = sorted(label for label in seen if other in label and set(label.split(other)) <= seen)
+        if joined:
+            raise DataError(
+                f"task {task!r}: labels such as {joined[0]!r} look like several labels joined by {other!r}; "
+                f"set tasks.{task}.label_delimiter: {other!r} (cells are split at {src.delimiter!r} now)"
+            )
+
+
 def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[str]:
     if src.kind in ("regression", "pair_similarity"):
         if not any(v is not None for v in train_values):
@@ -498,6 +513,7 @@ def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[st
     if src.kind == "multi_label":
         labelled = [row for row in train_values if row is not None]
         seen = {label for row in labelled for label in row}
+        _check_joined_labels(task, src, seen)
         names = list(src.labels) if src.labels else list(src.columns) if src.columns else sorted(seen)
         if not labelled:
             raise DataError(f"task {task!r}: no labelled training rows")
