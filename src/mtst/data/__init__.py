@@ -494,6 +494,8 @@ def _check_joined_labels(task: str, src: TaskSource, seen: set[str]) -> None:
     """A multi-label cell joined by another delimiter than ``label_delimiter`` reads as one label per
     combination ('joy;love'), and trains a model of combinations: refuse it where every part of such a
     label is also a label of its own, and say which delimiter reads it."""
+    if src.columns:  # one column per label: no cell holds several
+        return
     for other in (";", "|", ","):
         if other == src.delimiter:
             continue
