@@ -6,7 +6,6 @@ names the file and, where it helps, the row and column.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,14 @@ from mtst.data.files import (  # noqa: F401  (re-exported: mtst.data is where ca
     read_records,
     read_texts,
     text_problem,
+)
+from mtst.data.labelsets import (
+    check_joined_labels,
+    empty_cell_note,
+    empty_is_none,
+    label_set,
+    label_value,
+    one_hot_set,
 )
 from mtst.errors import DataError
 
@@ -92,18 +99,6 @@ class TaskSource(NamedTuple):
     columns: tuple[str, ...] | None = None  # multi-label: one 0/1 column per label, named by its label
 
 
-def _label_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return None
-        if value.is_integer():
-            value = int(value)
-    text = str(value).strip()
-    return text or None
-
-
 def encode_labels(values: Sequence[str | None], names: Sequence[str], where: str, known_from: str) -> np.ndarray:
     """Label strings -> indices (``MISSING`` for None); an unknown label is an error naming it."""
     index = {name: i for i, name in enumerate(names)}
@@ -118,7 +113,7 @@ def encode_labels(values: Sequence[str | None], names: Sequence[str], where: str
 
 def label_values(rows: Sequence[dict[str, Any]], col: str) -> list[str | None]:
     """A label column as normalised strings (None where missing)."""
-    return [_label_value(r.get(col)) for r in rows]
+    return [label_value(r.get(col)) for r in rows]
 
 
 def _sorted_labels(values: set[str]) -> list[str]:
@@ -199,7 +194,7 @@ def build_task_data(
                     where = f"{source}: task {task!r}"
                     alone = labelled_by == [task]
                     raw[task] += _task_values(rows, col, src, part_words, tokens_column, where, alone)
-                    notes += _empty_cell_note(rows, col, src, alone, source, task)
+                    notes += empty_cell_note(rows, col, src, alone, source, task)
             pair = _pair_columns(key, {t: sources[t] for t in owners})
             if pair is None:
                 texts += _row_texts(rows, text_column, tokens_column, source)
@@ -367,110 +362,16 @@ def _task_values(
     if src.kind == "token_classification":
         return _row_tags(rows, col, words, tokens_column, where)
     if src.kind == "multi_label":
-        empty: list[str] | None = [] if _empty_is_none(src, alone) else None
+        empty: list[str] | None = [] if empty_is_none(src, alone) else None
         if src.columns:
-            return [_one_hot_set(r, src.columns, f"{where}, row {i}", empty) for i, r in enumerate(rows, 1)]
+            return [one_hot_set(r, src.columns, f"{where}, row {i}", empty) for i, r in enumerate(rows, 1)]
         return [
-            _label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}", empty)
+            label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}", empty)
             for i, r in enumerate(rows, 1)
         ]
     if src.kind in ("regression", "pair_similarity"):
         return [_number(r.get(col), f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)]
     return label_values(rows, col)
-
-
-_TRUE = {"1", "1.0", "true", "yes"}
-_FALSE = {"0", "0.0", "false", "no"}
-
-
-def _flag(value: Any) -> bool | None:
-    """A 0/1 cell: on, off, or None where empty; ValueError for anything else."""
-    if _is_empty(value):
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError(value)
-
-
-def _one_hot_set(
-    row: dict[str, Any], columns: tuple[str, ...], where: str, empty: list[str] | None
-) -> list[str] | None:
-    """The labels whose 0/1 column is on in this row; a row with every column empty reads as ``empty``."""
-    flags = {}
-    for col in columns:
-        try:
-            flags[col] = _flag(row.get(col))
-        except ValueError:
-            raise DataError(f"{where}, column {col!r}: expected 0 or 1 (or true/false), got {row.get(col)!r}") from None
-    if all(flag is None for flag in flags.values()):
-        return None if empty is None else list(empty)
-    return [col for col, flag in flags.items() if flag]
-
-
-def _empty_is_none(src: TaskSource, alone: bool) -> bool:
-    """Whether an empty multi-label cell is a row with none of the labels (else a row without the task)."""
-    return src.empty_cell == "none" or (src.empty_cell == "auto" and alone)
-
-
-def _is_empty(value: Any) -> bool:
-    if isinstance(value, str):
-        return not value.strip()
-    return value is None or (isinstance(value, float) and value != value)
-
-
-def _empty_cell_note(
-    rows: list[dict[str, Any]], col: str, src: TaskSource, alone: bool, source: str | Path, task: str
-) -> list[str]:
-    """Say how a multi-label column's empty cells were read, where it has any: the two readings differ in
-    which rows train and score, and a CSV writes an empty label set as an empty cell."""
-    if src.kind != "multi_label":
-        return []
-    cells = src.columns or (col,)
-    empty = sum(all(_is_empty(r.get(c)) for c in cells) for r in rows)
-    if not empty:
-        return []
-    if _empty_is_none(src, alone):
-        how, other = "read as no labels", "empty_cell: missing leaves such rows out of the task"
-    else:
-        how, other = "left out of the task (other tasks label this file)", "empty_cell: none reads them as no labels"
-    cell = f"an empty {col!r} cell" if not src.columns else "every label column empty"
-    return [f"{task}: {empty} of {len(rows)} rows of {Path(source).name} have {cell}, {how} ({other})"]
-
-
-def _label_set(value: Any, delimiter: str, where: str, empty: list[str] | None = None) -> list[str] | None:
-    """A multi-label cell: a list, a JSON list in a string, or labels joined by ``delimiter``.
-
-    ``[]`` (or ``"[]"``) is a row with none of the labels; an empty cell or null reads as ``empty``: None
-    (a row without the task) or ``[]``.
-    """
-    if _is_empty(value):
-        return None if empty is None else list(empty)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                raise DataError(f"{where}: {text[:60]!r} starts like a JSON list but is not one") from None
-        else:
-            value = [part for part in text.split(delimiter)]
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if not isinstance(value, (list, tuple)):
-        raise DataError(f"{where}: expected a list of labels, got {type(value).__name__} {value!r}")
-    labels = []
-    for item in value:
-        label = _label_value(item)
-        if label is None:
-            raise DataError(f"{where}: an empty label in {value!r}")
-        if label not in labels:
-            labels.append(label)
-    return labels
 
 
 def _number(value: Any, where: str) -> float | None:
@@ -490,23 +391,6 @@ def _number(value: Any, where: str) -> float | None:
     return number
 
 
-def _check_joined_labels(task: str, src: TaskSource, seen: set[str]) -> None:
-    """A multi-label cell joined by another delimiter than ``label_delimiter`` reads as one label per
-    combination ('joy;love'), and trains a model of combinations: refuse it where every part of such a
-    label is also a label of its own, and say which delimiter reads it."""
-    if src.columns:  # one column per label: no cell holds several
-        return
-    for other in (";", "|", ","):
-        if other == src.delimiter:
-            continue
-        joined = sorted(label for label in seen if other in label and set(label.split(other)) <= seen)
-        if joined:
-            raise DataError(
-                f"task {task!r}: labels such as {joined[0]!r} look like several labels joined by {other!r}; "
-                f"set tasks.{task}.label_delimiter: {other!r} (cells are split at {src.delimiter!r} now)"
-            )
-
-
 def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[str]:
     if src.kind in ("regression", "pair_similarity"):
         if not any(v is not None for v in train_values):
@@ -515,7 +399,7 @@ def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[st
     if src.kind == "multi_label":
         labelled = [row for row in train_values if row is not None]
         seen = {label for row in labelled for label in row}
-        _check_joined_labels(task, src, seen)
+        check_joined_labels(task, src, seen)
         names = list(src.labels) if src.labels else list(src.columns) if src.columns else sorted(seen)
         if not labelled:
             raise DataError(f"task {task!r}: no labelled training rows")

@@ -1,0 +1,137 @@
+"""Multi-label cells: a row's label set from a list, a delimited string or one 0/1 column per label, and
+how an empty cell reads (no labels, or no row of the task)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mtst.errors import DataError
+
+if TYPE_CHECKING:
+    from mtst.data import TaskSource
+
+
+def label_value(value: Any) -> str | None:
+    """A label cell as a normalised string (an integral float reads as the integer); None where empty."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return None
+        if value.is_integer():
+            value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+_TRUE = {"1", "1.0", "true", "yes"}
+_FALSE = {"0", "0.0", "false", "no"}
+
+
+def flag(value: Any) -> bool | None:
+    """A 0/1 cell: on, off, or None where empty; ValueError for anything else."""
+    if is_empty(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(value)
+
+
+def one_hot_set(row: dict[str, Any], columns: tuple[str, ...], where: str, empty: list[str] | None) -> list[str] | None:
+    """The labels whose 0/1 column is on in this row; a row with every column empty reads as ``empty``."""
+    flags = {}
+    for col in columns:
+        try:
+            flags[col] = flag(row.get(col))
+        except ValueError:
+            raise DataError(f"{where}, column {col!r}: expected 0 or 1 (or true/false), got {row.get(col)!r}") from None
+    if all(flag is None for flag in flags.values()):
+        return None if empty is None else list(empty)
+    return [col for col, flag in flags.items() if flag]
+
+
+def empty_is_none(src: TaskSource, alone: bool) -> bool:
+    """Whether an empty multi-label cell is a row with none of the labels (else a row without the task)."""
+    return src.empty_cell == "none" or (src.empty_cell == "auto" and alone)
+
+
+def is_empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def empty_cell_note(
+    rows: list[dict[str, Any]], col: str, src: TaskSource, alone: bool, source: str | Path, task: str
+) -> list[str]:
+    """Say how a multi-label column's empty cells were read, where it has any: the two readings differ in
+    which rows train and score, and a CSV writes an empty label set as an empty cell."""
+    if src.kind != "multi_label":
+        return []
+    cells = src.columns or (col,)
+    empty = sum(all(is_empty(r.get(c)) for c in cells) for r in rows)
+    if not empty:
+        return []
+    if empty_is_none(src, alone):
+        how, other = "read as no labels", "empty_cell: missing leaves such rows out of the task"
+    else:
+        how, other = "left out of the task (other tasks label this file)", "empty_cell: none reads them as no labels"
+    cell = f"an empty {col!r} cell" if not src.columns else "every label column empty"
+    return [f"{task}: {empty} of {len(rows)} rows of {Path(source).name} have {cell}, {how} ({other})"]
+
+
+def label_set(value: Any, delimiter: str, where: str, empty: list[str] | None = None) -> list[str] | None:
+    """A multi-label cell: a list, a JSON list in a string, or labels joined by ``delimiter``.
+
+    ``[]`` (or ``"[]"``) is a row with none of the labels; an empty cell or null reads as ``empty``: None
+    (a row without the task) or ``[]``.
+    """
+    if is_empty(value):
+        return None if empty is None else list(empty)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: {text[:60]!r} starts like a JSON list but is not one") from None
+        else:
+            value = [part for part in text.split(delimiter)]
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise DataError(f"{where}: expected a list of labels, got {type(value).__name__} {value!r}")
+    labels = []
+    for item in value:
+        label = label_value(item)
+        if label is None:
+            raise DataError(f"{where}: an empty label in {value!r}")
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
+def check_joined_labels(task: str, src: TaskSource, seen: set[str]) -> None:
+    """A multi-label cell joined by another delimiter than ``label_delimiter`` reads as one label per
+    combination ('joy;love'), and trains a model of combinations: refuse it where every part of such a
+    label is also a label of its own, and say which delimiter reads it."""
+    if src.columns:  # one column per label: no cell holds several
+        return
+    for other in (";", "|", ","):
+        if other == src.delimiter:
+            continue
+        joined = sorted(label for label in seen if other in label and set(label.split(other)) <= seen)
+        if joined:
+            raise DataError(
+                f"task {task!r}: labels such as {joined[0]!r} look like several labels joined by {other!r}; "
+                f"set tasks.{task}.label_delimiter: {other!r} (cells are split at {src.delimiter!r} now)"
+            )
