@@ -84,6 +84,9 @@ def test_label_sets_from_json_lists_and_delimited_cells(tmp_path: Path) -> None:
     data = build_task_data({"e": TaskSource("e", kind="multi_label", delimiter="|")}, {"train": csv}, "text")
     assert data.splits["train"].targets["e"].tolist() == [[1, 1], [0, 0], [0, 0]]
     assert data.splits["train"].rows_for("e").tolist() == [0, 1, 2]  # the file's only task: empty is no labels
+    numbered = _write(tmp_path / "n.jsonl", '{"text": "a", "e": [10, 2]}\n{"text": "b", "e": [1]}\n')
+    data = build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": numbered}, "text")
+    assert data.labels["e"] == ["1", "2", "10"]  # label ids in their numeric order, as for classification
 
 
 def test_empty_multi_label_cells_read_by_who_else_labels_the_file(tmp_path: Path) -> None:

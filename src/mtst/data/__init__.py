@@ -400,7 +400,7 @@ def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[st
         labelled = [row for row in train_values if row is not None]
         seen = {label for row in labelled for label in row}
         check_joined_labels(task, src, seen)
-        names = list(src.labels) if src.labels else list(src.columns) if src.columns else sorted(seen)
+        names = list(src.labels) if src.labels else list(src.columns) if src.columns else _sorted_labels(seen)
         if not labelled:
             raise DataError(f"task {task!r}: no labelled training rows")
         if len(names) < 2:
