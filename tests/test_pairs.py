@@ -226,3 +226,24 @@ def test_pair_tasks_train_save_and_predict_alike_everywhere(
             r["nli"]["label"] for r in ours
         ]
         assert "reading pairs from its columns premise,hypothesis" in out.err.replace("\n", "")
+
+
+def test_compare_runs_pair_and_multi_label_tasks_side_by_side(
+    tiny_backbone_dir: Path, pair_data: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """`mtst compare` on a config of every task type: each run is scored by its tasks' own measures."""
+    import yaml
+
+    config = pair_config(tiny_backbone_dir, pair_data, tmp_path / "unused")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"output_dir"})))
+    out = tmp_path / "report"
+    assert main(["compare", str(path), "--strategies", "frozen,full", "-o", str(out), "-q"]) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {r["label"] for r in runs} == {"frozen", "full"}
+    for run in runs:
+        scores = run["metrics"]["test"]
+        assert {"nli/accuracy", "sim/spearman", "tags/micro_f1", "topic/macro_f1", "mean_macro_f1"} <= set(scores)
+    full = next(r for r in runs if r["label"] == "full")["metrics"]["test"]
+    frozen = next(r for r in runs if r["label"] == "frozen")["metrics"]["test"]
+    assert full["sim/spearman"] != frozen["sim/spearman"]  # fine-tuning trains the pair similarity; frozen does not
