@@ -311,7 +311,8 @@ class MultiTaskModel(nn.Module):
             "normalize": self.encoder.normalize,
             "max_length": self.encoder.max_length,
             "embedding_dim": self.encoder.dim,
-            "tasks": {name: self.tasks[name].model_dump() for name in names},
+            # unset (None) keys left out: a model that uses no newer setting stays readable by older releases
+            "tasks": {name: self.tasks[name].model_dump(exclude_none=True) for name in names},
             "versions": {"mtst": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
         }
         if self.lora is not None:
@@ -359,7 +360,7 @@ class MultiTaskModel(nn.Module):
         path = resolve_model_dir(directory) / CONFIG_NAME
         config = json.loads(path.read_text(encoding="utf-8"))
         for task, spec in specs.items():
-            config["tasks"][task] = spec.model_dump()
+            config["tasks"][task] = spec.model_dump(exclude_none=True)
         atomic_write_text(path, json.dumps(config, indent=2) + "\n")
 
     def _fingerprint(self) -> float:
