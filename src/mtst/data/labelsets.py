@@ -54,9 +54,9 @@ def one_hot_set(row: dict[str, Any], columns: tuple[str, ...], where: str, empty
             flags[col] = flag(row.get(col))
         except ValueError:
             raise DataError(f"{where}, column {col!r}: expected 0 or 1 (or true/false), got {row.get(col)!r}") from None
-    if all(flag is None for flag in flags.values()):
+    if all(on is None for on in flags.values()):
         return None if empty is None else list(empty)
-    return [col for col, flag in flags.items() if flag]
+    return [col for col, on in flags.items() if on]
 
 
 def empty_is_none(src: TaskSource, alone: bool) -> bool:
