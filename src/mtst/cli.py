@@ -23,7 +23,7 @@ from mtst.cli_io import (
     encode_with_progress,
     gather_pairs,
     gather_texts,
-    model_pair_columns,
+    model_pairs,
     prediction_cell,
     write_embeddings,
 )
@@ -394,11 +394,11 @@ def predict(
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks; the
     label set of a multi-label task, the value of a regression task; with --pairs, the pair tasks)."""
     second: list[str] | None = None
-    if pairs is None and not texts:
-        pairs = model_pair_columns(run, data, text_column)
-        if pairs is not None:
-            err_console.print(f"{data}: no column {text_column!r}; reading pairs from its columns {pairs} (--pairs)")
-    if pairs is not None:
+    found = model_pairs(run, data, text_column) if pairs is None and not texts else None
+    if found is not None:
+        columns, items, second = found
+        err_console.print(f"{data}: no column {text_column!r}; reading pairs from its columns {columns} (--pairs)")
+    elif pairs is not None:
         if texts:
             raise MtstError("--pairs reads its pairs from --data; give no texts as arguments")
         items, second = gather_pairs(data, pairs)

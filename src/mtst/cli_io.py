@@ -27,27 +27,32 @@ def gather_pairs(path: Path | None, columns: str) -> tuple[list[str], list[str]]
     return first, second
 
 
-def model_pair_columns(run: Path, path: Path | None, text_column: str) -> str | None:
-    """``first,second`` where a file has no ``text_column`` but has the two text columns of one of the
-    model's pair tasks (what ``--pairs`` would name); None otherwise. Reads the model's task list only."""
+def model_pairs(run: Path, path: Path | None, text_column: str) -> tuple[str, list[str], list[str]] | None:
+    """Where the model has a pair task and a file has no ``text_column`` but that task's two text columns:
+    the columns (``first,second``, what ``--pairs`` would name) and both texts of every row, from one read of
+    the file. None otherwise; a model without pair tasks never reads the file here."""
     from mtst.constants import ONNX_META
-    from mtst.data import columns_of, load_table
+    from mtst.data import columns_of, load_table, pair_texts
     from mtst.modeling.model import CONFIG_NAME, resolve_model_dir
 
     if path is None:
-        return None
-    columns = columns_of(load_table(path))
-    if text_column in columns:
         return None
     try:
         meta = run / ONNX_META if (run / ONNX_META).is_file() else resolve_model_dir(run) / CONFIG_NAME
         tasks = json.loads(meta.read_text(encoding="utf-8")).get("tasks", {})
     except (OSError, ValueError, MtstError):
         return None  # loading the model says what is wrong with it
-    for spec in tasks.values():
-        pair = spec.get("text_columns") if isinstance(spec, dict) else None
-        if pair and len(pair) == 2 and set(pair) <= columns:
-            return f"{pair[0]},{pair[1]}"
+    specs = [spec.get("text_columns") for spec in tasks.values() if isinstance(spec, dict)]
+    pairs = [(p[0], p[1]) for p in specs if p and len(p) == 2]
+    if not pairs:
+        return None
+    rows = load_table(path)
+    columns = columns_of(rows)
+    if text_column in columns:
+        return None
+    for first, second in pairs:
+        if {first, second} <= columns:
+            return f"{first},{second}", *pair_texts(rows, (first, second), path)
     return None
 
 

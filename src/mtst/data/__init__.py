@@ -32,6 +32,7 @@ from mtst.data.labelsets import (
     check_joined_labels,
     empty_cell_note,
     empty_is_none,
+    is_empty,
     label_set,
     label_value,
     one_hot_set,
@@ -362,7 +363,7 @@ def _task_values(
     if src.kind == "token_classification":
         return _row_tags(rows, col, words, tokens_column, where)
     if src.kind == "multi_label":
-        empty: list[str] | None = [] if empty_is_none(src, alone) else None
+        empty = empty_is_none(src, alone)
         if src.columns:
             return [one_hot_set(r, src.columns, f"{where}, row {i}", empty) for i, r in enumerate(rows, 1)]
         return [
@@ -376,7 +377,7 @@ def _task_values(
 
 def _number(value: Any, where: str) -> float | None:
     """A regression target: a finite number (or a string of one); None where the cell is empty or null."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if is_empty(value):
         return None
     if isinstance(value, bool):
         raise DataError(f"{where}: expected a number, got {value!r}")

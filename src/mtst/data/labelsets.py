@@ -46,8 +46,9 @@ def flag(value: Any) -> bool | None:
     raise ValueError(value)
 
 
-def one_hot_set(row: dict[str, Any], columns: tuple[str, ...], where: str, empty: list[str] | None) -> list[str] | None:
-    """The labels whose 0/1 column is on in this row; a row with every column empty reads as ``empty``."""
+def one_hot_set(row: dict[str, Any], columns: tuple[str, ...], where: str, empty: bool) -> list[str] | None:
+    """The labels whose 0/1 column is on in this row; a row with every column empty is a row with no labels
+    where ``empty`` (:func:`empty_is_none`), else a row without the task (None)."""
     flags = {}
     for col in columns:
         try:
@@ -55,7 +56,7 @@ def one_hot_set(row: dict[str, Any], columns: tuple[str, ...], where: str, empty
         except ValueError:
             raise DataError(f"{where}, column {col!r}: expected 0 or 1 (or true/false), got {row.get(col)!r}") from None
     if all(on is None for on in flags.values()):
-        return None if empty is None else list(empty)
+        return [] if empty else None
     return [col for col, on in flags.items() if on]
 
 
@@ -65,6 +66,7 @@ def empty_is_none(src: TaskSource, alone: bool) -> bool:
 
 
 def is_empty(value: Any) -> bool:
+    """An empty cell: None, NaN (pandas' and Parquet's missing value) or a blank string."""
     if isinstance(value, str):
         return not value.strip()
     return value is None or (isinstance(value, float) and value != value)
@@ -89,14 +91,14 @@ def empty_cell_note(
     return [f"{task}: {empty} of {len(rows)} rows of {Path(source).name} have {cell}, {how} ({other})"]
 
 
-def label_set(value: Any, delimiter: str, where: str, empty: list[str] | None = None) -> list[str] | None:
+def label_set(value: Any, delimiter: str, where: str, empty: bool = False) -> list[str] | None:
     """A multi-label cell: a list, a JSON list in a string, or labels joined by ``delimiter``.
 
-    ``[]`` (or ``"[]"``) is a row with none of the labels; an empty cell or null reads as ``empty``: None
-    (a row without the task) or ``[]``.
+    ``[]`` (or ``"[]"``) is a row with none of the labels; an empty cell or null is one too where ``empty``
+    (:func:`empty_is_none`), else a row without the task (None).
     """
     if is_empty(value):
-        return None if empty is None else list(empty)
+        return [] if empty else None
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
