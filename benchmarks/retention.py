@@ -127,6 +127,9 @@ def record(kind: str, name: str, seed: int, variant: str, metrics: dict, task: s
         "sts_start": (kept.get("embedding", {}).get("sts") or {}).get("start"),
         "carried": {t: m.get("test") for t, m in kept.get("tasks", {}).items()},
         "agreement": {t: m.get("agreement") for t, m in kept.get("tasks", {}).items()},
+        "agreement_keep_texts": {
+            t: m["keep_texts"]["agreement"] for t, m in kept.get("tasks", {}).items() if "keep_texts" in m
+        },
         "train_s": metrics["train_seconds"],
         "wall_s": metrics["wall_s"],
     }
@@ -162,11 +165,17 @@ def sequential(
     start_embedding: float | None = None,
     protects: tuple[str, ...] = ("safe", "free", "distill"),
     keep_heads: float | None = None,
+    keep_texts: int | None = None,
+    tag: str = "",
 ) -> None:
-    """``start_embedding``: the coarse model's own ``keep.embedding`` (None: the default, not held)."""
+    """``start_embedding``: the coarse model's own ``keep.embedding`` (None: the default, not held);
+    ``keep_texts``: the second runs hold the coarse model on up to this many texts of its own training file
+    (``keep.texts``, ``keep.texts_limit``; None: not)."""
     trec_train, trec_test, _ = subset("trec", 0)
     held = "" if start_embedding is None else f" (coarse model held x{start_embedding:g})"
     held += "" if keep_heads is None else f" (keep.heads {keep_heads:g})"
+    held += "" if keep_texts is None else f" (keep.texts {keep_texts})"
+    held += f" ({tag})" if tag else ""
     d = work / ("sequential" if start_embedding is None else f"sequential-held{start_embedding:g}")
     d.mkdir(parents=True, exist_ok=True)
     first = d / "coarse"
@@ -199,11 +208,13 @@ def sequential(
             "data": {"train": rows, "test": mixed_test, "sts": str(STS)},
             "training": {"seed": seed},
         }
-        if start_embedding is None and keep_heads is None:  # the single-task reference, once
+        if start_embedding is None and keep_heads is None and not held:  # the single-task reference, once
             m = mtst_train(base, d / f"single-{seed}")
             record("sequential", "trec->sst2", seed, "sentiment alone", m, "sentiment")
         for protect in protects:
             keep: dict = {"protect": protect} if keep_heads is None else {"protect": protect, "heads": keep_heads}
+            if keep_texts is not None:
+                keep.update(texts=str(d / "trec_train.jsonl"), texts_limit=keep_texts)
             config = {**base, "model": {"init": str(first)}, "training": {"seed": seed, "keep": keep}}
             m = mtst_train(config, d / f"{protect}{held.replace(' ', '_')}-{seed}")
             entry = record("sequential", "trec->sst2", seed, protect + held, m, "sentiment")
@@ -252,6 +263,10 @@ def main() -> None:
     )
     parser.add_argument("--protects", default="safe,free,distill")
     parser.add_argument("--keep-heads", type=float, default=None, help="sequential: training.keep.heads")
+    parser.add_argument(
+        "--keep-texts", type=int, default=None, help="sequential: keep.texts = the coarse training file, this many"
+    )
+    parser.add_argument("--tag", default="", help="appended to the variant's name (e.g. the environment it ran in)")
     args = parser.parse_args()
     if args.table or args.kind is None:
         print(table(json.loads(RESULTS.read_text()) if RESULTS.exists() else []))
@@ -267,6 +282,8 @@ def main() -> None:
             start_embedding=args.start_embedding,
             protects=tuple(args.protects.split(",")),
             keep_heads=args.keep_heads,
+            keep_texts=args.keep_texts,
+            tag=args.tag,
         )
 
 

@@ -110,6 +110,8 @@ def test_cache_key_changes_with_everything_that_matters(no_dropout_backbone: Pat
     assert cache_key(SentenceEncoder.from_pretrained(str(tiny_backbone_dir)), texts, "pooled") != base
     assert cache_key(SentenceEncoder.from_pretrained(str(no_dropout_backbone), pooling="max"), texts, "pooled") != base
     assert cache_key(SentenceEncoder.from_pretrained(str(no_dropout_backbone), max_length=16), texts, "pooled") != base
+    enc.set_inference_precision("bf16")  # a bf16 run's embeddings are not an fp32 run's
+    assert cache_key(enc, texts, "pooled") != base
     with torch.no_grad():
         next(enc.backbone.parameters()).add_(1.0)
     assert cache_key(enc, texts, "pooled") != base

@@ -13,11 +13,11 @@ import torch
 from rich.console import Console
 
 from mtst.cli import main
-from mtst.config import validate_config
-from mtst.errors import ConfigError, ModelLoadError
+from mtst.config import load_config, validate_config
+from mtst.errors import ConfigError, DataError, ModelLoadError
 from mtst.export import OnnxPredictor, export
 from mtst.modeling.model import MultiTaskModel, is_model_dir
-from mtst.training.keep import keep_loss, report_sample, soft_target_loss, start_targets
+from mtst.training.keep import keep_loss, keep_texts, report_sample, soft_target_loss, start_targets
 from mtst.training.plan import KEEP_EMBEDDING, DataStats, KeepPlan, build_plan, embedding_weight
 from mtst.training.trainer import load_inputs, make_plan, train
 from tests.conftest import SENTENCES
@@ -342,3 +342,86 @@ def test_a_row_without_recorded_start_outputs_is_an_error_not_another_rows_targe
     for missing in ([1], [3], [0, 7]):
         with pytest.raises(ValueError, match="no start outputs recorded"):
             targets.positions(missing)
+
+
+OLD_DOMAIN = [
+    "Where is the nearest train station?",
+    "How many legs does a spider have?",
+    "Who wrote the first dictionary?",
+    "What time does the museum open on Sundays?",
+    "Why is the sky blue in the afternoon?",
+    "Which river is the longest in Europe?",
+    "When was the telephone invented?",
+    "How far is the moon from the earth?",
+    "What does a carpenter do all day?",
+    "Who painted the ceiling of the chapel?",
+]
+
+
+def test_keep_texts_are_drawn_in_length_runs_and_pull_the_encoder_back(tiny_model: MultiTaskModel) -> None:
+    model = tiny_model
+    ids = model.encoder.tokenize_ids(OLD_DOMAIN)
+    keep = KeepPlan("distill", ("category",), 0.6, 1.0, 2.0, "pretrained", True, "old.txt")
+    texts = keep_texts(model, ids, keep, 0, 4)
+    assert texts is not None and keep_texts(model, ids, KeepPlan("distill", ("category",), 0.0, 0.0), 0, 4) is None
+    first = [texts.draw(4) for _ in range(2)]
+    assert sorted(np.concatenate([*first, texts.draw(2)]).tolist()) == list(range(10))  # one pass: every text once
+    assert len(texts.draw(4)) == 4  # and on into the next pass
+    model.eval()  # dropout off: the loss is the drift alone
+    with torch.no_grad():
+        assert float(texts.loss(model, 10, keep)) < 1e-5  # at the start: nothing lost
+        for p in model.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    loss = texts.loss(model, 16, keep)  # more than there are: all of them
+    assert loss is not None and loss.item() > 1e-3
+    loss.backward()
+    grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_a_run_holds_keep_texts_and_reports_them(category_run: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "old.txt").write_text("\n".join(OLD_DOMAIN) + "\n")
+    keep = {"protect": "distill", "texts": str(tmp_path / "old.txt")}
+    cfg = _config(category_run, tiny_data, tmp_path / "run", {"sentiment": {}}, strategy="full", keep=keep)
+    inputs, plan = make_plan(load_inputs(cfg, Console(quiet=True)))
+    assert len(inputs.keep_ids) == len(OLD_DOMAIN) and plan.keep.texts == str(tmp_path / "old.txt")
+    assert "and " + str(tmp_path / "old.txt") in plan.keep.describe()
+    kept = train(cfg, show_progress=False).retention
+    figures = kept["tasks"]["category"]["keep_texts"]
+    assert figures["rows"] == len(OLD_DOMAIN) and 0.5 <= figures["agreement"] <= 1
+    assert 0.5 < kept["embedding"]["keep_texts"]["cosine"] <= 1.0001
+
+
+def test_keep_texts_are_read_before_the_run_and_named_in_errors_and_warnings(
+    category_run: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    cfg = _config(category_run, tiny_data, tmp_path / "a", {"sentiment": {}}, keep={"texts": str(tmp_path / "no.txt")})
+    with pytest.raises(DataError, match=r"training\.keep\.texts: .*no\.txt: no such file"):
+        load_inputs(cfg, Console(quiet=True))
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "old.csv").write_text("question\n" + "\n".join(OLD_DOMAIN) + "\n")
+    cfg = _config(category_run, tiny_data, tmp_path / "b", {"sentiment": {}}, keep={"texts": str(tmp_path / "old.csv")})
+    with pytest.raises(DataError, match=r"training\.keep\.texts: .*old\.csv.*text"):
+        load_inputs(cfg, Console(quiet=True))
+    (tmp_path / "old.txt").write_text("\n".join(OLD_DOMAIN) + "\n")
+    cfg = _config(
+        category_run,
+        tiny_data,
+        tmp_path / "c",
+        {"sentiment": {}},
+        strategy="heads",
+        keep={"texts": str(tmp_path / "old.txt"), "texts_limit": 4},
+    )
+    inputs, plan = make_plan(load_inputs(cfg, Console(quiet=True)))
+    assert len(inputs.keep_ids) == 4 and plan.keep.texts is None  # a seeded sample; unused: nothing moves
+    assert any("training.keep.texts is not used: the encoder does not move" in w for w in plan.warnings)
+
+
+def test_keep_texts_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "old.txt").write_text("a question?\n")
+    (tmp_path / "conf" / "run.yaml").write_text(
+        "tasks: {sentiment: {}}\ndata: {train: t.csv}\ntraining: {keep: {texts: old.txt}}\n"
+    )
+    cfg = load_config(tmp_path / "conf" / "run.yaml")
+    assert cfg.training.keep.texts == str(tmp_path / "conf" / "old.txt")

@@ -157,6 +157,8 @@ def test_runs_at_different_precisions_share_one_process(
         cfg = make_config(tiny_backbone_dir, tiny_data, tmp_path / str(i), strategy="full", precision=precision)
         loop = setup_run(cfg, show_progress=False)
         assert loop.accelerator.mixed_precision == expected  # auto: fp32 in this suite (conftest)
+        # the run's passes without gradients (caches, validation, test) follow its steps' precision
+        assert loop.model.encoder.inference_precision == ("bf16" if expected == "bf16" else "fp32")
         if i == 1:
             assert "steps of batch 8 in bf16" in capsys.readouterr().err  # the plan says so
             result = loop.fit()

@@ -234,12 +234,18 @@ class KeepSection(_Section):
     stage included; ``null`` (auto) holds it (x0.6) where the run starts from a trained model
     (``model.init``) and not on a new model, where holding the pretrained embedding costs accuracy
     (benchmarks/README.md "Keeping what the model knows"); 0 turns it off.
+    ``texts``: a file of texts from the starting model's own domain (one a line, or a table's
+    ``data.text_column``; e.g. the file it was trained on): the same terms are held on a batch of them
+    beside every step, where the training texts alone would leave the old heads unheld on their own
+    inputs (up to ``texts_limit`` of them, a seeded sample above it).
     """
 
     protect: Literal["auto", "safe", "free", "distill"] = "auto"
     embedding: float | None = Field(default=None, ge=0)
     heads: float = Field(default=1.0, ge=0)
     temperature: float = Field(default=2.0, gt=0)
+    texts: str | None = None
+    texts_limit: int = Field(default=4096, ge=1)
 
 
 class CacheSection(_Section):
@@ -517,9 +523,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Data paths in a config file are relative to that file, not to the working directory."""
 
-    def fix(section: Any) -> None:
+    def fix(section: Any, keys: tuple[str, ...] = ("train", "validation", "test", "sts")) -> None:
         if isinstance(section, dict):
-            for split in ("train", "validation", "test", "sts"):
+            for split in keys:
                 value = section.get(split)
                 if not isinstance(value, str) or Path(value).expanduser().is_absolute():
                     continue
@@ -528,6 +534,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
                     section[split] = str(base / value)
 
     fix(raw.get("data"))
+    training = raw.get("training")
+    fix(training.get("keep") if isinstance(training, dict) else None, ("texts",))
     tasks = raw.get("tasks")
     for task in tasks.values() if isinstance(tasks, dict) else ():
         if isinstance(task, dict):

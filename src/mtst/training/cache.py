@@ -44,7 +44,8 @@ logger = logging.getLogger("mtst")
 def cache_key(encoder: SentenceEncoder, texts: Sequence[str], kind: str, boundary: int = -1) -> str:
     """A fingerprint of everything that decides a cache's contents."""
     h = hashlib.sha256()
-    h.update(f"{kind}|{boundary}|{encoder.reference}|{encoder.pooling}|{encoder.max_length}|".encode())
+    precision = encoder.inference_precision
+    h.update(f"{kind}|{boundary}|{encoder.reference}|{encoder.pooling}|{encoder.max_length}|{precision}|".encode())
     params = (p for _, p in sorted(encoder.backbone.named_parameters(), key=lambda item: item[0]))
     h.update(repr(weight_fingerprint(params, per_tensor=64)).encode())
     for text in texts:

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from mtst.modeling import tasktypes
-from mtst.modeling.encoder import eval_mode
+from mtst.modeling.encoder import eval_mode, pad_batch
+from mtst.training.batches import length_grouped_batches
 
 if TYPE_CHECKING:
     from mtst.modeling.model import MultiTaskModel
@@ -98,6 +99,48 @@ def start_targets(
     rows = np.arange(len(ids)) if keep.has_terms else report
     emb, logits = model_outputs(model, [ids[i] for i in rows], keep.old_heads, batch_size)
     return StartTargets(rows, emb, logits, report)
+
+
+class KeepTexts:
+    """``training.keep.texts``: texts of the starting model's own domain and its outputs on them, held on a
+    batch of them beside every step that moves the encoder. Learning without Forgetting's soft targets
+    come from the new task's texts only; an old head's own inputs (a question classifier's questions,
+    where the new task reads reviews) are where the training texts leave it unheld."""
+
+    def __init__(self, ids: list[list[int]], targets: StartTargets, seed: int) -> None:
+        self.ids, self.targets = ids, targets
+        self.rng = np.random.default_rng([seed, 13])
+        self.lengths = [len(x) for x in ids]
+        self.order: np.ndarray = np.empty(0, dtype=np.int64)
+        self.at = 0
+
+    def draw(self, n: int) -> np.ndarray:
+        """The next ``n`` texts: each pass over them is shuffled in length-sorted runs, so a batch pads little."""
+        if self.at + n > len(self.order):
+            batches = length_grouped_batches(np.arange(len(self.ids)), self.lengths, n, self.rng)
+            self.order, self.at = np.concatenate([self.order[self.at :], *batches]), 0
+        rows = self.order[self.at : self.at + n]
+        self.at += n
+        return rows
+
+    def loss(self, model: MultiTaskModel, n: int, keep: KeepPlan) -> torch.Tensor | None:
+        """The keep terms on the next ``n`` of the texts (fewer where there are fewer), through the whole encoder."""
+        rows = self.draw(min(n, len(self.ids)))
+        batch = pad_batch([self.ids[i] for i in rows], model.encoder.pad_id)
+        device = model.encoder.device
+        feats = model.encoder({k: v.to(device) for k, v in batch.items()})
+        return keep_loss(model, feats, rows, self.targets, keep)
+
+
+def keep_texts(
+    model: MultiTaskModel, ids: list[list[int]], keep: KeepPlan, seed: int, batch_size: int
+) -> KeepTexts | None:
+    """The starting model's outputs on ``training.keep.texts`` (None where there are none or no term holds them)."""
+    if not ids or not keep.has_terms:
+        return None
+    emb, logits = model_outputs(model, ids, keep.old_heads, batch_size)
+    rows = np.arange(len(ids))
+    return KeepTexts(ids, StartTargets(rows, emb, logits, report_sample(len(ids), seed)), seed)
 
 
 def _padded(parts: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,11 +227,13 @@ def retention(
     batch_size: int,
     after: dict[str, Any] | None = None,
     end_embeddings: torch.Tensor | None = None,
+    texts: KeepTexts | None = None,
 ) -> dict[str, Any]:
     """What the run kept: the embedding's mean cosine to the start on training texts, each old head's
     agreement with the start, and the start/end STS and test figures (``targets.before`` / ``after``).
 
     Without targets the backbone never moved and the old heads never trained: everything was kept exactly.
+    ``texts``: the same figures on ``training.keep.texts`` too (a ``keep_texts`` entry of each).
     ``end_embeddings``: the training rows' embeddings under ``model``'s encoder where a cache holds them
     (read instead of encoding the texts again, where no old head needs a pass).
     """
@@ -212,6 +257,14 @@ def retention(
             }
             for t in keep.old_heads
         }
+    if texts is not None:  # the same figures on training.keep.texts
+        report = texts.targets.report_rows
+        emb, logits = model_outputs(model, [texts.ids[i] for i in report], keep.old_heads, batch_size)
+        start = texts.targets
+        out["embedding"]["keep_texts"] = {"cosine": round(float((emb * start.embeddings[report]).sum(-1).mean()), 4)}
+        for t in keep.old_heads:
+            agree = _agreement([start.logits[t][int(i)] for i in report], logits[t], model.tasks[t])
+            out["tasks"][t]["keep_texts"] = {"agreement": round(agree, 4), "rows": len(report)}
     after = after or {}
     before = targets.before if targets is not None else after  # nothing moved: the end is the start
     if "sts" in after:

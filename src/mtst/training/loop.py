@@ -36,7 +36,16 @@ from mtst.training.batches import epoch_batches
 from mtst.training.contrastive import run_contrastive
 from mtst.training.freezing import apply_trainable, set_train_mode
 from mtst.training.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
-from mtst.training.keep import MOVED_COSINE, StartTargets, end_figures, keep_loss, retention, start_targets
+from mtst.training.keep import (
+    MOVED_COSINE,
+    KeepTexts,
+    StartTargets,
+    end_figures,
+    keep_loss,
+    keep_texts,
+    retention,
+    start_targets,
+)
 from mtst.training.optim import GroupScheduler, build_optimizer
 from mtst.training.plan import KEEP_EMBEDDING, trains_backbone
 from mtst.training.result import TrainResult, stages_run, summary
@@ -154,6 +163,7 @@ class TrainingLoop:
         self.best_heads: dict[str, torch.Tensor] | None = None  # the best model's heads, while the backbone is fixed
         self.contrastive_losses: list[float] = []  # the contrastive stage's loss at each of its steps
         self.targets: StartTargets | None = None  # the starting model's outputs (where the backbone moves)
+        self.keep_texts: KeepTexts | None = None  # and on training.keep.texts, where given
         self._params_key: frozenset[str] | None = None
         self._params: list[torch.nn.Parameter] = []
 
@@ -263,7 +273,10 @@ class TrainingLoop:
         teacher = self.model
         if self.resumed:
             teacher = starting_model(inputs).to(self.accelerator.device)
+            teacher.encoder.set_inference_precision(self.model.encoder.inference_precision)
         self.targets = start_targets(teacher, inputs.ids["train"], self.plan.keep, tc.seed, tc.eval_batch_size)
+        texts = inputs.keep_ids if self.plan.keep.texts else []
+        self.keep_texts = keep_texts(teacher, texts, self.plan.keep, tc.seed, tc.eval_batch_size)
         self.targets.before = end_figures(teacher, inputs, tc.eval_batch_size) if self.rank == 0 else {}
         logger.info("%s", self.plan.keep.describe())
 
@@ -271,7 +284,9 @@ class TrainingLoop:
         """The keep terms of a batch (:func:`keep_loss`); None where the plan holds nothing."""
         if self.targets is None or not self.plan.keep.has_terms:
             return None
-        return keep_loss(self.model, feats, rows, self.targets, self.plan.keep)
+        term = keep_loss(self.model, feats, rows, self.targets, self.plan.keep)
+        extra = self.keep_texts.loss(self.model, len(rows), self.plan.keep) if self.keep_texts is not None else None
+        return term if extra is None else extra if term is None else term + extra
 
     def contrastive_stage(self) -> list[float]:
         """The contrastive stage (:func:`run_contrastive`), then the supervised plan's trainable set and cache."""
@@ -404,6 +419,7 @@ class TrainingLoop:
         # the best model's encoder is the live one unless the steps moved it (its old heads never train)
         reload = self.plan.backbone_moves and self.run_dir.is_main
         best = MultiTaskModel.load(self.run_dir.model_dir).to(self.accelerator.device) if reload else self.model
+        best.encoder.set_inference_precision(self.model.encoder.inference_precision)
         if self.run_dir.is_main:
             self.tune_thresholds(best, reload)
         self.accelerator.wait_for_everyone()
@@ -481,7 +497,9 @@ class TrainingLoop:
         after = end_figures(best, inputs, tc.eval_batch_size)
         keep = self.plan.keep
         cached = None if self.plan.backbone_moves else inputs.cache.train_embeddings()  # the end encoder's, if held
-        kept = retention(best, inputs.ids["train"], self.targets, keep, tc.eval_batch_size, after, cached)
+        kept = retention(
+            best, inputs.ids["train"], self.targets, keep, tc.eval_batch_size, after, cached, self.keep_texts
+        )
         logger.info("retention: %s", json.dumps(kept))
         cosine = kept["embedding"]["cosine"]
         if keep.moves and keep.embedding == 0 and cosine < MOVED_COSINE:

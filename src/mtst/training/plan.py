@@ -88,6 +88,7 @@ class KeepPlan:
     temperature: float = 2.0
     start: str = "pretrained"  # what the run starts from, in words: "pretrained" or the model.init path
     moves: bool = False  # the backbone moves in some stage
+    texts: str | None = None  # training.keep.texts, where the terms hold them too
 
     @property
     def has_terms(self) -> bool:
@@ -103,7 +104,8 @@ class KeepPlan:
         terms = [f"embedding x{self.embedding:g}"] if self.embedding > 0 else []
         if self.heads > 0 and self.old_heads:
             terms.append(f"old heads {', '.join(self.old_heads)} x{self.heads:g} (T={self.temperature:g})")
-        return f"keeping the {self.start} model's outputs on the training texts: {'; '.join(terms)}"
+        on = f"the training texts and {self.texts}" if self.texts else "the training texts"
+        return f"keeping the {self.start} model's outputs on {on}: {'; '.join(terms)}"
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ def build_plan(
         cache=tc.cache.enabled and not raw_token_tasks,
         # a run from model.init saves its whole backbone: adapters alone would need model.init's merged base
         saved_backbone_groups=None if saved is None or tc.lora.save == "merged" or config.model.init else tuple(saved),
-        warnings=tuple(_warnings(stages[0], tasks, carried, keep)),
+        warnings=tuple(_warnings(stages[0], tasks, carried, keep, config.training.keep.texts)),
         contrastive=contrastive,
         head_init=tuple(
             t
@@ -270,7 +272,8 @@ def keep_plan(
     heads = kc.heads if distill and old else 0.0
     if distill and not (embedding > 0 or heads > 0):
         protect = "free"  # nothing to hold (a new model, its embedding not held): the encoder moves freely
-    return KeepPlan(protect, old, embedding, heads, kc.temperature, config.model.init or "pretrained", moves)
+    texts = kc.texts if protect == "distill" else None
+    return KeepPlan(protect, old, embedding, heads, kc.temperature, config.model.init or "pretrained", moves, texts)
 
 
 def trains_backbone(groups: set[str] | frozenset[str]) -> bool:
@@ -379,17 +382,23 @@ def _stage_index(step: int, stage_steps: int | None, num_stages: int) -> int:
     return 0 if not stage_steps else min(step // stage_steps, num_stages - 1)
 
 
-def _warnings(groups: frozenset[str], tasks: tuple[str, ...], carried: tuple[str, ...], keep: KeepPlan) -> list[str]:
+def _warnings(
+    groups: frozenset[str], tasks: tuple[str, ...], carried: tuple[str, ...], keep: KeepPlan, texts: str | None = None
+) -> list[str]:
     """A head that does not train while the backbone does, and that nothing holds, drifts: say so."""
     held = set(keep.old_heads) if keep.heads > 0 else set()
     drifting = [t for t in (*tasks, *carried) if f"heads.{t}" not in groups and t not in held]
+    out = []
     if trains_backbone(groups) and drifting:
-        return [
+        out.append(
             f"head(s) {', '.join(drifting)} are frozen while the backbone trains (keep.protect: {keep.protect}): "
             "their inputs will drift under them and their accuracy can fall; from a trained model, keep.protect "
             "distill holds them to their outputs and safe freezes the backbone too (retention: metrics.json)"
-        ]
-    return []
+        )
+    if texts and not keep.texts:
+        why = "the encoder does not move" if not keep.moves else f"keep.protect: {keep.protect} holds nothing"
+        out.append(f"training.keep.texts is not used: {why} (it holds the keep terms on those texts under distill)")
+    return out
 
 
 def group_lr(

@@ -91,7 +91,9 @@ def score_test(
     """
     started = time.perf_counter()
     if cache.mode != "pooled" or world > 1 or backbone_moves:
-        best_model = best_model if best_model is not None else MultiTaskModel.load(model_dir)
+        if best_model is None:
+            best_model = MultiTaskModel.load(model_dir)
+            best_model.encoder.set_inference_precision(model.encoder.inference_precision)
         return score_rows(best_model, inputs, "test", batch_size, rank, world)
     best = best_heads if best_heads is not None else MultiTaskModel.read_heads(model_dir)
     heads = model.heads

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from mtst.config import RunConfig, precision_name, resolve_precision
 from mtst.data import MISSING, Split, TaskData, labelled_split, load_task_data
+from mtst.data.files import read_texts
 from mtst.errors import DataError
 from mtst.evaluate import StsPairs, model_sources, read_sts, tokenize_pairs, tokenize_split
 from mtst.modeling.encoder import native_bf16
@@ -80,6 +81,7 @@ class RunInputs:
     continued: tuple[str, ...] = ()  # the config's tasks that start from model.init's heads
     sts: StsPairs | None = None  # data.sts: scored pairs for the embedding's Spearman
     carried_test: Split | None = None  # data.test's rows labelled for carried tasks (their start/end figures)
+    keep_ids: list[list[int]] = field(default_factory=list)  # training.keep.texts, tokenised
     trainable_parameters: int = 0
     cache: RunCache | None = None  # what frozen parts computed, once the run directory exists
 
@@ -148,7 +150,23 @@ def load_inputs(config: RunConfig, console: Console) -> RunInputs:
         continued=continued,
         sts=read_sts(config.data.sts, "data.sts") if config.data.sts else None,
         carried_test=carried_test_split(config, model, carried),
+        keep_ids=keep_text_ids(config, model),
     )
+
+
+def keep_text_ids(config: RunConfig, model: MultiTaskModel) -> list[list[int]]:
+    """``training.keep.texts`` tokenised: every text up to ``texts_limit``, else a seeded sample of them."""
+    kc = config.training.keep
+    if not kc.texts:
+        return []
+    try:
+        texts = read_texts(kc.texts, config.data.text_column)
+    except DataError as exc:
+        raise DataError(f"training.keep.texts: {exc}") from exc
+    if len(texts) > kc.texts_limit:
+        picked = np.random.default_rng([config.training.seed, 11]).choice(len(texts), kc.texts_limit, replace=False)
+        texts = [texts[i] for i in np.sort(picked)]
+    return model.encoder.tokenize_ids(texts)
 
 
 def carried_test_split(config: RunConfig, model: MultiTaskModel, carried: tuple[str, ...]) -> Split | None:
@@ -233,6 +251,13 @@ def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
     return planned, plan
 
 
+def run_inference_precision(mixed_precision: str) -> str:
+    """The precision of a run's passes without gradients (caches, validation, test, keep targets): bf16 where
+    its steps run in bf16, so a small run does not score its test split at half the speed it trained at
+    (embeddings at cosine 0.99999 of fp32's; benchmarks/README.md "Inference precision"); else fp32."""
+    return "bf16" if mixed_precision == "bf16" else "fp32"
+
+
 def _accelerator(wanted: str) -> RunAccelerator:
     """An accelerator at ``training.precision`` resolved for this device (see :mod:`mtst.training.precision`)."""
     cuda = torch.cuda.is_available()
@@ -296,6 +321,7 @@ def _setup(
     run_dir.prepare(resume, early_log)
     accelerator.wait_for_everyone()
     inputs.model.to(accelerator.device)  # in place: every part of the run holds this one model
+    inputs.model.encoder.set_inference_precision(run_inference_precision(accelerator.mixed_precision))
     inputs = replace(inputs, cache=_run_cache(inputs, plan, accelerator, console))
     loop = TrainingLoop(inputs, plan, accelerator, run_dir, console, callbacks, show_progress)
     if resume:
