@@ -124,7 +124,7 @@ def test_similarity_is_symmetric_cosine(tiny_encoder: SentenceEncoder) -> None:
 
 
 def test_truncation_at_max_length(tiny_backbone_dir: Path) -> None:
-    encoder = SentenceEncoder.from_pretrained(str(tiny_backbone_dir), max_length=8)
+    encoder = SentenceEncoder.from_pretrained(tiny_backbone_dir, max_length=8)  # a Path as well as a str
     ids = encoder.tokenize_ids(["word " * 50])
     assert len(ids[0]) == 8
 

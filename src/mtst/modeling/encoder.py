@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -173,17 +174,19 @@ class SentenceEncoder(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        reference: str = DEFAULT_BACKBONE,
+        reference: str | Path = DEFAULT_BACKBONE,
         pooling: str | None = None,
         normalize: bool | None = None,
         max_length: int | None = None,
     ) -> SentenceEncoder:
         """Load a backbone; unset options take the checkpoint's own defaults.
 
-        ``reference`` may also be a trained mtst model or run directory: its
+        ``reference`` (a name or a path) may also be a trained mtst model or run directory: its
         (fine-tuned) encoder is loaded, with LoRA adapters merged.
         """
         from mtst.modeling.model import MultiTaskModel, is_model_dir
+
+        reference = str(reference)
 
         if is_model_dir(reference):
             model = MultiTaskModel.load(reference)
