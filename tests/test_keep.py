@@ -331,6 +331,16 @@ def test_the_retention_table_shows_start_and_end_only_where_measured() -> None:
         }
     )
     assert "STS 82.0 -> 81.5" in full and "97.0%" in full and "test accuracy 97.0 -> 96.8" in full
+    assert "keep.texts" not in full
+    texts = shown(
+        {
+            "protect": "distill",
+            "embedding": {"cosine": 0.95, "keep_texts": {"cosine": 0.981}},
+            "tasks": {"coarse": {"agreement": 0.97, "keep_texts": {"agreement": 0.994, "rows": 1000}}},
+        }
+    )
+    lines = [line for line in texts.splitlines() if "on keep.texts" in line]
+    assert len(lines) == 2 and "0.981" in lines[0] and "99.4%" in lines[1]
     assert retention_table({}) is None
 
 

@@ -115,7 +115,8 @@ def metrics_table(per_task: dict[str, dict], title: str) -> Table:
 
 def retention_table(kept: dict[str, Any], title: str = "kept of its start") -> Table | None:
     """The embedding's cosine to its start (and STS start -> end), each old head's agreement with the
-    start (and its test figures start -> end); None when there is nothing to show."""
+    start (and its test figures start -> end), each also on ``keep.texts`` where the run held them;
+    None when there is nothing to show."""
     if not kept:
         return None
     rows: list[tuple[str, str, str]] = []
@@ -126,6 +127,8 @@ def retention_table(kept: dict[str, Any], title: str = "kept of its start") -> T
             f"STS {100 * sts['start']:.1f} -> {100 * sts['end']:.1f}" if sts and sts.get("start") is not None else ""
         )
         rows.append(("embedding (cosine to start)", f"{emb['cosine']:.3f}", change))
+        if "keep_texts" in emb:
+            rows.append(("  on keep.texts", f"{emb['keep_texts']['cosine']:.3f}", ""))
     for task, m in kept.get("tasks", {}).items():
         test = m.get("test")
         change = ""
@@ -133,6 +136,8 @@ def retention_table(kept: dict[str, Any], title: str = "kept of its start") -> T
             key = "accuracy" if "accuracy" in test["end"] else "f1"
             change = f"test {key} {100 * test['start'][key]:.1f} -> {100 * test['end'][key]:.1f}"
         rows.append((f"{task} (agreement)", f"{100 * m.get('agreement', 1.0):.1f}%", change))
+        if "keep_texts" in m:
+            rows.append(("  on keep.texts", f"{100 * m['keep_texts']['agreement']:.1f}%", ""))
     table = Table(title=f"{title} · keep.protect {kept.get('protect', '-')}")
     table.add_column("what")
     table.add_column("kept", justify="right")
