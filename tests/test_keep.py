@@ -411,8 +411,11 @@ def test_keep_texts_are_read_before_the_run_and_named_in_errors_and_warnings(
     assert not (tmp_path / "a").exists()
     (tmp_path / "old.csv").write_text("question\n" + "\n".join(OLD_DOMAIN) + "\n")
     cfg = _config(category_run, tiny_data, tmp_path / "b", {"sentiment": {}}, keep={"texts": str(tmp_path / "old.csv")})
-    with pytest.raises(DataError, match=r"training\.keep\.texts: .*old\.csv.*text"):
+    with pytest.raises(DataError, match=r"training\.keep\.texts: .*old\.csv: no column 'text'.*keep\.text_column"):
         load_inputs(cfg, Console(quiet=True))
+    keep = {"texts": str(tmp_path / "old.csv"), "text_column": "question"}  # the old file's own column
+    cfg = _config(category_run, tiny_data, tmp_path / "b", {"sentiment": {}}, keep=keep)
+    assert len(load_inputs(cfg, Console(quiet=True)).keep_ids) == len(OLD_DOMAIN)
     (tmp_path / "old.txt").write_text("\n".join(OLD_DOMAIN) + "\n")
     cfg = _config(
         category_run,

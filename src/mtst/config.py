@@ -235,9 +235,9 @@ class KeepSection(_Section):
     (``model.init``) and not on a new model, where holding the pretrained embedding costs accuracy
     (benchmarks/README.md "Keeping what the model knows"); 0 turns it off.
     ``texts``: a file of texts from the starting model's own domain (one a line, or a table's
-    ``data.text_column``; e.g. the file it was trained on): the same terms are held on a batch of them
-    beside every step, where the training texts alone would leave the old heads unheld on their own
-    inputs (up to ``texts_limit`` of them, a seeded sample above it).
+    ``text_column``, default ``data.text_column``; e.g. the file it was trained on): the same terms are
+    held on a batch of them beside every step, where the training texts alone would leave the old heads
+    unheld on their own inputs (up to ``texts_limit`` of them, a seeded sample above it).
     """
 
     protect: Literal["auto", "safe", "free", "distill"] = "auto"
@@ -245,6 +245,7 @@ class KeepSection(_Section):
     heads: float = Field(default=1.0, ge=0)
     temperature: float = Field(default=2.0, gt=0)
     texts: str | None = None
+    text_column: str | None = None
     texts_limit: int = Field(default=4096, ge=1)
 
 

@@ -160,9 +160,10 @@ def keep_text_ids(config: RunConfig, model: MultiTaskModel) -> list[list[int]]:
     if not kc.texts:
         return []
     try:
-        texts = read_texts(kc.texts, config.data.text_column)
+        texts = read_texts(kc.texts, kc.text_column or config.data.text_column)
     except DataError as exc:
-        raise DataError(f"training.keep.texts: {exc}") from exc
+        hint = "; training.keep.text_column names the column that holds them" if "no column" in str(exc) else ""
+        raise DataError(f"training.keep.texts: {exc}{hint}") from exc
     if len(texts) > kc.texts_limit:
         picked = np.random.default_rng([config.training.seed, 11]).choice(len(texts), kc.texts_limit, replace=False)
         texts = [texts[i] for i in np.sort(picked)]
