@@ -63,11 +63,12 @@ class StartTargets:
         return torch.as_tensor(pos)
 
 
-def report_sample(n: int, seed: int, limit: int = REPORT_ROWS) -> np.ndarray:
-    """The training rows retention is measured on: all of them up to ``limit``, else a seeded sample."""
+def report_sample(n: int, seed: int, limit: int = REPORT_ROWS, stream: int = 7) -> np.ndarray:
+    """Rows to use of ``n``: all of them up to ``limit``, else a seeded sample in order (by default the
+    training rows retention is measured on; ``stream`` keeps other uses' draws independent of it)."""
     if n <= limit:
         return np.arange(n)
-    return np.sort(np.random.default_rng([seed, 7]).choice(n, size=limit, replace=False))
+    return np.sort(np.random.default_rng([seed, stream]).choice(n, size=limit, replace=False))
 
 
 @torch.inference_mode()

@@ -34,6 +34,7 @@ from mtst.training.batches import Batcher
 from mtst.training.cache import RunCache
 from mtst.training.freezing import trainable_names
 from mtst.training.headfit import mark_normalized_inputs
+from mtst.training.keep import report_sample
 from mtst.training.loop import Callback, LoopState, StepEvent, TrainingError, TrainingLoop
 from mtst.training.plan import DataStats, TrainingPlan, build_plan
 from mtst.training.precision import RunAccelerator, make_accelerator
@@ -164,10 +165,8 @@ def keep_text_ids(config: RunConfig, model: MultiTaskModel) -> list[list[int]]:
     except DataError as exc:
         hint = "; training.keep.text_column names the column that holds them" if "no column" in str(exc) else ""
         raise DataError(f"training.keep.texts: {exc}{hint}") from exc
-    if len(texts) > kc.texts_limit:
-        picked = np.random.default_rng([config.training.seed, 11]).choice(len(texts), kc.texts_limit, replace=False)
-        texts = [texts[i] for i in np.sort(picked)]
-    return model.encoder.tokenize_ids(texts)
+    picked = report_sample(len(texts), config.training.seed, kc.texts_limit, stream=11)
+    return model.encoder.tokenize_ids([texts[i] for i in picked])
 
 
 def carried_test_split(config: RunConfig, model: MultiTaskModel, carried: tuple[str, ...]) -> Split | None:
