@@ -94,10 +94,34 @@ def _load(
 ) -> Any:
     from mtst.modeling.model import load_encoder
 
+    if _is_export(model):
+        return _load_export(Path(model), pooling, normalize, precision)
     with err_console.status(f"loading {model}", spinner="dots") if _interactive() else nullcontext():
         encoder = load_encoder(model, pooling=pooling.value if pooling else None, normalize=normalize)
     if precision is not None:
         encoder.set_inference_precision(precision.value)
+    return encoder
+
+
+def _is_export(path: str | Path) -> bool:
+    from mtst.constants import ONNX_META
+
+    return (Path(path).expanduser() / ONNX_META).is_file()
+
+
+def _load_export(
+    path: Path, pooling: Pooling | None = None, normalize: bool | None = None, precision: Precision | None = None
+) -> Any:
+    """The encoder of a directory written by ``mtst export --format onnx|openvino``."""
+    from mtst.export import OnnxPredictor
+
+    if pooling is not None:
+        raise MtstError(f"--pooling: {path} is an export, whose pooling was fixed when it was written")
+    if precision not in (None, Precision.fp32):
+        raise MtstError("--precision applies to the torch backend; an export's is chosen at export (--quantize)")
+    encoder = OnnxPredictor(path).encoder
+    if normalize is not None:
+        encoder.normalize = normalize
     return encoder
 
 
@@ -387,7 +411,11 @@ def predict(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSON Lines.")] = None,
     batch_size: BatchOpt = 32,
     backend: Annotated[
-        str, typer.Option(help="torch, onnx (a directory written by mtst export), or auto: onnx for an export.")
+        str,
+        typer.Option(
+            help="torch, onnx (a directory written by mtst export: ONNX Runtime or OpenVINO, as it was "
+            "exported), or auto: onnx for an export."
+        ),
     ] = "auto",
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:
@@ -406,17 +434,11 @@ def predict(
         items = gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
     wanted = [t.strip() for t in tasks.split(",")] if tasks else None
     if backend == "auto":
-        from mtst.constants import ONNX_META
-
-        backend = "onnx" if (run / ONNX_META).is_file() else "torch"
-    if backend == "onnx":
-        from mtst.export import OnnxPredictor
-
-        if precision != Precision.fp32:
-            raise MtstError(
-                "--precision applies to the torch backend; an ONNX export's is chosen at export (--quantize)"
-            )
-        rows = OnnxPredictor(run).predict(items, tasks=wanted, batch_size=batch_size, pairs=second)
+        backend = "export" if _is_export(run) else "torch"
+    if backend in ("export", "onnx", "openvino"):
+        rows = _load_export(run, precision=precision).predictor.predict(
+            items, tasks=wanted, batch_size=batch_size, pairs=second
+        )
     elif backend == "torch":
         rows = _load_model(run, precision).predict(items, tasks=wanted, batch_size=batch_size, pairs=second)
     else:
@@ -504,6 +526,7 @@ def serve(
 class ExportFormat(str, Enum):
     sentence_transformers = "sentence-transformers"
     onnx = "onnx"
+    openvino = "openvino"
 
 
 @app.command()
@@ -511,14 +534,34 @@ def export(
     run: RunArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
     format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Target format.")] = ExportFormat.onnx,
-    quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 weights (ONNX only).")] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="int8. onnx: dynamic int8 weights. openvino: static int8 (weights and activations, calibrated "
+            "on --calibration texts), the fastest CPU path."
+        ),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="Texts like the ones the model will see (.txt one a line, .csv, .jsonl, .parquet), to calibrate "
+            "--format openvino --quantize int8 on; default: the bundled demo's 425 sentences."
+        ),
+    ] = None,
+    text_column: TextColumnOpt = "text",
 ) -> None:
-    """Write a trained model as a sentence-transformers directory or one ONNX graph (encoder + heads)."""
+    """Write a trained model as a sentence-transformers directory, one ONNX graph (encoder + heads), or an
+    OpenVINO model; `mtst encode --model`, `predict` and `serve` run the last two."""
     from mtst.compare import dir_mb
     from mtst.export import export as run_export
 
+    texts = None
+    if calibration is not None:
+        from mtst.data import read_texts
+
+        texts = read_texts(calibration, text_column)
     with err_console.status(f"exporting {run}", spinner="dots") if _interactive() else nullcontext():
-        path = run_export(run, format.value, output, quantize)
+        path = run_export(run, format.value, output, quantize, texts)
     size = dir_mb(path)
     err_console.print(f"wrote {format.value} export to {path} ({size:.1f} MB)")
 

@@ -19,7 +19,7 @@ import copy
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from mtst.constants import ONNX_META
 from mtst.errors import MtstError
 from mtst.fileio import atomic_directory
 from mtst.modeling import tasktypes
+from mtst.modeling.encoder import SentenceEncoder
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
@@ -183,6 +184,41 @@ def _quiet_logger(name: str) -> Iterator[None]:
 
 def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None) -> Path:
     """One ONNX graph for encoder and heads, with the tokenizer and task metadata beside it."""
+    with atomic_directory(output) as tmp:
+        _write_onnx(model, tmp, quantize)
+    return output
+
+
+def export_openvino(
+    model: MultiTaskModel, output: Path, quantize: str | None = None, calibration: Sequence[str] | None = None
+) -> Path:
+    """The ONNX export read into OpenVINO (``openvino_model.xml``/``.bin`` instead of ``model.onnx``);
+    ``quantize="int8"`` quantises it statically on ``calibration`` texts (default: the bundled demo's)."""
+    from mtst.export_openvino import OPENVINO_NAME, _openvino, calibration_batches, convert, demo_texts
+
+    _openvino()  # a missing extra fails before anything is traced or written
+    if quantize not in (None, "int8"):
+        raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
+    with atomic_directory(output) as tmp:
+        _write_onnx(model, tmp, None)
+        batches = None
+        if quantize == "int8":
+            texts = list(calibration) if calibration is not None else demo_texts()
+            batches = calibration_batches(model.encoder.tokenizer, texts, model.encoder.max_length)
+        convert(tmp / ONNX_NAME, tmp / OPENVINO_NAME, quantize, batches)
+        (tmp / ONNX_NAME).unlink()
+        meta = json.loads((tmp / ONNX_META).read_text(encoding="utf-8"))
+        meta.update(
+            runtime="openvino",
+            quantize=quantize,
+            calibration_texts=None if batches is None else sum(len(b["input_ids"]) for b in batches),
+        )
+        (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return output
+
+
+def _write_onnx(model: MultiTaskModel, tmp: Path, quantize: str | None) -> None:
+    """The ONNX export's files, written into ``tmp``."""
     try:
         import onnx
         import onnxscript  # noqa: F401
@@ -193,76 +229,82 @@ def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None
     sample = model.encoder.tokenize(["an example sentence for export", "a second one"])
     outputs = ["sentence_embedding", *(f"logits_{t}" for t in graph.tasks)]
     batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=model.encoder.max_length)
-    with atomic_directory(output) as tmp:
-        with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
-            warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
-            torch.onnx.export(
-                graph,
-                (sample["input_ids"], sample["attention_mask"]),
-                str(tmp / ONNX_NAME),
-                input_names=["input_ids", "attention_mask"],
-                output_names=outputs,
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
-        if quantize == "int8":
-            import onnx
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            plain = tmp / "model.fp32.onnx"
-            graph_proto = onnx.load(str(tmp / ONNX_NAME))
-            del graph_proto.graph.value_info[:]  # the exporter's traced shapes confuse re-inference
-            onnx.save(graph_proto, str(plain))
-            (tmp / ONNX_NAME).unlink()
-            # One scale per output channel: with one per tensor the embeddings of all-MiniLM-L6-v2 fell to
-            # cosine 0.958 of fp32's; per channel they keep 0.992 (benchmarks/README.md, "Inference precision").
-            quantize_dynamic(str(plain), str(tmp / ONNX_NAME), weight_type=QuantType.QInt8, per_channel=True)
-            plain.unlink()
-        elif quantize is not None:
-            raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
-        pair_outputs = (
-            _export_pair_heads(model, tmp / PAIRS_NAME)
-            if len(model.text_tasks) < len(graph.model.prediction_tasks)
-            else []
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
+        torch.onnx.export(
+            graph,
+            (sample["input_ids"], sample["attention_mask"]),
+            str(tmp / ONNX_NAME),
+            input_names=["input_ids", "attention_mask"],
+            output_names=outputs,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
         )
-        model.encoder.tokenizer.save_pretrained(tmp)
-        meta = {**model.config_dict(model.prediction_tasks), "outputs": outputs, "quantize": quantize}
-        if pair_outputs:
-            meta["pair_outputs"] = pair_outputs
-        (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n")
-    return output
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        plain = tmp / "model.fp32.onnx"
+        graph_proto = onnx.load(str(tmp / ONNX_NAME))
+        del graph_proto.graph.value_info[:]  # the exporter's traced shapes confuse re-inference
+        onnx.save(graph_proto, str(plain))
+        (tmp / ONNX_NAME).unlink()
+        # One scale per output channel: with one per tensor the embeddings of all-MiniLM-L6-v2 fell to
+        # cosine 0.958 of fp32's; per channel they keep 0.992 (benchmarks/README.md, "Inference precision").
+        quantize_dynamic(str(plain), str(tmp / ONNX_NAME), weight_type=QuantType.QInt8, per_channel=True)
+        plain.unlink()
+    elif quantize is not None:
+        raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
+    pair_outputs = (
+        _export_pair_heads(model, tmp / PAIRS_NAME) if len(model.text_tasks) < len(graph.model.prediction_tasks) else []
+    )
+    model.encoder.tokenizer.save_pretrained(tmp)
+    meta = {**model.config_dict(model.prediction_tasks), "outputs": outputs, "quantize": quantize}
+    if pair_outputs:
+        meta["pair_outputs"] = pair_outputs
+    (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 class OnnxPredictor:
-    """Predictions from an exported ONNX directory with onnxruntime (no torch model needed)."""
+    """Predictions from an export directory (no torch model needed): an ONNX graph through onnxruntime, or
+    the OpenVINO model of ``--format openvino`` through OpenVINO."""
 
     def __init__(self, directory: str | Path, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MtstError("the onnx backend needs onnxruntime: pip install 'mtst[onnx]'") from exc
         from transformers import AutoTokenizer
 
         path = Path(directory)
         if not (path / ONNX_META).exists():
             raise MtstError(f"{path}: not an mtst ONNX export (no {ONNX_META}); create one with mtst export")
         self.meta = json.loads((path / ONNX_META).read_text(encoding="utf-8"))
+        self.runtime = self.meta.get("runtime", "onnxruntime")
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tasks = {t: spec for t, spec in self.meta["tasks"].items() if spec["type"] != "masked_lm"}
+        pairs = path / PAIRS_NAME if self.meta.get("pair_outputs") else None
+        if self.runtime == "openvino":
+            from mtst.export_openvino import OPENVINO_NAME, OpenVinoSession
+
+            self.session: Any = OpenVinoSession(path / OPENVINO_NAME, threads)
+            self.pair_session: Any = None if pairs is None else OpenVinoSession(pairs, threads)
+            return
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MtstError("the onnx backend needs onnxruntime: pip install 'mtst[onnx]'") from exc
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path / ONNX_NAME), options, providers=["CPUExecutionProvider"])
-        self.tasks = {t: spec for t, spec in self.meta["tasks"].items() if spec["type"] != "masked_lm"}
         self.pair_session = None
-        if self.meta.get("pair_outputs"):
-            self.pair_session = ort.InferenceSession(
-                str(path / PAIRS_NAME), options, providers=["CPUExecutionProvider"]
-            )
+        if pairs is not None:
+            self.pair_session = ort.InferenceSession(str(pairs), options, providers=["CPUExecutionProvider"])
 
     def run(
-        self, texts: Sequence[str], batch_size: int = 32, words: Sequence[Sequence[str]] | None = None
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        words: Sequence[Sequence[str]] | None = None,
+        progress: Callable[[int], Any] | None = None,
     ) -> dict[str, list[Any]]:
         """Raw outputs (embedding and logits per task) per text, in input order.
 
@@ -297,13 +339,45 @@ class OnnxPredictor:
             if words is not None:
                 for row, i in enumerate(chunk):
                     out["word_ids"][i] = enc.word_ids(row)[: lengths[row]]
+            if progress is not None:
+                progress(len(chunk))
         return out
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        emb = np.stack(self.run(texts, batch_size)["sentence_embedding"]) if texts else np.zeros((0, 1))
-        if self.meta["normalize"]:
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        convert_to: str = "numpy",
+        progress: Callable[[int], Any] | None = None,
+    ) -> Any:
+        """Sentence embeddings, normalised as the model was unless ``normalize`` says otherwise (the
+        arguments of :meth:`SentenceEncoder.encode <mtst.modeling.encoder.SentenceEncoder.encode>`)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        dim = self.meta["embedding_dim"]
+        raw = self.run(items, batch_size, progress=progress)["sentence_embedding"]
+        emb = np.stack(raw).astype(np.float32) if items else np.zeros((0, dim), dtype=np.float32)
+        if self.meta["normalize"] if normalize is None else normalize:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        return emb
+        return torch.from_numpy(emb) if convert_to == "torch" else emb
+
+    @property
+    def encoder(self) -> ExportEncoder:
+        """What ``encode``, ``similarity``, ``search`` and the server read of an encoder."""
+        return ExportEncoder(self)
+
+    @property
+    def prediction_tasks(self) -> list[str]:
+        return list(self.tasks)
+
+    @property
+    def text_tasks(self) -> list[str]:
+        """Prediction tasks that read one text (every task but pair tasks)."""
+        return [t for t, spec in self.tasks.items() if spec["type"] not in tasktypes.PAIR_TYPES]
+
+    def eval(self) -> OnnxPredictor:
+        """Nothing to switch (an export has no dropout); for code written against the torch model."""
+        return self
 
     def task_specs(self) -> dict[str, Any]:
         """The prediction tasks and their specs (the :class:`~mtst.modeling.predictions.Predictor` protocol)."""
@@ -344,12 +418,18 @@ class OnnxPredictor:
         raw = self.run([*first, *second], batch_size)["sentence_embedding"]
         emb = np.stack(raw).astype(np.float32) if raw else np.zeros((0, dim), dtype=np.float32)
         u, v = emb[: len(first)], emb[len(first) :]
-        probs: dict[str, Any] = {}
-        if len(u) and self.pair_session is not None:
-            values = self.pair_session.run(None, {"first": u, "second": v})
-            logits = dict(zip(self.meta["pair_outputs"], values, strict=True))
-            probs = {t: tasktypes.activate_np(self.tasks[t], logits[f"logits_{t}"]) for t in names}
-        return Outputs(u, probs)
+        return Outputs(u, self.pair_outputs(u, v, names))
+
+    def pair_outputs(self, first: np.ndarray, second: np.ndarray, tasks: Sequence[str]) -> dict[str, np.ndarray]:
+        """Pair tasks' outputs from the pooled embeddings of each pair's two texts (row-aligned)."""
+        if not len(first) or self.pair_session is None:
+            specs = {t: self.tasks[t] for t in tasks}
+            return {
+                t: np.zeros((0, tasktypes.num_outputs(s["type"], s["labels"])), np.float32) for t, s in specs.items()
+            }
+        values = self.pair_session.run(None, {"first": first.astype(np.float32), "second": second.astype(np.float32)})
+        logits = dict(zip(self.meta["pair_outputs"], values, strict=True))
+        return {t: tasktypes.activate_np(self.tasks[t], logits[f"logits_{t}"]) for t in tasks}
 
     def predict(
         self,
@@ -362,12 +442,24 @@ class OnnxPredictor:
         return predict(self, texts, tasks, batch_size, pairs)
 
 
-def export(run: str | Path, fmt: str, output: Path, quantize: str | None = None) -> Path:
-    """Export a run or model directory; ``fmt`` is ``sentence-transformers`` or ``onnx``."""
-    if fmt not in ("sentence-transformers", "onnx"):
-        raise MtstError(f"--format: {fmt!r}; use sentence-transformers or onnx")
-    if quantize and fmt != "onnx":
-        raise MtstError("--quantize applies to --format onnx only")
+FORMATS = ("sentence-transformers", "onnx", "openvino")
+
+
+def export(
+    run: str | Path,
+    fmt: str,
+    output: Path,
+    quantize: str | None = None,
+    calibration: Sequence[str] | None = None,
+) -> Path:
+    """Export a run or model directory; ``fmt`` is one of :data:`FORMATS`. ``calibration``: texts for
+    ``openvino`` int8 (default: the bundled demo's)."""
+    if fmt not in FORMATS:
+        raise MtstError(f"--format: {fmt!r}; use {', '.join(FORMATS)}")
+    if quantize and fmt == "sentence-transformers":
+        raise MtstError("--quantize applies to --format onnx or openvino")
+    if calibration is not None and not (fmt == "openvino" and quantize == "int8"):
+        raise MtstError("--calibration applies to --format openvino --quantize int8 (static int8 needs texts)")
     model = MultiTaskModel.load(run)
     if (
         output.exists()
@@ -378,4 +470,28 @@ def export(run: str | Path, fmt: str, output: Path, quantize: str | None = None)
         raise MtstError(f"{output} exists and is not an earlier export; choose an empty or new directory")
     if fmt == "onnx":
         return export_onnx(model, output, quantize)
+    if fmt == "openvino":
+        return export_openvino(model, output, quantize, calibration)
     return export_sentence_transformers(model, output)
+
+
+class ExportEncoder:
+    """The encoder of an export, as ``mtst encode``, ``similarity``, ``search`` and the server use one."""
+
+    def __init__(self, predictor: OnnxPredictor) -> None:
+        meta = predictor.meta
+        self.predictor = predictor
+        self.pooling: str = meta["pooling"]
+        self.normalize: bool = meta["normalize"]
+        self.dim: int = meta["embedding_dim"]
+        self.max_length: int = meta["max_length"]
+        self.reference: str = meta.get("backbone", "")
+        runtime = meta.get("runtime", "onnxruntime")
+        self.inference_precision = f"{meta.get('quantize') or 'fp32'} ({runtime})"
+
+    def encode(self, texts: str | Sequence[str], batch_size: int = 32, **kwargs: Any) -> Any:
+        return self.predictor.encode(texts, batch_size, **kwargs)
+
+    # The torch encoder's own, which only call ``self.encode``.
+    similarity = SentenceEncoder.similarity
+    search = SentenceEncoder.search

@@ -29,12 +29,13 @@ import torch
 from pydantic import BaseModel, Field
 
 from mtst.config import ServeSettings
+from mtst.constants import ONNX_META
 from mtst.data import text_problem
 from mtst.errors import MtstError
 from mtst.guard import Guard
 from mtst.modeling import tasktypes
 from mtst.modeling.model import MultiTaskModel
-from mtst.modeling.predictions import Outputs, UnknownTaskError, input_tasks, records
+from mtst.modeling.predictions import Outputs, UnknownTaskError, input_tasks, records, spec_value
 from mtst.serve_metrics import Metrics
 
 PAGE_PATH = Path(__file__).parent / "static" / "index.html"
@@ -338,8 +339,7 @@ def serve(
     settings = settings or ServeSettings()
     if settings.api_key is None:
         settings.api_key = os.environ.get("MTST_API_KEY") or None
-    model = MultiTaskModel.load(run)
-    settings.precision = model.encoder.set_inference_precision(settings.precision)
+    model = load_served(run, settings)
     check_port(host, port)
     if announce is not None:
         announce(f"serving {run} on http://{host}:{port} (a page to try it at /, the API schema at /openapi.json)")
@@ -365,14 +365,27 @@ def app_from_env() -> Any:
     spec = json.loads(os.environ[SERVE_ENV])
     torch.set_num_threads(spec["threads"])
     protocol(spec["settings"]["read_timeout_s"])  # this process's connections get the same head deadline
-    model = MultiTaskModel.load(spec["run"])
-    model.encoder.set_inference_precision(spec["settings"]["precision"])
-    return create_app(model, ServeSettings(**spec["settings"]), spec["run"])
+    settings = ServeSettings(**spec["settings"])
+    return create_app(load_served(spec["run"], settings), settings, spec["run"])
+
+
+def load_served(run: str | Path, settings: ServeSettings) -> Any:
+    """The model to serve: a trained model (at ``settings.precision``, which is set to what it resolved to),
+    or an export of ``mtst export --format onnx|openvino``, run as it was exported."""
+    if (Path(run) / ONNX_META).is_file():
+        from mtst.export import OnnxPredictor
+
+        if settings.precision == "bf16":
+            raise MtstError("--precision applies to a trained model; an export's is chosen at export (--quantize)")
+        return OnnxPredictor(run, threads=torch.get_num_threads())
+    model = MultiTaskModel.load(run)
+    settings.precision = model.encoder.set_inference_precision(settings.precision)
+    return model
 
 
 def task_info(spec: Any) -> dict[str, Any]:
     """What ``/info`` says of a task: its type and labels, and a multi-label task's decision thresholds."""
-    info: dict[str, Any] = {"type": spec.type, "labels": spec.labels}
-    if spec.type == "multi_label":
+    info: dict[str, Any] = {"type": spec_value(spec, "type"), "labels": spec_value(spec, "labels")}
+    if info["type"] == "multi_label":
         info["thresholds"] = tasktypes.thresholds(spec).round(4).tolist()
     return info

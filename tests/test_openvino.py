@@ -1,0 +1,121 @@
+"""OpenVINO export: parity with the torch model in fp32, static int8 on calibration texts, and the commands
+that run an export (encode, similarity, search, predict, serve)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtst.cli import main
+from mtst.export import OnnxPredictor, export
+from mtst.modeling.model import MultiTaskModel
+from tests.conftest import SENTENCES, make_tasks
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    tasks = make_tasks()
+    tasks["tags"] = tasks["category"].model_copy(update={"type": "token_classification", "labels": ["O", "B-X"]})
+    model = MultiTaskModel.from_backbone(tasks, backbone=str(tiny_backbone_dir), pooling="max")
+    return model.save(tmp_path_factory.mktemp("ov") / "model")
+
+
+@pytest.fixture(scope="module")
+def int8_export(saved_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(saved_model, "openvino", tmp_path_factory.mktemp("ov") / "int8", "int8", calibration=SENTENCES * 4)
+
+
+def test_fp32_export_matches_torch(saved_model: Path, tmp_path: Path) -> None:
+    out = export(saved_model, "openvino", tmp_path / "ov")
+    assert (out / "openvino_model.xml").is_file() and not (out / "model.onnx").exists()
+    model, ov = MultiTaskModel.load(saved_model), OnnxPredictor(out)
+    assert ov.runtime == "openvino"
+    assert np.allclose(ov.encode(SENTENCES), model.encode(SENTENCES), atol=1e-4)
+    ours = model.predict(SENTENCES, tasks=["category", "sentiment"])
+    theirs = ov.predict(SENTENCES, tasks=["category", "sentiment"])
+    for a, b in zip(ours, theirs, strict=True):
+        for task in ("category", "sentiment"):
+            assert a[task]["label"] == b[task]["label"]
+            assert np.allclose(
+                list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-4
+            )
+    texts = [*SENTENCES, "Price: $12.50, from Acme!"]
+    for a, b in zip(model.predict(texts, tasks=["tags"]), ov.predict(texts, tasks=["tags"]), strict=True):
+        assert a["tags"]["tags"] == b["tags"]["tags"]
+
+
+def test_int8_export_is_calibrated_and_stays_close(saved_model: Path, int8_export: Path) -> None:
+    meta = json.loads((int8_export / "mtst_onnx.json").read_text())
+    assert meta["runtime"] == "openvino" and meta["quantize"] == "int8"
+    assert meta["calibration_texts"] == len(SENTENCES) * 4
+    xml = (int8_export / "openvino_model.xml").read_text()
+    assert "FakeQuantize" in xml or "FakeConvert" in xml  # quantised, not a copy of the fp32 graph
+    ours = MultiTaskModel.load(saved_model).encode(SENTENCES)
+    theirs = OnnxPredictor(int8_export).encode(SENTENCES)
+    cosine = np.sum(ours * theirs, axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_commands_run_an_export(
+    saved_model: Path, int8_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["encode", "--model", str(int8_export), *SENTENCES[:2]]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = OnnxPredictor(int8_export).encode(SENTENCES[:2])
+    assert np.allclose([r["embedding"] for r in rows], expected, atol=1e-5)
+    assert main(["similarity", "--model", str(int8_export), SENTENCES[0], SENTENCES[1]]) == 0
+    score = float(capsys.readouterr().out)
+    unit = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    assert score == pytest.approx(float(unit[0] @ unit[1]), abs=1e-5)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n")
+    assert main(["search", "--model", str(int8_export), "-c", str(corpus), "-q", SENTENCES[2], "-k", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == SENTENCES[2]
+    assert main(["predict", str(int8_export), "--tasks", "category", SENTENCES[0]]) == 0
+    assert "label" in json.loads(capsys.readouterr().out)["category"]
+    # What an export fixed when it was written cannot be asked for again.
+    assert main(["encode", "--model", str(int8_export), "--pooling", "mean", "x"]) == 2
+    assert "pooling was fixed" in capsys.readouterr().err
+
+
+def test_export_options_are_checked_before_writing(
+    saved_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SENTENCES) + "\n")
+    out = tmp_path / "out"
+    assert main(["export", str(saved_model), "-o", str(out), "--format", "onnx", "--calibration", str(texts)]) == 2
+    assert "--calibration applies to --format openvino --quantize int8" in capsys.readouterr().err
+    assert main(["export", str(saved_model), "-o", str(out), "-f", "openvino", "--quantize", "int4"]) == 2
+    assert "int4" in capsys.readouterr().err
+    assert not out.exists()
+    args = ["export", str(saved_model), "-o", str(out), "-f", "openvino", "--quantize", "int8"]
+    assert main([*args, "--calibration", str(texts)]) == 0
+    assert json.loads((out / "mtst_onnx.json").read_text())["calibration_texts"] == len(SENTENCES)
+
+
+def test_serve_answers_from_an_export(int8_export: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from mtst.serve import ServeSettings, create_app, load_served
+
+    settings = ServeSettings(precision="auto")
+    with TestClient(create_app(load_served(int8_export, settings), settings, "int8")) as client:
+        info = client.get("/info").json()
+        assert info["precision"] == "int8 (openvino)" and set(info["tasks"]) == {"category", "sentiment", "tags"}
+        predictions = client.post("/predict", json={"texts": SENTENCES[:3], "tasks": ["category"]}).json()
+        expected = OnnxPredictor(int8_export).predict(SENTENCES[:3], tasks=["category"])
+        assert [p["category"]["label"] for p in predictions["predictions"]] == [
+            e["category"]["label"] for e in expected
+        ]
+        emb = client.post("/encode", json={"texts": SENTENCES[:2]}).json()
+        assert emb["dim"] == 32 and len(emb["embeddings"]) == 2
+    with pytest.raises(Exception, match="an export's is chosen at export"):
+        load_served(int8_export, ServeSettings(precision="bf16"))
