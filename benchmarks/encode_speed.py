@@ -10,6 +10,7 @@ and STS-B test Spearman (within 0.005 of fp32's).
 
     python benchmarks/encode_speed.py            # fp32 and bf16 (where the CPU has it natively)
     python benchmarks/encode_speed.py --onnx     # and ONNX Runtime fp32 / dynamic int8
+    python benchmarks/encode_speed.py --openvino # and OpenVINO fp32 / static int8
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime fp32 and dynamic int8")
+    parser.add_argument("--openvino", action="store_true", help="also OpenVINO fp32 and static int8")
     parser.add_argument("--out", default=None, help="append the figures to this JSON file")
     args = parser.parse_args()
 
@@ -75,7 +77,9 @@ def main() -> None:
         bf16.set_inference_precision("bf16")
         paths["mtst bf16"] = lambda xs: bf16.encode(xs, batch_size=args.batch_size)
     if args.onnx:
-        paths.update(onnx_paths(args.batch_size))
+        paths.update(export_paths(args.batch_size, "onnx"))
+    if args.openvino:
+        paths.update(export_paths(args.batch_size, "openvino"))
     for encode in paths.values():
         encode(texts[:64])
     times: dict[str, list[float]] = {name: [] for name in paths}
@@ -130,16 +134,19 @@ def sts_spearman(encode: Callable[[list[str]], np.ndarray], rows: list[dict]) ->
     return float(spearmanr(np.sum(a * b, axis=1), [r["score"] for r in rows]).statistic)
 
 
-def onnx_paths(batch_size: int) -> dict[str, Callable[[list[str]], np.ndarray]]:
-    """The bundled encoder exported by ``mtst export --format onnx`` (with and without ``--quantize int8``)."""
-    from mtst.export import OnnxPredictor, export_onnx
+def export_paths(batch_size: int, fmt: str) -> dict[str, Callable[[list[str]], np.ndarray]]:
+    """The bundled encoder exported by ``mtst export --format FMT``, with and without ``--quantize int8``
+    (OpenVINO's int8 calibrated on the bundled demo's texts, the default)."""
+    from mtst.export import OnnxPredictor, export_onnx, export_openvino
     from mtst.modeling.model import MultiTaskModel
 
     model = MultiTaskModel.from_backbone({}, backbone="all-MiniLM-L6-v2")
     work = Path(tempfile.mkdtemp())
+    write = export_onnx if fmt == "onnx" else export_openvino
     out = {}
-    for name, quantize in (("ONNX fp32", None), ("ONNX int8", "int8")):
-        predictor = OnnxPredictor(export_onnx(model, work / name.replace(" ", "_"), quantize))
+    for precision, quantize in (("fp32", None), ("int8", "int8")):
+        name = f"{'ONNX' if fmt == 'onnx' else 'OpenVINO'} {precision}"
+        predictor = OnnxPredictor(write(model, work / name.replace(" ", "_"), quantize))
         out[name] = lambda xs, p=predictor: p.encode(xs, batch_size=batch_size)
     return out
 

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUTS = re.compile(r"(?:--input|--data|--corpus|--sts|-d|-c|-i)\s+([\w./-]+)|mtst (?:train|compare) ([\w./-]+\.ya?ml)")
+INPUTS = re.compile(
+    r"(?:--input|--data|--corpus|--calibration|--sts|-d|-c|-i)\s+([\w./-]+)|mtst (?:train|compare) ([\w./-]+\.ya?ml)"
+)
 PYTHON_INPUTS = re.compile(r"load_config\(\"([^\"]+)\"")
 
 

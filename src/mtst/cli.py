@@ -544,8 +544,8 @@ def export(
     calibration: Annotated[
         Path | None,
         typer.Option(
-            help="Texts like the ones the model will see (.txt one a line, .csv, .jsonl, .parquet), to calibrate "
-            "--format openvino --quantize int8 on; default: the bundled demo's 425 sentences."
+            help="Texts like the ones the model will see (.txt one a line, .csv, .jsonl, .parquet) to calibrate "
+            "--format openvino --quantize int8 on (at most 300 are used); default: the bundled demo's sentences."
         ),
     ] = None,
     text_column: TextColumnOpt = "text",
