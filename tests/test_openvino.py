@@ -80,6 +80,9 @@ def test_commands_run_an_export(
     assert json.loads(capsys.readouterr().out)["text"] == SENTENCES[2]
     assert main(["predict", str(int8_export), "--tasks", "category", SENTENCES[0]]) == 0
     assert "label" in json.loads(capsys.readouterr().out)["category"]
+    encoder = OnnxPredictor(int8_export).encoder  # the torch encoder's Python API: a string gives one vector
+    assert encoder.encode(SENTENCES[0]).shape == (32,)
+    assert float(encoder.similarity(SENTENCES[0], SENTENCES[1])[0, 0]) == pytest.approx(score, abs=1e-5)
     # What an export fixed when it was written cannot be asked for again.
     assert main(["encode", "--model", str(int8_export), "--pooling", "mean", "x"]) == 2
     assert "pooling was fixed" in capsys.readouterr().err

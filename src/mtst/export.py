@@ -359,6 +359,8 @@ class OnnxPredictor:
         emb = np.stack(raw).astype(np.float32) if items else np.zeros((0, dim), dtype=np.float32)
         if self.meta["normalize"] if normalize is None else normalize:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        if isinstance(texts, str):
+            emb = emb[0]
         return torch.from_numpy(emb) if convert_to == "torch" else emb
 
     @property
