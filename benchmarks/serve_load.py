@@ -103,6 +103,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None, help="mtst serve --workers (default: its own)")
+    parser.add_argument(
+        "--export",
+        choices=["onnx", "onnx-int8", "openvino", "openvino-int8"],
+        help="serve this export of the model (offline prediction through the same export)",
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/serve_load.json"))
     args = parser.parse_args()
     console = Console()
@@ -113,15 +118,22 @@ def main() -> None:
         "topic": HeadSpec(labels=["a", "b", "c", "d"], hidden_size=64),
     }
     model = MultiTaskModel.from_backbone(tasks)
-    model.predict(texts[:64], batch_size=64)  # warm-up
-    start = time.perf_counter()
-    model.predict(texts, batch_size=64)
-    offline = len(texts) / (time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as tmp:
-        model.save(Path(tmp) / "model")
+        served = model.save(Path(tmp) / "model")
+        predictor = model
+        if args.export:
+            from mtst.export import OnnxPredictor, export
+
+            fmt, _, quantize = args.export.partition("-")
+            served = export(served, fmt, Path(tmp) / "export", quantize or None)
+            predictor = OnnxPredictor(served)
+        predictor.predict(texts[:64], batch_size=64)  # warm-up
+        start = time.perf_counter()
+        predictor.predict(texts, batch_size=64)
+        offline = len(texts) / (time.perf_counter() - start)
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "mtst", "serve", str(Path(tmp) / "model"), "--port", str(port)]
+            [sys.executable, "-m", "mtst", "serve", str(served), "--port", str(port)]
             + (["--workers", str(args.workers)] if args.workers else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -152,10 +164,11 @@ def main() -> None:
     chunk = max(1, round(mean_batch))
     start = time.perf_counter()
     for i in range(0, len(texts), chunk):
-        model.predict(texts[i : i + chunk], batch_size=64)
+        predictor.predict(texts[i : i + chunk], batch_size=64)
     offline_chunked = len(texts) / (time.perf_counter() - start)
     errors = sum(n for code, n in codes.items() if code != 200)
     result = {
+        "served": args.export or "model (torch)",
         "requests": len(texts),
         "clients": args.clients,
         "errors": errors,

@@ -10,7 +10,7 @@ import torch
 
 from mtst.errors import ModelLoadError
 from mtst.modeling.backbone import bundled_model_path, resolve_backbone
-from mtst.modeling.encoder import SentenceEncoder, _split_sorted
+from mtst.modeling.encoder import SentenceEncoder, split_sorted
 
 from .conftest import SENTENCES
 
@@ -135,7 +135,7 @@ def test_padding_bounded_batches(max_padding: float | None) -> None:
     rng = np.random.default_rng(0)
     lengths = sorted(rng.integers(1, 60, size=200).tolist(), reverse=True)
     order = list(range(200))
-    chunks = list(_split_sorted(order, lengths, 16, max_padding))
+    chunks = list(split_sorted(order, lengths, 16, max_padding))
     assert [i for c in chunks for i in c] == order
     assert all(1 <= len(c) <= 16 for c in chunks)
     if max_padding is None:

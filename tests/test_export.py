@@ -108,3 +108,21 @@ def test_int8_export_and_cli(saved_model: Path, tmp_path: Path, capsys: pytest.C
         )
         == 2
     )
+
+
+def test_export_batches_bound_padding_as_the_server_asks(saved_model: Path, tmp_path: Path) -> None:
+    """A micro-batch of mixed lengths runs as tight batches, longest first, with the same outputs."""
+    onnx = OnnxPredictor(export(saved_model, "onnx", tmp_path / "onnx"))
+    masks: list[np.ndarray] = []
+    run = onnx.session.run
+    onnx.session.run = lambda names, feeds: masks.append(feeds["attention_mask"]) or run(names, feeds)
+    texts = ["short", "a much longer text with many more words in it than the others have", *SENTENCES]
+    whole = onnx.outputs(texts, ["category"], batch_size=64)
+    assert len(masks) == 1 and 1 - masks[0].mean() > 0.2  # one batch, mostly padding
+    masks.clear()
+    split = onnx.outputs(texts, ["category"], batch_size=64, max_padding=0.2)
+    assert len(masks) > 1
+    assert [m.shape[1] for m in masks] == sorted((m.shape[1] for m in masks), reverse=True)  # longest first
+    assert all(1 - m.mean() <= 0.2 for m in masks)
+    assert np.allclose(whole.embeddings, split.embeddings, atol=1e-5)
+    assert np.allclose(whole.probs["category"], split.probs["category"], atol=1e-5)

@@ -33,7 +33,7 @@ from mtst.constants import ONNX_META
 from mtst.errors import MtstError
 from mtst.fileio import atomic_directory
 from mtst.modeling import tasktypes
-from mtst.modeling.encoder import SentenceEncoder
+from mtst.modeling.encoder import SentenceEncoder, split_sorted
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
@@ -305,40 +305,48 @@ class OnnxPredictor:
         batch_size: int = 32,
         words: Sequence[Sequence[str]] | None = None,
         progress: Callable[[int], Any] | None = None,
+        max_padding: float | None = None,
     ) -> dict[str, list[Any]]:
         """Raw outputs (embedding and logits per task) per text, in input order.
 
         With ``words`` (one word list per text) the texts are tokenised from
         those words, as token tasks are, and ``"word_ids"`` maps each
-        sub-token to its word.
+        sub-token to its word. ``max_padding``: see
+        :meth:`SentenceEncoder.length_sorted_batches <mtst.modeling.encoder.SentenceEncoder.length_sorted_batches>`.
         """
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: dict[str, list[Any]] = {name: [None] * len(texts) for name in [*self.meta["outputs"], "word_ids"]}
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            inputs: Any = [list(words[i]) for i in chunk] if words is not None else [texts[i] for i in chunk]
-            enc = self.tokenizer(
-                inputs,
-                is_split_into_words=words is not None,
-                truncation=True,
-                max_length=self.meta["max_length"],
-                padding=True,
-                return_tensors="np",
-            )
-            lengths = enc["attention_mask"].sum(1)
-            values = self.session.run(
-                None,
-                {
-                    "input_ids": enc["input_ids"].astype(np.int64),
-                    "attention_mask": enc["attention_mask"].astype(np.int64),
-                },
-            )
+        if not texts:
+            return out
+        inputs: Any = [list(w) for w in words] if words is not None else list(texts)
+        enc = self.tokenizer(
+            inputs,
+            is_split_into_words=words is not None,
+            truncation=True,
+            max_length=self.meta["max_length"],
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        ids: list[list[int]] = enc["input_ids"]
+        pad = self.tokenizer.pad_token_id or 0
+        # Longest first, as the torch model batches: each batch pads to its own longest text only, and with
+        # max_padding (the server's) it ends before padding passes that share of its tokens.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        lengths = [len(ids[i]) for i in order]
+        for chunk in split_sorted(order, lengths, batch_size, max_padding):
+            width = len(ids[chunk[0]])
+            input_ids = np.full((len(chunk), width), pad, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            values = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})
             for name, value in zip(self.meta["outputs"], values, strict=True):
                 for row, i in enumerate(chunk):
-                    out[name][i] = value[row] if value.ndim == 2 else value[row, : lengths[row]]
+                    out[name][i] = value[row] if value.ndim == 2 else value[row, : len(ids[i])]
             if words is not None:
-                for row, i in enumerate(chunk):
-                    out["word_ids"][i] = enc.word_ids(row)[: lengths[row]]
+                for i in chunk:
+                    out["word_ids"][i] = enc.word_ids(i)
             if progress is not None:
                 progress(len(chunk))
         return out
@@ -394,7 +402,8 @@ class OnnxPredictor:
         pairs: Sequence[str] | None = None,
     ) -> Outputs:
         """Embeddings and every asked task's probabilities from one run of the graph (words first for token
-        tasks; with ``pairs``, the second texts too, then the pair heads' graph)."""
+        tasks; with ``pairs``, the second texts too, then the pair heads' graph; ``max_padding`` bounds
+        each batch's padding, as the server asks)."""
         names = check_tasks(self.tasks, tasks)
         if pairs is not None:
             return self._pair_outputs(texts, pairs, names, batch_size)
@@ -402,7 +411,7 @@ class OnnxPredictor:
         word_lists = (
             None if words is None else [[w for w, _, _ in ws] or [t] for ws, t in zip(words, texts, strict=True)]
         )
-        raw = self.run(texts, batch_size, words=word_lists)
+        raw = self.run(texts, batch_size, words=word_lists, max_padding=max_padding)
         probs: dict[str, Any] = {}
         for task in names:
             spec = self.tasks[task]

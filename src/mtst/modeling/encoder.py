@@ -104,7 +104,7 @@ def tight_split(lengths: Sequence[int], pass_cost: int = PASS_COST_TOKENS) -> li
     return chunks[::-1]
 
 
-def _split_sorted(
+def split_sorted(
     order: list[int], lengths: list[int], batch_size: int, max_padding: float | None
 ) -> Iterator[list[int]]:
     """Consecutive chunks of ``order`` (lengths descending): at most ``batch_size`` rows, padding share bounded."""
@@ -243,7 +243,7 @@ class SentenceEncoder(nn.Module):
         chunks = (
             ([order[i] for i in c] for c in tight_split(lengths, pass_cost))
             if pass_cost is not None
-            else _split_sorted(order, lengths, batch_size, max_padding)
+            else split_sorted(order, lengths, batch_size, max_padding)
         )
         device = self.device
         for chunk in chunks:
