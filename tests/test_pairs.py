@@ -201,6 +201,14 @@ def test_pair_tasks_train_save_and_predict_alike_everywhere(
         )
         assert a["sim"]["similarity"] == pytest.approx(b["sim"]["similarity"], abs=1e-4)
     assert onnx.predict(first)[0].keys() == {"topic", "tags"}
+    if strategy == "auto":  # the OpenVINO export reads the same pair heads' graph, and serves pairs
+        openvino = OnnxPredictor(export(tmp_path / "run", "openvino", tmp_path / "openvino"))
+        with TestClient(create_app(openvino, ServeSettings(), "pairs")) as client:
+            body = {"pairs": [[a, b] for a, b in zip(first, second, strict=True)]}
+            exported = client.post("/predict", json=body).json()["predictions"]
+        for a, b in zip(ours, exported, strict=True):
+            assert a["nli"]["label"] == b["nli"]["label"]
+            assert a["sim"]["similarity"] == pytest.approx(b["sim"]["similarity"], abs=1e-4)
     with TestClient(create_app(model, ServeSettings(), "pairs")) as client:
         served = client.post("/predict", json={"pairs": [[a, b] for a, b in zip(first, second, strict=True)]})
         texts = client.post("/predict", json={"texts": first}).json()["predictions"]
