@@ -83,6 +83,9 @@ def test_commands_run_an_export(
     encoder = OnnxPredictor(int8_export).encoder  # the torch encoder's Python API: a string gives one vector
     assert encoder.encode(SENTENCES[0]).shape == (32,)
     assert float(encoder.similarity(SENTENCES[0], SENTENCES[1])[0, 0]) == pytest.approx(score, abs=1e-5)
+    assert main(["encode", "--model", str(int8_export), "--normalize", SENTENCES[0]]) == 0
+    vector = np.array(json.loads(capsys.readouterr().out)["embedding"])
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5) and np.linalg.norm(expected[0]) > 1.01
     # What an export fixed when it was written cannot be asked for again.
     assert main(["encode", "--model", str(int8_export), "--pooling", "mean", "x"]) == 2
     assert "pooling was fixed" in capsys.readouterr().err

@@ -280,6 +280,7 @@ class OnnxPredictor:
         self.runtime = self.meta.get("runtime", "onnxruntime")
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.tasks = {t: spec for t, spec in self.meta["tasks"].items() if spec["type"] != "masked_lm"}
+        self.encoder = ExportEncoder(self)  # what encode, similarity, search and the server read of an encoder
         pairs = path / PAIRS_NAME if self.meta.get("pair_outputs") else None
         if self.runtime == "openvino":
             from mtst.export_openvino import OPENVINO_NAME, OpenVinoSession
@@ -370,11 +371,6 @@ class OnnxPredictor:
         if isinstance(texts, str):
             emb = emb[0]
         return torch.from_numpy(emb) if convert_to == "torch" else emb
-
-    @property
-    def encoder(self) -> ExportEncoder:
-        """What ``encode``, ``similarity``, ``search`` and the server read of an encoder."""
-        return ExportEncoder(self)
 
     @property
     def prediction_tasks(self) -> list[str]:
@@ -501,6 +497,8 @@ class ExportEncoder:
         self.inference_precision = f"{meta.get('quantize') or 'fp32'} ({runtime})"
 
     def encode(self, texts: str | Sequence[str], batch_size: int = 32, **kwargs: Any) -> Any:
+        if kwargs.get("normalize") is None:
+            kwargs["normalize"] = self.normalize  # the export's setting, or what the caller set on this encoder
         return self.predictor.encode(texts, batch_size, **kwargs)
 
     # The torch encoder's own, which only call ``self.encode``.
