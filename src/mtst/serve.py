@@ -164,7 +164,7 @@ def text_problems(texts: Sequence[Any], field_name: str, max_chars: int) -> str 
 
 
 def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, name: str = "model") -> Any:
-    """The FastAPI application serving ``model``."""
+    """The FastAPI application serving ``model``: a trained model or an export's ``OnnxPredictor``."""
     from fastapi import FastAPI
 
     settings = settings or ServeSettings()
