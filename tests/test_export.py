@@ -24,6 +24,18 @@ def saved_model(tiny_backbone_dir: Path, tmp_path: Path) -> Path:
     return model.save(tmp_path / "model")
 
 
+def assert_same_class_predictions(model: MultiTaskModel, export_predictor: OnnxPredictor) -> None:
+    """The export's labels and probabilities of the sentence tasks are the torch model's."""
+    ours = model.predict(SENTENCES, tasks=["category", "sentiment"])
+    theirs = export_predictor.predict(SENTENCES, tasks=["category", "sentiment"])
+    for a, b in zip(ours, theirs, strict=True):
+        for task in ("category", "sentiment"):
+            assert a[task]["label"] == b[task]["label"]
+            assert np.allclose(
+                list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-4
+            )
+
+
 def test_sentence_transformers_export_gives_the_same_embeddings(saved_model: Path, tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -59,14 +71,7 @@ def test_onnx_matches_torch(saved_model: Path, tmp_path: Path) -> None:
             assert np.allclose(raw["sentence_embedding"][i], feats["sentence_embedding"][0].numpy(), atol=1e-4)
             for task in ("category", "sentiment", "tags"):
                 assert np.allclose(raw[f"logits_{task}"][i], feats["logits"][task][0].numpy(), atol=1e-4), task
-    ours = model.predict(SENTENCES, tasks=["category", "sentiment"])
-    theirs = onnx.predict(SENTENCES, tasks=["category", "sentiment"])
-    for a, b in zip(ours, theirs, strict=True):
-        for task in ("category", "sentiment"):
-            assert a[task]["label"] == b[task]["label"]
-            assert np.allclose(
-                list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-4
-            )
+    assert_same_class_predictions(model, onnx)
     assert np.allclose(onnx.encode(SENTENCES), model.encode(SENTENCES), atol=1e-4)
     # Token tasks: the same words, tags and entity spans as the torch model.
     texts = [*SENTENCES, "Price: $12.50, from Acme!"]

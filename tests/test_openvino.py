@@ -14,6 +14,7 @@ from mtst.cli import main
 from mtst.export import OnnxPredictor, export
 from mtst.modeling.model import MultiTaskModel
 from tests.conftest import SENTENCES, make_tasks
+from tests.test_export import assert_same_class_predictions
 
 pytest.importorskip("openvino")
 
@@ -38,14 +39,7 @@ def test_fp32_export_matches_torch(saved_model: Path, tmp_path: Path) -> None:
     model, ov = MultiTaskModel.load(saved_model), OnnxPredictor(out)
     assert ov.runtime == "openvino"
     assert np.allclose(ov.encode(SENTENCES), model.encode(SENTENCES), atol=1e-4)
-    ours = model.predict(SENTENCES, tasks=["category", "sentiment"])
-    theirs = ov.predict(SENTENCES, tasks=["category", "sentiment"])
-    for a, b in zip(ours, theirs, strict=True):
-        for task in ("category", "sentiment"):
-            assert a[task]["label"] == b[task]["label"]
-            assert np.allclose(
-                list(a[task]["probabilities"].values()), list(b[task]["probabilities"].values()), atol=1e-4
-            )
+    assert_same_class_predictions(model, ov)
     texts = [*SENTENCES, "Price: $12.50, from Acme!"]
     for a, b in zip(model.predict(texts, tasks=["tags"]), ov.predict(texts, tasks=["tags"]), strict=True):
         assert a["tags"]["tags"] == b["tags"]["tags"]
