@@ -97,7 +97,7 @@ def test_int8_export_and_cli(saved_model: Path, tmp_path: Path, capsys: pytest.C
     assert main(["predict", str(out), "--tasks", "category", *SENTENCES[:2]]) == 0
     assert [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()] == lines
     assert main(["evaluate", str(out), "--data", str(tmp_path / "none.csv")]) == 2  # a torch command names it
-    assert "is an mtst ONNX export" in capsys.readouterr().err.replace("\n", " ")
+    assert "is an mtst export (ONNX or OpenVINO)" in capsys.readouterr().err.replace("\n", " ")
     assert (
         main(
             [

@@ -483,8 +483,8 @@ def resolve_model_dir(path: str | Path) -> Path:
         raise ModelLoadError(f"{base}: a file, not a model or run directory")
     if (base / ONNX_META).is_file():
         raise ModelLoadError(
-            f"{base} is an mtst ONNX export, which `mtst predict {base}` reads; this command needs the model "
-            "or run directory it was exported from"
+            f"{base} is an mtst export (ONNX or OpenVINO), which `mtst predict`, `encode --model` and `serve` "
+            "read; this command needs the model or run directory it was exported from"
         )
     for candidate in (base, base / "model"):
         cfg = candidate / CONFIG_NAME
