@@ -92,21 +92,15 @@ PrecisionOpt = Annotated[
 def _load(
     model: str, pooling: Pooling | None = None, normalize: bool | None = None, precision: Precision | None = None
 ) -> Any:
-    from mtst.modeling.model import load_encoder
+    from mtst.modeling.model import is_export, load_encoder
 
-    if _is_export(model):
+    if is_export(model):
         return _load_export(Path(model), pooling, normalize, precision)
     with err_console.status(f"loading {model}", spinner="dots") if _interactive() else nullcontext():
         encoder = load_encoder(model, pooling=pooling.value if pooling else None, normalize=normalize)
     if precision is not None:
         encoder.set_inference_precision(precision.value)
     return encoder
-
-
-def _is_export(path: str | Path) -> bool:
-    from mtst.constants import ONNX_META
-
-    return (Path(path).expanduser() / ONNX_META).is_file()
 
 
 def _load_export(
@@ -434,7 +428,9 @@ def predict(
         items = gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
     wanted = [t.strip() for t in tasks.split(",")] if tasks else None
     if backend == "auto":
-        backend = "export" if _is_export(run) else "torch"
+        from mtst.modeling.model import is_export
+
+        backend = "export" if is_export(run) else "torch"
     if backend in ("export", "onnx", "openvino"):
         rows = _load_export(run, precision=precision).predictor.predict(
             items, tasks=wanted, batch_size=batch_size, pairs=second

@@ -33,12 +33,12 @@ def model_pairs(run: Path, path: Path | None, text_column: str) -> tuple[str, li
     the file. None otherwise; a model without pair tasks never reads the file here."""
     from mtst.constants import ONNX_META
     from mtst.data import columns_of, load_table, pair_texts
-    from mtst.modeling.model import CONFIG_NAME, resolve_model_dir
+    from mtst.modeling.model import CONFIG_NAME, is_export, resolve_model_dir
 
     if path is None:
         return None
     try:
-        meta = run / ONNX_META if (run / ONNX_META).is_file() else resolve_model_dir(run) / CONFIG_NAME
+        meta = run / ONNX_META if is_export(run) else resolve_model_dir(run) / CONFIG_NAME
         tasks = json.loads(meta.read_text(encoding="utf-8")).get("tasks", {})
     except (OSError, ValueError, MtstError):
         return None  # loading the model says what is wrong with it

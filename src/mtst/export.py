@@ -33,7 +33,7 @@ from mtst.constants import ONNX_META
 from mtst.errors import MtstError
 from mtst.fileio import atomic_directory
 from mtst.modeling import tasktypes
-from mtst.modeling.encoder import SentenceEncoder, split_sorted
+from mtst.modeling.encoder import SentenceEncoder, pad_batch, split_sorted
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
@@ -194,24 +194,24 @@ def export_openvino(
 ) -> Path:
     """The ONNX export read into OpenVINO (``openvino_model.xml``/``.bin`` instead of ``model.onnx``);
     ``quantize="int8"`` quantises it statically on ``calibration`` texts (default: the bundled demo's)."""
-    from mtst.export_openvino import OPENVINO_NAME, _openvino, calibration_batches, convert, demo_texts
+    from mtst.export_openvino import OPENVINO_NAME, calibration_inputs, convert, demo_texts, require_openvino
 
-    _openvino()  # a missing extra fails before anything is traced or written
+    require_openvino()  # a missing extra fails before anything is traced or written
     if quantize not in (None, "int8"):
         raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
     with atomic_directory(output) as tmp:
         _write_onnx(model, tmp, None)
-        batches = None
+        inputs = None
         if quantize == "int8":
             texts = list(calibration) if calibration is not None else demo_texts()
-            batches = calibration_batches(model.encoder.tokenizer, texts, model.encoder.max_length)
-        convert(tmp / ONNX_NAME, tmp / OPENVINO_NAME, quantize, batches)
+            inputs = calibration_inputs(model.encoder.tokenizer, texts, model.encoder.max_length)
+        convert(tmp / ONNX_NAME, tmp / OPENVINO_NAME, inputs)
         (tmp / ONNX_NAME).unlink()
         meta = json.loads((tmp / ONNX_META).read_text(encoding="utf-8"))
         meta.update(
             runtime="openvino",
             quantize=quantize,
-            calibration_texts=None if batches is None else sum(len(b["input_ids"]) for b in batches),
+            calibration_texts=None if inputs is None else len(inputs),
         )
         (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n")
     return output
@@ -329,19 +329,14 @@ class OnnxPredictor:
             return_token_type_ids=False,
         )
         ids: list[list[int]] = enc["input_ids"]
-        pad = self.tokenizer.pad_token_id or 0
+        pad_id = self.tokenizer.pad_token_id or 0
         # Longest first, as the torch model batches: each batch pads to its own longest text only, and with
         # max_padding (the server's) it ends before padding passes that share of its tokens.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         lengths = [len(ids[i]) for i in order]
         for chunk in split_sorted(order, lengths, batch_size, max_padding):
-            width = len(ids[chunk[0]])
-            input_ids = np.full((len(chunk), width), pad, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                input_ids[row, : len(ids[i])] = ids[i]
-                mask[row, : len(ids[i])] = 1
-            values = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})
+            batch = pad_batch([ids[i] for i in chunk], pad_id)
+            values = self.session.run(None, {k: v.numpy() for k, v in batch.items()})
             for name, value in zip(self.meta["outputs"], values, strict=True):
                 for row, i in enumerate(chunk):
                     out[name][i] = value[row] if value.ndim == 2 else value[row, : len(ids[i])]

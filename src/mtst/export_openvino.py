@@ -24,11 +24,11 @@ import numpy as np
 from mtst.errors import MtstError
 
 OPENVINO_NAME = "openvino_model.xml"  # beside it, openvino_model.bin holds the weights
-CALIBRATION_BATCH = 1  # one text a batch: padded positions would widen the activation ranges
 CALIBRATION_LIMIT = 300  # texts, NNCF's own default subset size
 
 
-def _openvino() -> Any:
+def require_openvino() -> Any:
+    """The openvino module, or an error naming the extra to install."""
     try:
         import openvino
     except ImportError as exc:
@@ -39,37 +39,30 @@ def _openvino() -> Any:
 def demo_texts() -> list[str]:
     """The bundled demo's training texts: general English sentences, the calibration set when none is given."""
     from mtst.data import read_texts
+    from mtst.demo import DEMO_DIR
 
-    return read_texts(Path(__file__).parent / "demo" / "train.csv", "text")
+    return read_texts(DEMO_DIR / "train.csv", "text")
 
 
-def calibration_batches(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[dict[str, np.ndarray]]:
-    """Padded batches of the calibration texts, as the graph's inputs (at most ``CALIBRATION_LIMIT`` texts,
-    evenly spread over the given ones)."""
+def calibration_inputs(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[dict[str, np.ndarray]]:
+    """The graph's inputs for each calibration text, one text each (padded positions would widen the
+    activation ranges): at most ``CALIBRATION_LIMIT`` texts, evenly spread over the given ones."""
     if not texts:
         raise MtstError("--calibration: no texts to calibrate int8 on")
     step = max(1, len(texts) // CALIBRATION_LIMIT)
-    chosen = list(texts[::step][:CALIBRATION_LIMIT])
-    batches = []
-    for start in range(0, len(chosen), CALIBRATION_BATCH):
-        enc = tokenizer(
-            chosen[start : start + CALIBRATION_BATCH],
-            truncation=True,
-            max_length=max_length,
-            padding=True,
-            return_tensors="np",
-        )
-        batches.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})
-    return batches
+    inputs = []
+    for text in list(texts[::step][:CALIBRATION_LIMIT]):
+        enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="np")
+        inputs.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})
+    return inputs
 
 
-def convert(
-    onnx_path: Path, target: Path, quantize: str | None, batches: Sequence[dict[str, np.ndarray]] | None = None
-) -> None:
-    """Write ``target`` (an OpenVINO IR) from ``onnx_path``; ``quantize="int8"`` calibrates on ``batches``."""
-    ov = _openvino()
+def convert(onnx_path: Path, target: Path, calibration: Sequence[dict[str, np.ndarray]] | None = None) -> None:
+    """Write ``target`` (an OpenVINO IR) from ``onnx_path``; with ``calibration`` (the graph's inputs, from
+    :func:`calibration_inputs`) quantised to static int8."""
+    ov = require_openvino()
     model = ov.Core().read_model(str(onnx_path))
-    if quantize == "int8":
+    if calibration is not None:
         # NNCF sends usage telemetry unless told it runs in CI; an export must not phone home.
         os.environ.setdefault("NNCF_CI", "1")
         try:
@@ -80,13 +73,11 @@ def convert(
         with contextlib.redirect_stdout(io.StringIO()):  # its progress bars; the CLI shows its own spinner
             model = nncf.quantize(
                 model,
-                nncf.Dataset(list(batches or [])),
+                nncf.Dataset(list(calibration)),
                 model_type=nncf.ModelType.TRANSFORMER,  # keeps softmax and layer norms in floating point
                 preset=nncf.QuantizationPreset.MIXED,  # asymmetric activations: GELU's outputs are not centred
-                subset_size=len(batches or []),
+                subset_size=len(calibration),
             )
-    elif quantize is not None:
-        raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
     ov.save_model(model, str(target), compress_to_fp16=False)
 
 
@@ -94,7 +85,7 @@ class OpenVinoSession:
     """A compiled OpenVINO model behind onnxruntime's ``run(None, feeds)``, so one predictor serves both."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        ov = _openvino()
+        ov = require_openvino()
         # f32, not the bf16 OpenVINO picks by itself on bf16 CPUs: an int8 graph ran faster so (683 against
         # 575 sentences/s) and a fp32 export keeps fp32's embeddings exactly.
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}

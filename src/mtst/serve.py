@@ -29,12 +29,11 @@ import torch
 from pydantic import BaseModel, Field
 
 from mtst.config import ServeSettings
-from mtst.constants import ONNX_META
 from mtst.data import text_problem
 from mtst.errors import MtstError
 from mtst.guard import Guard
 from mtst.modeling import tasktypes
-from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.model import MultiTaskModel, is_export
 from mtst.modeling.predictions import Outputs, UnknownTaskError, input_tasks, records, spec_value
 from mtst.serve_metrics import Metrics
 
@@ -372,7 +371,7 @@ def app_from_env() -> Any:
 def load_served(run: str | Path, settings: ServeSettings) -> Any:
     """The model to serve: a trained model (at ``settings.precision``, which is set to what it resolved to),
     or an export of ``mtst export --format onnx|openvino``, run as it was exported."""
-    if (Path(run) / ONNX_META).is_file():
+    if is_export(run):
         from mtst.export import OnnxPredictor
 
         if settings.precision == "bf16":

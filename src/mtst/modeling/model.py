@@ -474,6 +474,11 @@ def is_model_dir(path: str | Path) -> bool:
         return False
 
 
+def is_export(path: str | Path) -> bool:
+    """True for a directory written by ``mtst export --format onnx|openvino`` (commands run it directly)."""
+    return (Path(path).expanduser() / ONNX_META).is_file()
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """Accept a model directory or a training run directory (its ``model/``)."""
     base = Path(path).expanduser()
@@ -481,7 +486,7 @@ def resolve_model_dir(path: str | Path) -> Path:
         raise ModelLoadError(f"{base}: no such directory")
     if not base.is_dir():
         raise ModelLoadError(f"{base}: a file, not a model or run directory")
-    if (base / ONNX_META).is_file():
+    if is_export(base):
         raise ModelLoadError(
             f"{base} is an mtst export (ONNX or OpenVINO), which `mtst predict`, `encode --model` and `serve` "
             "read; this command needs the model or run directory it was exported from"
