@@ -121,6 +121,14 @@ def test_a_missing_model_path_is_named_as_missing(capsys: pytest.CaptureFixture[
     assert code == 2 and f"{tmp_path / 'nowhere'}: no such directory" in err.replace("\n", "")
 
 
+def test_messages_keep_square_brackets(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """An error naming an extra (``mtst[onnx]``) or a path like ``runs/[a]`` prints it whole: the console's
+    markup must not read them as style tags."""
+    missing = tmp_path / "[bold]" / "run[onnx]"
+    code, _, err = run(capsys, "predict", str(missing), "some text")
+    assert code == 2 and f"{missing}: no such directory" in err.replace("\n", "")
+
+
 def test_saved_files_are_readable_as_any_other_file(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import os
     import stat

@@ -101,6 +101,23 @@ def test_export_options_are_checked_before_writing(
     assert json.loads((out / "mtst_onnx.json").read_text())["calibration_texts"] == len(SENTENCES)
 
 
+def test_missing_nncf_fails_before_tracing(
+    saved_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """int8 needs nncf beside openvino: without it the export stops before the ONNX trace, writing nothing."""
+    import sys
+
+    import mtst.export
+
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf raises ImportError
+    traced: list[Path] = []
+    monkeypatch.setattr(mtst.export, "_write_onnx", lambda model, tmp, quantize: traced.append(tmp))
+    out = tmp_path / "out"
+    assert main(["export", str(saved_model), "-o", str(out), "-f", "openvino", "--quantize", "int8"]) == 2
+    assert "int8 OpenVINO export needs nncf: pip install 'mtst[openvino]'" in capsys.readouterr().err
+    assert traced == [] and not out.exists()
+
+
 def test_serve_answers_from_an_export(int8_export: Path) -> None:
     from fastapi.testclient import TestClient
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mtst.cli_io import (
@@ -147,7 +148,7 @@ def encode(
     embeddings = encode_with_progress(encoder, items, batch_size)
     if output is not None:
         write_embeddings(output, items, embeddings)
-        err_console.print(f"wrote {len(items)} embeddings of dim {embeddings.shape[1]} to {output}")
+        err_console.print(f"wrote {len(items)} embeddings of dim {embeddings.shape[1]} to {output}", markup=False)
         return
     if _interactive():
         table = Table(title=f"{len(items)} embeddings · dim {embeddings.shape[1]} · {encoder.pooling} pooling")
@@ -261,7 +262,7 @@ def train(
             cfg, resume=resume is not None, console=err_console, show_progress=not quiet, overwrite=overwrite
         )
     except TrainingInterrupted as exc:  # Ctrl-C: where it stopped and how to continue (exit 130, as a shell does)
-        err_console.print(f"[bold yellow]{exc}[/bold yellow]", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold yellow]{escape(str(exc))}[/bold yellow]", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, process 0 reports
         return
@@ -270,7 +271,7 @@ def train(
     if result.test:
         console.print(metrics_table(result.test, f"test metrics · {result.strategy} · {result.run_dir}"))
     else:
-        console.print(f"no test split; model and metrics are in {result.run_dir}")
+        console.print(f"no test split; model and metrics are in {result.run_dir}", markup=False)
     kept = retention_table(result.retention)
     if kept is not None:
         console.print(kept)
@@ -305,7 +306,7 @@ def compare(
 
     sweep = load_sweep(config, set_ or [], strategies, seeds, train_fractions, poolings, sts, output)
     runs = sweep.runs()
-    err_console.print(f"[bold]mtst compare[/bold] · {len(runs)} runs · report in {output}")
+    err_console.print(f"[bold]mtst compare[/bold] · {len(runs)} runs · report in {escape(str(output))}")
     results, failures = run_sweep(sweep, err_console, show_progress=not quiet)
     if not results:
         save_results(sweep, results, {}, failures)
@@ -319,7 +320,7 @@ def compare(
     console.print(table)
     for sentence in recommend(payload, rows):
         console.print(sentence.replace("**", "").replace("`", ""), highlight=False)
-    err_console.print(f"wrote {written['markdown']}, {written['html']} and {output / 'results.json'}")
+    err_console.print(f"wrote {written['markdown']}, {written['html']} and {output / 'results.json'}", markup=False)
     if failures:
         names = ", ".join(f.spec.name for f in failures)
         err_console.print(
@@ -378,15 +379,17 @@ def evaluate(
             console.print(confusion_table(task, m))
     if pairs is not None:
         results["sts"] = {"spearman": sts_spearman(model.encoder, pairs), "n": len(pairs[2])}
-        console.print(f"STS Spearman x100 on {sts} ({len(pairs[2])} pairs): {100 * results['sts']['spearman']:.2f}")
+        console.print(
+            f"STS Spearman x100 on {sts} ({len(pairs[2])} pairs): {100 * results['sts']['spearman']:.2f}", markup=False
+        )
     if plot is not None:
         for task, m in results.items():
             if "confusion" in m:
-                err_console.print(f"wrote {plot_confusion(task, m, plot / f'confusion_{task}.png')}")
+                err_console.print(f"wrote {plot_confusion(task, m, plot / f'confusion_{task}.png')}", markup=False)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        err_console.print(f"wrote {output}")
+        err_console.print(f"wrote {output}", markup=False)
 
 
 @app.command()
@@ -419,7 +422,9 @@ def predict(
     found = model_pairs(run, data, text_column) if pairs is None and not texts else None
     if found is not None:
         columns, items, second = found
-        err_console.print(f"{data}: no column {text_column!r}; reading pairs from its columns {columns} (--pairs)")
+        err_console.print(
+            f"{data}: no column {text_column!r}; reading pairs from its columns {columns} (--pairs)", markup=False
+        )
     elif pairs is not None:
         if texts:
             raise MtstError("--pairs reads its pairs from --data; give no texts as arguments")
@@ -446,7 +451,7 @@ def predict(
         from mtst.fileio import atomic_write_text
 
         atomic_write_text(output, "".join(json.dumps(r) + "\n" for r in records))
-        err_console.print(f"wrote {len(records)} predictions to {output}")
+        err_console.print(f"wrote {len(records)} predictions to {output}", markup=False)
     elif _interactive():
         table = Table(title=f"predictions · {run}")
         table.add_column("text", overflow="fold", max_width=60)
@@ -516,7 +521,7 @@ def serve(
         precision=precision.value,
         api_key=api_key,
     )
-    run_server(run, host, port, settings, announce=lambda line: err_console.print(line, highlight=False))
+    run_server(run, host, port, settings, announce=lambda line: err_console.print(line, highlight=False, markup=False))
 
 
 class ExportFormat(str, Enum):
@@ -559,7 +564,7 @@ def export(
     with err_console.status(f"exporting {run}", spinner="dots") if _interactive() else nullcontext():
         path = run_export(run, format.value, output, quantize, texts)
     size = dir_mb(path)
-    err_console.print(f"wrote {format.value} export to {path} ({size:.1f} MB)")
+    err_console.print(f"wrote {format.value} export to {path} ({size:.1f} MB)", markup=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -569,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except MtstError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from mtst.config import AUTO, POOLING_MODES, RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
@@ -244,15 +245,14 @@ def run_sweep(sweep: Sweep, console: Console, show_progress: bool = True) -> tup
                     metrics, wall = execute(raw, run_dir, show_inner)
                 except MtstError as exc:
                     failures.append(RunFailure(spec, str(exc)))
-                    console.print(
-                        f"[red]run {spec.name} failed[/red]; the sweep goes on (see {run_dir / 'output.log'})"
-                    )
+                    log = escape(str(run_dir / "output.log"))
+                    console.print(f"[red]run {escape(spec.name)} failed[/red]; the sweep goes on (see {log})")
                     progress.advance(bar)
                     continue
                 record = {"config": raw, "metrics": metrics, "wall_seconds": wall}
                 (run_dir / "compare_run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             else:
-                console.print(f"reusing finished run {spec.name}", highlight=False)
+                console.print(f"reusing finished run {spec.name}", highlight=False, markup=False)
             results.append(RunResult(spec, record["metrics"], record["wall_seconds"], dir_mb(run_dir / "model")))
             progress.advance(bar)
         progress.update(inner, visible=False)

@@ -196,9 +196,9 @@ def export_openvino(
     ``quantize="int8"`` quantises it statically on ``calibration`` texts (default: the bundled demo's)."""
     from mtst.export_openvino import OPENVINO_NAME, calibration_inputs, convert, demo_texts, require_openvino
 
-    require_openvino()  # a missing extra fails before anything is traced or written
     if quantize not in (None, "int8"):
         raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
+    require_openvino(quantize)  # a missing extra fails before anything is traced or written
     with atomic_directory(output) as tmp:
         _write_onnx(model, tmp, None)
         inputs = None

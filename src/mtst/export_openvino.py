@@ -27,13 +27,25 @@ OPENVINO_NAME = "openvino_model.xml"  # beside it, openvino_model.bin holds the 
 CALIBRATION_LIMIT = 300  # texts, NNCF's own default subset size
 
 
-def require_openvino() -> Any:
-    """The openvino module, or an error naming the extra to install."""
+def require_openvino(quantize: str | None = None) -> Any:
+    """The openvino module (and, for ``quantize="int8"``, nncf importable), or an error naming the extra."""
     try:
         import openvino
     except ImportError as exc:
         raise MtstError("the openvino format needs openvino and nncf: pip install 'mtst[openvino]'") from exc
+    if quantize is not None:
+        _nncf()
     return openvino
+
+
+def _nncf() -> Any:
+    # NNCF sends usage telemetry unless told it runs in CI; an export must not phone home.
+    os.environ.setdefault("NNCF_CI", "1")
+    try:
+        import nncf
+    except ImportError as exc:
+        raise MtstError("int8 OpenVINO export needs nncf: pip install 'mtst[openvino]'") from exc
+    return nncf
 
 
 def demo_texts() -> list[str]:
@@ -63,12 +75,7 @@ def convert(onnx_path: Path, target: Path, calibration: Sequence[dict[str, np.nd
     ov = require_openvino()
     model = ov.Core().read_model(str(onnx_path))
     if calibration is not None:
-        # NNCF sends usage telemetry unless told it runs in CI; an export must not phone home.
-        os.environ.setdefault("NNCF_CI", "1")
-        try:
-            import nncf
-        except ImportError as exc:
-            raise MtstError("int8 OpenVINO export needs nncf: pip install 'mtst[openvino]'") from exc
+        nncf = _nncf()
         nncf.set_log_level(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()):  # its progress bars; the CLI shows its own spinner
             model = nncf.quantize(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from mtst.config import RunConfig, precision_name, resolve_precision
 from mtst.data import MISSING, Split, TaskData, labelled_split, load_task_data
@@ -131,7 +132,7 @@ def load_inputs(config: RunConfig, console: Console) -> RunInputs:
     if truncated:
         note = f"{truncated} text(s) reach max_length={encoder.max_length} tokens and were truncated"
         logger.info(note)
-        console.print(f"note: {note} (model.max_length raises the limit)")
+        console.print(f"note: {note} (model.max_length raises the limit)", markup=False)
     tasks = config.tasks
     return RunInputs(
         config=config,
@@ -308,7 +309,7 @@ def _setup(
     inputs, plan = make_plan(load_inputs(config, console))
     for warning in plan.warnings:
         logger.warning(warning)
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     run_dir = RunDirectory(
         Path(config.output_dir),
         inputs.config,
@@ -383,11 +384,11 @@ def _print_plan(
         kind = named[spec.type] if spec.type in named else f"{len(data.labels[task])} labels"
         notes.append(f"{task} ({kind}{', auxiliary' if spec.is_auxiliary else ''})")
     console.print(
-        f"[bold]mtst train[/bold] · {origin} · strategy [bold]{plan.strategy}[/bold] · "
-        f"rows: {sizes} · tasks: {', '.join(notes)}"
+        f"[bold]mtst train[/bold] · {escape(origin)} · strategy [bold]{plan.strategy}[/bold] · "
+        f"rows: {sizes} · tasks: {escape(', '.join(notes))}"
     )
     for note in data.notes:
-        console.print(note)
+        console.print(note, markup=False)
     # Gradual unfreezing trains more as it goes: say what trains at the start and the most that ever does.
     start = "" if at_start == trainable else f"{at_start:,} at the start, up to "
     in_precision = f" in {precision}" if precision != "fp32" else ""  # where steps autocast
@@ -398,18 +399,19 @@ def _print_plan(
     )
     console.print(
         f"trainable parameters: {start}{trainable:,} of {total:,} ({100.0 * trainable / max(1, total):.2f}%) · "
-        f"{steps} · run dir {config.output_dir}"
+        f"{steps} · run dir {config.output_dir}",
+        markup=False,
     )
     if config.model.init:
         new = [t for t in config.tasks if t not in inputs.continued]
         parts = [f"continues {', '.join(inputs.continued)}"] if inputs.continued else []
         parts += [f"carries {', '.join(inputs.carried)} unchanged"] if inputs.carried else []
         parts += [f"adds {', '.join(new)}"] if new else []
-        console.print(f"starting from {config.model.init}: {'; '.join(parts)}")
+        console.print(f"starting from {config.model.init}: {'; '.join(parts)}", markup=False)
     if inputs.recipe is not None:
-        console.print(f"recipe (strategy auto): {inputs.recipe.reason}")
+        console.print(f"recipe (strategy auto): {inputs.recipe.reason}", markup=False)
     if plan.keep.moves or plan.keep.old_heads:
-        console.print(plan.keep.describe())
+        console.print(plan.keep.describe(), markup=False)
     if resumed_at is not None:
         console.print(f"resumed from the checkpoint at step {resumed_at}: earlier stages are not run again")
     elif plan.contrastive is not None:
