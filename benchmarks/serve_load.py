@@ -108,6 +108,10 @@ def main() -> None:
         choices=["onnx", "onnx-int8", "openvino", "openvino-int8"],
         help="serve this export of the model (offline prediction through the same export)",
     )
+    parser.add_argument("--no-packing", action="store_true", help="mtst serve --no-packing (batches padded)")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="a torch model's, served and offline alike"
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/serve_load.json"))
     args = parser.parse_args()
     console = Console()
@@ -121,6 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         served = model.save(Path(tmp) / "model")
         predictor = model
+        model.encoder.set_inference_precision(args.precision)
         if args.export:
             from mtst.export import OnnxPredictor, export
 
@@ -134,7 +139,9 @@ def main() -> None:
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "mtst", "serve", str(served), "--port", str(port)]
-            + (["--workers", str(args.workers)] if args.workers else []),
+            + (["--workers", str(args.workers)] if args.workers else [])
+            + (["--no-packing"] if args.no_packing else [])
+            + ([] if args.export else ["--precision", args.precision]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -152,7 +159,8 @@ def main() -> None:
             client_cpu = (client_cpu_seconds() - client_cpu0) / wall
             server_cpu = (process_cpu_seconds(server.pid) - server_cpu0) / wall
             batches = httpx.get(f"{url}/metrics").text
-            workers = httpx.get(f"{url}/info").json()["workers"]
+            info = httpx.get(f"{url}/info").json()
+            workers = info["workers"]
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -182,6 +190,8 @@ def main() -> None:
         "ratio_to_offline_in_batches": len(texts) / wall / offline_chunked,
         "mean_batch_texts": mean_batch,
         "server_processes": workers,
+        "packing": info["packing"],
+        "precision": info["precision"],
         "client_cores_busy": client_cpu,
         "server_cores_busy": server_cpu,
         "machine": machine(),
@@ -198,6 +208,8 @@ def main() -> None:
         "ratio_to_offline_in_batches",
         "mean_batch_texts",
         "server_processes",
+        "packing",
+        "precision",
         "client_cores_busy",
         "server_cores_busy",
     ):

@@ -505,6 +505,13 @@ def serve(
         ),
     ] = _SERVE.workers,
     precision: PrecisionOpt = Precision(_SERVE.precision),
+    packing: Annotated[
+        bool,
+        typer.Option(
+            help="Pack each batch's texts end to end, so texts of mixed lengths cost their own tokens, not the "
+            "longest one's (a trained model whose backbone gives the same outputs packed; exports pad).",
+        ),
+    ] = _SERVE.packing,
 ) -> None:
     """Serve a trained model over HTTP: /encode, /predict, /similarity, /info, /metrics, /openapi.json, a page at /."""
     from mtst.serve import serve as run_server
@@ -519,6 +526,7 @@ def serve(
         batch_wait_ms=batch_wait_ms,
         workers=workers,
         precision=precision.value,
+        packing=packing,
         api_key=api_key,
     )
     run_server(run, host, port, settings, announce=lambda line: err_console.print(line, highlight=False, markup=False))

@@ -563,4 +563,5 @@ class ServeSettings:
     workers: int = 1
     max_padding: float = 0.2
     precision: str = "fp32"  # inference precision: fp32, bf16 or auto (SentenceEncoder.set_inference_precision)
+    packing: bool = True  # texts of a batch packed end to end (SentenceEncoder.set_packing; torch models)
     api_key: str | None = None

@@ -285,6 +285,7 @@ def _add_info_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, m
             "limits": {key: getattr(settings, key) for key in limits},
             "workers": settings.workers,
             "precision": encoder.inference_precision,
+            "packing": getattr(encoder, "packing", None) is not None,  # an export's graph takes padded batches
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -379,6 +380,7 @@ def load_served(run: str | Path, settings: ServeSettings) -> Any:
         return OnnxPredictor(run, threads=torch.get_num_threads())
     model = MultiTaskModel.load(run)
     settings.precision = model.encoder.set_inference_precision(settings.precision)
+    settings.packing = model.encoder.set_packing(settings.packing)
     return model
 
 

@@ -152,6 +152,7 @@ class SentenceEncoder(nn.Module):
         self.normalize = normalize
         self.reference = reference
         self.inference_precision = "fp32"  # see set_inference_precision
+        self.packing: str | None = None  # see set_packing: the mask kind packed inference runs with
         limit = self.length_limit
         self.max_length = min(max_length, limit) if max_length else min(512, limit)
 
@@ -236,10 +237,13 @@ class SentenceEncoder(nn.Module):
         of its tokens: a server's few texts of mixed lengths then run as a
         few tight batches instead of one mostly padded one. With ``pass_cost``
         the split instead minimises the padded tokens plus ``pass_cost`` per
-        batch (:func:`tight_split`; ``batch_size`` and ``max_padding`` unused).
+        batch (:func:`tight_split`; ``batch_size`` and ``max_padding`` unused). Where inference is packed
+        (:meth:`set_packing`), passes without gradients take ``batch_size`` texts whatever their lengths.
         """
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         lengths = [len(ids[i]) for i in order]
+        if self.packing is not None and not torch.is_grad_enabled():
+            max_padding = pass_cost = None  # packed passes cost their real tokens: no need to split
         chunks = (
             ([order[i] for i in c] for c in tight_split(lengths, pass_cost))
             if pass_cost is not None
@@ -301,15 +305,35 @@ class SentenceEncoder(nn.Module):
         self.inference_precision = resolve_inference_precision(name)
         return self.inference_precision
 
+    def set_packing(self, on: bool) -> bool:
+        """Pack texts end to end in inference passes (:mod:`mtst.modeling.packing`): a batch of mixed lengths
+        then costs its real tokens, not its longest text times its size. Turned on only where the backbone
+        gives the padded pass's outputs packed (checked once on two texts); returns whether it is on."""
+        from mtst.modeling.packing import probe
+
+        self.packing = None
+        if on:
+            sample = self.tokenize_ids(["A short text.", "A longer text, so that the two differ in length."])
+            self.packing = probe(self.backbone, sample, self.pad_id)
+            if self.packing is None:
+                logger.info("packed inference: this backbone's outputs differ packed; inference pads instead")
+        return self.packing is not None
+
     def embed_tokens(self, features: dict[str, Any]) -> dict[str, Any]:
         """Run the transformer: adds ``token_embeddings`` (fp32, whatever the inference precision)."""
         ids = features["input_ids"]
-        low = self.inference_precision == "bf16" and not torch.is_grad_enabled()
+        inference = not torch.is_grad_enabled()
+        low = self.inference_precision == "bf16" and inference
         # Only ever entered to turn bf16 on: an autocast(enabled=False) here would turn off the bf16 autocast
         # a training step runs the encoder under.
         with torch.autocast(device_type=ids.device.type, dtype=torch.bfloat16) if low else nullcontext():
-            out = self.backbone(input_ids=ids, attention_mask=features["attention_mask"])
-        features["token_embeddings"] = out.last_hidden_state.float() if low else out.last_hidden_state
+            if self.packing is not None and inference and len(ids) > 1:
+                from mtst.modeling.packing import packed_token_embeddings
+
+                tokens = packed_token_embeddings(self.backbone, features, self.packing)
+            else:
+                tokens = self.backbone(input_ids=ids, attention_mask=features["attention_mask"]).last_hidden_state
+        features["token_embeddings"] = tokens.float() if low else tokens
         return features
 
     def forward(self, features: dict[str, Any]) -> dict[str, Any]:
