@@ -311,3 +311,28 @@ def test_page_in_headless_chromium(model: MultiTaskModel, tmp_path: Path) -> Non
     expected = model.predict(["The pan rusted."])[0]
     for task in ("category", "sentiment"):
         assert f'data-task="{task}">{expected[task]["label"]}<' in dom, dom[-2000:]
+
+
+def test_served_model_packs_its_batches(model: MultiTaskModel, tmp_path: Path) -> None:
+    """A loaded model is served packed where its backbone allows (``/info`` says so), with the outputs of
+    offline ``predict``; ``packing=False`` (``--no-packing``) pads."""
+    from fastapi.testclient import TestClient
+
+    from mtst.serve import load_served
+
+    path = model.save(tmp_path / "m")
+    texts = [*SENTENCES, "ok", "a much longer text than any of the others, " * 5]
+    expected = model.predict(texts)
+    for packing in (True, False):
+        settings = ServeSettings(packing=packing)
+        served = load_served(path, settings)
+        assert (served.encoder.packing is not None) == packing
+        with TestClient(create_app(served, settings, "m")) as c:
+            assert c.get("/info").json()["packing"] is packing
+            got = c.post("/predict", json={"texts": texts}).json()["predictions"]
+            emb = np.array(c.post("/encode", json={"texts": texts}).json()["embeddings"])
+        assert [{t: p[t]["label"] for t in p} for p in got] == [{t: p[t]["label"] for t in p} for p in expected]
+        for g, e in zip(got, expected, strict=True):
+            for task in g:
+                assert g[task]["probabilities"] == pytest.approx(e[task]["probabilities"], abs=1e-5)
+        np.testing.assert_allclose(emb, model.encode(texts), atol=1e-5)
