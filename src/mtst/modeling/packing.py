@@ -7,8 +7,8 @@ of like lengths, it runs many small batches instead. Packed, the texts are laid 
 position ids restarting at each text and a block-diagonal attention mask, so each text's token
 embeddings are those of its own padded pass (to float rounding), and one pass runs the whole batch
 at the cost of its real tokens. Measured on SST-2 sentences in arrival order, chunks of 43 on 2 cores
-(benchmarks/README.md, "Serving"): 0.96x the speed of globally length-sorted batches in fp32, against
-0.73x for tight padded batches.
+(benchmarks/README.md, "Serving under load"): 0.93-0.98x the speed of globally length-sorted batches in
+fp32, against 0.69-0.77x for the same chunks padded and split at 20% padding.
 
 How a custom attention mask reaches the attention kernels differs between transformers releases (a
 prepared 4-D mask in 5.x, a 3-D ``(batch, query, key)`` mask in 4.x), and a backbone may compute
