@@ -66,12 +66,12 @@ def packed_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict
     segment = torch.full(shape, -1, dtype=torch.long)
     source = torch.full(shape, -1, dtype=torch.long)
     padded_length = input_ids.shape[1]
-    flat_ids = input_ids.cpu()
+    host_ids = input_ids.cpu()
     for r, row in enumerate(rows):
         at = 0
         for i in row:
             n = lengths[i]
-            ids[r, at : at + n] = flat_ids[i, :n]
+            ids[r, at : at + n] = host_ids[i, :n]
             positions[r, at : at + n] = torch.arange(n)
             segment[r, at : at + n] = i
             source[r, at : at + n] = i * padded_length + torch.arange(n)
