@@ -240,3 +240,39 @@ def test_stage_features_run_in_tight_sub_batches_and_match_one_padded_batch(tiny
     split["sentence_embedding"].sum().backward()
     grads = [p.grad for p in encoder.backbone.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_stage_features_packed_match_one_padded_batch_with_its_gradients(tiny_model: MultiTaskModel) -> None:
+    """Packed (``contrastive.packing``): one pass over the batch's real tokens gives the padded batch's
+    features and the same gradients on every backbone weight."""
+    from mtst.data import Split
+    from mtst.training.batches import Batcher
+
+    texts = ["short", "a much longer sentence " * 30, "mid size text here", "tiny", "another long one " * 25]
+    encoder = tiny_model.encoder.eval()
+    ids = encoder.tokenize_ids(texts)
+    batcher = Batcher(Split("train", texts, {}), ids, None, encoder.pad_id, [])
+    rows = np.array([3, 1, 0, 4, 2])
+    kind = encoder.pack_kind()
+    assert kind is not None
+
+    def run(pack: str | None) -> tuple[dict, list[torch.Tensor]]:
+        encoder.zero_grad(set_to_none=True)
+        feats = (
+            batcher.features(encoder, rows, torch.device("cpu"), pack)
+            if pack
+            else encoder(batcher.inputs(rows, torch.device("cpu")))
+        )
+        (feats["sentence_embedding"] ** 2).sum().backward()
+        return feats, [p.grad.clone() for p in encoder.backbone.parameters() if p.grad is not None]
+
+    packed, packed_grads = run(kind)
+    whole, whole_grads = run(None)
+    torch.testing.assert_close(packed["sentence_embedding"], whole["sentence_embedding"], atol=1e-5, rtol=1e-4)
+    assert torch.equal(packed["attention_mask"], whole["attention_mask"])
+    real = whole["attention_mask"].bool()
+    torch.testing.assert_close(packed["token_embeddings"][real], whole["token_embeddings"][real], atol=1e-5, rtol=1e-4)
+    assert len(packed_grads) == len(whole_grads) > 0
+    for got, want in zip(packed_grads, whole_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-3)
+    assert any(g.abs().sum() > 0 for g in packed_grads)

@@ -271,3 +271,17 @@ def test_the_driver_runs_the_stages_the_plan_names(
     # a resumed run records the start again (its live model has moved) and continues with its steps
     assert plan.phases(resumed=True) == tuple(p for p in phases if p == "start_outputs") + phases[-1:]
     assert (set(plan.contrastive.groups) if plan.contrastive else None) == contrastive
+
+
+def test_the_stage_packs_unless_told_not_to() -> None:
+    stats = DataStats(32, {t: (8, 8) for t in TASKS}, {frozenset(TASKS): 32})
+    for packing in (True, False):
+        config = validate_config(
+            {
+                "tasks": {t: {} for t in TASKS},
+                "data": {"train": "train.csv"},
+                "training": {"strategy": "frozen", "contrastive": {"enabled": True, "packing": packing}},
+            }
+        )
+        plan = build_plan(config, L, stats)
+        assert plan.contrastive is not None and plan.contrastive.packing is packing

@@ -207,6 +207,9 @@ class ContrastiveSection(_Section):
     gain there); ``null`` lets every classification task take part.
     The stage runs ``epochs`` passes over each task's labelled rows, at least ``min_steps`` and at
     most ``max_steps`` optimizer steps per task (tasks take turns, each getting what it would alone).
+    ``packing``: a batch's rows, drawn for their classes and so of mixed lengths, run end to end in
+    packed rows (``mtst.modeling.packing``) where the backbone gives the same outputs so; else in
+    length-sorted padded sub-batches.
     """
 
     enabled: bool | None = None
@@ -220,6 +223,7 @@ class ContrastiveSection(_Section):
     lr: float = Field(default=4e-5, gt=0)
     temperature: float = Field(default=0.1, gt=0)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    packing: bool = True
 
 
 class KeepSection(_Section):

@@ -153,6 +153,7 @@ class SentenceEncoder(nn.Module):
         self.reference = reference
         self.inference_precision = "fp32"  # see set_inference_precision
         self.packing: str | None = None  # see set_packing: the mask kind packed inference runs with
+        self._pack_kind: str | bool | None = False  # pack_kind's probe, once (False: not probed yet)
         limit = self.length_limit
         self.max_length = min(max_length, limit) if max_length else min(512, limit)
 
@@ -305,18 +306,24 @@ class SentenceEncoder(nn.Module):
         self.inference_precision = resolve_inference_precision(name)
         return self.inference_precision
 
+    def pack_kind(self) -> str | None:
+        """How this backbone takes packed rows (the mask kind of :mod:`mtst.modeling.packing`), or None where
+        its packed outputs differ from its padded ones; checked once, on two texts (it depends on the
+        architecture and the transformers release, not on the weights)."""
+        from mtst.modeling.packing import probe
+
+        if self._pack_kind is False:
+            sample = self.tokenize_ids(["A short text.", "A longer text, so that the two differ in length."])
+            self._pack_kind = probe(self.backbone, sample, self.pad_id)
+            if self._pack_kind is None:
+                logger.info("packing: this backbone's outputs differ packed; its batches are padded instead")
+        return self._pack_kind if isinstance(self._pack_kind, str) else None
+
     def set_packing(self, on: bool) -> bool:
         """Pack texts end to end in inference passes (:mod:`mtst.modeling.packing`): a batch of mixed lengths
         then costs its real tokens, not its longest text times its size. Turned on only where the backbone
-        gives the padded pass's outputs packed (checked once on two texts); returns whether it is on."""
-        from mtst.modeling.packing import probe
-
-        self.packing = None
-        if on:
-            sample = self.tokenize_ids(["A short text.", "A longer text, so that the two differ in length."])
-            self.packing = probe(self.backbone, sample, self.pad_id)
-            if self.packing is None:
-                logger.info("packed inference: this backbone's outputs differ packed; inference pads instead")
+        gives the padded pass's outputs packed (:meth:`pack_kind`); returns whether it is on."""
+        self.packing = self.pack_kind() if on else None
         return self.packing is not None
 
     def embed_tokens(self, features: dict[str, Any]) -> dict[str, Any]:

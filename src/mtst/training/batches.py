@@ -49,14 +49,22 @@ class Batcher:
         """Token ids and attention mask, padded to the batch's longest row."""
         return {k: v.to(device) for k, v in pad_batch([self.ids[i] for i in rows], self.pad_id).items()}
 
-    def features(self, encoder: Any, rows: np.ndarray, device: torch.device) -> dict[str, Any]:
+    def features(self, encoder: Any, rows: np.ndarray, device: torch.device, pack: str | None = None) -> dict[str, Any]:
         """The encoder's features of a batch of rows, with gradients, in the rows' order.
 
         A batch whose composition is fixed (the contrastive stage's, balanced over classes) mixes long and
-        short texts; its rows run in the length-sorted sub-batches of :func:`mtst.modeling.encoder.tight_split`,
-        which compute on less padding at the cost of more, smaller passes. Token embeddings come back padded
-        to the batch's longest row, as one padded batch gives them."""
+        short texts. With ``pack`` (a mask kind of :mod:`mtst.modeling.packing`) its rows run end to end in
+        packed rows, one pass on their real tokens; else in the length-sorted sub-batches of
+        :func:`mtst.modeling.encoder.tight_split`, which compute on less padding at the cost of more,
+        smaller passes. Token embeddings come back padded to the batch's longest row, as one padded batch
+        gives them."""
         ids = [self.ids[i] for i in rows]
+        if pack is not None:
+            from mtst.modeling.packing import packed_token_embeddings
+
+            batch = {k: v.to(device) for k, v in pad_batch(ids, self.pad_id).items()}
+            batch["token_embeddings"] = packed_token_embeddings(encoder.backbone, batch, pack)
+            return encoder(batch)
         n, width = len(ids), max(len(x) for x in ids)
         emb: torch.Tensor | None = None
         for chunk, batch in encoder.length_sorted_batches(ids, n, pass_cost=PASS_COST_TOKENS):

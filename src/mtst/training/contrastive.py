@@ -180,6 +180,8 @@ def run_contrastive(
     params = [p for n, p in model.named_parameters() if n in names]
     optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
     cache.refresh(groups)
+    pack = model.encoder.pack_kind() if plan.packing else None
+    how = "from the prefix cache" if cache.mode == "prefix" else "rows packed" if pack else "padded sub-batches"
     set_train_mode(model, groups)
     losses: list[float] = []
     started = time.perf_counter()
@@ -189,7 +191,7 @@ def run_contrastive(
             for g in optimizer.param_groups:
                 g["lr"] = plan.lr * schedule_factor("linear", step, len(batches), plan.warmup_steps)
             with accelerator.autocast():  # bf16 where the run uses it; the loss itself is in fp32
-                feats = encoder_features(model, cache, batcher, rows, device)
+                feats = encoder_features(model, cache, batcher, rows, device, pack)
                 kept = keep(feats, rows) if keep is not None else None
             labels = torch.as_tensor(stage_labels(train, task)[rows], device=device)
             loss = contrastive_loss(feats["sentence_embedding"], labels, plan.loss, plan.temperature)
@@ -207,9 +209,10 @@ def run_contrastive(
         p.requires_grad_(False)
     cache.invalidate()
     logger.info(
-        "contrastive stage: %d steps in %.1fs, loss %.4f -> %.4f",
+        "contrastive stage: %d steps in %.1fs (%s), loss %.4f -> %.4f",
         len(losses),
         time.perf_counter() - started,
+        how,
         np.mean(losses[:5]),
         np.mean(losses[-5:]),
     )
@@ -227,12 +230,17 @@ def stage_labels(train: Split, task: str) -> np.ndarray:
 
 
 def encoder_features(
-    model: MultiTaskModel, cache: RunCache, batcher: Batcher, rows: Sequence[int] | np.ndarray, device: torch.device
+    model: MultiTaskModel,
+    cache: RunCache,
+    batcher: Batcher,
+    rows: Sequence[int] | np.ndarray,
+    device: torch.device,
+    pack: str | None = None,
 ) -> dict[str, Any]:
     """The encoder's features of training rows, with gradients: from the prefix cache where one applies, else
-    in length-sorted sub-batches (:meth:`Batcher.features`; a stage batch is drawn for its classes, not its
-    lengths, and as one padded batch SST-2's sentences compute on about half padding)."""
+    packed (``pack``) or in length-sorted sub-batches (:meth:`Batcher.features`; a stage batch is drawn for its
+    classes, not its lengths, and as one padded batch SST-2's sentences compute on about half padding)."""
     feats = cache.features(rows, device)
     if feats is None:
-        feats = batcher.features(model.encoder, np.asarray(rows), device)
+        feats = batcher.features(model.encoder, np.asarray(rows), device, pack)
     return feats

@@ -62,6 +62,7 @@ class ContrastivePlan:
     loss: str
     temperature: float
     num_layers: int
+    packing: bool = True  # rows run packed where the backbone allows (contrastive.packing)
 
     def describe(self) -> str:
         layers = sum(g.startswith("layers.") for g in self.groups)
@@ -342,6 +343,7 @@ def contrastive_plan(
         loss=cc.loss,
         temperature=cc.temperature,
         num_layers=ctx.num_layers,
+        packing=cc.packing,
     )
 
 
