@@ -33,7 +33,7 @@ from mtst.constants import ONNX_META
 from mtst.errors import MtstError
 from mtst.fileio import atomic_directory
 from mtst.modeling import tasktypes
-from mtst.modeling.encoder import SentenceEncoder, pad_batch, split_sorted
+from mtst.modeling.encoder import SentenceEncoder, pad_batch, sorted_chunks
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
 
@@ -332,9 +332,7 @@ class OnnxPredictor:
         pad_id = self.tokenizer.pad_token_id or 0
         # Longest first, as the torch model batches: each batch pads to its own longest text only, and with
         # max_padding (the server's) it ends before padding passes that share of its tokens.
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        lengths = [len(ids[i]) for i in order]
-        for chunk in split_sorted(order, lengths, batch_size, max_padding):
+        for chunk in sorted_chunks(ids, batch_size, max_padding):
             batch = pad_batch([ids[i] for i in chunk], pad_id)
             values = self.session.run(None, {k: v.numpy() for k, v in batch.items()})
             for name, value in zip(self.meta["outputs"], values, strict=True):

@@ -125,6 +125,19 @@ def split_sorted(
         yield chunk
 
 
+def sorted_chunks(
+    ids: Sequence[Sequence[int]], batch_size: int, max_padding: float | None = None, pass_cost: int | None = None
+) -> Iterator[list[int]]:
+    """Row indices of ``ids`` in batches, longest first: :func:`split_sorted` (``batch_size`` rows at most,
+    padding bounded by ``max_padding``), or with ``pass_cost`` :func:`tight_split`."""
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    lengths = [len(ids[i]) for i in order]
+    if pass_cost is not None:
+        yield from ([order[i] for i in c] for c in tight_split(lengths, pass_cost))
+    else:
+        yield from split_sorted(order, lengths, batch_size, max_padding)
+
+
 class SentenceEncoder(nn.Module):
     """Transformer backbone + pooling; turns texts into sentence embeddings.
 
@@ -241,17 +254,10 @@ class SentenceEncoder(nn.Module):
         batch (:func:`tight_split`; ``batch_size`` and ``max_padding`` unused). Where inference is packed
         (:meth:`set_packing`), passes without gradients take ``batch_size`` texts whatever their lengths.
         """
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        lengths = [len(ids[i]) for i in order]
         if self.packing is not None and not torch.is_grad_enabled():
             max_padding = pass_cost = None  # packed passes cost their real tokens: no need to split
-        chunks = (
-            ([order[i] for i in c] for c in tight_split(lengths, pass_cost))
-            if pass_cost is not None
-            else split_sorted(order, lengths, batch_size, max_padding)
-        )
         device = self.device
-        for chunk in chunks:
+        for chunk in sorted_chunks(ids, batch_size, max_padding, pass_cost):
             yield chunk, {k: v.to(device) for k, v in pad_batch([ids[i] for i in chunk], self.pad_id).items()}
 
     def tokenize_ids(self, texts: Sequence[str]) -> list[list[int]]:

@@ -180,8 +180,9 @@ def run_contrastive(
     params = [p for n, p in model.named_parameters() if n in names]
     optimizer = torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
     cache.refresh(groups)
-    pack = model.encoder.pack_kind() if plan.packing else None
-    how = "from the prefix cache" if cache.mode == "prefix" else "rows packed" if pack else "padded sub-batches"
+    prefix = cache.mode == "prefix"  # the prefix cache feeds the stage: its rows are never packed
+    pack = model.encoder.pack_kind() if plan.packing and not prefix else None
+    how = "from the prefix cache" if prefix else "rows packed" if pack else "padded sub-batches"
     set_train_mode(model, groups)
     losses: list[float] = []
     started = time.perf_counter()
