@@ -136,3 +136,76 @@ def test_serve_answers_from_an_export(int8_export: Path) -> None:
         assert emb["dim"] == 32 and len(emb["embeddings"]) == 2
     with pytest.raises(Exception, match="an export's is chosen at export"):
         load_served(int8_export, ServeSettings(precision="bf16"))
+
+
+def _cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str | None, machine: str = "x86_64") -> Path:
+    """A CPU seen through a fake /proc/cpuinfo, torch's own probes saying no."""
+    import platform
+
+    for probe in ("_is_vnni_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    info = tmp_path / "cpuinfo"
+    if flags is not None:
+        info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    return info
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "expected"),
+    [
+        ("fpu sse4_2 avx fma avx2", "x86_64", False),  # AVX2 only: int8 runs no faster than fp32
+        ("fpu avx2 avx512f avx512_vnni", "x86_64", True),
+        ("fpu avx2 avx_vnni", "x86_64", True),
+        ("fpu avx2 amx_tile amx_int8", "x86_64", True),
+        (None, "x86_64", None),  # no /proc/cpuinfo: cannot tell
+        ("fp asimd", "aarch64", None),  # not x86: VNNI is not the question there
+    ],
+)
+def test_int8_dot_product_reads_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str | None, machine: str, expected: bool | None
+) -> None:
+    from mtst.export_openvino import int8_dot_product
+
+    assert int8_dot_product(_cpu(monkeypatch, tmp_path, flags, machine)) is expected
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True, raising=False)
+    assert int8_dot_product(tmp_path / "cpuinfo") is True  # torch's probe is enough
+
+
+@pytest.mark.parametrize("has_int8", [False, True, None])
+def test_int8_on_a_cpu_without_int8_instructions_is_named_once(
+    int8_export: Path,
+    saved_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    has_int8: bool | None,
+) -> None:
+    import mtst.export_openvino as eo
+
+    monkeypatch.setattr(eo, "int8_dot_product", lambda: has_int8)
+    eo.note_slow_int8.cache_clear()
+    with caplog.at_level("WARNING", logger="mtst.export_openvino"):
+        OnnxPredictor(int8_export)
+        OnnxPredictor(int8_export)
+    notes = [r for r in caplog.records if "no int8 dot-product" in r.getMessage()]
+    assert len(notes) == (1 if has_int8 is False else 0)
+    assert not notes or "--format onnx --quantize int8" in notes[0].getMessage()
+    eo.note_slow_int8.cache_clear()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mtst.export_openvino"):
+        OnnxPredictor(export(saved_model, "openvino", int8_export.parent / f"fp32-{has_int8}"))  # fp32: no note
+    assert not [r for r in caplog.records if "no int8 dot-product" in r.getMessage()]
+    eo.note_slow_int8.cache_clear()
+
+
+def test_int8_export_on_a_cpu_without_int8_instructions_says_so(
+    saved_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mtst.export_openvino as eo
+
+    monkeypatch.setattr(eo, "int8_dot_product", lambda: False)
+    eo.note_slow_int8.cache_clear()
+    with caplog.at_level("WARNING", logger="mtst.export_openvino"):
+        export(saved_model, "openvino", tmp_path / "int8", "int8", calibration=SENTENCES)
+    assert [r for r in caplog.records if "no int8 dot-product" in r.getMessage()]
+    eo.note_slow_int8.cache_clear()

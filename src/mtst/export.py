@@ -194,11 +194,20 @@ def export_openvino(
 ) -> Path:
     """The ONNX export read into OpenVINO (``openvino_model.xml``/``.bin`` instead of ``model.onnx``);
     ``quantize="int8"`` quantises it statically on ``calibration`` texts (default: the bundled demo's)."""
-    from mtst.export_openvino import OPENVINO_NAME, calibration_inputs, convert, demo_texts, require_openvino
+    from mtst.export_openvino import (
+        OPENVINO_NAME,
+        calibration_inputs,
+        convert,
+        demo_texts,
+        note_slow_int8,
+        require_openvino,
+    )
 
     if quantize not in (None, "int8"):
         raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
     require_openvino(quantize)  # a missing extra fails before anything is traced or written
+    if quantize == "int8":
+        note_slow_int8()
     with atomic_directory(output) as tmp:
         _write_onnx(model, tmp, None)
         inputs = None
@@ -285,8 +294,9 @@ class OnnxPredictor:
         if self.runtime == "openvino":
             from mtst.export_openvino import OPENVINO_NAME, OpenVinoSession
 
-            self.session: Any = OpenVinoSession(path / OPENVINO_NAME, threads)
-            self.pair_session: Any = None if pairs is None else OpenVinoSession(pairs, threads)
+            int8 = self.meta.get("quantize") == "int8"
+            self.session: Any = OpenVinoSession(path / OPENVINO_NAME, threads, int8)
+            self.pair_session: Any = None if pairs is None else OpenVinoSession(pairs, threads, int8)
             return
         try:
             import onnxruntime as ort

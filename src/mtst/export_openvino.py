@@ -3,15 +3,20 @@
 The ONNX graph of :mod:`mtst.export` is read by OpenVINO and, with
 ``quantize="int8"``, quantised statically (weights and activations) by NNCF
 on calibration texts: about 3.3x sentence-transformers' fp32 speed at STS-B
-Spearman within 0.01 point of fp32 (benchmarks/README.md, "Inference
-precision"), where onnxruntime's dynamic int8 gave 1.9x at -0.4. Static
-quantisation needs texts whose activations look like the ones it will see:
-the user's own texts where given, else the bundled demo's.
+Spearman within 0.01 point of fp32 on a CPU with VNNI (benchmarks/README.md,
+"Inference precision"), where onnxruntime's dynamic int8 gave 1.9x at -0.4.
+Without int8 dot-product instructions (an AVX2-only CPU) the same graph ran no
+faster than fp32 while onnxruntime's dynamic int8 still gave 1.9x, so such a
+CPU is named when an int8 model is exported or loaded on it
+(:func:`int8_dot_product`). Static quantisation needs texts whose
+activations look like the ones it will see: the user's own texts where
+given, else the bundled demo's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -23,8 +28,43 @@ import numpy as np
 
 from mtst.errors import MtstError
 
+logger = logging.getLogger(__name__)
+
 OPENVINO_NAME = "openvino_model.xml"  # beside it, openvino_model.bin holds the weights
 CALIBRATION_LIMIT = 300  # texts, NNCF's own default subset size
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo's names for int8 dot products
+NO_INT8_NOTE = (
+    "this CPU has no int8 dot-product instructions (VNNI or AMX): OpenVINO's static int8 runs no faster "
+    "than fp32 here (benchmarks/README.md, 'Inference precision'); `--format onnx --quantize int8` is the faster "
+    "int8 path on such a CPU"
+)
+
+
+def int8_dot_product(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU multiplies int8 natively (AVX512-VNNI, AVX-VNNI or AMX), where OpenVINO's int8 pays;
+    None where that cannot be told (no ``/proc/cpuinfo``, a CPU that is not x86)."""
+    import platform
+
+    import torch
+
+    probes = ("_is_vnni_supported", "_is_amx_tile_supported")  # torch.cpu's own (avx512_vnni and AMX only)
+    if any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes):
+        return True
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return None
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return None if flags is None else any(flag in flags for flag in INT8_FLAGS)
+
+
+@functools.cache
+def note_slow_int8() -> None:
+    """Warn (once a process) where an int8 OpenVINO model is made or run on a CPU it does not speed up."""
+    if int8_dot_product() is False:
+        logger.warning(NO_INT8_NOTE)
 
 
 def require_openvino(quantize: str | None = None) -> Any:
@@ -91,8 +131,10 @@ def convert(onnx_path: Path, target: Path, calibration: Sequence[dict[str, np.nd
 class OpenVinoSession:
     """A compiled OpenVINO model behind onnxruntime's ``run(None, feeds)``, so one predictor serves both."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, int8: bool = False) -> None:
         ov = require_openvino()
+        if int8:
+            note_slow_int8()
         # f32, not the bf16 OpenVINO picks by itself on bf16 CPUs: an int8 graph ran faster so (683 against
         # 575 sentences/s) and a fp32 export keeps fp32's embeddings exactly.
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
