@@ -186,7 +186,17 @@ def test_the_stage_draws_same_label_sentences_together(nodrop: Path, tiny_data: 
     labels = train.labels["category"]
     before = _separation(loop.model.encoder, train.texts, labels)
     frozen_before = {n: p.detach().clone() for n, p in loop.model.named_parameters() if "embeddings" in n}
-    loop.fit()
+    made = []
+    real = torch.optim.AdamW
+
+    def spy(*args: object, **kwargs: object) -> torch.optim.AdamW:
+        made.append(kwargs.get("fused"))
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim, "AdamW", spy)
+        loop.fit()
+    assert made and made[0] is True  # the stage's optimizer: fused on the CPU
     assert len(loop.contrastive_losses) == 2 * 16  # 16 steps per task
     assert all(np.isfinite(loop.contrastive_losses))
     saved = MultiTaskModel.load(tmp_path / "run" / "model")

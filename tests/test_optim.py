@@ -90,3 +90,24 @@ def test_step_budget(
     steps_per_epoch: int, epochs: float, max_steps: int | None, min_steps: int | None, expected: int
 ) -> None:
     assert step_budget(steps_per_epoch, epochs, max_steps, min_steps) == expected
+
+
+def test_adamw_is_fused_on_the_cpu_and_steps_as_the_default_kernel() -> None:
+    from mtst.training.optim import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4, requires_grad=True), torch.randn(4, requires_grad=True)]
+    grads = [torch.randn_like(w) for w in weights]
+    copies = [w.detach().clone().requires_grad_(True) for w in weights]
+    start = [w.detach().clone() for w in weights]
+    fused = adamw(weights, weights, lr=1e-2, weight_decay=0.01)
+    plain = torch.optim.AdamW(copies, lr=1e-2, weight_decay=0.01)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    for _ in range(3):
+        for ws, opt in ((weights, fused), (copies, plain)):
+            for w, g in zip(ws, grads, strict=True):
+                w.grad = g.clone()
+            opt.step()
+    for a, b, s in zip(weights, copies, start, strict=True):
+        assert not torch.equal(a, s)  # it stepped
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
