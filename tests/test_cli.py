@@ -139,3 +139,31 @@ def test_saved_files_are_readable_as_any_other_file(tiny_model, tmp_path: Path) 
     for path in (tmp_path / "m").rglob("*"):
         if path.is_file():
             assert stat.S_IMODE(path.stat().st_mode) == usual, path.name
+
+
+def test_every_serve_setting_is_an_option_that_reaches_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    import mtst.serve
+    from mtst.config import ServeSettings
+
+    seen = {}
+    monkeypatch.setattr(mtst.serve, "serve", lambda run, host, port, settings, announce: seen.update(s=settings))
+    args = ["--max-batch", "8", "--max-padding", "0.5", "--batch-wait-ms", "2", "--no-packing", "--max-texts", "3"]
+    assert main(["serve", str(tmp_path), *args]) == 0
+    settings = seen["s"]
+    assert (settings.max_batch, settings.max_padding, settings.batch_wait_ms) == (8, 0.5, 2.0)
+    assert (settings.packing, settings.max_texts) == (False, 3)
+    assert main(["serve", str(tmp_path)]) == 0
+    assert seen["s"] == ServeSettings()  # the options' defaults are the settings' own
+    assert main(["serve", str(tmp_path), "--max-padding", "1.5"]) == 2  # out of range: refused
+    from typer.main import get_command
+
+    from mtst.cli import app
+
+    options = {p.name for p in get_command(app).commands["serve"].params}  # type: ignore[attr-defined]
+    renamed = {"max_body_bytes": "max_body_mb", "timeout_s": "timeout", "read_timeout_s": "read_timeout"}
+    for field in dataclasses.fields(ServeSettings):
+        assert renamed.get(field.name, field.name) in options, field.name

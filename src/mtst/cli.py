@@ -496,6 +496,18 @@ def serve(
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = (
         _SERVE.batch_wait_ms
     ),
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Texts one forward pass takes, gathered across requests.")
+    ] = _SERVE.max_batch,
+    max_padding: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Padded batches (exports, --no-packing): the share of padding at which a batch's texts are "
+            "split into passes of similar lengths.",
+        ),
+    ] = _SERVE.max_padding,
     workers: Annotated[
         int,
         typer.Option(
@@ -524,6 +536,8 @@ def serve(
         timeout_s=timeout,
         read_timeout_s=read_timeout,
         batch_wait_ms=batch_wait_ms,
+        max_batch=max_batch,
+        max_padding=max_padding,
         workers=workers,
         precision=precision.value,
         packing=packing,
