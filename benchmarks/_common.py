@@ -29,5 +29,12 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 
 
 def machine() -> str:
+    """The machine in a line, with what decides the fast paths: the CPU's vector width (AVX2 or AVX512),
+    native bf16 and int8 dot products (VNNI/AMX)."""
+    from mtst.export_openvino import int8_dot_product
+    from mtst.modeling.encoder import native_bf16
+
     cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    isa = torch.backends.cpu.get_cpu_capability()
+    extras = [name for name, has in (("bf16", native_bf16()), ("int8 dot products", int8_dot_product())) if has]
+    return f"{cpu} ({' + '.join([isa, *extras])}), {torch.get_num_threads()} torch threads, torch {torch.__version__}"
