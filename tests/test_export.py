@@ -131,3 +131,13 @@ def test_export_batches_bound_padding_as_the_server_asks(saved_model: Path, tmp_
     assert all(1 - m.mean() <= 0.2 for m in masks)
     assert np.allclose(whole.embeddings, split.embeddings, atol=1e-5)
     assert np.allclose(whole.probs["category"], split.probs["category"], atol=1e-5)
+
+
+def test_an_exports_precision_is_its_own() -> None:
+    from mtst.errors import MtstError
+    from mtst.export import check_precision
+
+    for precision in (None, "fp32", "auto"):  # auto: the best the export has, i.e. what it was written with
+        check_precision(precision)
+    with pytest.raises(MtstError, match="--precision bf16: an export runs at the precision it was written with"):
+        check_precision("bf16")

@@ -134,7 +134,7 @@ def test_serve_answers_from_an_export(int8_export: Path) -> None:
         ]
         emb = client.post("/encode", json={"texts": SENTENCES[:2]}).json()
         assert emb["dim"] == 32 and len(emb["embeddings"]) == 2
-    with pytest.raises(Exception, match="an export's is chosen at export"):
+    with pytest.raises(Exception, match="an export runs at the precision it was written with"):
         load_served(int8_export, ServeSettings(precision="bf16"))
 
 

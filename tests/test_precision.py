@@ -57,7 +57,7 @@ def test_cli_encode_in_bf16_and_onnx_refuses_it(
     (tmp_path / ONNX_META).write_text("{}")
     code = main(["predict", str(tmp_path), "a text", "--backend", "onnx", "--precision", "bf16"])
     assert code == 2
-    assert "--precision applies to the torch backend" in capsys.readouterr().err
+    assert "--precision bf16: an export runs at the precision it was written with" in capsys.readouterr().err
 
 
 def test_a_training_step_under_bf16_autocast_stays_in_bf16(tiny_encoder: SentenceEncoder) -> None:

@@ -108,12 +108,11 @@ def _load_export(
     path: Path, pooling: Pooling | None = None, normalize: bool | None = None, precision: Precision | None = None
 ) -> Any:
     """The encoder of a directory written by ``mtst export --format onnx|openvino``."""
-    from mtst.export import OnnxPredictor
+    from mtst.export import OnnxPredictor, check_precision
 
     if pooling is not None:
         raise MtstError(f"--pooling: {path} is an export, whose pooling was fixed when it was written")
-    if precision not in (None, Precision.fp32):
-        raise MtstError("--precision applies to the torch backend; an export's is chosen at export (--quantize)")
+    check_precision(None if precision is None else precision.value)
     encoder = OnnxPredictor(path).encoder
     if normalize is not None:
         encoder.normalize = normalize

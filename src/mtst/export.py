@@ -189,6 +189,16 @@ def export_onnx(model: MultiTaskModel, output: Path, quantize: str | None = None
     return output
 
 
+def check_precision(precision: str | None) -> None:
+    """Refuse a reduced inference precision for an export: its precision was fixed when it was written
+    (``--quantize``); ``fp32`` and ``auto`` (the best the export has) run it as it is."""
+    if precision not in (None, "fp32", "auto"):
+        raise MtstError(
+            f"--precision {precision}: an export runs at the precision it was written with (--quantize at "
+            "export); --precision applies to a trained model"
+        )
+
+
 def export_openvino(
     model: MultiTaskModel, output: Path, quantize: str | None = None, calibration: Sequence[str] | None = None
 ) -> Path:

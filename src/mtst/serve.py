@@ -373,10 +373,9 @@ def load_served(run: str | Path, settings: ServeSettings) -> Any:
     """The model to serve: a trained model (at ``settings.precision``, which is set to what it resolved to),
     or an export of ``mtst export --format onnx|openvino``, run as it was exported."""
     if is_export(run):
-        from mtst.export import OnnxPredictor
+        from mtst.export import OnnxPredictor, check_precision
 
-        if settings.precision == "bf16":
-            raise MtstError("--precision applies to a trained model; an export's is chosen at export (--quantize)")
+        check_precision(settings.precision)
         return OnnxPredictor(run, threads=torch.get_num_threads())
     model = MultiTaskModel.load(run)
     settings.precision = model.encoder.set_inference_precision(settings.precision)
