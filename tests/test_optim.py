@@ -100,9 +100,10 @@ def test_adamw_is_fused_on_the_cpu_and_steps_as_the_default_kernel() -> None:
     grads = [torch.randn_like(w) for w in weights]
     copies = [w.detach().clone().requires_grad_(True) for w in weights]
     start = [w.detach().clone() for w in weights]
-    fused = adamw(weights, weights, lr=1e-2, weight_decay=0.01)
+    fused = adamw(weights, lr=1e-2, weight_decay=0.01)
     plain = torch.optim.AdamW(copies, lr=1e-2, weight_decay=0.01)
     assert fused.defaults["fused"] and not plain.defaults["fused"]
+    assert adamw([{"params": copies}], lr=1e-3).defaults["fused"]  # param-group dicts, as build_optimizer passes
     for _ in range(3):
         for ws, opt in ((weights, fused), (copies, plain)):
             for w, g in zip(ws, grads, strict=True):

@@ -83,14 +83,16 @@ def build_optimizer(
         bucket["params"].append(params[name])
         bucket["names"].append(name)
     lr = max(group_lrs.values(), default=0.0)  # every param group sets its own; this is only AdamW's default
-    return adamw(list(buckets.values()), list(params.values()), lr=lr)
+    return adamw(list(buckets.values()), lr=lr)
 
 
-def adamw(groups: list, params: list[torch.Tensor], lr: float, weight_decay: float = 0.01) -> torch.optim.AdamW:
-    """AdamW with the fused kernel where every parameter is on the CPU: torch's default there updates one
-    tensor at a time, 65-80 ms a step for all-MiniLM-L6-v2's 10.6M encoder weights against 18-24 ms fused on
-    two cores, which a short step (a head-only step, a contrastive step over 16 rows) notices."""
-    fused = bool(params) and all(p.device.type == "cpu" for p in params)
+def adamw(groups: list, lr: float, weight_decay: float = 0.01) -> torch.optim.AdamW:
+    """AdamW over ``groups`` (tensors, or param-group dicts) with the fused kernel where every parameter is on
+    the CPU: torch's default there updates one tensor at a time, 65-80 ms a step for all-MiniLM-L6-v2's 10.6M
+    encoder weights against 18-24 ms fused on two cores, which a short step (a head-only step, a contrastive
+    step over 16 rows) notices."""
+    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(p.device.type == "cpu" for p in tensors)
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
