@@ -55,6 +55,10 @@ def _drops_pooler(backbone: nn.Module) -> bool:
     """True when the backbone's class has a pooler that mtst removed (and can be built without one)."""
     import inspect
 
+    from mtst.modeling.bert import NativeBert
+
+    if isinstance(backbone, NativeBert):  # transformers' BertModel without its pooler
+        return True
     has_slot = hasattr(backbone, "pooler") and backbone.pooler is None
     return has_slot and "add_pooling_layer" in inspect.signature(type(backbone).__init__).parameters
 

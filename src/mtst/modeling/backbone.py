@@ -150,9 +150,15 @@ def _resolve_local(path: Path, reference: str) -> BackboneSource:
 
 
 def load_backbone(source: BackboneSource) -> tuple[nn.Module, Any]:
-    """Load the transformer and its tokenizer; one clear error if that fails."""
-    from transformers import AutoModel, AutoTokenizer
+    """Load the transformer and its tokenizer; one clear error if that fails.
+
+    A local BERT checkpoint loads natively (:mod:`mtst.modeling.bert`: the same module and outputs,
+    without transformers' model-building imports); anything else through ``AutoModel``.
+    """
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from mtst.modeling.bert import load_native
 
     where = "local directory" if source.local else "Hugging Face hub id"
     if not source.local:
@@ -161,7 +167,11 @@ def load_backbone(source: BackboneSource) -> tuple[nn.Module, Any]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModel.from_pretrained(source.path, local_files_only=source.local, use_safetensors=True)
+        model = load_native(source.path) if source.local else None
+        if model is None:
+            from transformers import AutoModel  # its first model class costs seconds of imports
+
+            model = AutoModel.from_pretrained(source.path, local_files_only=source.local, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=source.local)
     except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

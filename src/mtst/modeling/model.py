@@ -385,7 +385,9 @@ class MultiTaskModel(nn.Module):
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskModel:
         """Load a directory written by :meth:`save`; weights from safetensors only."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from mtst.modeling.bert import NativeBert, settings_of
 
         path = resolve_model_dir(directory)
         config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))  # resolve_model_dir parsed it
@@ -405,7 +407,11 @@ class MultiTaskModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             if lora:
                 backbone = _lora_base(config["backbone"], path)
+            elif (native := settings_of(path / BACKBONE_CONFIG_DIR)) is not None:
+                backbone = NativeBert.to_load(native)  # its weights are in the model's own file, read below
             else:
+                from transformers import AutoConfig, AutoModel
+
                 backbone_config = AutoConfig.from_pretrained(path / BACKBONE_CONFIG_DIR, local_files_only=True)
                 backbone = backbone_from_config(AutoModel, backbone_config)
         except ModelLoadError:
