@@ -294,14 +294,14 @@ class OnnxPredictor:
     the OpenVINO model of ``--format openvino`` through OpenVINO."""
 
     def __init__(self, directory: str | Path, threads: int | None = None) -> None:
-        from transformers import AutoTokenizer
+        from mtst.modeling.tokenizer import load_tokenizer
 
         path = Path(directory)
         if not (path / ONNX_META).exists():
             raise MtstError(f"{path}: not an mtst ONNX export (no {ONNX_META}); create one with mtst export")
         self.meta = json.loads((path / ONNX_META).read_text(encoding="utf-8"))
         self.runtime = self.meta.get("runtime", "onnxruntime")
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tokenizer = load_tokenizer(path)
         self.tasks = {t: spec for t, spec in self.meta["tasks"].items() if spec["type"] != "masked_lm"}
         self.encoder = ExportEncoder(self)  # what encode, similarity, search and the server read of an encoder
         pairs = path / PAIRS_NAME if self.meta.get("pair_outputs") else None

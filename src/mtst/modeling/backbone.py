@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,34 +154,46 @@ def _resolve_local(path: Path, reference: str) -> BackboneSource:
 def load_backbone(source: BackboneSource) -> tuple[nn.Module, Any]:
     """Load the transformer and its tokenizer; one clear error if that fails.
 
-    A local BERT checkpoint loads natively (:mod:`mtst.modeling.bert`: the same module and outputs,
-    without transformers' model-building imports); anything else through ``AutoModel``.
+    A local BERT checkpoint loads natively (:mod:`mtst.modeling.bert`, :mod:`mtst.modeling.tokenizer`:
+    the same module, outputs and token ids, without importing transformers); anything else through
+    ``AutoModel`` and ``AutoTokenizer``.
     """
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     from mtst.modeling.bert import load_native
+    from mtst.modeling.tokenizer import wordpiece_tokenizer
 
     where = "local directory" if source.local else "Hugging Face hub id"
     if not source.local:
         _check_hub_reachable(source.reference)
+    try:
+        model = load_native(source.path) if source.local else None
+        tokenizer = wordpiece_tokenizer(source.path) if source.local else None
+        if model is None or tokenizer is None:
+            with _quiet_transformers():
+                from transformers import AutoModel, AutoTokenizer  # seconds of imports: only where needed
+
+                if model is None:
+                    model = AutoModel.from_pretrained(source.path, local_files_only=source.local, use_safetensors=True)
+                if tokenizer is None:
+                    tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=source.local)
+    except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load backbone {source.reference!r} (tried as {where}): {reason}") from exc
+    strip_unused_pooler(model)
+    return model, tokenizer
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' errors only, and no progress bars, meanwhile (mtst reports what failed itself)."""
+    from transformers.utils import logging as hf_logging
+
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = load_native(source.path) if source.local else None
-        if model is None:
-            from transformers import AutoModel  # its first model class costs seconds of imports
-
-            model = AutoModel.from_pretrained(source.path, local_files_only=source.local, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=source.local)
-    except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load backbone {source.reference!r} (tried as {where}): {reason}") from exc
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
-    strip_unused_pooler(model)
-    return model, tokenizer
 
 
 def _check_hub_reachable(reference: str, timeout: float = 3.0) -> None:

@@ -300,7 +300,7 @@ class MultiTaskModel(nn.Module):
 
     # -------------------------------------------------------------- save/load
     def config_dict(self, tasks: Sequence[str] | None = None) -> dict[str, Any]:
-        import transformers
+        from importlib.metadata import version
 
         names = list(self.tasks) if tasks is None else list(tasks)
         config = {
@@ -313,7 +313,7 @@ class MultiTaskModel(nn.Module):
             "embedding_dim": self.encoder.dim,
             # unset (None) keys left out: a model that uses no newer setting stays readable by older releases
             "tasks": {name: self.tasks[name].model_dump(exclude_none=True) for name in names},
-            "versions": {"mtst": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+            "versions": {"mtst": __version__, "torch": torch.__version__, "transformers": version("transformers")},
         }
         if self.lora is not None:
             config["lora"] = self.lora
@@ -385,9 +385,8 @@ class MultiTaskModel(nn.Module):
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskModel:
         """Load a directory written by :meth:`save`; weights from safetensors only."""
-        from transformers import AutoTokenizer
-
         from mtst.modeling.bert import NativeBert, settings_of
+        from mtst.modeling.tokenizer import load_tokenizer
 
         path = resolve_model_dir(directory)
         config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))  # resolve_model_dir parsed it
@@ -404,7 +403,7 @@ class MultiTaskModel(nn.Module):
         lora = config.get("lora")
         try:
             tasks = {name: HeadSpec(**spec) for name, spec in config["tasks"].items()}
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tokenizer = load_tokenizer(path)
             if lora:
                 backbone = _lora_base(config["backbone"], path)
             elif (native := settings_of(path / BACKBONE_CONFIG_DIR)) is not None:
