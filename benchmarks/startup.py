@@ -1,8 +1,9 @@
-"""Start-up: a fresh process to its first embedding, BERT built natively against through transformers.
+"""Start-up: a fresh process to its first embedding, BERT loaded without transformers against through it.
 
 Every mtst command starts this way (train, predict, encode, serve, each run of ``mtst compare``), so its
 fixed cost is paid once per command. Child processes alternate between ``MTST_NATIVE_BERT=1`` (the
-default: :mod:`mtst.modeling.bert`) and ``0`` (transformers' ``AutoModel``) so that machine noise hits
+default: :mod:`mtst.modeling.bert` and :mod:`mtst.modeling.tokenizer`) and ``0`` (transformers' ``AutoModel``
+and ``AutoTokenizer``) so that machine noise hits
 both alike; each reports its phases (imports, the backbone's load, the first encoding). Prints medians
 and the native/transformers ratio of the whole process.
 
