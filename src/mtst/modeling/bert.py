@@ -183,10 +183,13 @@ class BertSelfAttention(nn.Module):
         return out.transpose(1, 2).reshape(*hidden.shape[:-1], -1).contiguous()
 
 
-class BertSelfOutput(nn.Module):
-    def __init__(self, config: BertSettings) -> None:
+class BertResidualOutput(nn.Module):
+    """A projection back to the hidden size, dropout, then LayerNorm over it plus the residual: BERT's
+    ``attention.output`` (from the hidden size) and ``output`` (from the intermediate size)."""
+
+    def __init__(self, config: BertSettings, in_features: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -198,7 +201,7 @@ class BertAttention(nn.Module):
     def __init__(self, config: BertSettings) -> None:
         super().__init__()
         self.self = BertSelfAttention(config)
-        self.output = BertSelfOutput(config)
+        self.output = BertResidualOutput(config, config.hidden_size)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.output(self.self(hidden, mask), hidden)
@@ -213,23 +216,12 @@ class BertIntermediate(nn.Module):
         return F.gelu(self.dense(hidden))
 
 
-class BertOutput(nn.Module):
-    def __init__(self, config: BertSettings) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
-
-
 class BertLayer(nn.Module):
     def __init__(self, config: BertSettings) -> None:
         super().__init__()
         self.attention = BertAttention(config)
         self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
+        self.output = BertResidualOutput(config, config.intermediate_size)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """One layer; ``attention_mask`` as :func:`sdpa_mask` gives it (or an additive float mask)."""
@@ -246,12 +238,13 @@ class BertEncoder(nn.Module):
 class NativeBert(nn.Module):
     """transformers' ``BertModel`` (no pooler, SDPA attention) under the same names and call."""
 
-    def __init__(self, config: BertSettings) -> None:
+    def __init__(self, config: BertSettings, init: bool = True) -> None:
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
-        self.apply(self._init_weights)
+        if init:
+            self.apply(self._init_weights)
 
     @classmethod
     def to_load(cls, config: BertSettings) -> NativeBert:
@@ -259,7 +252,7 @@ class NativeBert(nn.Module):
         generator (as transformers' ``from_pretrained`` does): loading a model mid-run must not change
         the dropout masks and initialisations that follow, or a resumed run would not repeat itself."""
         with torch.random.fork_rng(devices=[]):
-            return cls(config)
+            return cls(config, init=False)  # torch's own initialisation only: every weight is overwritten
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
