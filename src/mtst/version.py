@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-DEPENDENCIES = ("torch", "transformers", "peft", "accelerate", "sentence-transformers")
+DEPENDENCIES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "sentence-transformers")
 """The libraries whose releases change what mtst computes: named in ``mtst --version`` and by CI."""
 
 
