@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -97,3 +99,13 @@ def read_safetensors(
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path}: {what} file is damaged or not safetensors ({reason})") from None
     return tensors, metadata
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None where the file is missing, unreadable or holds anything else (callers
+    that can go on without it: a progress record not written yet, a model file another loader reads)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mtst.errors import MtstError
-from mtst.fileio import atomic_write_text
+from mtst.fileio import atomic_write_text, read_json_object
 
 PROGRESS_FILE_ENV = "MTST_PROGRESS_FILE"  # where a child run (of ``mtst compare``) reports its progress
 
@@ -68,11 +68,7 @@ def progress_bar(console: Any, disable: bool, *extra: str) -> Progress:
 
 def read_progress(path: Path) -> dict[str, Any] | None:
     """What :class:`ReportingProgress` last wrote (None before it wrote anything)."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_object(path)
 
 
 METRIC_COLUMNS: tuple[tuple[str, str, bool], ...] = (

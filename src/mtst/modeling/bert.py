@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtst.fileio import read_json_object, read_safetensors
+
 logger = logging.getLogger(__name__)
 
 ENV_SWITCH = "MTST_NATIVE_BERT"  # "0": every backbone loads through transformers
@@ -58,8 +60,6 @@ class BertSettings:
     attention_probs_dropout_prob: float = 0.1
     pad_token_id: int | None = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    model_type = "bert"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BertSettings | None:
@@ -294,11 +294,8 @@ def settings_of(directory: Path) -> BertSettings | None:
     """The native settings of a model directory's ``config.json``, or None (not covered, unreadable, switched off)."""
     if not enabled():
         return None
-    try:
-        raw = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return BertSettings.from_dict(raw) if isinstance(raw, dict) else None
+    raw = read_json_object(directory / CONFIG_FILE)
+    return BertSettings.from_dict(raw) if raw is not None else None
 
 
 def checkpoint_name(name: str) -> str | None:
@@ -315,25 +312,23 @@ def checkpoint_name(name: str) -> str | None:
 def load_native(directory: str | Path) -> NativeBert | None:
     """The BERT encoder in ``directory`` (config.json and safetensors weights), or None where this module
     does not cover its configuration or its weights do not map one to one (transformers loads it then)."""
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     config = settings_of(directory)
     if config is None:
         return None
     index = directory / WEIGHTS_INDEX
     if index.exists():
-        try:
-            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, json.JSONDecodeError, KeyError, AttributeError):
+        weight_map = (read_json_object(index) or {}).get("weight_map")
+        if not isinstance(weight_map, dict):
             return None
+        files = sorted({str(f) for f in weight_map.values()})
     elif (directory / WEIGHTS_FILE).exists():
         files = [WEIGHTS_FILE]
     else:
         return None
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        for key, value in load_file(str(directory / file)).items():
+        for key, value in read_safetensors(directory / file, "backbone weights")[0].items():
             name = checkpoint_name(key)
             if name is not None:
                 state[name] = value

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mtst.fileio import read_json_object
 from mtst.modeling.bert import enabled
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ class WordPieceTokenizer:
 
     def __init__(self, tokenizer: Any, config: dict[str, Any], files: dict[str, bytes]) -> None:
         self.backend = tokenizer
-        self.config = config
         self.files = files  # the files it was read from, written back as they were by save_pretrained
         self.model_max_length = int(config.get("model_max_length") or NO_LIMIT)
         ids = {role: tokenizer.token_to_id(str(config[role])) for role in SPECIAL_ROLES if config.get(role)}
@@ -131,14 +131,6 @@ class WordPieceTokenizer:
             (out / name).write_bytes(content)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _agrees(spec: dict[str, Any], config: dict[str, Any]) -> bool:
     """Whether ``tokenizer.json`` is a plain BERT WordPiece tokenizer doing what ``tokenizer_config.json``
     asks (where they differ, transformers rebuilds parts of it: leave that to transformers)."""
@@ -182,10 +174,16 @@ def wordpiece_tokenizer(directory: str | Path) -> WordPieceTokenizer | None:
     directory = Path(directory)
     if not enabled() or not (directory / TOKENIZER_FILE).is_file():
         return None
-    spec, config = _read_json(directory / TOKENIZER_FILE), _read_json(directory / CONFIG_FILE)
-    if spec is None or config is None:
+    files = {name: (directory / name).read_bytes() for name in SAVED_FILES if (directory / name).is_file()}
+    try:  # the file is read once: parsed here for the checks, handed to the library as text, saved as bytes
+        text = files[TOKENIZER_FILE].decode("utf-8")
+        spec = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
         return None
-    specials = _read_json(directory / SPECIAL_FILE) or {}
+    config = read_json_object(directory / CONFIG_FILE)
+    if not isinstance(spec, dict) or config is None:
+        return None
+    specials = read_json_object(directory / SPECIAL_FILE) or {}
     config = {**{k: v for k, v in specials.items() if isinstance(v, str)}, **config}
     config = {k: (v.get("content") if isinstance(v, dict) and k in SPECIAL_ROLES else v) for k, v in config.items()}
     if not _agrees(spec, config):
@@ -194,13 +192,12 @@ def wordpiece_tokenizer(directory: str | Path) -> WordPieceTokenizer | None:
     from tokenizers import Tokenizer
 
     try:
-        backend = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        backend = Tokenizer.from_str(text)
     except Exception as exc:  # the library's own error for a file it cannot read: let transformers say it
         logger.debug("tokenizers cannot read %s: %s", directory / TOKENIZER_FILE, exc)
         return None
     if any(config.get(role) and backend.token_to_id(str(config[role])) is None for role in SPECIAL_ROLES):
         return None
-    files = {name: (directory / name).read_bytes() for name in SAVED_FILES if (directory / name).is_file()}
     return WordPieceTokenizer(backend, config, files)
 
 
