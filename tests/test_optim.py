@@ -112,3 +112,48 @@ def test_adamw_is_fused_on_the_cpu_and_steps_as_the_default_kernel() -> None:
     for a, b, s in zip(weights, copies, start, strict=True):
         assert not torch.equal(a, s)  # it stepped
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def _step_both(light: object, reference: torch.optim.Optimizer, pairs: list, grads: list, lrs: list) -> None:
+    """Step two optimizers over copies of the same weights with the same gradients and per-step LRs; the
+    second weight has no gradient on the second step (an optimizer skips it, as a frozen one is)."""
+    for step, lr in enumerate(lrs):
+        for opt, side in ((light, 0), (reference, 1)):
+            for group in opt.param_groups:
+                group["lr"] = lr
+            for i, (pair, g) in enumerate(zip(pairs, grads, strict=True)):
+                pair[side].grad = None if (step == 1 and i == 1) else g * (step + 1)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+
+def test_light_adamw_steps_as_torch_fused_adamw_bit_for_bit() -> None:
+    from mtst.training.optim import LightAdamW, light_adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4), torch.randn(4), torch.randn(3, 3)]
+    pairs = [(w.clone().requires_grad_(True), w.clone().requires_grad_(True)) for w in weights]
+    grads = [torch.randn_like(w) for w in weights]
+    light = light_adamw([a for a, _ in pairs], lr=1e-2, weight_decay=0.01)
+    assert isinstance(light, LightAdamW) and light.fused
+    reference = torch.optim.AdamW([b for _, b in pairs], lr=1e-2, weight_decay=0.01, fused=True)
+    _step_both(light, reference, pairs, grads, [1e-2, 5e-3, 2e-2, 1e-3])
+    for (a, b), w in zip(pairs, weights, strict=True):
+        assert not torch.equal(a.detach(), w)  # it stepped
+        assert torch.equal(a.detach(), b.detach())
+        assert a.grad is None
+    theirs = reference.state[pairs[0][1]]
+    for a, key in zip(light.state[pairs[0][0]], ("exp_avg", "exp_avg_sq", "step"), strict=True):
+        assert torch.equal(a, theirs[key])  # the moments and the step count too
+
+
+def test_light_adamw_falls_back_to_torch_adamw_without_the_functional_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtst.training import optim
+
+    assert optim.functional_adamw_available()
+    monkeypatch.setattr(optim, "_adamw_update", None)
+    assert not optim.functional_adamw_available()
+    fallback = optim.light_adamw([torch.zeros(2, requires_grad=True)], lr=1e-3)
+    assert isinstance(fallback, torch.optim.AdamW) and fallback.defaults["fused"]
+    monkeypatch.setattr(optim, "_adamw_update", lambda params, lr: None)  # a signature it cannot call
+    assert not optim.functional_adamw_available()

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtst.modeling.lbfgs import minimise
+
 C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
 PREFERRED_C = 1.0
 CV_MARGIN = 0.02  # held-out accuracy a strength must gain over the preferred one to be chosen
@@ -56,17 +58,7 @@ def _fit(
 
 def _minimise(params: list[torch.Tensor], objective: Callable[[], torch.Tensor], max_iter: int = 500) -> None:
     """Run L-BFGS (strong Wolfe line search) on a smooth convex ``objective`` of ``params``, in place."""
-    opt = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = objective()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    minimise(params, objective, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10)
 
 
 def _folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
