@@ -194,16 +194,16 @@ def test_the_stage_draws_same_label_sentences_together(nodrop: Path, tiny_data: 
     before = _separation(loop.model.encoder, train.texts, labels)
     frozen_before = {n: p.detach().clone() for n, p in loop.model.named_parameters() if "embeddings" in n}
     made = []
-    real = contrastive.light_adamw
+    real = contrastive.adamw
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         made.append(real(*args, **kwargs))
         return made[-1]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(contrastive, "light_adamw", spy)
+        mp.setattr(contrastive, "adamw", spy)
         loop.fit()
-    assert len(made) == 1 and isinstance(made[0], LightAdamW) and made[0].fused  # torch's fused kernel on the CPU
+    assert len(made) == 1 and isinstance(made[0], LightAdamW) and made[0].defaults["fused"]  # on the CPU: fused
     assert len(loop.contrastive_losses) == 2 * 16  # 16 steps per task
     assert all(np.isfinite(loop.contrastive_losses))
     saved = MultiTaskModel.load(tmp_path / "run" / "model")
@@ -213,14 +213,23 @@ def test_the_stage_draws_same_label_sentences_together(nodrop: Path, tiny_data: 
             assert torch.equal(p, frozen_before[name]), name
 
 
-def test_a_few_shot_run_does_not_import_torch_dynamo(nodrop: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
-    """The default few-shot run (contrastive stage, then logistic heads) builds no ``torch.optim.Optimizer``,
-    whose first use imports ``torch._dynamo``: 1.7 s of a 20 s run on two cores."""
+@pytest.mark.parametrize(
+    "training",
+    [{}, {"strategy": "full", "max_steps": 2, "contrastive": {"enabled": False}}],
+    ids=["stage-then-logistic-heads", "full"],
+)
+def test_a_training_run_does_not_import_torch_dynamo(
+    training: dict, nodrop: Path, tiny_data: dict[str, str], tmp_path: Path
+) -> None:
+    """Neither the default few-shot run (contrastive stage, then logistic heads) nor a run of optimizer steps
+    builds a ``torch.optim.Optimizer``, whose first use imports ``torch._dynamo``: 1.7 s of a 20 s run on two
+    cores."""
+    raw = _raw(nodrop, tiny_data, tmp_path / "run", **training)
     code = (
         "import sys, json\n"
         "from mtst.config import validate_config\n"
         "from mtst.training.trainer import train\n"
-        f"config = validate_config(json.loads({json.dumps(json.dumps(_raw(nodrop, tiny_data, tmp_path / 'run')))}))\n"
+        f"config = validate_config(json.loads({json.dumps(json.dumps(raw))}))\n"
         "train(config, show_progress=False)\n"
         "print('torch._dynamo' in sys.modules)\n"
     )

@@ -128,14 +128,14 @@ def _step_both(light: object, reference: torch.optim.Optimizer, pairs: list, gra
 
 
 def test_light_adamw_steps_as_torch_fused_adamw_bit_for_bit() -> None:
-    from mtst.training.optim import LightAdamW, light_adamw
+    from mtst.training.optim import LightAdamW, adamw
 
     torch.manual_seed(0)
     weights = [torch.randn(8, 4), torch.randn(4), torch.randn(3, 3)]
     pairs = [(w.clone().requires_grad_(True), w.clone().requires_grad_(True)) for w in weights]
     grads = [torch.randn_like(w) for w in weights]
-    light = light_adamw([a for a, _ in pairs], lr=1e-2, weight_decay=0.01)
-    assert isinstance(light, LightAdamW) and light.fused
+    light = adamw([a for a, _ in pairs], lr=1e-2, weight_decay=0.01)
+    assert isinstance(light, LightAdamW) and light.defaults["fused"]
     reference = torch.optim.AdamW([b for _, b in pairs], lr=1e-2, weight_decay=0.01, fused=True)
     _step_both(light, reference, pairs, grads, [1e-2, 5e-3, 2e-2, 1e-3])
     for (a, b), w in zip(pairs, weights, strict=True):
@@ -143,17 +143,81 @@ def test_light_adamw_steps_as_torch_fused_adamw_bit_for_bit() -> None:
         assert torch.equal(a.detach(), b.detach())
         assert a.grad is None
     theirs = reference.state[pairs[0][1]]
-    for a, key in zip(light.state[pairs[0][0]], ("exp_avg", "exp_avg_sq", "step"), strict=True):
-        assert torch.equal(a, theirs[key])  # the moments and the step count too
+    ours = light.state[pairs[0][0]]
+    assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in theirs)  # moments, step
 
 
-def test_light_adamw_falls_back_to_torch_adamw_without_the_functional_api(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adamw_falls_back_to_torch_adamw_without_the_functional_api(monkeypatch: pytest.MonkeyPatch) -> None:
     from mtst.training import optim
 
     assert optim.functional_adamw_available()
     monkeypatch.setattr(optim, "_adamw_update", None)
     assert not optim.functional_adamw_available()
-    fallback = optim.light_adamw([torch.zeros(2, requires_grad=True)], lr=1e-3)
+    fallback = optim.adamw([torch.zeros(2, requires_grad=True)], lr=1e-3)
     assert isinstance(fallback, torch.optim.AdamW) and fallback.defaults["fused"]
     monkeypatch.setattr(optim, "_adamw_update", lambda params, lr: None)  # a signature it cannot call
     assert not optim.functional_adamw_available()
+
+
+def _groups(weights: list[torch.Tensor]) -> list[dict]:
+    """Two param groups with the extra keys build_optimizer and GroupScheduler add."""
+    return [
+        {"params": weights[:2], "lr": 1e-2, "weight_decay": 0.01, "group": "layers.0", "names": ["a", "b"]},
+        {"params": weights[2:], "lr": 1e-3, "weight_decay": 0.0, "group": "head", "names": ["c"], "base_lr": 1e-3},
+    ]
+
+
+def _train(opt: object, weights: list[torch.Tensor], grads: list[torch.Tensor], steps: range) -> None:
+    for step in steps:
+        for w, g in zip(weights, grads, strict=True):
+            w.grad = g * (step + 1)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("first", ["light", "torch"])
+def test_light_adamw_state_dicts_are_torch_adamw_state_dicts(first: str) -> None:
+    """A checkpoint written with either optimizer resumes in the other (runs written before LightAdamW resume),
+    and the resumed steps are the steps an uninterrupted run takes."""
+    from mtst.training.optim import LightAdamW
+
+    torch.manual_seed(1)
+    start = [torch.randn(6, 3), torch.randn(3), torch.randn(2, 6)]
+    grads = [torch.randn_like(w) for w in start]
+
+    def make(kind: str) -> tuple[object, list[torch.Tensor]]:
+        weights = [w.clone().requires_grad_(True) for w in start]
+        if kind == "light":
+            return LightAdamW(_groups(weights), lr=1e-2, fused=True), weights
+        return torch.optim.AdamW(_groups(weights), lr=1e-2, fused=True), weights
+
+    straight, straight_w = make("torch")
+    _train(straight, straight_w, grads, range(5))
+    before, before_w = make(first)
+    _train(before, before_w, grads, range(3))
+    saved = before.state_dict()
+    reference = make("torch")[0]
+    _train(reference, make("torch")[1], grads, range(0))  # an empty torch state dict's layout, for comparison
+    after, after_w = make("torch" if first == "light" else "light")
+    with torch.no_grad():
+        for w, b in zip(after_w, before_w, strict=True):
+            w.copy_(b)
+    after.load_state_dict(saved)
+    assert [g["names"] for g in after.param_groups] == [["a", "b"], ["c"]]  # the extra keys come back
+    assert after.param_groups[0]["params"][0] is after_w[0]
+    _train(after, after_w, grads, range(3, 5))
+    for a, b in zip(after_w, straight_w, strict=True):
+        assert torch.equal(a.detach(), b.detach())
+    ours, theirs = LightAdamW(_groups(start), lr=1e-2, fused=True).state_dict(), reference.state_dict()
+    assert ours["param_groups"] == theirs["param_groups"]  # the same layout, key for key
+
+
+def test_light_adamw_refuses_a_state_of_other_groups() -> None:
+    from mtst.training.optim import LightAdamW
+
+    opt = LightAdamW([torch.zeros(2, requires_grad=True)], lr=1e-3)
+    other = LightAdamW([torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True)], lr=1e-3)
+    with pytest.raises(ValueError, match="other parameter groups"):
+        opt.load_state_dict(other.state_dict())
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        opt.add_param_group({"params": opt.param_groups[0]["params"]})

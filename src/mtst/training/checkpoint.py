@@ -62,7 +62,7 @@ def _fingerprint(model: nn.Module, trainable: set[str] | None) -> float | None:
 def save_checkpoint(
     run_dir: Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Any,
     scheduler_state: dict[str, Any],
     trainer_state: dict[str, Any],
     trainable: set[str] | None = None,
@@ -99,7 +99,7 @@ def _read_json(path: Path) -> Any:
         raise MtstError(f"{path}: checkpoint file is damaged ({exc})") from None
 
 
-def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: Any) -> dict[str, Any]:
     """Restore model, optimizer and RNG in place; return the trainer state.
 
     Every file is read and checked before anything is restored, so a damaged

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
 from mtst.training.freezing import apply_trainable, set_train_mode, trainable_names
-from mtst.training.optim import light_adamw, schedule_factor
+from mtst.training.optim import adamw, schedule_factor
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -178,7 +178,7 @@ def run_contrastive(
     apply_trainable(model, groups)
     names = trainable_names((n for n, _ in model.named_parameters()), groups)
     params = [p for n, p in model.named_parameters() if n in names]
-    optimizer = light_adamw(params, lr=plan.lr, weight_decay=0.0)
+    optimizer = adamw(params, lr=plan.lr, weight_decay=0.0)
     cache.refresh(groups)
     prefix = cache.mode == "prefix"  # the prefix cache feeds the stage: its rows are never packed
     pack = model.encoder.pack_kind() if plan.packing and not prefix else None
