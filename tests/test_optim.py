@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import pytest
@@ -175,10 +176,12 @@ def _train(opt: object, weights: list[torch.Tensor], grads: list[torch.Tensor], 
         opt.zero_grad(set_to_none=True)
 
 
+@pytest.mark.parametrize("fused", [True, None], ids=["fused", "per-tensor"])  # None: torch's choice off the CPU
 @pytest.mark.parametrize("first", ["light", "torch"])
-def test_light_adamw_state_dicts_are_torch_adamw_state_dicts(first: str) -> None:
+def test_light_adamw_state_dicts_are_torch_adamw_state_dicts(first: str, fused: bool | None) -> None:
     """A checkpoint written with either optimizer resumes in the other (runs written before LightAdamW resume),
     and the resumed steps are the steps an uninterrupted run takes."""
+    from mtst.training.checkpoint import _flatten_optimizer, _unflatten_optimizer
     from mtst.training.optim import LightAdamW
 
     torch.manual_seed(1)
@@ -188,16 +191,16 @@ def test_light_adamw_state_dicts_are_torch_adamw_state_dicts(first: str) -> None
     def make(kind: str) -> tuple[object, list[torch.Tensor]]:
         weights = [w.clone().requires_grad_(True) for w in start]
         if kind == "light":
-            return LightAdamW(_groups(weights), lr=1e-2, fused=True), weights
-        return torch.optim.AdamW(_groups(weights), lr=1e-2, fused=True), weights
+            return LightAdamW(_groups(weights), lr=1e-2, fused=fused), weights
+        return torch.optim.AdamW(_groups(weights), lr=1e-2, fused=fused), weights
 
     straight, straight_w = make("torch")
     _train(straight, straight_w, grads, range(5))
     before, before_w = make(first)
     _train(before, before_w, grads, range(3))
-    saved = before.state_dict()
-    reference = make("torch")[0]
-    _train(reference, make("torch")[1], grads, range(0))  # an empty torch state dict's layout, for comparison
+    tensors, meta = _flatten_optimizer(before.state_dict())  # through a checkpoint's files, JSON and all
+    saved = _unflatten_optimizer({k: v.clone() for k, v in tensors.items()}, json.loads(json.dumps(meta)))
+    reference = make("torch")[0]  # an unstepped torch optimizer's layout, for comparison
     after, after_w = make("torch" if first == "light" else "light")
     with torch.no_grad():
         for w, b in zip(after_w, before_w, strict=True):
@@ -208,7 +211,7 @@ def test_light_adamw_state_dicts_are_torch_adamw_state_dicts(first: str) -> None
     _train(after, after_w, grads, range(3, 5))
     for a, b in zip(after_w, straight_w, strict=True):
         assert torch.equal(a.detach(), b.detach())
-    ours, theirs = LightAdamW(_groups(start), lr=1e-2, fused=True).state_dict(), reference.state_dict()
+    ours, theirs = LightAdamW(_groups(start), lr=1e-2, fused=fused).state_dict(), reference.state_dict()
     assert ours["param_groups"] == theirs["param_groups"]  # the same layout, key for key
 
 

@@ -9,6 +9,7 @@ groups unfrozen later (gradual unfreezing) a warm-up of their own.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -250,8 +251,9 @@ class LightAdamW:
                 for name, v in values.items()
             }
         self.state = state
-        self.param_groups = [
-            {**old, "params": group["params"]} for old, group in zip(saved, self.param_groups, strict=True)
+        self.param_groups = [  # the saved settings, copied (as torch copies them), over this optimizer's tensors
+            {**copy.deepcopy({k: v for k, v in old.items() if k != "params"}), "params": group["params"]}
+            for old, group in zip(saved, self.param_groups, strict=True)
         ]
 
 
