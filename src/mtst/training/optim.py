@@ -1,10 +1,11 @@
-"""Parameter groups and learning-rate schedules.
+"""Parameter groups, the optimizer and learning-rate schedules.
 
 ``plan_param_groups`` is a pure function of parameter names: it gives each
 one its group, learning rate and weight decay (layer-wise decay, a separate
 head LR, no decay on biases and norms), so the plan is testable without a
 model. :class:`GroupScheduler` applies warm-up and decay per group, and gives
-groups unfrozen later (gradual unfreezing) a warm-up of their own.
+groups unfrozen later (gradual unfreezing) a warm-up of their own. :func:`adamw` builds the optimizer every
+run steps with (:class:`LightAdamW`: torch's AdamW update without a ``torch.optim.Optimizer``).
 """
 
 from __future__ import annotations
