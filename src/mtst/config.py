@@ -210,6 +210,11 @@ class ContrastiveSection(_Section):
     ``packing``: a batch's rows, drawn for their classes and so of mixed lengths, run end to end in
     packed rows (``mtst.modeling.packing``) where the backbone gives the same outputs so; else in
     length-sorted padded sub-batches.
+    ``check``: where the run has a validation split and fits its heads by logistic regression
+    (``frozen``, the recipe's route after the stage), heads are also fitted on the encoder before
+    the stage and the stage is undone where that encoder scores higher on validation in at least
+    90% of paired bootstrap resamples (``mtst.training.stagecheck``; one more encoding pass of the
+    training and validation rows).
     """
 
     enabled: bool | None = None
@@ -224,6 +229,7 @@ class ContrastiveSection(_Section):
     temperature: float = Field(default=0.1, gt=0)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     packing: bool = True
+    check: bool = True
 
 
 class KeepSection(_Section):

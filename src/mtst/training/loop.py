@@ -52,6 +52,7 @@ from mtst.training.result import TrainResult, stages_run, summary
 from mtst.training.rundir import peak_rss_mb
 from mtst.training.scoring import score_test, score_validation
 from mtst.training.selection import judge
+from mtst.training.stagecheck import Baseline, StageVerdict, fit_baseline, judge_stage, stage_checked
 from mtst.training.start import starting_model
 from mtst.training.thresholds import tune, tuned_tasks
 
@@ -162,6 +163,8 @@ class TrainingLoop:
         self.lock: RunLock | None = None  # the run directory's, released when fit() ends
         self.best_heads: dict[str, torch.Tensor] | None = None  # the best model's heads, while the backbone is fixed
         self.contrastive_losses: list[float] = []  # the contrastive stage's loss at each of its steps
+        self.baseline: Baseline | None = None  # heads on the encoder before the stage (contrastive.check)
+        self.stage_verdict: StageVerdict | None = None
         self.targets: StartTargets | None = None  # the starting model's outputs (where the backbone moves)
         self.keep_texts: KeepTexts | None = None  # and on training.keep.texts, where given
         self._params_key: frozenset[str] | None = None
@@ -289,8 +292,12 @@ class TrainingLoop:
         return term if extra is None else extra if term is None else term + extra
 
     def contrastive_stage(self) -> list[float]:
-        """The contrastive stage (:func:`run_contrastive`), then the supervised plan's trainable set and cache."""
+        """The contrastive stage (:func:`run_contrastive`), then the supervised plan's trainable set and cache;
+        where the stage is checked, heads are first fitted on the encoder before it (:mod:`.stagecheck`)."""
         inputs = self.inputs
+        if stage_checked(self.inputs, self.plan, self.world, self.resumed):
+            self.refresh_cache()  # the pooled cache of the encoder before the stage
+            self.baseline = fit_baseline(self.model, self.inputs, self.plan.closed_form_heads)
         progress = progress_bar(self.console, not self.show_progress, "loss {task.fields[loss]}")
         losses = run_contrastive(
             self.model,
@@ -308,13 +315,31 @@ class TrainingLoop:
         return losses
 
     def closed_form_heads(self) -> None:
-        """``frozen``: the heads fitted once (:func:`fit_closed_form`), scored, and the model kept."""
+        """``frozen``: the heads fitted once (:func:`fit_closed_form`), scored, and the model kept (or, where
+        the contrastive stage was checked and lost, the model before it)."""
         tc, train = self.tc, self.inputs.data.splits["train"]
         emb = self.inputs.cache.train_embeddings()
         fit_closed_form(self.model, train, tc.seed, emb, tc.eval_batch_size, self.plan.closed_form_heads)
         self.evaluate([])
+        if self.baseline is not None:
+            self.check_stage(self.baseline)
         if "validation" not in self.inputs.data.splits:
             self.save_model()
+
+    def check_stage(self, baseline: Baseline) -> None:
+        """Keep the tuned model, or put the one before the stage back where it scored higher on validation."""
+        st = self.state
+        verdict = judge_stage(baseline, self.model, self.inputs)
+        self.baseline, self.stage_verdict = None, verdict  # the copy of the encoder is freed
+        self.console.print(verdict.describe(), markup=False)
+        if verdict.kept:
+            return
+        self.inputs.cache.invalidate()  # it holds the tuned encoder's embeddings
+        st.best = verdict.before
+        entry = {"step": st.global_step, "epoch": 0.0, "validation": baseline.figures, "stage_undone": True}
+        st.history.append(entry)
+        self.run_dir.write_history(st.history)
+        self.save_model()
 
     def warm_start_heads(self) -> None:
         """Linear heads start at the logistic-regression optimum for the encoder as it stands
@@ -438,9 +463,13 @@ class TrainingLoop:
                 best_model=best if reload else None,
             )
         kept = self.retention(best) if self.run_dir.is_main else {}
-        validation = next((e["validation"] for e in st.history if e["step"] == st.best_step and "validation" in e), {})
+        chosen = (e["validation"] for e in reversed(st.history) if e["step"] == st.best_step and "validation" in e)
+        validation = next(chosen, {})  # the last: an undone contrastive stage adds an entry at the same step
         phases = self.plan.phases(self.resumed)
         stages = stages_run(phases, len(self.contrastive_losses), st.global_step, st.stopped_early, self.resumed_at)
+        check = self.stage_verdict.as_record() if self.stage_verdict is not None else None
+        if check is not None and not check["kept"]:
+            stages = (*stages, "stage undone (validation)")
         result = TrainResult(
             self.run_dir.path,
             test,
@@ -453,6 +482,7 @@ class TrainingLoop:
             tc.strategy,
             stages,
             kept,
+            check,
         )
         precision = precision_name(self.accelerator.mixed_precision)
         record = summary(
@@ -466,6 +496,7 @@ class TrainingLoop:
             test=summary_metrics(test, inputs.aux_tasks) if test else {},
             test_detail=test,
             retention=kept,
+            **({"stage_check": check} if check is not None else {}),
         )
         self.run_dir.write_summary(record)
         logger.info("finished: %s", json.dumps(record["test"]))

@@ -20,6 +20,7 @@ class TrainResult:
     strategy: str = ""  # the strategy that ran (``auto`` resolved)
     stages: tuple[str, ...] = ()  # what ran, in words: "contrastive stage 200 steps", "logistic heads", ...
     retention: dict[str, Any] = field(default_factory=dict)  # what the model kept of its start (training.keep)
+    stage_check: dict[str, Any] | None = None  # the contrastive stage against the encoder before it (validation)
 
 
 def stages_run(

@@ -1,0 +1,204 @@
+"""Did the contrastive stage help? Heads on the encoder before it, scored beside the tuned ones on validation.
+
+The stage lifts most data a long way (TREC 8/class: 51 to 76 beside logistic heads on the pretrained
+encoder), but on data whose classes the pretrained encoder already separates it can cost a point. The
+training rows cannot tell: the stage has seen them, so any score on them flatters the tuned encoder.
+A validation split can. Where a run has one and fits its heads by logistic regression (``frozen``,
+what the ``auto`` recipe runs after the stage), heads are first fitted on the encoder as it is, at
+the cost of one encoding pass of the training and validation rows and a fit of seconds; after the
+stage the two are compared on validation, on the run's selection metric, and the stage is undone
+only where the encoder before it scores higher in at least ``CONFIDENCE`` of paired bootstrap
+resamples of the validation rows. A difference inside the noise keeps the stage, which is ahead on
+average (``benchmarks/README.md`` "Small data").
+
+The comparison is a pure function of two sets of predictions (:func:`bootstrap_share`), tested
+without a model; :func:`fit_baseline` and :func:`judge_stage` are its two moments in a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from mtst.data import Split
+from mtst.evaluate import score_split, summary_metrics
+from mtst.modeling import tasktypes
+from mtst.training.headfit import fit_closed_form
+from mtst.training.selection import TIE
+
+if TYPE_CHECKING:
+    from mtst.modeling.model import MultiTaskModel
+    from mtst.training.plan import TrainingPlan
+    from mtst.training.trainer import RunInputs
+
+logger = logging.getLogger("mtst")
+
+RESAMPLES = 1000  # paired bootstrap resamples of the validation rows
+# The share of resamples in which the encoder before the stage must score higher for the stage to be
+# undone: the stage is ahead on most data, so a run leaves it only on evidence, not on a coin flip.
+CONFIDENCE = 0.9
+
+
+@dataclass
+class Baseline:
+    """The encoder before the stage, its fitted heads, and their predictions on the validation rows."""
+
+    backbone: dict[str, torch.Tensor]
+    heads: dict[str, torch.Tensor]
+    predictions: dict[str, np.ndarray]
+    figures: dict[str, float]  # summary_metrics of the predictions
+
+
+@dataclass(frozen=True)
+class StageVerdict:
+    """The check's outcome: the selection metric before and after the stage on validation, the share of
+    resamples where it was higher before, and whether the stage was kept."""
+
+    metric: str
+    before: float
+    after: float
+    share_before_higher: float
+    rows: int
+    kept: bool
+
+    def describe(self) -> str:
+        what = "kept" if self.kept else "undone: the encoder before it is the run's encoder"
+        return (
+            f"contrastive stage check on {self.rows} validation rows ({self.metric}): before the stage "
+            f"{100 * self.before:.1f}, after {100 * self.after:.1f}, higher before in "
+            f"{100 * self.share_before_higher:.0f}% of {RESAMPLES} resamples; the stage is {what}"
+        )
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "before": self.before,
+            "after": self.after,
+            "share_before_higher": self.share_before_higher,
+            "validation_rows": self.rows,
+            "kept": self.kept,
+        }
+
+
+def head_predictions(model: MultiTaskModel, embeddings: torch.Tensor, tasks: Sequence[str]) -> dict[str, np.ndarray]:
+    """The ``tasks``' decisions (class index, 0/1 row or value) from pooled sentence embeddings."""
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        feats = model.forward_heads({"sentence_embedding": embeddings.to(device)}, list(tasks))
+    return {
+        task: tasktypes.decide(model.tasks[task], tasktypes.activate(model.tasks[task], logits).cpu().numpy())
+        for task, logits in feats["logits"].items()
+    }
+
+
+def resample(split: Split, rows: np.ndarray) -> Split:
+    """``split``'s sentence-level rows ``rows`` (repeats allowed) as a split of their own."""
+    texts = [split.texts[i] for i in rows]
+    labels = {task: values[rows] for task, values in split.labels.items()}
+    targets = {task: values[rows] for task, values in split.targets.items()}
+    return Split(split.name, texts, labels, targets=targets)
+
+
+def figures(
+    split: Split, predictions: dict[str, np.ndarray], labels: dict[str, list[str]], auxiliary: Sequence[str]
+) -> dict[str, float]:
+    """The run's flat validation figures (``task/metric`` and the means) of ``predictions``."""
+    return summary_metrics(score_split(split, predictions, labels), auxiliary)
+
+
+def bootstrap_share(
+    split: Split,
+    before: dict[str, np.ndarray],
+    after: dict[str, np.ndarray],
+    labels: dict[str, list[str]],
+    metric: str,
+    auxiliary: Sequence[str] = (),
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> float:
+    """The share of paired bootstrap resamples of ``split``'s rows in which ``before`` scores higher than
+    ``after`` on ``metric`` (both sets of predictions are scored on the same resampled rows)."""
+    rng = np.random.default_rng(seed)
+    n, higher = len(split), 0
+    for _ in range(resamples):
+        rows = rng.integers(0, n, n)
+        sub = resample(split, rows)
+        a = figures(sub, {t: p[rows] for t, p in before.items()}, labels, auxiliary).get(metric)
+        b = figures(sub, {t: p[rows] for t, p in after.items()}, labels, auxiliary).get(metric)
+        higher += a is not None and b is not None and a > b + TIE
+    return higher / resamples if resamples else 0.0
+
+
+def stage_checked(inputs: RunInputs, plan: TrainingPlan, world: int, resumed: bool) -> bool:
+    """Whether a run checks its contrastive stage: ``contrastive.check`` on, a fresh run of one process with
+    a validation split, heads fitted by logistic regression, every prediction task a sentence task."""
+    model = inputs.model
+    return (
+        plan.contrastive is not None
+        and inputs.config.training.contrastive.check
+        and plan.closed_form
+        and world == 1
+        and not resumed
+        and "validation" in inputs.data.splits
+        and all(model.tasks[t].type in tasktypes.SENTENCE_TYPES for t in model.prediction_tasks)
+    )
+
+
+def split_embeddings(model: MultiTaskModel, inputs: RunInputs, split: str) -> torch.Tensor:
+    """A split's pooled embeddings through the encoder as it stands (from the run's cache where it holds them)."""
+    cache = inputs.cache
+    if cache.mode == "pooled":
+        return cache.embeddings(split)
+    texts = inputs.data.splits[split].texts
+    batch_size = inputs.config.training.eval_batch_size
+    return model.encoder.encode(texts, batch_size, normalize=False, convert_to="torch")
+
+
+def _validation_tasks(model: MultiTaskModel, inputs: RunInputs) -> list[str]:
+    return [t for t in model.prediction_tasks if t in inputs.data.splits["validation"].labels]
+
+
+def fit_baseline(model: MultiTaskModel, inputs: RunInputs, fitted: tuple[str, ...]) -> Baseline:
+    """Heads ``fitted`` on the encoder before the stage; its weights, the heads and their validation figures."""
+    tc, data = inputs.config.training, inputs.data
+    train = split_embeddings(model, inputs, "train")
+    fit_closed_form(model, data.splits["train"], tc.seed, train, tc.eval_batch_size, fitted)
+    validation = split_embeddings(model, inputs, "validation")
+    predictions = head_predictions(model, validation, _validation_tasks(model, inputs))
+    return Baseline(
+        backbone={k: v.detach().clone() for k, v in model.encoder.state_dict().items()},
+        heads={k: v.detach().clone() for k, v in model.heads.state_dict().items()},
+        predictions=predictions,
+        figures=figures(data.splits["validation"], predictions, data.labels, inputs.aux_tasks),
+    )
+
+
+def judge_stage(baseline: Baseline, model: MultiTaskModel, inputs: RunInputs) -> StageVerdict:
+    """Compare the tuned model (its heads fitted) with the baseline on validation; where the baseline is
+    higher in at least ``CONFIDENCE`` of the resamples, put its encoder and heads back into ``model``."""
+    tc, data = inputs.config.training, inputs.data
+    validation = data.splits["validation"]
+    after = head_predictions(model, split_embeddings(model, inputs, "validation"), list(baseline.predictions))
+    after_figures = figures(validation, after, data.labels, inputs.aux_tasks)
+    share = bootstrap_share(
+        validation, baseline.predictions, after, data.labels, tc.metric, inputs.aux_tasks, seed=tc.seed
+    )
+    verdict = StageVerdict(
+        tc.metric,
+        float(baseline.figures.get(tc.metric, float("nan"))),
+        float(after_figures.get(tc.metric, float("nan"))),
+        share,
+        len(validation),
+        kept=share < CONFIDENCE,
+    )
+    if not verdict.kept:
+        model.encoder.load_state_dict(baseline.backbone)
+        model.heads.load_state_dict(baseline.heads)
+    logger.info("%s", verdict.describe())
+    return verdict
