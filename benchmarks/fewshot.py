@@ -80,17 +80,24 @@ def body_path() -> str:
 
 
 def run_mtst(
-    train: list[dict], test: list[dict], seed: int, work: Path, overrides: dict, callbacks: Sequence = ()
+    train: list[dict],
+    test: list[dict],
+    seed: int,
+    work: Path,
+    overrides: dict,
+    callbacks: Sequence = (),
+    validation: list[dict] | None = None,
 ) -> tuple[float, float]:
     from mtst.config import validate_config
     from mtst.training.trainer import train as mtst_train
 
-    for name, rows in (("train", train), ("test", test)):
+    splits = {"train": train, "test": test} | ({"validation": validation} if validation is not None else {})
+    for name, rows in splits.items():
         with (work / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
             fh.writelines(json.dumps({"text": r["text"], "label": str(r["label"])}) + "\n" for r in rows)
     raw = {
         "tasks": {"label": {}},
-        "data": {"train": str(work / "train.jsonl"), "test": str(work / "test.jsonl")},
+        "data": {name: str(work / f"{name}.jsonl") for name in splits},
         "training": {"seed": seed, **overrides},
         "output_dir": str(work / "run"),
     }

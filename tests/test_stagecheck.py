@@ -13,9 +13,11 @@ import torch
 
 from mtst.config import validate_config
 from mtst.data import Split
+from mtst.evaluate import summary_metrics
 from mtst.modeling.model import MultiTaskModel
 from mtst.training import loop as loop_module
 from mtst.training import stagecheck
+from mtst.training.scoring import score_validation
 from mtst.training.stagecheck import bootstrap_share, resample
 from mtst.training.trainer import setup_run
 
@@ -101,10 +103,12 @@ def _encoder_state(model: MultiTaskModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
 
 
+@pytest.mark.parametrize("check_rows", [2000, 40], ids=["every-row", "a-sample"])
 def test_a_stage_that_hurts_is_undone(
-    tiny_backbone_dir: Path, data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    check_rows: int, tiny_backbone_dir: Path, data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(loop_module, "run_contrastive", _ruin)
+    monkeypatch.setattr(stagecheck, "CHECK_ROWS", check_rows)
     loop = setup_run(_config(tiny_backbone_dir, data, tmp_path / "run"), show_progress=False)
     before = _encoder_state(loop.model)
     result = loop.fit()
@@ -115,10 +119,15 @@ def test_a_stage_that_hurts_is_undone(
     saved = MultiTaskModel.load(tmp_path / "run" / "model")
     for name, value in saved.encoder.state_dict().items():  # the encoder before the stage, bit for bit
         assert torch.equal(value, before[name]), name
+    assert check["validation_rows"] == min(check_rows, 64)
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["stage_check"] == check
-    assert summary["validation"]["mean_macro_f1"] == pytest.approx(check["before"])
-    assert result.validation["mean_macro_f1"] == pytest.approx(check["before"])
+    assert summary["validation"] == result.validation
+    # The figures of the model kept, on the whole split (scored again where the check compared a sample).
+    rescored = score_validation(saved, loop.inputs, loop.inputs.cache, 64)
+    assert result.validation["mean_macro_f1"] == pytest.approx(summary_metrics(rescored)["mean_macro_f1"])
+    if check_rows >= 64:
+        assert result.validation["mean_macro_f1"] == pytest.approx(check["before"])
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [e.get("stage_undone", False) for e in history] == [False, True]  # the tuned model's, then the one kept
 

@@ -296,7 +296,6 @@ class TrainingLoop:
         where the stage is checked, heads are first fitted on the encoder before it (:mod:`.stagecheck`)."""
         inputs = self.inputs
         if stage_checked(self.inputs, self.plan, self.world, self.resumed):
-            self.refresh_cache()  # the pooled cache of the encoder before the stage
             self.baseline = fit_baseline(self.model, self.inputs, self.plan.closed_form_heads)
         progress = progress_bar(self.console, not self.show_progress, "loss {task.fields[loss]}")
         losses = run_contrastive(
@@ -335,11 +334,16 @@ class TrainingLoop:
         if verdict.kept:
             return
         self.inputs.cache.invalidate()  # it holds the tuned encoder's embeddings
-        st.best = verdict.before
-        entry = {"step": st.global_step, "epoch": 0.0, "validation": baseline.figures, "stage_undone": True}
-        st.history.append(entry)
+        st.best = None  # the model before the stage is the run's, whatever its score
+        if len(baseline.rows) < len(self.inputs.data.splits["validation"]):
+            self.evaluate([])  # the check compared a sample of the rows: the whole split is scored
+        else:
+            entry = {"step": st.global_step, "epoch": 0.0, "validation": baseline.figures}
+            judge(st, baseline.figures[self.tc.metric], None, self.tc.metric)
+            st.history.append(entry)
+            self.save_model()
+        st.history[-1]["stage_undone"] = True
         self.run_dir.write_history(st.history)
-        self.save_model()
 
     def warm_start_heads(self) -> None:
         """Linear heads start at the logistic-regression optimum for the encoder as it stands

@@ -28,6 +28,7 @@ import torch
 from mtst.data import Split
 from mtst.evaluate import score_split, summary_metrics
 from mtst.modeling import tasktypes
+from mtst.training.cache import pooled_embeddings
 from mtst.training.headfit import fit_closed_form
 from mtst.training.selection import TIE
 
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mtst")
 
 RESAMPLES = 1000  # paired bootstrap resamples of the validation rows
+# Validation rows the check compares on (a seeded sample above it): the baseline encodes them once more,
+# and 2,000 rows tell a 2-point loss from noise.
+CHECK_ROWS = 2000
 # The share of resamples in which the encoder before the stage must score higher for the stage to be
 # undone: the stage is ahead on most data, so a run leaves it only on evidence, not on a coin flip.
 CONFIDENCE = 0.9
@@ -50,7 +54,8 @@ class Baseline:
 
     backbone: dict[str, torch.Tensor]
     heads: dict[str, torch.Tensor]
-    predictions: dict[str, np.ndarray]
+    rows: np.ndarray  # the validation rows compared
+    predictions: dict[str, np.ndarray]  # on those rows
     figures: dict[str, float]  # summary_metrics of the predictions
 
 
@@ -150,14 +155,24 @@ def stage_checked(inputs: RunInputs, plan: TrainingPlan, world: int, resumed: bo
     )
 
 
-def split_embeddings(model: MultiTaskModel, inputs: RunInputs, split: str) -> torch.Tensor:
-    """A split's pooled embeddings through the encoder as it stands (from the run's cache where it holds them)."""
+def split_embeddings(model: MultiTaskModel, inputs: RunInputs, split: str, rows: np.ndarray) -> torch.Tensor:
+    """Pooled embeddings of a split's ``rows`` through the encoder as it stands (from the run's cache where
+    it holds them, else encoded from the run's token ids)."""
     cache = inputs.cache
-    if cache.mode == "pooled":
-        return cache.embeddings(split)
-    texts = inputs.data.splits[split].texts
+    if cache.mode == "pooled" and split in cache.ids:
+        return cache.embeddings(split)[torch.as_tensor(rows)]
+    ids = inputs.ids[split]
     batch_size = inputs.config.training.eval_batch_size
-    return model.encoder.encode(texts, batch_size, normalize=False, convert_to="torch")
+    return pooled_embeddings(model.encoder, [ids[i] for i in rows], batch_size, cache.budget_mb, None)
+
+
+def check_rows(n: int, seed: int, limit: int | None = None) -> np.ndarray:
+    """The validation rows the check compares on: all ``n``, or a seeded sample of ``limit`` (default
+    ``CHECK_ROWS``), in order."""
+    limit = CHECK_ROWS if limit is None else limit
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
 
 
 def _validation_tasks(model: MultiTaskModel, inputs: RunInputs) -> list[str]:
@@ -167,15 +182,18 @@ def _validation_tasks(model: MultiTaskModel, inputs: RunInputs) -> list[str]:
 def fit_baseline(model: MultiTaskModel, inputs: RunInputs, fitted: tuple[str, ...]) -> Baseline:
     """Heads ``fitted`` on the encoder before the stage; its weights, the heads and their validation figures."""
     tc, data = inputs.config.training, inputs.data
-    train = split_embeddings(model, inputs, "train")
-    fit_closed_form(model, data.splits["train"], tc.seed, train, tc.eval_batch_size, fitted)
-    validation = split_embeddings(model, inputs, "validation")
+    train = data.splits["train"]
+    emb = split_embeddings(model, inputs, "train", np.arange(len(train)))
+    fit_closed_form(model, train, tc.seed, emb, tc.eval_batch_size, fitted)
+    rows = check_rows(len(data.splits["validation"]), tc.seed)
+    validation = split_embeddings(model, inputs, "validation", rows)
     predictions = head_predictions(model, validation, _validation_tasks(model, inputs))
     return Baseline(
         backbone={k: v.detach().clone() for k, v in model.encoder.state_dict().items()},
         heads={k: v.detach().clone() for k, v in model.heads.state_dict().items()},
+        rows=rows,
         predictions=predictions,
-        figures=figures(data.splits["validation"], predictions, data.labels, inputs.aux_tasks),
+        figures=figures(resample(data.splits["validation"], rows), predictions, data.labels, inputs.aux_tasks),
     )
 
 
@@ -183,8 +201,9 @@ def judge_stage(baseline: Baseline, model: MultiTaskModel, inputs: RunInputs) ->
     """Compare the tuned model (its heads fitted) with the baseline on validation; where the baseline is
     higher in at least ``CONFIDENCE`` of the resamples, put its encoder and heads back into ``model``."""
     tc, data = inputs.config.training, inputs.data
-    validation = data.splits["validation"]
-    after = head_predictions(model, split_embeddings(model, inputs, "validation"), list(baseline.predictions))
+    validation = resample(data.splits["validation"], baseline.rows)
+    emb = split_embeddings(model, inputs, "validation", baseline.rows)
+    after = head_predictions(model, emb, list(baseline.predictions))
     after_figures = figures(validation, after, data.labels, inputs.aux_tasks)
     share = bootstrap_share(
         validation, baseline.predictions, after, data.labels, tc.metric, inputs.aux_tasks, seed=tc.seed
