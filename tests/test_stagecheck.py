@@ -61,6 +61,8 @@ def test_resampled_rows_keep_their_labels_and_targets() -> None:
     assert sub.texts == ["y", "y", "w"]
     assert sub.labels["topic"].tolist() == [2, 2, 0]
     assert sub.targets["tags"].tolist() == [[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]
+    bare = resample(split, np.array([2, 2, 0]), with_texts=False)  # what the bootstrap scores: no texts copied
+    assert bare.texts == ["", "", ""] and bare.labels["topic"].tolist() == [2, 2, 0]
 
 
 # ------------------------------------------------------------------ in a run

@@ -102,9 +102,10 @@ def head_predictions(model: MultiTaskModel, embeddings: torch.Tensor, tasks: Seq
     }
 
 
-def resample(split: Split, rows: np.ndarray) -> Split:
-    """``split``'s sentence-level rows ``rows`` (repeats allowed) as a split of their own."""
-    texts = [split.texts[i] for i in rows]
+def resample(split: Split, rows: np.ndarray, with_texts: bool = True) -> Split:
+    """``split``'s sentence-level rows ``rows`` (repeats allowed) as a split of their own; ``with_texts``
+    false leaves their texts empty (scoring reads only labels and targets)."""
+    texts = [split.texts[i] for i in rows] if with_texts else [""] * len(rows)
     labels = {task: values[rows] for task, values in split.labels.items()}
     targets = {task: values[rows] for task, values in split.targets.items()}
     return Split(split.name, texts, labels, targets=targets)
@@ -133,7 +134,7 @@ def bootstrap_share(
     n, higher = len(split), 0
     for _ in range(resamples):
         rows = rng.integers(0, n, n)
-        sub = resample(split, rows)
+        sub = resample(split, rows, with_texts=False)
         a = figures(sub, {t: p[rows] for t, p in before.items()}, labels, auxiliary).get(metric)
         b = figures(sub, {t: p[rows] for t, p in after.items()}, labels, auxiliary).get(metric)
         higher += a is not None and b is not None and a > b + TIE
