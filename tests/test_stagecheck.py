@@ -47,6 +47,10 @@ def test_the_share_follows_which_predictions_are_right() -> None:
     one_more[1] = y[1]
     share = bootstrap_share(split, {"topic": one_more}, {"topic": half}, LABELS, "mean_macro_f1", resamples=200)
     assert 0.0 < share < stagecheck.CONFIDENCE
+    # A metric the rows do not score (its task unlabelled there) never undoes a stage, and says so.
+    assert bootstrap_share(split, {"topic": right}, {"topic": wrong}, LABELS, "other/accuracy", resamples=20) == 0.0
+    verdict = stagecheck.StageVerdict("other/accuracy", None, None, 0.0, 300, kept=True)
+    assert "before the stage n/a, after n/a" in verdict.describe()
     # Seeded: the same resamples every time.
     again = bootstrap_share(split, {"topic": one_more}, {"topic": half}, LABELS, "mean_macro_f1", resamples=200)
     assert again == share

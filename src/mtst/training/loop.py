@@ -338,9 +338,9 @@ class TrainingLoop:
         if len(baseline.rows) < len(self.inputs.data.splits["validation"]):
             self.evaluate([])  # the check compared a sample of the rows: the whole split is scored
         else:
-            entry = {"step": st.global_step, "epoch": 0.0, "validation": baseline.figures}
+            entry = {"step": st.global_step, "epoch": 0.0, "train_loss": None, "lr": 0.0}
             judge(st, baseline.figures[self.tc.metric], None, self.tc.metric)
-            st.history.append(entry)
+            st.history.append({**entry, "validation": baseline.figures})
             self.save_model()
         st.history[-1]["stage_undone"] = True
         self.run_dir.write_history(st.history)

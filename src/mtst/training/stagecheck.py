@@ -66,8 +66,8 @@ class StageVerdict:
     resamples where it was higher before, and whether the stage was kept."""
 
     metric: str
-    before: float
-    after: float
+    before: float | None  # None where the validation rows do not score the metric (its task unlabelled there)
+    after: float | None
     share_before_higher: float
     rows: int
     kept: bool
@@ -76,7 +76,7 @@ class StageVerdict:
         what = "kept" if self.kept else "undone: the encoder before it is the run's encoder"
         return (
             f"contrastive stage check on {self.rows} validation rows ({self.metric}): before the stage "
-            f"{100 * self.before:.1f}, after {100 * self.after:.1f}, higher before in "
+            f"{_percent(self.before)}, after {_percent(self.after)}, higher before in "
             f"{100 * self.share_before_higher:.0f}% of {RESAMPLES} resamples; the stage is {what}"
         )
 
@@ -89,6 +89,10 @@ class StageVerdict:
             "validation_rows": self.rows,
             "kept": self.kept,
         }
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 def head_predictions(model: MultiTaskModel, embeddings: torch.Tensor, tasks: Sequence[str]) -> dict[str, np.ndarray]:
@@ -212,8 +216,8 @@ def judge_stage(baseline: Baseline, model: MultiTaskModel, inputs: RunInputs) ->
     )
     verdict = StageVerdict(
         tc.metric,
-        float(baseline.figures.get(tc.metric, float("nan"))),
-        float(after_figures.get(tc.metric, float("nan"))),
+        baseline.figures.get(tc.metric),
+        after_figures.get(tc.metric),
         share,
         len(validation),
         kept=share < CONFIDENCE,
