@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from mtst.evaluate import evaluate_split, score_split
@@ -20,6 +21,7 @@ from mtst.modeling import tasktypes
 from mtst.modeling.model import MultiTaskModel, RowFeatures
 
 if TYPE_CHECKING:
+    from mtst.data import Split
     from mtst.training.cache import RunCache
     from mtst.training.trainer import RunInputs
 
@@ -41,19 +43,24 @@ def score_rows(
     return evaluate_split(model, split, ids, batch_size, word_ids, rank, world, features, pair_ids)
 
 
-def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: RunCache, split_name: str) -> dict[str, dict]:
-    """Per-task figures of a split from its cached sentence embeddings (the heads alone run)."""
+def pooled_predictions(model: MultiTaskModel, embeddings: torch.Tensor, split: Split) -> dict[str, np.ndarray]:
+    """The decisions (class index, 0/1 row or value) of the heads for the tasks ``split`` labels (not the heads
+    carried from model.init), from the split's pooled sentence embeddings: the heads alone run."""
     device = next(model.parameters()).device
-    split = inputs.data.splits[split_name]
-    tasks = [t for t in model.prediction_tasks if t in split.labels]  # not the heads carried from model.init
+    tasks = [t for t in model.prediction_tasks if t in split.labels]
     model.eval()
     with torch.inference_mode():
-        emb = cache.embeddings(split_name).to(device)
-        feats = model.forward_heads({"sentence_embedding": emb}, tasks)
-    predictions = {
+        feats = model.forward_heads({"sentence_embedding": embeddings.to(device)}, tasks)
+    return {
         task: tasktypes.decide(model.tasks[task], tasktypes.activate(model.tasks[task], logits).cpu().numpy())
         for task, logits in feats["logits"].items()
     }
+
+
+def score_pooled(model: MultiTaskModel, inputs: RunInputs, cache: RunCache, split_name: str) -> dict[str, dict]:
+    """Per-task figures of a split from its cached sentence embeddings (the heads alone run)."""
+    split = inputs.data.splits[split_name]
+    predictions = pooled_predictions(model, cache.embeddings(split_name), split)
     return score_split(split, predictions, inputs.data.labels)
 
 

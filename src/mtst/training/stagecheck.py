@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from mtst.evaluate import score_split, summary_metrics
 from mtst.modeling import tasktypes
 from mtst.training.cache import pooled_embeddings
 from mtst.training.headfit import fit_closed_form
+from mtst.training.scoring import pooled_predictions
 from mtst.training.selection import TIE
 
 if TYPE_CHECKING:
@@ -69,42 +70,23 @@ class StageVerdict:
     before: float | None  # None where the validation rows do not score the metric (its task unlabelled there)
     after: float | None
     share_before_higher: float
-    rows: int
+    validation_rows: int
     kept: bool
 
     def describe(self) -> str:
         what = "kept" if self.kept else "undone: the encoder before it is the run's encoder"
         return (
-            f"contrastive stage check on {self.rows} validation rows ({self.metric}): before the stage "
+            f"contrastive stage check on {self.validation_rows} validation rows ({self.metric}): before the stage "
             f"{_percent(self.before)}, after {_percent(self.after)}, higher before in "
             f"{100 * self.share_before_higher:.0f}% of {RESAMPLES} resamples; the stage is {what}"
         )
 
     def as_record(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "before": self.before,
-            "after": self.after,
-            "share_before_higher": self.share_before_higher,
-            "validation_rows": self.rows,
-            "kept": self.kept,
-        }
+        return asdict(self)
 
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
-
-
-def head_predictions(model: MultiTaskModel, embeddings: torch.Tensor, tasks: Sequence[str]) -> dict[str, np.ndarray]:
-    """The ``tasks``' decisions (class index, 0/1 row or value) from pooled sentence embeddings."""
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.inference_mode():
-        feats = model.forward_heads({"sentence_embedding": embeddings.to(device)}, list(tasks))
-    return {
-        task: tasktypes.decide(model.tasks[task], tasktypes.activate(model.tasks[task], logits).cpu().numpy())
-        for task, logits in feats["logits"].items()
-    }
 
 
 def resample(split: Split, rows: np.ndarray, with_texts: bool = True) -> Split:
@@ -181,10 +163,6 @@ def check_rows(n: int, seed: int, limit: int | None = None) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
 
 
-def _validation_tasks(model: MultiTaskModel, inputs: RunInputs) -> list[str]:
-    return [t for t in model.prediction_tasks if t in inputs.data.splits["validation"].labels]
-
-
 def fit_baseline(model: MultiTaskModel, inputs: RunInputs, fitted: tuple[str, ...]) -> Baseline:
     """Heads ``fitted`` on the encoder before the stage; its weights, the heads and their validation figures."""
     tc, data = inputs.config.training, inputs.data
@@ -192,14 +170,14 @@ def fit_baseline(model: MultiTaskModel, inputs: RunInputs, fitted: tuple[str, ..
     emb = split_embeddings(model, inputs, "train", np.arange(len(train)))
     fit_closed_form(model, train, tc.seed, emb, tc.eval_batch_size, fitted)
     rows = check_rows(len(data.splits["validation"]), tc.seed)
-    validation = split_embeddings(model, inputs, "validation", rows)
-    predictions = head_predictions(model, validation, _validation_tasks(model, inputs))
+    validation = resample(data.splits["validation"], rows, with_texts=False)
+    predictions = pooled_predictions(model, split_embeddings(model, inputs, "validation", rows), validation)
     return Baseline(
         backbone={k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()},  # off the GPU
         heads={k: v.detach().clone() for k, v in model.heads.state_dict().items()},
         rows=rows,
         predictions=predictions,
-        figures=figures(resample(data.splits["validation"], rows), predictions, data.labels, inputs.aux_tasks),
+        figures=figures(validation, predictions, data.labels, inputs.aux_tasks),
     )
 
 
@@ -207,9 +185,8 @@ def judge_stage(baseline: Baseline, model: MultiTaskModel, inputs: RunInputs) ->
     """Compare the tuned model (its heads fitted) with the baseline on validation; where the baseline is
     higher in at least ``CONFIDENCE`` of the resamples, put its encoder and heads back into ``model``."""
     tc, data = inputs.config.training, inputs.data
-    validation = resample(data.splits["validation"], baseline.rows)
-    emb = split_embeddings(model, inputs, "validation", baseline.rows)
-    after = head_predictions(model, emb, list(baseline.predictions))
+    validation = resample(data.splits["validation"], baseline.rows, with_texts=False)
+    after = pooled_predictions(model, split_embeddings(model, inputs, "validation", baseline.rows), validation)
     after_figures = figures(validation, after, data.labels, inputs.aux_tasks)
     share = bootstrap_share(
         validation, baseline.predictions, after, data.labels, tc.metric, inputs.aux_tasks, seed=tc.seed
