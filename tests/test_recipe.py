@@ -110,8 +110,27 @@ def test_an_explicit_choice_is_kept() -> None:
     config = _config(strategy="full")
     assert apply_recipe(config, DataStats(16, {"t": (8, 8)})) == (config, None)
     off = _config(contrastive={"enabled": False})
-    resolved, _ = apply_recipe(off, DataStats(16, {"t": (8, 8)}))
+    resolved, recipe = apply_recipe(off, DataStats(16, {"t": (8, 8)}))
     assert resolved.training.strategy == "frozen" and resolved.training.contrastive.enabled is False
+    assert recipe is not None and not recipe.contrastive
+    assert recipe.reason == "16 rows; t: 2 classes, 8 rows per class: logistic heads, no contrastive stage " + (
+        "(training.contrastive.enabled: false)"
+    )
+
+
+def test_an_explicit_stage_is_stated_where_the_recipe_had_none() -> None:
+    """Past the few-shot bound the recipe fine-tunes without the stage; asked for, the stage runs first
+    and the log line says so (it used to state the recipe's own choice whichever way the user set it)."""
+    stats = DataStats(4000, {"t": (2000, 2000)})
+    assert choose_recipe(stats).contrastive is False
+    resolved, recipe = apply_recipe(_config(contrastive={"enabled": True}), stats)
+    assert resolved.training.strategy == "full" and resolved.training.contrastive.enabled is True
+    assert recipe is not None and recipe.contrastive
+    assert recipe.reason.endswith(
+        ": contrastive tuning of the encoder (training.contrastive.enabled: true), then full fine-tuning"
+    )
+    same = apply_recipe(_config(contrastive={"enabled": False}), stats)[1]
+    assert same == choose_recipe(stats)  # an explicit value equal to the recipe's leaves its line as it is
 
 
 def test_unknown_strategy_lists_auto() -> None:

@@ -37,11 +37,33 @@ SHARED_ROWS_PER_CLASS = 64
 SHARED_LABELS_PER_ROW = 1.5
 
 
+# What each strategy the recipe picks does, in the log's words.
+_STRATEGY_WORDS = {"frozen": "logistic heads", "heads": "heads trained", "full": "full fine-tuning"}
+
+
 @dataclass(frozen=True)
 class Recipe:
     strategy: str
     contrastive: bool
-    reason: str  # one line for the log: the data seen and what it leads to
+    seen: str  # the data seen, or what else decided
+    what: str  # what it leads to
+
+    @property
+    def reason(self) -> str:
+        """One line for the log: the data seen and what it leads to."""
+        return f"{self.seen}: {self.what}"
+
+    def with_contrastive(self, enabled: bool) -> Recipe:
+        """The recipe with the stage on or off as ``training.contrastive.enabled`` says, its line saying so."""
+        if enabled == self.contrastive:
+            return self
+        then = _STRATEGY_WORDS[self.strategy]
+        what = (
+            f"contrastive tuning of the encoder (training.contrastive.enabled: true), then {then}"
+            if enabled
+            else f"{then}, no contrastive stage (training.contrastive.enabled: false)"
+        )
+        return Recipe(self.strategy, enabled, self.seen, what)
 
 
 def rows_per_class(counts: tuple[int, ...]) -> float:
@@ -60,11 +82,11 @@ def choose_recipe(
     ``pair_tasks``: a pair task is); the contrastive stage where some task has at most ``max_classes``
     classes (None: any)."""
     if token_tasks:
-        return Recipe("full", False, "token-level task(s): full fine-tuning")
+        return Recipe("full", False, "token-level task(s)", "full fine-tuning")
     if pair_tasks:  # Sentence-BERT: both texts through the encoder, which the pair loss trains
-        return Recipe("full", False, "sentence-pair task(s): full fine-tuning of the encoder on both texts")
+        return Recipe("full", False, "sentence-pair task(s)", "full fine-tuning of the encoder on both texts")
     if not stats.class_counts:
-        return Recipe("full", False, f"{stats.labelled_rows} rows: full fine-tuning")
+        return Recipe("full", False, f"{stats.labelled_rows} rows", "full fine-tuning")
     task, counts = min(stats.class_counts.items(), key=lambda item: rows_per_class(item[1]))
     per_class = rows_per_class(counts)
     classes = sum(c > 0 for c in counts)
@@ -77,13 +99,13 @@ def choose_recipe(
     # Tasks that label the same rows: fine-tuning on all of them at once, where the stage would run.
     shared = stats.labels_per_row(tuple(stats.class_counts))  # 1.0 for one task (capped at the tasks' count)
     if shared >= SHARED_LABELS_PER_ROW and per_class >= SHARED_ROWS_PER_CLASS and in_stage(fewest):
-        return Recipe("full", False, f"{seen}, {shared:.1f} task labels per row: full fine-tuning on every task")
+        return Recipe("full", False, f"{seen}, {shared:.1f} task labels per row", "full fine-tuning on every task")
     # The scarcest task, where it takes part in the stage, keeps it up to CONTRASTIVE_TASK_ROWS rows.
     if per_class > FEW_SHOT_ROWS_PER_CLASS and not (in_stage(classes) and stats.rows_of(task) <= CONTRASTIVE_TASK_ROWS):
-        return Recipe("full", False, f"{seen}: full fine-tuning")
+        return Recipe("full", False, seen, "full fine-tuning")
     if in_stage(fewest):
-        return Recipe("frozen", True, f"{seen}: contrastive tuning of the encoder, then logistic heads")
-    return Recipe("frozen", False, f"{seen}: logistic heads on the pretrained encoder ({fewest} classes)")
+        return Recipe("frozen", True, seen, "contrastive tuning of the encoder, then logistic heads")
+    return Recipe("frozen", False, seen, f"logistic heads on the pretrained encoder ({fewest} classes)")
 
 
 def apply_recipe(
@@ -98,8 +120,10 @@ def apply_recipe(
     if tc.keep.protect == "safe":  # the encoder stays as it is: heads on its features
         trained = token_tasks or pair_tasks  # heads a closed-form fit cannot set
         strategy, how = ("heads", "heads trained") if trained else ("frozen", "logistic heads")
-        recipe = Recipe(strategy, False, f"keep.protect safe: {how} on the encoder as it is")
-    enabled = recipe.contrastive if tc.contrastive.enabled is None else tc.contrastive.enabled
+        recipe = Recipe(strategy, False, "keep.protect safe", f"{how} on the encoder as it is")
+    if tc.contrastive.enabled is not None:
+        recipe = recipe.with_contrastive(tc.contrastive.enabled)
+    enabled = recipe.contrastive
     contrastive = tc.contrastive.model_copy(update={"enabled": enabled})
     training = tc.model_copy(update={"strategy": recipe.strategy, "contrastive": contrastive})
     return config.model_copy(update={"training": training}), recipe
