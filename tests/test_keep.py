@@ -259,7 +259,7 @@ def test_retention_appears_in_metrics_and_in_the_console(
     capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("mtst.training.loop.MOVED_COSINE", 0.999)  # the tiny model moves little in a few steps
+    monkeypatch.setattr("mtst.training.finish.MOVED_COSINE", 0.999)  # the tiny model moves little in a few steps
     sts = tmp_path / "sts.jsonl"
     sts.write_text(
         "".join(

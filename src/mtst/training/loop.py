@@ -3,7 +3,7 @@
 :meth:`TrainingLoop.run` reads as the method does: a contrastive stage where
 planned, heads fitted by logistic regression (a warm start, or ``frozen``'s
 whole training), supervised steps, then :meth:`TrainingLoop.finish` scores
-the best model on test and writes the summary. Each stage is a function of
+the best model on test and writes the summary (:mod:`~mtst.training.finish`). Each stage is a function of
 what it needs (:mod:`~mtst.training.contrastive`, :mod:`~mtst.training.headfit`,
 :mod:`~mtst.training.scoring`, :mod:`~mtst.training.selection`); the run
 directory (:class:`~mtst.training.rundir.RunDirectory`) only writes.
@@ -26,35 +26,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mtst.config import precision_name
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
 from mtst.evaluate import summary_metrics
-from mtst.modeling.model import MultiTaskModel
 from mtst.report import progress_bar
 from mtst.training.batches import epoch_batches
 from mtst.training.contrastive import run_contrastive
+from mtst.training.finish import finish_run
 from mtst.training.freezing import apply_trainable, set_train_mode
 from mtst.training.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
-from mtst.training.keep import (
-    MOVED_COSINE,
-    KeepTexts,
-    StartTargets,
-    end_figures,
-    keep_loss,
-    keep_texts,
-    retention,
-    start_targets,
-)
+from mtst.training.keep import KeepTexts, StartTargets, end_figures, keep_loss, keep_texts, start_targets
 from mtst.training.optim import GroupScheduler, build_optimizer
-from mtst.training.plan import KEEP_EMBEDDING, trains_backbone
-from mtst.training.result import TrainResult, stages_run, summary
-from mtst.training.rundir import peak_rss_mb
-from mtst.training.scoring import score_test, score_validation
+from mtst.training.plan import trains_backbone
+from mtst.training.result import TrainResult
+from mtst.training.scoring import score_validation
 from mtst.training.selection import judge
 from mtst.training.stagecheck import Baseline, StageVerdict, fit_baseline, judge_stage, stage_checked
 from mtst.training.start import starting_model
-from mtst.training.thresholds import tune, tuned_tasks
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -440,112 +428,9 @@ class TrainingLoop:
         self.last_checkpoint = self.state.global_step
 
     def finish(self) -> TrainResult:
-        """Save the model where no validation chose one, score the best model on test, write the summary."""
-        st, inputs, tc = self.state, self.inputs, self.tc
-        if "validation" not in inputs.data.splits or not self.run_dir.model_dir.exists():
-            self.save_model()
-        self.accelerator.wait_for_everyone()
-        # the best model's encoder is the live one unless the steps moved it (its old heads never train)
-        reload = self.plan.backbone_moves and self.run_dir.is_main
-        best = MultiTaskModel.load(self.run_dir.model_dir).to(self.accelerator.device) if reload else self.model
-        best.encoder.set_inference_precision(self.model.encoder.inference_precision)
-        if self.run_dir.is_main:
-            self.tune_thresholds(best, reload)
-        self.accelerator.wait_for_everyone()
-        test = {}
-        if "test" in inputs.data.splits:
-            test = score_test(
-                self.model,
-                inputs,
-                inputs.cache,
-                self.run_dir.model_dir,
-                self.plan.backbone_moves,
-                self.best_heads,
-                tc.eval_batch_size,
-                self.rank,
-                self.world,
-                best_model=best if reload else None,
-            )
-        kept = self.retention(best) if self.run_dir.is_main else {}
-        chosen = (e["validation"] for e in reversed(st.history) if e["step"] == st.best_step and "validation" in e)
-        validation = next(chosen, {})  # the last: an undone contrastive stage adds an entry at the same step
-        phases = self.plan.phases(self.resumed)
-        stages = stages_run(phases, len(self.contrastive_losses), st.global_step, st.stopped_early, self.resumed_at)
-        check = self.stage_verdict.as_record() if self.stage_verdict is not None else None
-        if check is not None and not check["kept"]:
-            stages = (*stages, "stage undone (validation)")
-        result = TrainResult(
-            self.run_dir.path,
-            test,
-            validation,
-            st.history,
-            inputs.trainable_parameters,
-            sum(p.numel() for p in self.model.parameters()),
-            st.train_seconds,
-            st.global_step,
-            tc.strategy,
-            stages,
-            kept,
-            check,
-        )
-        precision = precision_name(self.accelerator.mixed_precision)
-        record = summary(
-            result,
-            precision,
-            st.best_step,
-            st.stopped_early,
-            train_rows=len(inputs.data.splits["train"]),
-            peak_rss_mb=round(peak_rss_mb(), 1),
-            validation=validation,
-            test=summary_metrics(test, inputs.aux_tasks) if test else {},
-            test_detail=test,
-            retention=kept,
-            **({"stage_check": check} if check is not None else {}),
-        )
-        self.run_dir.write_summary(record)
-        logger.info("finished: %s", json.dumps(record["test"]))
-        return result
-
-    def tune_thresholds(self, best: MultiTaskModel, reloaded: bool) -> None:
-        """Multi-label heads' decision thresholds, tuned on the best model (:mod:`mtst.training.thresholds`)
-        and written into the saved model; the live model takes them too (the test pass may read it)."""
-        if not tuned_tasks(best, self.inputs):
-            return
-        live = None
-        if not reloaded and self.best_heads is not None:  # the best heads, swapped in for the pass
-            live = {k: v.clone() for k, v in best.heads.state_dict().items()}
-            best.heads.load_state_dict(self.best_heads, strict=False)
-        try:
-            cached = None if self.plan.backbone_moves else self.inputs.cache.train_embeddings()
-            values = tune(best, self.inputs, self.plan.closed_form_heads, cached, self.tc.seed, self.tc.eval_batch_size)
-        finally:
-            if live is not None:
-                best.heads.load_state_dict(live)
-        for model in {id(best): best, id(self.model): self.model}.values():
-            for task, cut in values.items():
-                model.tasks[task] = model.tasks[task].model_copy(update={"thresholds": cut})
-        MultiTaskModel.write_task_specs(self.run_dir.model_dir, {t: best.tasks[t] for t in values})
-
-    def retention(self, best: MultiTaskModel) -> dict[str, Any]:
-        """What the best model kept of the start (:func:`retention`)."""
-        inputs, tc = self.inputs, self.tc
-        after = end_figures(best, inputs, tc.eval_batch_size)
-        keep = self.plan.keep
-        cached = None if self.plan.backbone_moves else inputs.cache.train_embeddings()  # the end encoder's, if held
-        kept = retention(
-            best, inputs.ids["train"], self.targets, keep, tc.eval_batch_size, after, cached, self.keep_texts
-        )
-        logger.info("retention: %s", json.dumps(kept))
-        cosine = kept["embedding"]["cosine"]
-        if keep.moves and keep.embedding == 0 and cosine < MOVED_COSINE:
-            note = (
-                f"the sentence embedding moved (cosine {cosine:.2f} to its start): encode, search and similarity "
-                f"now rank texts differently; training.keep.embedding: {KEEP_EMBEDDING} holds it, at some cost in "
-                "accuracy (README: keep what it knows)"
-            )
-            logger.warning(note)
-            self.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-        return kept
+        """Save the model where no validation chose one, score the best model on test, write the summary
+        (:func:`mtst.training.finish.finish_run`)."""
+        return finish_run(self)
 
     # ------------------------------------------------------------------- step
     def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:
