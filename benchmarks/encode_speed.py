@@ -11,9 +11,6 @@ and STS-B test Spearman (within 0.005 of fp32's).
     python benchmarks/encode_speed.py            # fp32 and bf16 (where the CPU has it natively)
     python benchmarks/encode_speed.py --onnx     # and ONNX Runtime fp32 / dynamic int8
     python benchmarks/encode_speed.py --openvino # and OpenVINO fp32 / static int8
-
-"mtst, SDPA at every length" is mtst fp32 with short rows' attention through torch's fused kernel too
-(``mtst.modeling.bert.SHORT_ATTENTION`` set to 0), the route before short rows took two matrix products.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import DATA, machine, read_jsonl
-from mtst.modeling import bert
 from mtst.modeling.backbone import bundled_model_path
 from mtst.modeling.encoder import SentenceEncoder, native_bf16
 
@@ -75,7 +71,6 @@ def main() -> None:
     paths: dict[str, Callable[[list[str]], np.ndarray]] = {
         "sentence-transformers": lambda xs: ref.encode(xs, batch_size=args.batch_size),
         "mtst": lambda xs: ours.encode(xs, batch_size=args.batch_size),
-        "mtst, SDPA at every length": fused_attention(lambda xs: ours.encode(xs, batch_size=args.batch_size)),
     }
     if native_bf16():
         bf16 = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")
@@ -124,19 +119,6 @@ def main() -> None:
         out = Path(args.out)
         previous = json.loads(out.read_text()) if out.exists() else []
         out.write_text(json.dumps([*previous, {"machine": machine(), "n": len(texts), "paths": rows}], indent=1))
-
-
-def fused_attention(encode: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
-    """``encode`` with attention through torch's fused SDPA kernel at every row length."""
-
-    def run(texts: list[str]) -> np.ndarray:
-        saved, bert.SHORT_ATTENTION = bert.SHORT_ATTENTION, 0
-        try:
-            return encode(texts)
-        finally:
-            bert.SHORT_ATTENTION = saved
-
-    return run
 
 
 def unit(x: np.ndarray) -> np.ndarray:

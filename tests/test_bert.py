@@ -12,18 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mtst.modeling import bert
 from mtst.modeling.backbone import load_backbone, resolve_backbone
-from mtst.modeling.bert import (
-    ENV_SWITCH,
-    BertSettings,
-    NativeBert,
-    additive_mask,
-    checkpoint_name,
-    load_native,
-    matmul_attention,
-    sdpa_mask,
-)
+from mtst.modeling.bert import ENV_SWITCH, BertSettings, NativeBert, checkpoint_name, load_native, sdpa_mask
 from mtst.modeling.packing import block_mask, packed_inputs
 from mtst.training.cache import run_layers
 from tests.conftest import SENTENCES, save_tiny_bert
@@ -59,77 +49,16 @@ def test_same_parameters_under_the_same_names(pair: tuple[NativeBert, torch.nn.M
 
 
 @pytest.mark.parametrize("texts", [SENTENCES, ["same length a", "same length b"]], ids=["padded", "no-padding"])
-def test_eval_outputs_match_transformers(
-    pair: tuple[NativeBert, torch.nn.Module], tiny_backbone_dir: Path, texts: list[str], monkeypatch: pytest.MonkeyPatch
+def test_eval_outputs_match_transformers_bit_for_bit(
+    pair: tuple[NativeBert, torch.nn.Module], tiny_backbone_dir: Path, texts: list[str]
 ) -> None:
-    """Bit for bit through SDPA, as transformers runs it; through the short-row route (the default for
-    rows this short) within float rounding of it."""
     native, reference = pair
     batch = _batch(tiny_backbone_dir, texts)
-    real = batch["attention_mask"].bool()
     with torch.inference_mode():
-        short = native.eval()(**batch).last_hidden_state
+        ours = native.eval()(**batch).last_hidden_state
         theirs = reference.eval()(**batch).last_hidden_state
-        monkeypatch.setattr(bert, "SHORT_ATTENTION", 0)
-        fused = native(**batch).last_hidden_state
-    assert torch.equal(fused[real], theirs[real])
-    assert torch.allclose(short[real], theirs[real], atol=1e-6) and not torch.isnan(short).any()
-
-
-def test_short_rows_take_matmul_attention_out_of_training(
-    pair: tuple[NativeBert, torch.nn.Module], tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SDPA runs in training (its dropout) and past SHORT_ATTENTION tokens; short rows out of training
-    run two matrix products, with the boolean mask made additive once for every layer."""
-    native, _ = pair
-    batch = _batch(tiny_backbone_dir)
-    calls: list[int] = []
-    fused = torch.nn.functional.scaled_dot_product_attention
-
-    def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
-        calls.append(1)
-        return fused(*args, **kwargs)
-
-    monkeypatch.setattr(bert.F, "scaled_dot_product_attention", counted)
-    length = batch["input_ids"].shape[1]
-    with torch.inference_mode():
-        native.eval()(**batch)
-        assert calls == []
-        monkeypatch.setattr(bert, "SHORT_ATTENTION", length - 1)
-        native(**batch)
-        assert len(calls) == native.config.num_hidden_layers
-    monkeypatch.setattr(bert, "SHORT_ATTENTION", length)
-    calls.clear()
-    native.train()(**batch)
-    native.eval()
-    assert len(calls) == native.config.num_hidden_layers
-
-
-def test_matmul_attention_and_its_masks() -> None:
-    """The same attention as SDPA under every mask form mtst passes; a query with no key allowed (padding
-    in packed rows) gets a finite row, not NaN."""
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 5, 4, generator=generator) for _ in range(3))
-    allowed = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    boolean = sdpa_mask(allowed)
-    assert boolean is not None
-    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=boolean, scale=0.5)
-    assert torch.allclose(matmul_attention(q, k, v, boolean, 0.5), expected, atol=1e-6)
-    additive = additive_mask(boolean, torch.float32)
-    assert additive is not None and additive.dtype == torch.float32 and additive.shape == boolean.shape
-    assert additive[0, 0, 0, 3] == torch.finfo(torch.float32).min and additive[0, 0, 0, 0] == 0
-    assert torch.allclose(matmul_attention(q, k, v, additive, 0.5), expected, atol=1e-6)
-    assert additive_mask(additive, torch.float32) is additive and additive_mask(None, torch.float32) is None
-    assert torch.allclose(
-        matmul_attention(q, k, v, None, 0.5),
-        torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.5),
-        atol=1e-6,
-    )
-    blocked = torch.ones(2, 1, 5, 5, dtype=torch.bool)
-    blocked[0, 0, 4] = False  # this query may attend to nothing
-    out = matmul_attention(q, k, v, blocked, 0.5)
-    assert torch.isfinite(out).all()
-    assert torch.allclose(out[1], torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.5)[1], atol=1e-6)
+    real = batch["attention_mask"].bool()
+    assert torch.equal(ours[real], theirs[real])
 
 
 def test_training_mode_forward_and_gradients_match_transformers(tiny_backbone_dir: Path) -> None:
@@ -316,7 +245,6 @@ def test_a_model_saved_natively_loads_through_transformers_with_the_same_outputs
 ) -> None:
     from mtst.modeling.model import MultiTaskModel
 
-    monkeypatch.setattr(bert, "SHORT_ATTENTION", 0)  # SDPA, as transformers runs it: bit for bit
     tiny_model.save(tmp_path / "model")
     native = MultiTaskModel.load(tmp_path / "model")
     monkeypatch.setenv(ENV_SWITCH, "0")

@@ -5,9 +5,7 @@ Every transformers model class pulls in transformers' model-building stack on fi
 start-up on 2 cores, more than loading the weights. BERT-family encoders (all-MiniLM, BERT, MiniLM,
 BGE-small, E5-small...) are a few dozen lines of torch, so mtst builds them here: the module tree and
 parameter names are those of transformers' ``BertModel`` without its pooler, and the forward pass is
-the one transformers runs with SDPA attention (parity-tested bit for bit in eval and training mode),
-except that rows of at most :data:`SHORT_ATTENTION` tokens out of training run attention as two
-matrix products, within float rounding of it and faster on CPU. Checkpoints,
+the one transformers runs with SDPA attention (parity-tested in eval and training mode). Checkpoints,
 LoRA targets, layer groups, the prefix cache and packed rows see the same module either way, and a
 saved model or a sentence-transformers export loads in transformers unchanged.
 
@@ -37,12 +35,6 @@ ENV_SWITCH = "MTST_NATIVE_BERT"  # "0": every backbone loads through transformer
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
-# Up to this many tokens a row, attention outside training runs as two matrix products around a
-# softmax rather than torch's fused SDPA kernel, whose fixed cost per call rows this short do not
-# amortise: 3-5x slower at 8-24 tokens, slower still at 64, faster from about 90 on (2 threads,
-# 32 rows, 12 heads). SST-2's test sentences encode 6.5% faster (benchmarks/README.md "Encoding speed").
-# Training keeps SDPA, whose dropout the runs' random streams were measured with.
-SHORT_ATTENTION = 64
 # checkpoint entries a BertModel without pooler never reads (pretraining heads, the pooler, position buffers)
 _UNUSED = ("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids")
 
@@ -127,31 +119,6 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
-def short_attention(module: nn.Module, length: int) -> bool:
-    """Whether attention over ``length`` tokens runs as :func:`matmul_attention` (read at call time, so
-    a benchmark can set :data:`SHORT_ATTENTION` to 0 for the fused kernel at every length)."""
-    return not module.training and length <= SHORT_ATTENTION and not _tracing()
-
-
-def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """A boolean mask from :func:`sdpa_mask` as the float one eager attention adds to its scores: 0
-    where attention is allowed, the dtype's minimum elsewhere (never -inf: a query with no key
-    allowed, as padding in packed rows, gets a uniform row rather than NaN). Others are kept."""
-    if mask is None or mask.is_floating_point():
-        return mask
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-
-
-def matmul_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
-) -> torch.Tensor:
-    """Attention without dropout as two matrix products around a softmax (the fast route for short rows)."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    if mask is not None:
-        scores = scores + additive_mask(mask, scores.dtype)
-    return torch.matmul(scores.softmax(-1), v)
-
-
 def sdpa_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """An attention mask in the form SDPA takes: None where every token is real (SDPA's fused kernels
     then run unmasked), else a boolean ``(batch, 1, query or 1, key)`` mask, True where attention is
@@ -210,12 +177,9 @@ class BertSelfAttention(nn.Module):
         q = self.query(hidden).view(shape).transpose(1, 2)
         k = self.key(hidden).view(shape).transpose(1, 2)
         v = self.value(hidden).view(shape).transpose(1, 2)
-        if short_attention(self, hidden.shape[1]):
-            out = matmul_attention(q, k, v, mask, self.scaling)
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scaling
-            )
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0, scale=self.scaling
+        )
         return out.transpose(1, 2).reshape(*hidden.shape[:-1], -1).contiguous()
 
 
@@ -310,8 +274,6 @@ class NativeBert(nn.Module):
     ) -> EncoderOutput:
         hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
         mask = sdpa_mask(attention_mask)
-        if short_attention(self, hidden.shape[1]):  # made additive once, not in each layer
-            mask = additive_mask(mask, hidden.dtype)
         for layer in self.encoder.layer:
             hidden = layer(hidden, attention_mask=mask)
         return EncoderOutput(last_hidden_state=hidden)
