@@ -117,7 +117,8 @@ def tune_thresholds(loop: TrainingLoop, best: MultiTaskModel, reloaded: bool) ->
 
 
 def retained(loop: TrainingLoop, best: MultiTaskModel) -> dict[str, Any]:
-    """What the best model kept of the start (:func:`retention`)."""
+    """What the best model kept of the start (:func:`mtst.training.keep.retention`), with a note where the
+    sentence embedding moved."""
     inputs, tc = loop.inputs, loop.tc
     after = end_figures(best, inputs, tc.eval_batch_size)
     keep = loop.plan.keep
