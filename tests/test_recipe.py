@@ -131,6 +131,10 @@ def test_an_explicit_stage_is_stated_where_the_recipe_had_none() -> None:
     )
     same = apply_recipe(_config(contrastive={"enabled": False}), stats)[1]
     assert same == choose_recipe(stats)  # an explicit value equal to the recipe's leaves its line as it is
+    safe = _config(contrastive={"enabled": True}, keep={"protect": "safe"})
+    resolved, recipe = apply_recipe(safe, DataStats(16, {"t": (8, 8)}))
+    assert recipe is not None and recipe.reason == "keep.protect safe: logistic heads on the encoder as it is"
+    assert resolved.training.contrastive.enabled is True  # kept as given; the plan finds nothing it could train
 
 
 def test_unknown_strategy_lists_auto() -> None:

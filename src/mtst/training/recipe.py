@@ -57,7 +57,7 @@ class Recipe:
         """The recipe with the stage on or off as ``training.contrastive.enabled`` says, its line saying so."""
         if enabled == self.contrastive:
             return self
-        then = _STRATEGY_WORDS[self.strategy]
+        then = _STRATEGY_WORDS.get(self.strategy, f"strategy {self.strategy}")
         what = (
             f"contrastive tuning of the encoder (training.contrastive.enabled: true), then {then}"
             if enabled
@@ -121,9 +121,9 @@ def apply_recipe(
         trained = token_tasks or pair_tasks  # heads a closed-form fit cannot set
         strategy, how = ("heads", "heads trained") if trained else ("frozen", "logistic heads")
         recipe = Recipe(strategy, False, "keep.protect safe", f"{how} on the encoder as it is")
-    if tc.contrastive.enabled is not None:
+    elif tc.contrastive.enabled is not None:  # (under safe the encoder is frozen: no stage has anything to train)
         recipe = recipe.with_contrastive(tc.contrastive.enabled)
-    enabled = recipe.contrastive
+    enabled = recipe.contrastive if tc.contrastive.enabled is None else tc.contrastive.enabled
     contrastive = tc.contrastive.model_copy(update={"enabled": enabled})
     training = tc.model_copy(update={"strategy": recipe.strategy, "contrastive": contrastive})
     return config.model_copy(update={"training": training}), recipe
