@@ -37,7 +37,7 @@ SHARED_ROWS_PER_CLASS = 64
 SHARED_LABELS_PER_ROW = 1.5
 
 
-# What each strategy the recipe picks does, in the log's words.
+# What each strategy the recipe can pick does, in the log's words (every Recipe's strategy is one of these).
 _STRATEGY_WORDS = {"frozen": "logistic heads", "heads": "heads trained", "full": "full fine-tuning"}
 
 
@@ -57,7 +57,7 @@ class Recipe:
         """The recipe with the stage on or off as ``training.contrastive.enabled`` says, its line saying so."""
         if enabled == self.contrastive:
             return self
-        then = _STRATEGY_WORDS.get(self.strategy, f"strategy {self.strategy}")
+        then = _STRATEGY_WORDS[self.strategy]
         what = (
             f"contrastive tuning of the encoder (training.contrastive.enabled: true), then {then}"
             if enabled
@@ -119,8 +119,8 @@ def apply_recipe(
     recipe = choose_recipe(stats, token_tasks, tc.contrastive.max_classes, pair_tasks)
     if tc.keep.protect == "safe":  # the encoder stays as it is: heads on its features
         trained = token_tasks or pair_tasks  # heads a closed-form fit cannot set
-        strategy, how = ("heads", "heads trained") if trained else ("frozen", "logistic heads")
-        recipe = Recipe(strategy, False, "keep.protect safe", f"{how} on the encoder as it is")
+        strategy = "heads" if trained else "frozen"
+        recipe = Recipe(strategy, False, "keep.protect safe", f"{_STRATEGY_WORDS[strategy]} on the encoder as it is")
     elif tc.contrastive.enabled is not None:  # (under safe the encoder is frozen: no stage has anything to train)
         recipe = recipe.with_contrastive(tc.contrastive.enabled)
     enabled = recipe.contrastive if tc.contrastive.enabled is None else tc.contrastive.enabled
