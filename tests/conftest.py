@@ -116,3 +116,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of the tiny model (heads only, 4 steps), trained once: tests read it, never change it."""
+    import json
+
+    from mtst.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    config = root / "run.yaml"
+    config.write_text(
+        "\n".join(
+            [
+                f"model: {{backbone: {json.dumps(str(tiny_backbone_dir))}, max_length: 32}}",
+                "tasks: {category: {}, sentiment: {}}",
+                "data: {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in tiny_data.items()) + "}",
+                "training: {strategy: heads, max_steps: 4, batch_size: 8, min_steps: null, precision: fp32}",
+                f"output_dir: {json.dumps(str(root / 'run'))}",
+            ]
+        )
+        + "\n"
+    )
+    assert main(["train", str(config), "-q"]) == 0
+    return root / "run"

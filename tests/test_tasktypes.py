@@ -118,13 +118,17 @@ def test_empty_multi_label_cells_read_by_who_else_labels_the_file(tmp_path: Path
 
 def test_label_sets_from_one_column_per_label(tmp_path: Path) -> None:
     """Many multi-label sets come as one 0/1 column per label (toxic, obscene, ...): label_columns reads them."""
-    csv = _write(tmp_path / "t.csv", "text,toxic,obscene,threat\na,1,0,0\nb,0,0,0\nc,,,\nd,true,1.0,no\n")
+    csv = _write(tmp_path / "t.csv", "text,toxic,obscene,threat\na,0,0,1\nb,0,0,0\nc,,,\nd,true,1.0,no\n")
     source = TaskSource("tox", kind="multi_label", columns=("toxic", "obscene", "threat"))
     data = build_task_data({"tox": source}, {"train": csv}, "text")
-    assert data.labels["tox"] == ["toxic", "obscene", "threat"]  # the columns' order, unseen labels included
-    assert data.splits["train"].targets["tox"].tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 0], [1, 1, 0]]
+    assert data.labels["tox"] == ["toxic", "obscene", "threat"]  # the columns' order
+    assert data.splits["train"].targets["tox"].tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 0], [1, 1, 0]]
     assert data.splits["train"].rows_for("tox").tolist() == [0, 1, 2, 3]
     assert "every label column empty, read as no labels" in data.notes[0]
+    # a label no training row has could never be predicted: refused, not trained to always say no
+    never = _write(tmp_path / "n.csv", "text,toxic,obscene,threat\na,1,0,0\nb,0,1,0\n")
+    with pytest.raises(DataError, match=r"label\(s\) 'threat' of tasks.tox.label_columns are on no training row"):
+        build_task_data({"tox": source}, {"train": never}, "text")
     bad = _write(tmp_path / "b.csv", "text,toxic,obscene,threat\na,1,0,0\nb,0,2,0\n")
     with pytest.raises(DataError, match=r"row 2, column 'obscene': expected 0 or 1 \(or true/false\), got '2'"):
         build_task_data({"tox": source}, {"train": bad}, "text")
@@ -171,10 +175,32 @@ def test_bad_values_name_the_row_and_column(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"row 2, column 'e': expected a list of labels"):
         build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": bad_set}, "text")
     joined = _write(tmp_path / "j.csv", "text,e\na,joy;love\nb,joy\nc,love\n")
-    with pytest.raises(DataError, match=r"'joy;love' look like several labels joined by ';'.*label_delimiter: ';'"):
+    with pytest.raises(DataError, match=r"row 1, .*'joy;love' looks like several labels joined by ';'.*delimiter: ';'"):
         build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": joined}, "text")
     data = build_task_data({"e": TaskSource("e", kind="multi_label", delimiter=";")}, {"train": joined}, "text")
     assert data.labels["e"] == ["joy", "love"]
+    # every cell joined by ';' (no part ever alone) is refused as well, not read as combined labels
+    only_joined = _write(tmp_path / "o.csv", "text,e\na,books;positive\nb,toys;negative\n")
+    with pytest.raises(DataError, match=r"row 1, .*'books;positive' looks like several labels joined by ';'"):
+        build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": only_joined}, "text")
+    # a label that really holds ';' is kept whole where the config's labels name it
+    named = TaskSource("e", ["books;positive", "toys;negative"], kind="multi_label")
+    assert build_task_data({"e": named}, {"train": only_joined}, "text").labels["e"] == named.labels
+    # a JSON cell's labels are strings or numbers; a nested list is not read as the label "['books']"
+    nested = _write(tmp_path / "n.jsonl", '{"text": "a", "e": [["books"]]}\n{"text": "b", "e": ["joy"]}\n')
+    with pytest.raises(DataError, match=r"row 1, column 'e'.*expected a label \(a string or a number\), got list"):
+        build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": nested}, "text")
+    single = _write(tmp_path / "c.jsonl", '{"text": "a", "c": ["books"]}\n{"text": "b", "c": "toys"}\n')
+    with pytest.raises(DataError, match=r"row 1, column 'c': expected a label \(a string or a number\), got list"):
+        build_task_data({"c": TaskSource("c")}, {"train": single}, "text")
+    # a written-out NaN is not an empty cell, and a target the loss would overflow on is refused
+    for value in ("nan", "NaN", "1e308", "-1e20"):
+        bad = _write(tmp_path / "r.csv", f"text,score\na,1.5\nb,{value}\n")
+        with pytest.raises(DataError, match=rf"row 2, column 'score': .*{value}"):
+            build_task_data({"score": TaskSource("score", kind="regression")}, {"train": bad}, "text")
+    empty = _write(tmp_path / "r.csv", "text,score\na,1.5\nb,\nc,2\n")
+    data = build_task_data({"score": TaskSource("score", kind="regression")}, {"train": empty}, "text")
+    assert data.splits["train"].rows_for("score").tolist() == [0, 2]  # an empty cell: a row without the task
     unknown = _write(tmp_path / "u.jsonl", '{"text": "a", "e": ["joy", "rage"]}\n{"text": "b", "e": ["sad"]}\n')
     with pytest.raises(DataError, match=r"'rage'.*known labels: joy, sad"):
         build_task_data({"e": TaskSource("e", ["joy", "sad"], kind="multi_label")}, {"train": unknown}, "text")

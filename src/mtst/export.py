@@ -36,6 +36,7 @@ from mtst.modeling import tasktypes
 from mtst.modeling.encoder import SentenceEncoder, pad_batch, sorted_chunks
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, predict, softmax, text_words
+from mtst.texts import as_texts
 
 ONNX_NAME = "model.onnx"
 PAIRS_NAME = "pairs.onnx"  # the pair heads, where the model has pair tasks
@@ -379,13 +380,13 @@ class OnnxPredictor:
     ) -> Any:
         """Sentence embeddings, normalised as the model was unless ``normalize`` says otherwise (the
         arguments of :meth:`SentenceEncoder.encode <mtst.modeling.encoder.SentenceEncoder.encode>`)."""
-        items = [texts] if isinstance(texts, str) else list(texts)
+        items, single = as_texts(texts)
         dim = self.meta["embedding_dim"]
         raw = self.run(items, batch_size, progress=progress)["sentence_embedding"]
         emb = np.stack(raw).astype(np.float32) if items else np.zeros((0, dim), dtype=np.float32)
         if self.meta["normalize"] if normalize is None else normalize:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        if isinstance(texts, str):
+        if single:
             emb = emb[0]
         return torch.from_numpy(emb) if convert_to == "torch" else emb
 
@@ -457,11 +458,11 @@ class OnnxPredictor:
 
     def predict(
         self,
-        texts: Sequence[str],
-        tasks: Sequence[str] | None = None,
+        texts: str | Sequence[str],
+        tasks: str | Sequence[str] | None = None,
         batch_size: int = 32,
-        pairs: Sequence[str] | None = None,
-    ) -> list[dict]:
+        pairs: str | Sequence[str] | None = None,
+    ) -> list[dict] | dict:
         """The records of :meth:`MultiTaskModel.predict`: labels and probabilities, or entity spans."""
         return predict(self, texts, tasks, batch_size, pairs)
 

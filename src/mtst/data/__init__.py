@@ -29,7 +29,6 @@ from mtst.data.files import (  # noqa: F401  (re-exported: mtst.data is where ca
     text_problem,
 )
 from mtst.data.labelsets import (
-    check_joined_labels,
     empty_cell_note,
     empty_is_none,
     is_empty,
@@ -44,6 +43,8 @@ if TYPE_CHECKING:
 
 # --------------------------------------------------------------------------- training data
 MISSING = IGNORE_INDEX  # a row without a label for a task
+# Regression targets are trained in float32, squared by the loss: beyond this the loss overflows.
+TARGET_LIMIT = 1e15
 
 
 @dataclass
@@ -112,9 +113,11 @@ def encode_labels(values: Sequence[str | None], names: Sequence[str], where: str
     return np.array([MISSING if v is None else index[v] for v in values], dtype=np.int64)
 
 
-def label_values(rows: Sequence[dict[str, Any]], col: str) -> list[str | None]:
-    """A label column as normalised strings (None where missing)."""
-    return [label_value(r.get(col)) for r in rows]
+def label_values(rows: Sequence[dict[str, Any]], col: str, where: str = "") -> list[str | None]:
+    """A label column as normalised strings (None where missing); a cell that is not a label names its row."""
+    return [
+        label_value(r.get(col), f"{where or 'a label column'}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)
+    ]
 
 
 def _sorted_labels(values: set[str]) -> list[str]:
@@ -363,32 +366,33 @@ def _task_values(
     if src.kind == "token_classification":
         return _row_tags(rows, col, words, tokens_column, where)
     if src.kind == "multi_label":
-        empty = empty_is_none(src, alone)
+        empty, whole = empty_is_none(src, alone), frozenset(src.labels or ())
         if src.columns:
             return [one_hot_set(r, src.columns, f"{where}, row {i}", empty) for i, r in enumerate(rows, 1)]
         return [
-            label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}", empty)
+            label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}", empty, whole)
             for i, r in enumerate(rows, 1)
         ]
     if src.kind in ("regression", "pair_similarity"):
         return [_number(r.get(col), f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)]
-    return label_values(rows, col)
+    return label_values(rows, col, where)
 
 
 def _number(value: Any, where: str) -> float | None:
     """A regression target: a finite number (or a string of one); None where the cell is empty or null."""
     if is_empty(value):
         return None
-    if isinstance(value, bool):
-        raise DataError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, np.number)):
+        raise DataError(f"{where}: expected a number, got {type(value).__name__} {value!r:.60}")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise DataError(f"{where}: expected a number, got {value!r}") from None
-    if number != number:
-        return None
-    if number in (float("inf"), float("-inf")):
-        raise DataError(f"{where}: expected a finite number, got {value!r}")
+    if number != number or number in (float("inf"), float("-inf")):
+        # a written-out 'nan' is not an empty cell (NaN from pandas or Parquet is, and was read above)
+        raise DataError(f"{where}: expected a finite number, got {value!r} (leave the cell empty for no target)")
+    if abs(number) > TARGET_LIMIT:
+        raise DataError(f"{where}: {value!r} is beyond the range a target can train at (|value| <= {TARGET_LIMIT:g})")
     return number
 
 
@@ -400,12 +404,19 @@ def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[st
     if src.kind == "multi_label":
         labelled = [row for row in train_values if row is not None]
         seen = {label for row in labelled for label in row}
-        check_joined_labels(task, src, seen)
         names = list(src.labels) if src.labels else list(src.columns) if src.columns else _sorted_labels(seen)
         if not labelled:
             raise DataError(f"task {task!r}: no labelled training rows")
         if len(names) < 2:
             raise DataError(f"task {task!r}: needs at least 2 labels, found {names}")
+        never = [name for name in names if name not in seen]
+        if never:
+            given = "label_columns" if src.columns else "labels"
+            raise DataError(
+                f"task {task!r}: label(s) {', '.join(map(repr, never[:5]))} of tasks.{task}.{given} are on no "
+                f"training row: a head cannot learn them (it would always predict no); add rows that have "
+                f"them or remove them from tasks.{task}.{given}"
+            )
         return names
     if src.kind == "token_classification":
         seen = {tag for row in train_values if row is not None for tag in row}

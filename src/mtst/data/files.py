@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtst.errors import DataError
+from mtst.texts import text_problem
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
@@ -162,24 +163,6 @@ def column(rows: Sequence[dict[str, Any]], name: str, source: str | Path) -> lis
     if missing:
         raise DataError(f"{source}: column {name!r} is missing on row(s) {_rows(missing)}")
     return [r[name] for r in rows]
-
-
-def text_problem(text: Any) -> str | None:
-    """Why ``text`` cannot be embedded, or None. One rule for files, arguments and the server.
-
-    A text is a string with at least one non-space character and only valid
-    Unicode: a lone surrogate (from a byte that is not UTF-8 on a command line,
-    or ``\\ud800`` in JSON) would break the tokenizer.
-    """
-    if not isinstance(text, str):
-        return f"not text ({type(text).__name__})"
-    if not text.strip():
-        return "empty text"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"not valid Unicode (a lone surrogate or undecodable byte at character {exc.start})"
-    return None
 
 
 def check_texts(texts: Sequence[Any], source: str | Path) -> list[str]:

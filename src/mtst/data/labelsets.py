@@ -15,15 +15,25 @@ if TYPE_CHECKING:
     from mtst.data import TaskSource
 
 
-def label_value(value: Any) -> str | None:
-    """A label cell as a normalised string (an integral float reads as the integer); None where empty."""
+def label_value(value: Any, where: str = "a label cell") -> str | None:
+    """A label cell as a normalised string (an integral float reads as the integer); None where empty.
+
+    A label is a string, a whole number or a float; a list, a mapping or any other value is refused
+    (``[["books"]]`` must not become a label named ``"['books']"``).
+    """
     if value is None:
         return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float):
         if value != value:  # NaN
             return None
         if value.is_integer():
             value = int(value)
+    if not isinstance(value, (str, int, float)):
+        raise DataError(f"{where}: expected a label (a string or a number), got {type(value).__name__} {value!r:.60}")
     text = str(value).strip()
     return text or None
 
@@ -91,11 +101,18 @@ def empty_cell_note(
     return [f"{task}: {empty} of {len(rows)} rows of {Path(source).name} have {cell}, {how} ({other})"]
 
 
-def label_set(value: Any, delimiter: str, where: str, empty: bool = False) -> list[str] | None:
+DELIMITERS = (",", ";", "|")  # what a multi-label cell's labels are usually joined by
+
+
+def label_set(
+    value: Any, delimiter: str, where: str, empty: bool = False, whole: frozenset[str] = frozenset()
+) -> list[str] | None:
     """A multi-label cell: a list, a JSON list in a string, or labels joined by ``delimiter``.
 
     ``[]`` (or ``"[]"``) is a row with none of the labels; an empty cell or null is one too where ``empty``
-    (:func:`empty_is_none`), else a row without the task (None).
+    (:func:`empty_is_none`), else a row without the task (None). A part of a joined cell that holds
+    another common delimiter (``books;positive`` split at ``,``) cannot be read unambiguously: it is
+    refused unless ``whole`` (the config's ``labels``) names it as one label.
     """
     if is_empty(value):
         return [] if empty else None
@@ -107,14 +124,15 @@ def label_set(value: Any, delimiter: str, where: str, empty: bool = False) -> li
             except json.JSONDecodeError:
                 raise DataError(f"{where}: {text[:60]!r} starts like a JSON list but is not one") from None
         else:
-            value = [part for part in text.split(delimiter)]
+            value = [part.strip() for part in text.split(delimiter)]
+            _check_joined(value, delimiter, where, whole)
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, (list, tuple)):
         raise DataError(f"{where}: expected a list of labels, got {type(value).__name__} {value!r}")
     labels = []
     for item in value:
-        label = label_value(item)
+        label = label_value(item, f"{where}, in {value!r:.60}")
         if label is None:
             raise DataError(f"{where}: an empty label in {value!r}")
         if label not in labels:
@@ -122,18 +140,12 @@ def label_set(value: Any, delimiter: str, where: str, empty: bool = False) -> li
     return labels
 
 
-def check_joined_labels(task: str, src: TaskSource, seen: set[str]) -> None:
-    """A multi-label cell joined by another delimiter than ``label_delimiter`` reads as one label per
-    combination ('joy;love'), and trains a model of combinations: refuse it where every part of such a
-    label is also a label of its own, and say which delimiter reads it."""
-    if src.columns:  # one column per label: no cell holds several
-        return
-    for other in (";", "|", ","):
-        if other == src.delimiter:
-            continue
-        joined = sorted(label for label in seen if other in label and set(label.split(other)) <= seen)
-        if joined:
+def _check_joined(parts: list[str], delimiter: str, where: str, whole: frozenset[str]) -> None:
+    for part in parts:
+        other = next((d for d in DELIMITERS if d != delimiter and d in part), None)
+        if other is not None and part not in whole:
             raise DataError(
-                f"task {task!r}: labels such as {joined[0]!r} look like several labels joined by {other!r}; "
-                f"set tasks.{task}.label_delimiter: {other!r} (cells are split at {src.delimiter!r} now)"
+                f"{where}: {part!r} looks like several labels joined by {other!r}, but cells are split at "
+                f"{delimiter!r}; set the task's label_delimiter: {other!r}, or list {part!r} in its labels "
+                f"to keep it as one label"
             )

@@ -22,6 +22,7 @@ from mtst.errors import ModelLoadError
 from mtst.modeling.backbone import load_backbone, resolve_backbone
 from mtst.modeling.pooling import POOLING_MODES, Pooling, pool
 from mtst.modeling.pooling import normalize as l2_normalize
+from mtst.texts import as_texts
 
 logger = logging.getLogger(__name__)
 
@@ -365,9 +366,9 @@ class SentenceEncoder(nn.Module):
         convert_to: Literal["numpy", "torch"] = "numpy",
         progress: Any = None,
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts, in the caller's order (batched by length, see :meth:`length_sorted_batches`)."""
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
+        """Embed texts, in the caller's order (batched by length, see :meth:`length_sorted_batches`): one
+        string gives one vector, a list of strings a matrix (anything else is refused, :func:`as_texts`)."""
+        items, single = as_texts(texts)
         mode = pooling or self.pooling
         if mode not in POOLING_MODES:
             raise ModelLoadError(f"unknown pooling {mode!r}; allowed: {', '.join(POOLING_MODES)}")
@@ -408,7 +409,12 @@ class SentenceEncoder(nn.Module):
     ) -> list[tuple[int, float]] | list[list[tuple[int, float]]]:
         """Top-k corpus entries by cosine similarity, best first: ``[(corpus_index, score), ...]`` for one
         query (a string), one such list per query for a list of queries."""
-        query_list = [queries] if isinstance(queries, str) else list(queries)
+        query_list, single = as_texts(queries, "queries")
+        if isinstance(corpus, str):
+            raise TypeError("corpus: expected a list of strings, got one string (wrap it: [corpus])")
+        corpus = [] if isinstance(corpus, (list, tuple)) and not corpus else as_texts(corpus, "corpus")[0]
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k: expected a whole number of at least 1, got {top_k!r}")
         if not corpus:
             hits: list[list[tuple[int, float]]] = [[] for _ in query_list]
         else:
@@ -419,4 +425,4 @@ class SentenceEncoder(nn.Module):
                 [(int(i), float(s)) for i, s in zip(idx, val, strict=True)]
                 for idx, val in zip(top.indices.tolist(), top.values.tolist(), strict=True)
             ]
-        return hits[0] if isinstance(queries, str) else hits
+        return hits[0] if single else hits

@@ -33,6 +33,7 @@ from mtst.modeling.heads import HeadSpec, build_head
 from mtst.modeling.lora import is_lora_param
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, text_words
 from mtst.modeling.predictions import predict as predict_records
+from mtst.texts import as_names, as_texts
 from mtst.version import __version__
 
 # The encoder's output for a batch of row indices, computed from a cache rather than from token ids.
@@ -154,15 +155,18 @@ class MultiTaskModel(nn.Module):
     # ----------------------------------------------------------------- predict
     @torch.inference_mode()
     def predict_proba(
-        self, texts: Sequence[str], tasks: Sequence[str] | None = None, batch_size: int = 32
-    ) -> dict[str, list[np.ndarray]] | dict[str, np.ndarray]:
+        self, texts: str | Sequence[str], tasks: str | Sequence[str] | None = None, batch_size: int = 32
+    ) -> dict[str, Any]:
         """Class probabilities per task, in input order.
 
         Sentence tasks give an ``(n, num_labels)`` array (per-label probabilities for a multi-label task,
         an ``(n, 1)`` column of values for a regression task); token tasks a list
-        of ``(num_tokens, num_labels)`` arrays, one per text.
+        of ``(num_tokens, num_labels)`` arrays, one per text. One string gives each task's row for it.
         """
-        return self.predict_proba_ids(self.encoder.tokenize_ids(list(texts)), tasks, batch_size)
+        items, single = as_texts(texts)
+        names = as_names(tasks)
+        out = self.predict_proba_ids(self.encoder.tokenize_ids(items), names, batch_size)
+        return {t: p[0] for t, p in out.items()} if single else out
 
     @torch.inference_mode()
     def predict_proba_ids(
@@ -282,12 +286,12 @@ class MultiTaskModel(nn.Module):
 
     def predict(
         self,
-        texts: Sequence[str],
-        tasks: Sequence[str] | None = None,
+        texts: str | Sequence[str],
+        tasks: str | Sequence[str] | None = None,
         batch_size: int = 32,
-        pairs: Sequence[str] | None = None,
-    ) -> list[dict]:
-        """One dict per text (per pair, with ``pairs``: the second texts).
+        pairs: str | Sequence[str] | None = None,
+    ) -> list[dict] | dict:
+        """One dict per text (per pair, with ``pairs``: the second texts); one string gives one dict.
 
         Sentence tasks give ``{"label", "probabilities"}``; token tasks give
         ``{"entities": [{"type", "text", "start", "end", "score"}], "words", "tags"}``

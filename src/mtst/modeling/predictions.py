@@ -19,6 +19,7 @@ import numpy as np
 from mtst.errors import ModelLoadError
 from mtst.modeling import tasktypes
 from mtst.modeling.tagging import entity_spans, first_subtokens, split_words
+from mtst.texts import as_names, as_texts
 
 
 class UnknownTaskError(ModelLoadError):
@@ -128,20 +129,28 @@ def records(texts: Sequence[str], specs: Mapping[str, Any], out: Outputs, names:
 
 def predict(
     predictor: Predictor,
-    texts: Sequence[str],
-    tasks: Sequence[str] | None = None,
+    texts: str | Sequence[str],
+    tasks: str | Sequence[str] | None = None,
     batch_size: int = 32,
-    pairs: Sequence[str] | None = None,
-) -> list[dict]:
+    pairs: str | Sequence[str] | None = None,
+) -> list[dict] | dict:
     """Records of ``texts`` for ``tasks`` (default: every single-text task; with ``pairs``, the second
-    texts, every pair task) from one forward pass of ``predictor``."""
+    texts, every pair task) from one forward pass of ``predictor``; one string gives one record.
+    The inputs are checked here, the Python API's boundary (:func:`mtst.texts.as_texts`)."""
+    items, single = as_texts(texts)
+    second = None
+    if pairs is not None:
+        second, pair_single = as_texts(pairs, "pairs")
+        if pair_single != single:
+            raise TypeError("texts and pairs: give both as one string, or both as lists of the same length")
     specs = predictor.task_specs()
-    names = input_tasks(specs, tasks, pairs is not None)
-    if pairs is not None and len(pairs) != len(texts):
-        raise ValueError(f"{len(texts)} first texts but {len(pairs)} second ones")
-    if not texts:
-        return []
-    return records(texts, specs, predictor.outputs(texts, names, batch_size, pairs=pairs), names)
+    names = input_tasks(specs, as_names(tasks), second is not None)
+    if second is not None and len(second) != len(items):
+        raise ValueError(f"{len(items)} first texts but {len(second)} second ones")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a whole number of at least 1, got {batch_size!r}")
+    out = records(items, specs, predictor.outputs(items, names, batch_size, pairs=second), names) if items else []
+    return out[0] if single else out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
