@@ -226,6 +226,14 @@ def test_labels_other_than_the_models_are_refused_naming_task_and_labels(
         bad = _config(category_run, tiny_data, tmp_path / "f", {"sentiment": {}}).model_dump()
         bad["model"]["pooling"] = "cls"
         load_inputs(validate_config(bad), Console(quiet=True))
+    # a shorter (or longer) cut changes what the carried heads and the embedding compute: refused, never
+    # reported as kept exactly
+    for length in (16, 64):
+        bad = _config(category_run, tiny_data, tmp_path / "m", {"sentiment": {}}).model_dump()
+        bad["model"]["max_length"] = length
+        with pytest.raises(ConfigError, match=rf"model\.max_length is {length}, the model.s is 32"):
+            load_inputs(validate_config(bad), Console(quiet=True))
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_subset_of_the_models_labels_is_reindexed_to_its_order(category_run: Path, tmp_path: Path) -> None:
@@ -300,7 +308,9 @@ def test_a_carried_token_head_is_distilled_per_token_and_saved(
     tasks = {
         "tags": make_tasks()["category"].model_copy(update={"type": "token_classification", "labels": ["O", "B-X"]})
     }
-    start = MultiTaskModel.from_backbone(tasks, backbone=str(tiny_backbone_dir)).save(tmp_path / "tagger")
+    start = MultiTaskModel.from_backbone(tasks, backbone=str(tiny_backbone_dir), max_length=32).save(
+        tmp_path / "tagger"
+    )
     retained = _free_and_distill(start, tiny_data, tmp_path, {"heads": 5.0})
     kept = {protect: r["tasks"]["tags"]["agreement"] for protect, r in retained.items()}
     for protect in kept:
@@ -438,3 +448,36 @@ def test_keep_texts_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     )
     cfg = load_config(tmp_path / "conf" / "run.yaml")
     assert cfg.training.keep.texts == str(tmp_path / "conf" / "old.txt")
+
+
+def test_a_run_that_did_not_finish_is_not_a_silent_starting_model(
+    trained_run: Path, tiny_data: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from mtst.cli import main
+    from mtst.training.rundir import RunLock
+
+    killed = tmp_path / "killed"
+    shutil.copytree(trained_run, killed)
+    (killed / "metrics.json").unlink()  # killed after an evaluation: its model/ is the best so far
+    cfg = _config(killed, tiny_data, tmp_path / "next", {"sentiment": {}}, strategy="heads")
+    with pytest.raises(ModelLoadError, match=r"did not finish.*mtst train --resume .*killed.*or name .*killed/model"):
+        load_inputs(cfg, Console(quiet=True))
+    lock = RunLock(killed).acquire()  # the same run, still training
+    try:
+        with pytest.raises(ModelLoadError, match=r"is still training"):
+            load_inputs(cfg, Console(quiet=True))
+    finally:
+        lock.release()
+    chosen = _config(killed / "model", tiny_data, tmp_path / "next", {"sentiment": {}}, strategy="heads")
+    assert load_inputs(chosen, Console(quiet=True)).continued == (
+        "sentiment",
+    )  # its model, named on purpose, starts a run
+    shutil.rmtree(killed / "model")  # killed before its first evaluation
+    with pytest.raises(ModelLoadError, match=r"did not finish.*mtst train --resume"):
+        load_inputs(cfg, Console(quiet=True))
+    assert main(["predict", str(killed), "some text"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "saved no model yet" in err and "mtst train --resume" in err
+    assert not (tmp_path / "next").exists()

@@ -509,7 +509,17 @@ def resolve_model_dir(path: str | Path) -> Path:
                 continue
             if isinstance(data, dict) and data.get("format") == "mtst":
                 return candidate
+    if is_run_dir(base):
+        raise ModelLoadError(
+            f"{base} is a training run that saved no model yet (it stopped before its first evaluation): "
+            f"continue it with `mtst train --resume {base}`"
+        )
     raise ModelLoadError(f"{base} is not an mtst model directory (no config.json with format 'mtst')")
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a training run's directory (its resolved config beside a log or a checkpoint)."""
+    return (path / "config.yaml").is_file() and ((path / "train.log").is_file() or (path / "checkpoint").is_dir())
 
 
 def load_encoder(reference: str, pooling: str | None = None, normalize: bool | None = None) -> SentenceEncoder:

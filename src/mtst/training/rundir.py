@@ -119,6 +119,16 @@ class RunLock:
         return True
 
 
+def in_use(run_dir: Path) -> bool:
+    """Whether a live run holds ``run_dir``'s lock (checked without writing anything)."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8") as fh:
+        free = RunLock._lock(fh, RunLock._read(fh))  # released again as the file closes
+    return not free
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

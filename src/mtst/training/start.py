@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +19,8 @@ from mtst.config import RunConfig
 from mtst.data import MISSING, TaskData
 from mtst.errors import ConfigError, ModelLoadError
 from mtst.modeling.heads import HeadSpec
-from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.model import MultiTaskModel, is_run_dir
+from mtst.training.rundir import in_use
 
 if TYPE_CHECKING:
     from mtst.training.trainer import RunInputs
@@ -38,6 +40,7 @@ class Start:
 def load_start(reference: str) -> MultiTaskModel:
     """The starting model, its LoRA adapters folded in: a run adds its own adapters (or trains layers)
     on top of the weights the model computes with."""
+    check_finished(Path(reference).expanduser())
     try:
         model = MultiTaskModel.load(reference)
     except ModelLoadError as exc:
@@ -45,6 +48,19 @@ def load_start(reference: str) -> MultiTaskModel:
     if model.lora is not None:
         model.merge_lora()
     return model
+
+
+def check_finished(path: Path) -> None:
+    """A run that did not finish (killed, or still training) is not a starting model: its ``model/`` is the
+    best one so far, picked on evaluations that stopped midway. Naming ``RUN/model`` takes it on purpose."""
+    if not path.is_dir() or not is_run_dir(path) or (path / "metrics.json").is_file():
+        return
+    state = "is still training" if in_use(path) else "did not finish (no metrics.json)"
+    has_model = (path / "model").is_dir()
+    raise ModelLoadError(
+        f"model.init: {path} is a run that {state}: finish it first (`mtst train --resume {path}`)"
+        + (f", or name {path / 'model'} to start from its best model so far" if has_model else "")
+    )
 
 
 def check_start(config: RunConfig, start: MultiTaskModel) -> None:
@@ -64,10 +80,13 @@ def check_encoder(config: RunConfig, start: MultiTaskModel, source: str) -> None
         wrong.append(f"model.pooling is {m.pooling!r}, the model's is {enc.pooling!r}")
     if m.normalize is not None and m.normalize != enc.normalize:
         wrong.append(f"model.normalize is {m.normalize}, the model's is {enc.normalize}")
+    if m.max_length is not None and m.max_length != enc.max_length:
+        # a text cut at another length embeds differently: the carried heads and the embedding would change
+        wrong.append(f"model.max_length is {m.max_length}, the model's is {enc.max_length}")
     if wrong:
         raise ConfigError(
-            f"model.init: {source} " + "; ".join(wrong) + ": its heads read that encoder; "
-            "remove these keys (the model's own settings apply)"
+            f"model.init: {source} " + "; ".join(wrong) + ": its heads and embedding were computed with the "
+            "model's settings; remove these keys (the model's own settings apply)"
         )
 
 
@@ -135,8 +154,6 @@ def build_start(config: RunConfig, data: TaskData, specs: dict[str, HeadSpec], s
     starting model's heads (continued or carried) and new ones."""
     source = str(config.model.init)
     align_labels(config, data, start, source)
-    if config.model.max_length is not None:
-        start.encoder.max_length = config.model.max_length
     # the starting model's heads first (continued ones in their own label order, which align_labels gave
     # the data), then the new ones, whose specs already hold the data's labels
     merged = {
