@@ -159,9 +159,16 @@ def test_a_failed_run_is_reported_beside_the_others(
 
 def test_every_run_failing_is_an_error_that_names_them(compare_config: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
+    (out / "plots").mkdir(parents=True)
+    for stale in ("report.md", "report.html", "plots/metric_vs_time.png"):  # an earlier sweep's report
+        (out / stale).write_text("Recommended: `full`")
+    (out / "notes.txt").write_text("the user's own file")
     args = ["compare", str(compare_config), "--strategies", "lora", "-o", str(out), "-q"]
     assert main([*args, "--set", "training.lora.target_modules=[no_such_layer]"]) == 2
     assert json.loads((out / "results.json").read_text())["failed"][0]["name"] == "lora-f1-s42"
+    # the report described other results: it goes with them; nothing else in the folder is touched
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["notes.txt", "results.json"]
+    assert not (out / "plots").exists()
 
 
 def test_the_sweep_hears_the_progress_of_the_run_it_started(compare_config: Path, tmp_path: Path) -> None:

@@ -70,6 +70,9 @@ def test_recommend_names_the_winner_its_margin_and_the_cheap_option() -> None:
     assert sentences[0].startswith("**Recommended: `full`.**") and "90.5" in sentences[0]
     assert "within the noise of the runner-up `heads`" in sentences[1]
     assert "When training time matters, `heads`" in sentences[2]
+    quick = [run("full", s, 0.90, 0.3) for s in (0, 1)] + [run("heads", s, 0.89, 0.4) for s in (0, 1)]
+    sentence = recommend(payload(quick), summarize(payload(quick)))[1]
+    assert "(0.3 s vs 0.4 s)" in sentence and "0 s vs 0 s" not in sentence
 
 
 def test_auto_rows_name_the_strategy_the_recipe_chose() -> None:

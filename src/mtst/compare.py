@@ -28,6 +28,7 @@ from rich.markup import escape
 from mtst.config import AUTO, POOLING_MODES, RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import headline, read_sts, sts_spearman
+from mtst.fileio import atomic_write_text
 from mtst.training.strategies import REGISTRY
 
 ANCHORS = tuple(name for name, s in REGISTRY.items() if s.backbone_fixed)  # heads on the original features, best first
@@ -349,8 +350,24 @@ def save_results(
         "failed": [{**asdict(f.spec), "name": f.spec.name, "error": f.error} for f in failures],
     }
     sweep.output.mkdir(parents=True, exist_ok=True)
-    (sweep.output / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    remove_report(sweep.output)  # an earlier sweep's report must not outlive the results it described
+    atomic_write_text(sweep.output / "results.json", json.dumps(payload, indent=2) + "\n")
     return payload
+
+
+REPORT_FILES = ("report.md", "report.html")
+
+
+def remove_report(output: Path) -> None:
+    """Remove the report (``report.md``, ``report.html``, ``plots/*.png``) an earlier sweep left in ``output``."""
+    for name in REPORT_FILES:
+        (output / name).unlink(missing_ok=True)
+    plots = output / "plots"
+    if plots.is_dir():
+        for png in plots.glob("*.png"):
+            png.unlink()
+        if not any(plots.iterdir()):
+            plots.rmdir()
 
 
 def load_sweep(

@@ -157,6 +157,11 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None or x != x else f"{100 * x:.{digits}f}"
 
 
+def _seconds(t: float) -> str:
+    """A duration as the report prints it: tenths under 10 s, so two short runs never read '0 s vs 0 s'."""
+    return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
+
+
 def _ratio(a: float, b: float) -> str:
     if b <= 0:
         return "n/a"
@@ -203,7 +208,7 @@ def _winner_sentences(metric: str, at_full: list[Row]) -> list[str]:
     out.append(
         f"`{best.label}` is {gap:.1f} points {verdict} the runner-up `{second.label}` "
         f"({pct(second.mean)}), at {_ratio(best.train_seconds, second.train_seconds)} its training time "
-        f"({best.train_seconds:.0f} s vs {second.train_seconds:.0f} s){drift}."
+        f"({_seconds(best.train_seconds)} vs {_seconds(second.train_seconds)}){drift}."
     )
     fastest = min(at_full, key=lambda r: r.train_seconds)
     close = 100 * (best.mean - fastest.mean)
