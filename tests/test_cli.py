@@ -167,3 +167,18 @@ def test_every_serve_setting_is_an_option_that_reaches_the_server(
     renamed = {"max_body_bytes": "max_body_mb", "timeout_s": "timeout", "read_timeout_s": "read_timeout"}
     for field in dataclasses.fields(ServeSettings):
         assert renamed.get(field.name, field.name) in options, field.name
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(trained_run: Path, tmp_path: Path) -> None:
+    """``mtst encode ... | head -1``: status 0 and nothing on stderr once the reader has what it wanted."""
+    import subprocess
+    import sys
+
+    texts = tmp_path / "many.txt"
+    texts.write_text("".join(f"text number {i}\n" for i in range(800)))  # output well over a pipe's buffer
+    command = [sys.executable, "-m", "mtst", "encode", "--model", str(trained_run), "--input", str(texts)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b'{"text": "text number 0"')
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Traceback" not in err and b"Broken pipe" not in err, err[-500:]

@@ -198,3 +198,24 @@ def test_jsonl_rows_that_omit_a_task_key_are_unlabelled_for_it_wherever_they_com
     data = build_task_data({"coarse": ("coarse", None, None)}, {"train": str(f)}, "text")
     assert list(data.splits["train"].labels["coarse"]) == [MISSING, 0, 1, 0, 1]
     assert data.labels["coarse"] == ["DESC", "ENTY"]
+
+
+def test_a_saved_datasets_folder_reads_wherever_a_data_file_does(tmp_path: Path, tiny_model) -> None:
+    import datasets
+
+    from mtst.config import validate_config
+    from mtst.data import load_table, read_texts
+    from mtst.errors import DataError
+    from mtst.training.trainer import keep_text_ids
+
+    rows = {"text": ["first text", "second text"], "label": ["a", "b"]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "one"))
+    assert read_texts(tmp_path / "one") == rows["text"]
+    config = validate_config(
+        {"tasks": {"category": {}}, "data": {"train": "x.csv"}, "training": {"keep": {"texts": str(tmp_path / "one")}}}
+    )
+    assert len(keep_text_ids(config, tiny_model)) == 2  # training.keep.texts takes it as data.train does
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "dict"))
+    with pytest.raises(DataError, match=r"a DatasetDict holding the split 'train'; point to .*dict/train"):
+        load_table(tmp_path / "dict")
+    assert load_table(tmp_path / "dict" / "train")[0] == {"text": "first text", "label": "a"}

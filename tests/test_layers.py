@@ -8,7 +8,7 @@ from pathlib import Path
 import mtst
 
 LAYERS = [
-    ("errors", "constants", "version", "demo", "texts"),
+    ("errors", "constants", "version", "demo", "texts", "extras"),
     ("config",),
     ("fileio",),
     ("modeling",),

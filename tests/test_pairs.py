@@ -234,6 +234,15 @@ def test_pair_tasks_train_save_and_predict_alike_everywhere(
             r["nli"]["label"] for r in ours
         ]
         assert "reading pairs from its columns premise,hypothesis" in out.err.replace("\n", "")
+    # a plain text file holds single texts, whatever tasks the model has; --tasks of single-text tasks
+    # never reads a table as pairs (each asks for the input its tasks read)
+    lines = tmp_path / "x.txt"
+    lines.write_text("".join(t + "\n" for t in first))
+    assert main(["predict", str(tmp_path / "run"), "--data", str(lines)]) == 0
+    assert [set(json.loads(line)) for line in capsys.readouterr().out.splitlines()] == [{"text", "topic", "tags"}] * 5
+    assert main(["predict", str(tmp_path / "run"), "--data", str(table), "--tasks", "topic"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "no column 'text'" in err and "reading pairs" not in err and ".txt" not in err
 
 
 def test_compare_runs_pair_and_multi_label_tasks_side_by_side(

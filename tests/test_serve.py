@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -284,7 +285,10 @@ def test_several_server_processes(model: MultiTaskModel, tmp_path: Path) -> None
     assert not [p for p in children if running(p)], "worker processes outlived the server"
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt install chromium)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None and not os.environ.get("MTST_REQUIRE_BROWSER"),
+    reason="needs Debian's chromium (apt install chromium); .ci/run requires it (MTST_REQUIRE_BROWSER)",
+)
 def test_page_in_headless_chromium(model: MultiTaskModel, tmp_path: Path) -> None:
     """Load the page, submit a sentence, read the predicted labels from the rendered DOM."""
     model.save(tmp_path / "m")

@@ -23,6 +23,21 @@ def test_split_words_keeps_prices_and_offsets() -> None:
     words = split_words(text)
     assert [w for w, _, _ in words] == ["Paid", "$19.99", "for", "the", "Wi-Fi", "router", ",", "ok", "?"]
     assert all(text[a:b] == w for w, a, b in words)
+    # a decomposed accent stays with its letter: the same words as the composed text, offsets into this one
+    decomposed = "Un cafe\u0301 a\u0300 Sa\u0303o Paulo, e\u0301te\u0301!"
+    words = split_words(decomposed)
+    assert [w for w, _, _ in words] == [
+        "Un",
+        "cafe\u0301",
+        "a\u0300",
+        "Sa\u0303o",
+        "Paulo",
+        ",",
+        "e\u0301te\u0301",
+        "!",
+    ]
+    assert len(words) == len(split_words("Un café à São Paulo, été!"))
+    assert all(decomposed[a:b] == w for w, a, b in words)
 
 
 def test_read_conll(tmp_path: Path) -> None:

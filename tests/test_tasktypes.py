@@ -315,6 +315,14 @@ def test_old_multi_label_and_regression_heads_are_held_and_compared_by_their_own
 
 
 # --------------------------------------------------------------------------- fitted heads and the stage
+def test_a_fit_is_named_by_the_method_that_ran() -> None:
+    from mtst.modeling.tasktypes import fit_method
+
+    assert fit_method(["classification", "multi_label"]) == "logistic regression"
+    assert fit_method(["regression"]) == "ridge regression"
+    assert fit_method(["regression", "classification"]) == "logistic regression (ridge for regression heads)"
+
+
 def test_closed_form_fits_recover_the_signal() -> None:
     rng = np.random.default_rng(0)
     x = torch.as_tensor(rng.normal(size=(200, 8)))
@@ -416,7 +424,8 @@ def test_frozen_run_without_validation_tunes_on_cross_validated_rows(
     tiny_backbone_dir: Path, mixed_data: dict[str, str], tmp_path: Path
 ) -> None:
     data = {k: v for k, v in mixed_data.items() if k != "validation"}
-    train(mixed_config(tiny_backbone_dir, data, tmp_path / "run", strategy="frozen"), show_progress=False)
+    result = train(mixed_config(tiny_backbone_dir, data, tmp_path / "run", strategy="frozen"), show_progress=False)
+    assert result.stages == ("heads fitted by logistic regression (ridge for regression heads)",)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "thresholds" in log and "3-fold cross-validation on 48 training rows" in log
     assert "one-vs-rest logistic regression" in log and "ridge regression" in log

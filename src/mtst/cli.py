@@ -21,15 +21,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from mtst.cli_io import (
+    OutputClosed,
     encode_with_progress,
     gather_pairs,
     gather_texts,
     model_pairs,
     prediction_cell,
     write_embeddings,
+    write_lines,
 )
 from mtst.config import INFERENCE_PRECISIONS, POOLING_MODES, ServeSettings
 from mtst.errors import MtstError
+from mtst.extras import require
 from mtst.training.strategies import help_text as strategy_help
 
 app = typer.Typer(
@@ -160,8 +163,10 @@ def encode(
             table.add_row(str(i), text, f"{float((vec**2).sum() ** 0.5):.3f}", f"[{head}, …]")
         console.print(table)
     else:
-        for text, vec in zip(items, embeddings, strict=True):
-            sys.stdout.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+        write_lines(
+            json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]})
+            for text, vec in zip(items, embeddings, strict=True)
+        )
 
 
 @app.command()
@@ -181,7 +186,7 @@ def similarity(
     if _interactive():
         console.print(f"cosine similarity: [bold]{score:.4f}[/bold]")
     else:
-        sys.stdout.write(f"{score:.6f}\n")
+        write_lines([f"{score:.6f}"])
 
 
 @app.command()
@@ -213,10 +218,11 @@ def search(
                 table.add_row(str(rank), f"{score:.4f}", str(idx + 1), docs[idx])
             console.print(table)
     else:
-        for q, row in zip(query, hits, strict=True):
-            for rank, (idx, score) in enumerate(row, start=1):
-                rec = {"query": q, "rank": rank, "score": round(score, 6), "index": idx, "text": docs[idx]}
-                sys.stdout.write(json.dumps(rec) + "\n")
+        write_lines(
+            json.dumps({"query": q, "rank": rank, "score": round(score, 6), "index": idx, "text": docs[idx]})
+            for q, row in zip(query, hits, strict=True)
+            for rank, (idx, score) in enumerate(row, start=1)
+        )
 
 
 @app.command()
@@ -365,6 +371,8 @@ def evaluate(
 
     if data is None and sts is None:
         raise MtstError("give --data (labelled rows) and/or --sts (scored sentence pairs)")
+    if plot is not None:
+        require("plots", "--plot")
     pairs = read_sts(sts) if sts is not None else None  # read before the model: a bad file fails fast
     model = _load_model(run, precision)
     results: dict[str, Any] = evaluate_file(model, data, text_column) if data is not None else {}
@@ -418,7 +426,8 @@ def predict(
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks; the
     label set of a multi-label task, the value of a regression task; with --pairs, the pair tasks)."""
     second: list[str] | None = None
-    found = model_pairs(run, data, text_column) if pairs is None and not texts else None
+    wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    found = model_pairs(run, data, text_column, wanted) if pairs is None and not texts else None
     if found is not None:
         columns, items, second = found
         err_console.print(
@@ -430,7 +439,6 @@ def predict(
         items, second = gather_pairs(data, pairs)
     else:
         items = gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
-    wanted = [t.strip() for t in tasks.split(",")] if tasks else None
     if backend == "auto":
         from mtst.modeling.model import is_export
 
@@ -463,8 +471,7 @@ def predict(
             table.add_row(*firsts, *(prediction_cell(v) for k, v in rec.items() if k not in ("text", "text_pair")))
         console.print(table)
     else:
-        for rec in records:
-            sys.stdout.write(json.dumps(rec) + "\n")
+        write_lines(json.dumps(rec) for rec in records)
 
 
 _SERVE = ServeSettings()  # the server's defaults, shown and used by the options below
@@ -597,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     except MtstError as exc:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
+    except OutputClosed:  # `mtst predict ... | head -1`: the reader has what it wanted
+        return 0
     return 0
 
 

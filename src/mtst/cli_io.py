@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +29,29 @@ def gather_pairs(path: Path | None, columns: str) -> tuple[list[str], list[str]]
     return first, second
 
 
-def model_pairs(run: Path, path: Path | None, text_column: str) -> tuple[str, list[str], list[str]] | None:
+def model_pairs(
+    run: Path, path: Path | None, text_column: str, tasks: list[str] | None = None
+) -> tuple[str, list[str], list[str]] | None:
     """Where the model has a pair task and a file has no ``text_column`` but that task's two text columns:
     the columns (``first,second``, what ``--pairs`` would name) and both texts of every row, from one read of
     the file. None otherwise; a model without pair tasks never reads the file here."""
     from mtst.constants import ONNX_META
     from mtst.data import columns_of, load_table, pair_texts
+    from mtst.data.files import TABLE_SUFFIXES
     from mtst.modeling.model import CONFIG_NAME, is_export, resolve_model_dir
 
-    if path is None:
-        return None
+    if path is None or (path.suffix.lower() not in TABLE_SUFFIXES and not path.is_dir()):
+        return None  # a file of plain text lines has no columns: it holds single texts
     try:
         meta = run / ONNX_META if is_export(run) else resolve_model_dir(run) / CONFIG_NAME
-        tasks = json.loads(meta.read_text(encoding="utf-8")).get("tasks", {})
+        tasks_of_model = json.loads(meta.read_text(encoding="utf-8")).get("tasks", {})
     except (OSError, ValueError, MtstError):
         return None  # loading the model says what is wrong with it
-    specs = [spec.get("text_columns") for spec in tasks.values() if isinstance(spec, dict)]
+    specs = [
+        spec.get("text_columns")
+        for name, spec in tasks_of_model.items()
+        if isinstance(spec, dict) and (tasks is None or name in tasks)  # --tasks of single texts: no pairs
+    ]
     pairs = [(p[0], p[1]) for p in specs if p and len(p) == 2]
     if not pairs:
         return None
@@ -66,6 +75,23 @@ def gather_texts(texts: list[str] | None, path: Path | None, text_column: str, n
     if not items:
         raise MtstError(none_message)
     return check_texts(items, "arguments" if path is None else path)
+
+
+class OutputClosed(Exception):
+    """The reader of standard output closed it (``| head``): not an error, nothing more to write."""
+
+
+def write_lines(lines: Iterable[str]) -> None:
+    """Lines to standard output (JSON Lines when piped); a reader that closes the pipe ends the command
+    quietly with status 0, as ``head`` expects, never with a traceback or status 1."""
+    try:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # the interpreter's final flush must not fail again
+        os.dup2(devnull, sys.stdout.fileno())
+        raise OutputClosed from None
 
 
 def encode_with_progress(encoder: Any, items: list[str], batch_size: int) -> Any:

@@ -28,6 +28,7 @@ from rich.markup import escape
 from mtst.config import AUTO, POOLING_MODES, RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import headline, read_sts, sts_spearman
+from mtst.extras import require
 from mtst.fileio import atomic_write_text
 from mtst.training.strategies import REGISTRY
 
@@ -383,6 +384,7 @@ def load_sweep(
     """Validate every option before the first run starts."""
     from mtst.config import load_config
 
+    require("plots", "mtst compare (its report's plots)")
     config = load_config(config_path, overrides)
     if seeds < 1:
         raise ConfigError("--seeds: at least 1")

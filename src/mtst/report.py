@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mtst.errors import MtstError
+from mtst.extras import require
 from mtst.fileio import atomic_write_text, read_json_object
 
 PROGRESS_FILE_ENV = "MTST_PROGRESS_FILE"  # where a child run (of ``mtst compare``) reports its progress
@@ -175,13 +175,11 @@ def confusion_table(task: str, metrics: dict) -> Table:
 
 def confusion_figure(task: str, metrics: dict) -> Any:
     """Confusion matrix figure (counts annotated, row-normalised colour); the title always fits."""
-    try:
-        import matplotlib
+    require("plots", "--plot")
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MtstError("--plot needs matplotlib: pip install 'mtst[plots]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import numpy as np
 
     counts = np.asarray(metrics["confusion"], dtype=float)

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from mtst.config import ServeSettings
 from mtst.data import text_problem
 from mtst.errors import MtstError
+from mtst.extras import require
 from mtst.guard import Guard
 from mtst.modeling import tasktypes
 from mtst.modeling.model import MultiTaskModel, is_export
@@ -164,6 +165,7 @@ def text_problems(texts: Sequence[Any], field_name: str, max_chars: int) -> str 
 
 def create_app(model: MultiTaskModel, settings: ServeSettings | None = None, name: str = "model") -> Any:
     """The FastAPI application serving ``model``: a trained model or an export's ``OnnxPredictor``."""
+    require("serve", "the HTTP server")
     from fastapi import FastAPI
 
     settings = settings or ServeSettings()
@@ -334,6 +336,7 @@ def serve(
     The model is loaded and the port checked first, so that a bad run or a busy port fails
     once, with its message; ``announce`` then hears where the server listens.
     """
+    require("serve", "mtst serve")
     import uvicorn
 
     settings = settings or ServeSettings()

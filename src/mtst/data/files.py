@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtst.errors import DataError
+from mtst.extras import missing
 from mtst.texts import text_problem
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -35,10 +36,10 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise DataError(f"{p}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
+        if missing("parquet"):
+            raise DataError(f"{p}: reading Parquet needs pyarrow: pip install 'mtst[parquet]'")
+        import pyarrow.parquet as pq
+
         if not p.exists():
             raise DataError(f"{p}: no such file")
         return pq.read_table(p).to_pylist()
@@ -66,7 +67,10 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                 raise DataError(f"{p}, line {lineno}: expected a JSON object")
             rows.append(row)
         return rows
-    raise DataError(f"{p}: unsupported file type {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or .txt")
+    raise DataError(
+        f"{p}: unsupported file type {suffix!r} for rows with columns; use one of {', '.join(TABLE_SUFFIXES)} "
+        f"or a saved datasets directory"
+    )
 
 
 def read_delimited(text: str, delimiter: str, source: str | Path) -> list[dict[str, str]]:
@@ -177,10 +181,11 @@ def check_texts(texts: Sequence[Any], source: str | Path) -> list[str]:
 
 
 def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
-    """Texts from a file: one a line for plain text, else ``text_column`` of a table."""
-    p = Path(path)
-    if p.suffix.lower() in TABLE_SUFFIXES:
-        rows = read_records(p)
+    """Texts from a file: one a line for plain text, else ``text_column`` of a table (a saved ``datasets``
+    directory included, as every data key reads it)."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() in TABLE_SUFFIXES or p.is_dir():
+        rows = load_table(p)
         texts = column(rows, text_column, p)
     else:
         texts = [line for line in _read_text_file(p).splitlines() if line.strip()]
@@ -198,16 +203,18 @@ def load_table(source: str | Path) -> list[dict[str, Any]]:
     """Rows from a file, or from a directory saved with ``datasets.Dataset.save_to_disk``."""
     p = Path(source).expanduser()
     if p.is_dir():
-        try:
-            import datasets
-        except ImportError as exc:
-            raise DataError(f"{p} is a directory; reading a saved dataset needs `pip install datasets`") from exc
+        if missing("datasets"):
+            raise DataError(f"{p} is a directory; reading a saved dataset needs datasets: pip install 'mtst[datasets]'")
+        import datasets
+
         try:
             ds = datasets.load_from_disk(str(p))
         except Exception as exc:
             raise DataError(f"{p}: not a saved Hugging Face dataset ({exc})") from exc
         if isinstance(ds, datasets.DatasetDict):
-            raise DataError(f"{p} holds several splits ({', '.join(ds)}); point to one of them")
+            splits = list(ds)
+            held = f"the split {splits[0]!r}" if len(splits) == 1 else f"{len(splits)} splits ({', '.join(splits)})"
+            raise DataError(f"{p} is a DatasetDict holding {held}; point to one split's folder, e.g. {p / splits[0]}")
         return ds.to_list()
     if p.suffix.lower() in CONLL_SUFFIXES:
         return read_conll(p)

@@ -18,8 +18,11 @@ import numpy as np
 from mtst.constants import IGNORE_INDEX
 
 # A word: letters/digits with inner . , ' - / & (prices, model numbers, "Wi-Fi"), an optional
-# currency sign before and % after; any other non-space character stands alone.
-_WORD = re.compile(r"[$€£¥]?\w+(?:[.,'’\-/&]\w+)*%?|\S")
+# currency sign before and % after; any other non-space character stands alone. Combining marks belong
+# to the character before them: "café" typed as "cafe" + U+0301 is one word, as its composed form is.
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\u0483-\u0489\u0591-\u05bd"
+_PART = rf"\w[\w{_MARKS}]*"
+_WORD = re.compile(rf"[$€£¥]?{_PART}(?:[.,'’\-/&]{_PART})*%?|\S[{_MARKS}]*")
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:

@@ -36,6 +36,15 @@ SCORED_TYPES: tuple[str, ...] = SENTENCE_TYPES + PAIR_TYPES  # one output row pe
 COSENT_SCALE = 20.0  # CoSENT's scale on cosine differences (sentence-transformers' default)
 
 
+def fit_method(task_types: Sequence[str]) -> str:
+    """How linear heads of these types are fitted in closed form, in words: logistic regression for labels,
+    ridge regression for numbers (a run's log must not call a ridge fit logistic)."""
+    kinds = {"ridge regression" if t == "regression" else "logistic regression" for t in task_types}
+    if len(kinds) == 2:
+        return "logistic regression (ridge for regression heads)"
+    return kinds.pop() if kinds else "logistic regression"
+
+
 def num_outputs(task_type: str, labels: Sequence[str]) -> int:
     """Width of a head's output: one number for regression and pair similarity, one score per label otherwise."""
     return 1 if task_type in ("regression", "pair_similarity") else len(labels)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mtst.config import precision_name
 from mtst.evaluate import summary_metrics
 from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.tasktypes import fit_method
 from mtst.training.keep import MOVED_COSINE, end_figures, retention
 from mtst.training.plan import KEEP_EMBEDDING
 from mtst.training.result import TrainResult, stages_run, summary
@@ -58,7 +59,9 @@ def finish_run(loop: TrainingLoop) -> TrainResult:
     chosen = (e["validation"] for e in reversed(st.history) if e["step"] == st.best_step and "validation" in e)
     validation = next(chosen, {})  # the last: an undone contrastive stage adds an entry at the same step
     phases = loop.plan.phases(loop.resumed)
-    stages = stages_run(phases, len(loop.contrastive_losses), st.global_step, st.stopped_early, loop.resumed_at)
+    fitted = loop.plan.head_init or best.prediction_tasks
+    method = fit_method([best.tasks[t].type for t in fitted if t in best.tasks])
+    stages = stages_run(phases, len(loop.contrastive_losses), st.global_step, st.stopped_early, loop.resumed_at, method)
     check = loop.stage_verdict.as_record() if loop.stage_verdict is not None else None
     if check is not None and not check["kept"]:
         stages = (*stages, "stage undone (validation)")

@@ -24,13 +24,19 @@ class TrainResult:
 
 
 def stages_run(
-    phases: tuple[str, ...], contrastive_steps: int, steps: int, stopped_early: bool, resumed_at: int | None
+    phases: tuple[str, ...],
+    contrastive_steps: int,
+    steps: int,
+    stopped_early: bool,
+    resumed_at: int | None,
+    method: str = "logistic regression",
 ) -> tuple[str, ...]:
-    """What a run did (its ``plan.phases``), in the words the console ends with."""
+    """What a run did (its ``plan.phases``), in the words the console ends with (``method``: how its heads
+    were fitted, :func:`mtst.modeling.tasktypes.fit_method`)."""
     words = {
         "contrastive": f"contrastive stage {contrastive_steps} steps",
-        "warm_start": "heads warm-started by logistic regression",
-        "closed_form": "logistic heads",
+        "warm_start": f"heads warm-started by {method}",
+        "closed_form": "logistic heads" if method == "logistic regression" else f"heads fitted by {method}",
         "steps": f"steps {resumed_at}-{steps} (resumed)"
         if resumed_at is not None
         else f"{steps} steps" + (" (stopped early)" if stopped_early else ""),

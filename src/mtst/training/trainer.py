@@ -31,6 +31,7 @@ from mtst.modeling.encoder import native_bf16
 from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.tasktypes import fit_method
 from mtst.training.batches import Batcher
 from mtst.training.cache import RunCache
 from mtst.training.freezing import trainable_names
@@ -392,8 +393,10 @@ def _print_plan(
     # Gradual unfreezing trains more as it goes: say what trains at the start and the most that ever does.
     start = "" if at_start == trainable else f"{at_start:,} at the start, up to "
     in_precision = f" in {precision}" if precision != "fp32" else ""  # where steps autocast
+    model = inputs.model
+    method = fit_method([model.tasks[t].type for t in (plan.head_init or model.prediction_tasks)])
     steps = (
-        "linear heads fitted by logistic regression"
+        f"linear heads fitted by {method}"
         if plan.closed_form
         else f"{plan.total_steps} steps of batch {config.training.batch_size}{in_precision}"
     )
@@ -417,7 +420,7 @@ def _print_plan(
     elif plan.contrastive is not None:
         console.print(f"{plan.contrastive.describe()}{in_precision}, then the {plan.strategy} strategy")
     if plan.head_init and resumed_at is None:
-        console.print(f"head(s) {', '.join(plan.head_init)} start fitted by logistic regression (head_init)")
+        console.print(f"head(s) {', '.join(plan.head_init)} start fitted by {method} (head_init)")
     if plan.lr_scale != 1.0:
         console.print(
             f"{len(plan.shared_by)} classification tasks train the encoder together ({', '.join(plan.shared_by)}): "
