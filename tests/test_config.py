@@ -112,3 +112,22 @@ def test_cache_options_in_their_section_and_in_the_older_flat_spelling() -> None
     assert validate_config({**base, "training": {"cache_dir": "d"}}).training.cache.enabled  # the rest defaults
     with pytest.raises(ConfigError, match=r"training\.cache\.memory_mb"):
         validate_config({**base, "training": {"cache": {"memory_mb": 0}}})
+
+
+def test_labels_are_read_as_the_data_cells_are(tmp_path: Path) -> None:
+    """YAML turns an unquoted yes/no into a boolean: refused with the fix, never read as 'True'."""
+    base = {"data": {"train": "x.csv"}}
+    assert validate_config({**base, "tasks": {"t": {"labels": [1.0, 2, " b "]}}}).tasks["t"].labels == ["1", "2", "b"]
+    for labels, message in (
+        ([True, False], r"tasks\.t\.labels: True is a YAML boolean .*quote the label"),
+        ([["a"], "b"], r"\['a'\] is not a label"),
+        (["a", ""], r"'' is not a label"),
+        (["a", "b", "a"], r"each label once; repeated: a"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            validate_config({**base, "tasks": {"t": {"labels": labels}}})
+    config = tmp_path / "c.yaml"
+    config.write_text("tasks: {t: {labels: [yes, no]}}\ndata: {train: x.csv}\n")
+    with pytest.raises(ConfigError, match="YAML boolean"):
+        load_config(config)
+    assert load_config(config, ["tasks.t.labels=['yes','no']"]).tasks["t"].labels == ["yes", "no"]

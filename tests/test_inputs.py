@@ -63,6 +63,8 @@ def test_bad_items_name_their_index() -> None:
         as_texts("  ")
     with pytest.raises(TypeError, match="tasks: expected a task name or a list of task names, got int"):
         as_names(5)
+    with pytest.raises(ValueError, match="tasks: an empty list names no task"):
+        as_names([])
 
 
 def test_model_api_reads_a_string_as_one_text(tiny_model: MultiTaskModel) -> None:
@@ -109,8 +111,27 @@ def test_invisible_text_is_refused_by_the_cli_and_files(trained_run: Path, tmp_p
 
     assert main(["predict", str(trained_run), "\u200b\ufeff"]) == 2
     assert "empty text" in capsys.readouterr().err
+    assert main(["predict", str(trained_run), "fine", "--tasks", " , "]) == 2
+    assert "--tasks: name at least one task" in capsys.readouterr().err
     data = tmp_path / "t.csv"
     data.write_text("text\nfine\n\u200b\n", encoding="utf-8")
     assert main(["encode", "--input", str(data), "--output", str(tmp_path / "e.npy")]) == 2
     assert "row 2: empty text" in capsys.readouterr().err
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_train_takes_a_config_a_dict_or_a_yaml_path(tmp_path: Path) -> None:
+    from mtst.config import RunConfig, validate_config
+    from mtst.training.trainer import as_config, train
+
+    raw = {"tasks": {"t": {}}, "data": {"train": "x.csv"}, "output_dir": str(tmp_path / "run")}
+    config = validate_config(raw)
+    assert as_config(config) is config and as_config(raw) == config
+    path = tmp_path / "c.yaml"
+    path.write_text("tasks: {t: {}}\ndata: {train: x.csv}\n")
+    assert isinstance(as_config(str(path)), RunConfig) and as_config(path).tasks == config.tasks
+    with pytest.raises(TypeError, match="config: expected a RunConfig, a dict or a YAML path, got int"):
+        train(5)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match=r"tasks\.t\.labels"):
+        train({**raw, "tasks": {"t": {"labels": [True, False]}}})
+    assert not (tmp_path / "run").exists()

@@ -426,7 +426,9 @@ def predict(
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks; the
     label set of a multi-label task, the value of a regression task; with --pairs, the pair tasks)."""
     second: list[str] | None = None
-    wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks is not None else None
+    if wanted == []:
+        raise MtstError("--tasks: name at least one task (leave the option out for every task)")
     found = model_pairs(run, data, text_column, wanted) if pairs is None and not texts else None
     if found is not None:
         columns, items, second = found

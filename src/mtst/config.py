@@ -125,7 +125,23 @@ class TaskSection(_Section):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_strings(cls, value: Any) -> Any:
-        return [str(v) for v in value] if isinstance(value, list) else value
+        """Labels as the data's cells read (numbers as their text, 1.0 as 1); a YAML boolean (unquoted yes, no,
+        on, off, true, false), a list or an empty label is refused rather than read as another label."""
+        if not isinstance(value, list):
+            return value
+        out = []
+        for v in value:
+            if isinstance(v, bool):
+                raise ValueError(f"{v} is a YAML boolean (an unquoted yes/no/on/off/true/false): quote the label")
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, (str, int, float)) or not str(v).strip():
+                raise ValueError(f"{v!r} is not a label (a label is a non-empty string or a number)")
+            out.append(str(v).strip())
+        repeated = sorted({x for x in out if out.count(x) > 1})
+        if repeated:
+            raise ValueError(f"each label once; repeated: {', '.join(repeated)}")
+        return out
 
     @model_validator(mode="after")
     def _options_of_type(self) -> TaskSection:

@@ -85,5 +85,7 @@ def as_names(names: Any, name: str = "tasks") -> list[str] | None:
     if isinstance(names, str):
         return [names]
     if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+        if not names:
+            raise ValueError(f"{name}: an empty list names no task; give None for every task")
         return list(names)
     raise TypeError(f"{name}: expected a task name or a list of task names, got {_kind(names)}")

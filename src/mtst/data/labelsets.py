@@ -23,8 +23,6 @@ def label_value(value: Any, where: str = "a label cell") -> str | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):

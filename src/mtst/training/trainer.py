@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from mtst.config import RunConfig, precision_name, resolve_precision
+from mtst.config import RunConfig, load_config, precision_name, resolve_precision, validate_config
 from mtst.data import MISSING, Split, TaskData, labelled_split, load_task_data
 from mtst.data.files import read_texts
 from mtst.errors import DataError
@@ -337,19 +337,31 @@ def _setup(
 
 
 def train(
-    config: RunConfig,
+    config: RunConfig | dict[str, Any] | str | Path,
     resume: bool = False,
     console: Console | None = None,
     callbacks: Sequence[Callback | Callable[[StepEvent], None]] = (),
     show_progress: bool = True,
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train from a validated config; ``resume`` continues from the run directory's checkpoint.
+    """Train from a config: a :class:`RunConfig`, a dict of the YAML's keys (validated the same way), or the
+    path of a YAML file. ``resume`` continues from the run directory's checkpoint.
 
     ``callbacks`` are :class:`Callback` objects, or functions called with a :class:`StepEvent`
     after each optimizer step. See :func:`setup_run` for ``overwrite``.
     """
-    return setup_run(config, resume, console, callbacks, show_progress, overwrite).fit()
+    return setup_run(as_config(config), resume, console, callbacks, show_progress, overwrite).fit()
+
+
+def as_config(config: Any) -> RunConfig:
+    """The Python API's config boundary: a RunConfig as is, a dict validated, a path read (load_config)."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return validate_config(config)
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    raise TypeError(f"config: expected a RunConfig, a dict or a YAML path, got {type(config).__name__}")
 
 
 def _run_cache(inputs: RunInputs, plan: TrainingPlan, accelerator: Any, console: Console) -> RunCache:
