@@ -190,6 +190,18 @@ def test_bad_values_name_the_row_and_column(tmp_path: Path) -> None:
     nested = _write(tmp_path / "n.jsonl", '{"text": "a", "e": [["books"]]}\n{"text": "b", "e": ["joy"]}\n')
     with pytest.raises(DataError, match=r"row 1, column 'e'.*expected a label \(a string or a number\), got list"):
         build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": nested}, "text")
+    mixed = _write(tmp_path / "x.jsonl", '{"text": "a", "e": ["books"]}\n{"text": "b", "e": [1]}\n')
+    with pytest.raises(DataError, match=r"labels of more than one kind \(row 1 holds text 'books'; row 2 holds number 1\)"):
+        build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": mixed}, "text")
+    numbers = _write(tmp_path / "ids.jsonl", '{"text": "a", "e": [0, 2]}\n{"text": "b", "e": [1]}\n')
+    assert build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": numbers}, "text").labels["e"] == [
+        "0",
+        "1",
+        "2",
+    ]  # label ids throughout: one kind, read as their text
+    flags = _write(tmp_path / "f.jsonl", '{"text": "a", "c": "spam"}\n{"text": "b", "c": true}\n')
+    with pytest.raises(DataError, match=r"row 2 holds true/false True"):
+        build_task_data({"c": TaskSource("c")}, {"train": flags}, "text")
     single = _write(tmp_path / "c.jsonl", '{"text": "a", "c": ["books"]}\n{"text": "b", "c": "toys"}\n')
     with pytest.raises(DataError, match=r"row 1, column 'c': expected a label \(a string or a number\), got list"):
         build_task_data({"c": TaskSource("c")}, {"train": single}, "text")

@@ -29,6 +29,7 @@ from mtst.data.files import (  # noqa: F401  (re-exported: mtst.data is where ca
     text_problem,
 )
 from mtst.data.labelsets import (
+    check_one_kind,
     empty_cell_note,
     empty_is_none,
     is_empty,
@@ -369,13 +370,17 @@ def _task_values(
         empty, whole = empty_is_none(src, alone), frozenset(src.labels or ())
         if src.columns:
             return [one_hot_set(r, src.columns, f"{where}, row {i}", empty) for i, r in enumerate(rows, 1)]
-        return [
+        sets = [
             label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}", empty, whole)
             for i, r in enumerate(rows, 1)
         ]
+        check_one_kind([r.get(col) for r in rows], f"{where}, column {col!r}")  # each cell read, then the column
+        return sets
     if src.kind in ("regression", "pair_similarity"):
         return [_number(r.get(col), f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)]
-    return label_values(rows, col, where)
+    values = label_values(rows, col, where)
+    check_one_kind([r.get(col) for r in rows], f"{where}, column {col!r}")
+    return values
 
 
 def _number(value: Any, where: str) -> float | None:

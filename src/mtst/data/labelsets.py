@@ -36,6 +36,34 @@ def label_value(value: Any, where: str = "a label cell") -> str | None:
     return text or None
 
 
+def _kind_of(value: Any) -> str | None:
+    if isinstance(value, (bool, np.bool_)):
+        return "true/false"
+    if isinstance(value, (int, float, np.number)):
+        return None if isinstance(value, float) and value != value else "number"
+    if isinstance(value, str):
+        return "text" if value.strip() else None
+    return None
+
+
+def check_one_kind(cells: list[Any], where: str) -> None:
+    """A label column (a JSON list's items included) holds one kind of label: text, numbers or true/false.
+    ``1`` among ``"books"`` and ``"toys"`` is more likely a slip than a label named '1': refused, naming a
+    row of each kind. (CSV cells are all text: only JSON Lines, JSON and Parquet can mix.)"""
+    first: dict[str, tuple[int, Any]] = {}
+    for row, cell in enumerate(cells, 1):
+        items = cell.tolist() if isinstance(cell, np.ndarray) else cell
+        for item in items if isinstance(items, (list, tuple)) else [items]:
+            kind = _kind_of(item)
+            if kind is not None and kind not in first:
+                first[kind] = (row, item)
+    if len(first) > 1:
+        shown = "; ".join(f"row {row} holds {kind} {value!r}" for kind, (row, value) in first.items())
+        raise DataError(
+            f"{where}: labels of more than one kind ({shown}); write every label the same way, e.g. as text"
+        )
+
+
 _TRUE = {"1", "1.0", "true", "yes"}
 _FALSE = {"0", "0.0", "false", "no"}
 
