@@ -191,7 +191,8 @@ def test_bad_values_name_the_row_and_column(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"row 1, column 'e'.*expected a label \(a string or a number\), got list"):
         build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": nested}, "text")
     mixed = _write(tmp_path / "x.jsonl", '{"text": "a", "e": ["books"]}\n{"text": "b", "e": [1]}\n')
-    with pytest.raises(DataError, match=r"labels of more than one kind \(row 1 holds text 'books'; row 2 holds number 1\)"):
+    kinds = r"labels of more than one kind \(row 1 holds text 'books'; row 2 holds number 1\)"
+    with pytest.raises(DataError, match=kinds):
         build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": mixed}, "text")
     numbers = _write(tmp_path / "ids.jsonl", '{"text": "a", "e": [0, 2]}\n{"text": "b", "e": [1]}\n')
     assert build_task_data({"e": TaskSource("e", kind="multi_label")}, {"train": numbers}, "text").labels["e"] == [
