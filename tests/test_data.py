@@ -219,3 +219,19 @@ def test_a_saved_datasets_folder_reads_wherever_a_data_file_does(tmp_path: Path,
     with pytest.raises(DataError, match=r"a DatasetDict holding the split 'train'; point to .*dict/train"):
         load_table(tmp_path / "dict")
     assert load_table(tmp_path / "dict" / "train")[0] == {"text": "first text", "label": "a"}
+
+
+def test_a_column_or_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """csv and json keep the last of a repeated name without a word; a reader of labels must not."""
+    from mtst.data import load_table
+    from mtst.errors import DataError
+
+    (tmp_path / "d.csv").write_text("text,label,label\nhello,a,b\n")
+    with pytest.raises(DataError, match=r"the header names column\(s\) 'label' more than once"):
+        load_table(tmp_path / "d.csv")
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "a", "text": "b", "label": "x"}\n')
+    with pytest.raises(DataError, match=r"d.jsonl, line 2: the key 'text' appears twice"):
+        load_table(tmp_path / "d.jsonl")
+    (tmp_path / "d.json").write_text('[{"text": "a", "label": "x", "label": "y"}]')
+    with pytest.raises(DataError, match=r"the key 'label' twice"):
+        load_table(tmp_path / "d.json")

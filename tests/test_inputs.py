@@ -135,3 +135,12 @@ def test_train_takes_a_config_a_dict_or_a_yaml_path(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"tasks\.t\.labels"):
         train({**raw, "tasks": {"t": {"labels": [True, False]}}})
     assert not (tmp_path / "run").exists()
+
+
+def test_predict_output_is_named_for_what_it_holds(trained_run: Path, tmp_path: Path, capsys) -> None:
+    from mtst.cli import main
+
+    assert main(["predict", str(trained_run), "fine", "--output", str(tmp_path / "preds.csv")]) == 2
+    assert "--output writes JSON Lines: name it .jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "preds.csv").exists()
+    assert main(["predict", str(trained_run), "fine", "--output", str(tmp_path / "preds.jsonl")]) == 0

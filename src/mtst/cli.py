@@ -425,6 +425,8 @@ def predict(
 ) -> None:
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks; the
     label set of a multi-label task, the value of a regression task; with --pairs, the pair tasks)."""
+    if output is not None and output.suffix.lower() != ".jsonl":
+        raise MtstError(f"--output writes JSON Lines: name it .jsonl, got {output.name!r}")
     second: list[str] | None = None
     wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks is not None else None
     if wanted == []:

@@ -48,9 +48,11 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         return read_delimited(text, "\t" if suffix == ".tsv" else ",", p)
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise DataError(f"{p}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+        except _RepeatedKey as exc:
+            raise DataError(f"{p}: an object holds the key {exc.args[0]!r} twice; which value is meant?") from None
         if not all(isinstance(r, dict) for r in data):
             raise DataError(f"{p}: expected a list of objects")
         return data
@@ -60,9 +62,11 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{p}, line {lineno}: invalid JSON ({exc.msg})") from exc
+            except _RepeatedKey as exc:
+                raise DataError(f"{p}, line {lineno}: the key {exc.args[0]!r} appears twice; which is meant?") from None
             if not isinstance(row, dict):
                 raise DataError(f"{p}, line {lineno}: expected a JSON object")
             rows.append(row)
@@ -71,6 +75,20 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         f"{p}: unsupported file type {suffix!r} for rows with columns; use one of {', '.join(TABLE_SUFFIXES)} "
         f"or a saved datasets directory"
     )
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last of a repeated key without a word)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
 
 
 def read_delimited(text: str, delimiter: str, source: str | Path) -> list[dict[str, str]]:
@@ -89,6 +107,12 @@ def read_delimited(text: str, delimiter: str, source: str | Path) -> list[dict[s
                 continue  # a blank line
             if header is None:
                 header = fields
+                repeated = sorted({c for c in header if header.count(c) > 1})
+                if repeated:
+                    raise DataError(
+                        f"{source}: the header names column(s) {', '.join(map(repr, repeated))} more than once; "
+                        f"rename them (only one of each could be read)"
+                    )
                 continue
             if len(fields) != len(header):
                 hint = " (quote texts that hold the delimiter)" if len(fields) > len(header) else ""
