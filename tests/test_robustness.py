@@ -200,6 +200,7 @@ def test_empty_text_and_rounded_scores(tiny_backbone_dir: Path) -> None:
     with TestClient(tiny_app(tiny_backbone_dir)) as c:
         r = c.post("/predict", json={"texts": ["fine", "  "]})
         assert r.status_code == 422 and "texts[1]: empty text" in r.json()["detail"]
+        assert c.post("/predict", json={"texts": ["fine"], "tasks": []}).status_code == 422  # names no task
         for route, body in (("/encode", {"texts": ["\u200b\ufeff"]}), ("/similarity", {"a": ["ok"], "b": ["\u2060"]})):
             r = c.post(route, json=body)
             assert r.status_code == 422 and "empty text (only invisible characters)" in r.json()["detail"]

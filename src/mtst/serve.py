@@ -50,7 +50,9 @@ class PredictIn(BaseModel):
     pairs: list[list[str]] | None = Field(
         default=None, description="Pairs of texts [[a, b], ...] for the pair tasks, in order (instead of texts)."
     )
-    tasks: list[str] | None = Field(default=None, description="Tasks to predict; default all of the input's kind.")
+    tasks: list[str] | None = Field(
+        default=None, min_length=1, description="Tasks to predict (at least one); default all of the input's kind."
+    )
 
 
 class EncodeIn(TextsIn):
@@ -239,7 +241,7 @@ def _add_text_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, b
         if (body.texts is None) == (body.pairs is None):
             raise HTTPException(422, 'give "texts" (single-text tasks) or "pairs" (pair tasks), one of the two')
         try:
-            tasks = input_tasks(specs, body.tasks or None, body.pairs is not None)
+            tasks = input_tasks(specs, body.tasks, body.pairs is not None)
         except UnknownTaskError as exc:
             raise HTTPException(422, f"tasks: {exc}") from None
         if body.texts is not None:
