@@ -31,7 +31,7 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 def machine() -> str:
     """The machine in a line, with what decides the fast paths: the CPU's vector width (AVX2 or AVX512),
     native bf16 and int8 dot products (VNNI/AMX)."""
-    from mtst.export_openvino import int8_dot_product
+    from mtst.export.openvino import int8_dot_product
     from mtst.modeling.encoder import native_bf16
 
     cpu = platform.processor() or platform.machine()

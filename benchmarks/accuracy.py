@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import DATA, machine, peak_rss_mb, read_jsonl
-from mtst.compare import dir_mb
 from mtst.config import validate_config
+from mtst.fileio import dir_mb
 from mtst.training.trainer import train
 
 REFERENCE = {

@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import DATA, machine, read_jsonl
-from mtst.compare import dir_mb
 from mtst.config import load_config, validate_config
 from mtst.demo import DEMO_DIR
 from mtst.export import OnnxPredictor, export
+from mtst.fileio import dir_mb
 from mtst.modeling.model import MultiTaskModel
 from mtst.training.trainer import train
 

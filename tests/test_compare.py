@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from mtst.cli import main
-from mtst.compare import parse_strategies, plan_runs, run_config
-from mtst.compare_report import recommend, summarize
+from mtst.compare.report import recommend
+from mtst.compare.summary import summarize
+from mtst.compare.sweep import parse_strategies, plan_runs, run_config
 from mtst.errors import ConfigError
 
 
@@ -172,7 +173,7 @@ def test_every_run_failing_is_an_error_that_names_them(compare_config: Path, tmp
 
 
 def test_the_sweep_hears_the_progress_of_the_run_it_started(compare_config: Path, tmp_path: Path) -> None:
-    from mtst.compare import execute
+    from mtst.compare.sweep import execute
     from mtst.config import load_config
 
     raw = load_config(compare_config, []).model_dump(mode="json")

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from mtst.compare_report import build_sections, recommend, summarize
+from mtst.compare.report import build_sections, recommend
+from mtst.compare.summary import summarize
 
 
 def run(

@@ -14,6 +14,9 @@ LAYERS = [
     ("modeling",),
     ("data", "evaluate", "report"),
     ("training",),
+    ("export",),  # the applications: exports (and their runtime), then what serves and compares, then the CLI
+    ("serve", "compare"),
+    ("cli",),
 ]
 ROOT = Path(mtst.__file__).parent
 
@@ -64,3 +67,53 @@ def test_config_and_the_strategy_registry_import_no_torch() -> None:
     code = "import sys, mtst.config, mtst.training.strategies; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def module_imports(type_only: bool = True) -> dict[str, set[str]]:
+    """Every mtst module and the mtst modules it imports (with ``type_only``, those under TYPE_CHECKING too)."""
+    out: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        module = ("mtst." + ".".join(path.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if type_only:
+            found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        else:
+            found = set(runtime_imports(tree))
+        out[module] = {m for m in found if m.startswith("mtst.")}
+    return out
+
+
+def cycles(graph: dict[str, set[str]], members: set[str]) -> list[list[str]]:
+    """Import circles among ``members`` (depth-first search; each circle reported once, from a member)."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in members:
+                continue
+            if state.get(nxt) == 1:
+                found.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(members):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+APPLICATIONS = ("cli", "compare", "serve", "export")
+
+
+def test_the_applications_have_no_import_circle_and_do_not_import_each_other() -> None:
+    """Type-only imports count: a circle there still ties the modules' meaning together."""
+    graph = module_imports(type_only=True)
+    apps = {m for m in graph if m.removeprefix("mtst.").split(".")[0] in APPLICATIONS}
+    assert not cycles(graph, apps)
+    across = [
+        f"{m} imports {t}" for m in apps for t in graph[m] if {m.split(".")[1], t.split(".")[1]} == {"serve", "compare"}
+    ]
+    assert not across, across

@@ -107,11 +107,11 @@ def test_missing_nncf_fails_before_tracing(
     """int8 needs nncf beside openvino: without it the export stops before the ONNX trace, writing nothing."""
     import sys
 
-    import mtst.export
+    import mtst.export.openvino
 
     monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf raises ImportError
     traced: list[Path] = []
-    monkeypatch.setattr(mtst.export, "_write_onnx", lambda model, tmp, quantize: traced.append(tmp))
+    monkeypatch.setattr(mtst.export.openvino, "write_onnx", lambda model, tmp, quantize: traced.append(tmp))
     out = tmp_path / "out"
     assert main(["export", str(saved_model), "-o", str(out), "-f", "openvino", "--quantize", "int8"]) == 2
     assert "int8 OpenVINO export needs nncf: pip install 'mtst[openvino]'" in capsys.readouterr().err
@@ -121,7 +121,8 @@ def test_missing_nncf_fails_before_tracing(
 def test_serve_answers_from_an_export(int8_export: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from mtst.serve import ServeSettings, create_app, load_served
+    from mtst.serve import ServeSettings, create_app
+    from mtst.serve.server import load_served
 
     settings = ServeSettings(precision="auto")
     with TestClient(create_app(load_served(int8_export, settings), settings, "int8")) as client:
@@ -165,7 +166,7 @@ def _cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str | None, mac
 def test_int8_dot_product_reads_the_cpu(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str | None, machine: str, expected: bool | None
 ) -> None:
-    from mtst.export_openvino import int8_dot_product
+    from mtst.export.openvino import int8_dot_product
 
     assert int8_dot_product(_cpu(monkeypatch, tmp_path, flags, machine)) is expected
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True, raising=False)
@@ -180,11 +181,11 @@ def test_int8_on_a_cpu_without_int8_instructions_is_named_once(
     caplog: pytest.LogCaptureFixture,
     has_int8: bool | None,
 ) -> None:
-    import mtst.export_openvino as eo
+    import mtst.export.openvino as eo
 
     monkeypatch.setattr(eo, "int8_dot_product", lambda: has_int8)
     eo.note_slow_int8.cache_clear()
-    with caplog.at_level("WARNING", logger="mtst.export_openvino"):
+    with caplog.at_level("WARNING", logger="mtst.export.openvino"):
         OnnxPredictor(int8_export)
         OnnxPredictor(int8_export)
     notes = [r for r in caplog.records if "no int8 dot-product" in r.getMessage()]
@@ -192,7 +193,7 @@ def test_int8_on_a_cpu_without_int8_instructions_is_named_once(
     assert not notes or "--format onnx --quantize int8" in notes[0].getMessage()
     eo.note_slow_int8.cache_clear()
     caplog.clear()
-    with caplog.at_level("WARNING", logger="mtst.export_openvino"):
+    with caplog.at_level("WARNING", logger="mtst.export.openvino"):
         OnnxPredictor(export(saved_model, "openvino", int8_export.parent / f"fp32-{has_int8}"))  # fp32: no note
     assert not [r for r in caplog.records if "no int8 dot-product" in r.getMessage()]
     eo.note_slow_int8.cache_clear()
@@ -201,11 +202,11 @@ def test_int8_on_a_cpu_without_int8_instructions_is_named_once(
 def test_int8_export_on_a_cpu_without_int8_instructions_says_so(
     saved_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import mtst.export_openvino as eo
+    import mtst.export.openvino as eo
 
     monkeypatch.setattr(eo, "int8_dot_product", lambda: False)
     eo.note_slow_int8.cache_clear()
-    with caplog.at_level("WARNING", logger="mtst.export_openvino"):
+    with caplog.at_level("WARNING", logger="mtst.export.openvino"):
         export(saved_model, "openvino", tmp_path / "int8", "int8", calibration=SENTENCES)
     assert [r for r in caplog.records if "no int8 dot-product" in r.getMessage()]
     eo.note_slow_int8.cache_clear()

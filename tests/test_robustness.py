@@ -181,7 +181,7 @@ def test_one_bad_text_fails_only_its_own_request(
 ) -> None:
     """With the edge check, the bad request gets 422; without it, the shared batch is split and only it fails."""
     if not edge_check:
-        monkeypatch.setattr("mtst.serve.text_problems", lambda *args: None)
+        monkeypatch.setattr("mtst.serve.app.text_problems", lambda *args: None)
     app = tiny_app(tiny_backbone_dir, batch_wait_ms=100)
     bodies = [{"texts": [f"{SENTENCES[i % 5]} {i}"]} for i in range(20)]
     bodies[7] = {"texts": ["fine", BAD_TEXT]}

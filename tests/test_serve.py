@@ -102,7 +102,7 @@ def test_api_key(model: MultiTaskModel) -> None:
 
 
 def test_concurrency_cap_and_timeout(model: MultiTaskModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mtst.serve import MicroBatcher
+    from mtst.serve.batcher import MicroBatcher
 
     real = MicroBatcher._infer
 
@@ -322,7 +322,7 @@ def test_served_model_packs_its_batches(model: MultiTaskModel, tmp_path: Path) -
     offline ``predict``; ``packing=False`` (``--no-packing``) pads."""
     from fastapi.testclient import TestClient
 
-    from mtst.serve import load_served
+    from mtst.serve.server import load_served
 
     path = model.save(tmp_path / "m")
     texts = [*SENTENCES, "ok", "a much longer text than any of the others, " * 5]

@@ -109,3 +109,8 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def dir_mb(path: Path) -> float:
+    """What the files under ``path`` take on disk, in MB (0 where it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0

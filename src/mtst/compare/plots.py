@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtst.compare_report import Row
+from mtst.compare.summary import Row
 
 
 def make_plots(payload: dict[str, Any], rows: list[Row], directory: Path) -> dict[str, Path]:

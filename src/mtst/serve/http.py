@@ -4,7 +4,7 @@ uvicorn bounds the idle time between requests (keep-alive) but not the time a
 client takes to send its headers, so a client that sends one byte a second
 holds its connection for as long as it likes. Here a connection whose request
 head (up to the blank line that ends it) has not arrived within the read
-timeout is closed; the body's own deadline is :class:`mtst.guard.Guard`'s.
+timeout is closed; the body's own deadline is :class:`mtst.serve.guard.Guard`'s.
 Only the public ``asyncio.Protocol`` methods are overridden.
 """
 

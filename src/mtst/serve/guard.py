@@ -1,5 +1,5 @@
 """The server's front door: auth, body size, the time to send a body and concurrency, checked before
-any parsing; every request counted in :class:`~mtst.serve_metrics.Metrics`.
+any parsing; every request counted in :class:`~mtst.serve.metrics.Metrics`.
 
 :class:`Guard` is a plain ASGI middleware (Starlette's ``BaseHTTPMiddleware``
 streams every response through an extra task, which costs a visible share of
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mtst.config import ServeSettings
-    from mtst.serve_metrics import Metrics
+    from mtst.serve.metrics import Metrics
 
 
 class _ClientGone(Exception):

@@ -15,30 +15,25 @@ is fetched from elsewhere, so both work offline.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import BaseModel, Field
 
 from mtst.config import ServeSettings
 from mtst.data import text_problem
-from mtst.errors import MtstError
 from mtst.extras import require
-from mtst.guard import Guard
 from mtst.modeling import tasktypes
-from mtst.modeling.model import MultiTaskModel, is_export
+from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import Outputs, UnknownTaskError, input_tasks, records, spec_value
-from mtst.serve_metrics import Metrics
+from mtst.serve.batcher import MicroBatcher
+from mtst.serve.guard import Guard
+from mtst.serve.metrics import Metrics
 
-PAGE_PATH = Path(__file__).parent / "static" / "index.html"
+PAGE_PATH = Path(__file__).parent.parent / "static" / "index.html"
 
 
 class TextsIn(BaseModel):
@@ -62,92 +57,6 @@ class EncodeIn(TextsIn):
 class SimilarityIn(BaseModel):
     a: list[str] = Field(description="First list of texts.")
     b: list[str] = Field(description="Second list of texts; scores are cosine similarities a x b.")
-
-
-class MicroBatcher:
-    """Joins the texts of concurrent requests into one forward pass on a single worker thread."""
-
-    def __init__(self, model: MultiTaskModel, settings: ServeSettings, metrics: Metrics) -> None:
-        self.model = model
-        self.settings = settings
-        self.metrics = metrics
-        self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] | None = None
-        self.task: asyncio.Task | None = None
-        # One thread runs every forward pass: the model and its tokenizer are never used concurrently.
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="mtst-batch")
-
-    def start(self) -> None:
-        self.queue = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-    async def submit(self, texts: list[str]) -> Outputs:
-        """Embeddings and class probabilities of ``texts``, computed in a shared batch."""
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        assert self.queue is not None
-        await self.queue.put((texts, future))
-        return await future
-
-    async def _run(self) -> None:
-        assert self.queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            items = [await self.queue.get()]
-            size = len(items[0][0])
-            deadline = loop.time() + self.settings.batch_wait_ms / 1000
-            while size < self.settings.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    break
-                items.append(item)
-                size += len(item[0])
-            items = [(texts, fut) for texts, fut in items if not fut.cancelled()]
-            if not items:
-                continue
-            texts = [t for chunk, _ in items for t in chunk]
-            self.metrics.observe_batch(len(texts))
-            try:
-                result = await loop.run_in_executor(self.executor, self._infer, texts)
-            except Exception as exc:
-                # One request's texts must not fail its neighbours': run each request alone, so that
-                # only the one that breaks the forward pass gets the error. The worker keeps going.
-                if len(items) == 1:
-                    _settle(items[0][1], exc=exc)
-                    continue
-                for chunk, fut in items:
-                    try:
-                        _settle(fut, await loop.run_in_executor(self.executor, self._infer, chunk))
-                    except Exception as single:
-                        _settle(fut, exc=single)
-                continue
-            start = 0
-            for chunk, fut in items:
-                _settle(fut, result.rows(start, start + len(chunk)))
-                start += len(chunk)
-
-    @torch.inference_mode()
-    def _infer(self, texts: list[str]) -> Outputs:
-        """Every single-text task of the model (and the embeddings) in one forward pass."""
-        model = self.model
-        return model.outputs(texts, model.text_tasks, self.settings.max_batch, self.settings.max_padding)
-
-
-def _settle(future: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:
-    """Give a waiting request its result or error (unless it already gave up)."""
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 def text_problems(texts: Sequence[Any], field_name: str, max_chars: int) -> str | None:
@@ -303,89 +212,6 @@ def _add_info_routes(app: Any, model: MultiTaskModel, settings: ServeSettings, m
             .replace("__NAME__", json.dumps(name))
             .replace("__KEYED__", json.dumps(bool(settings.api_key)))
         )
-
-
-SERVE_ENV = "MTST_SERVE_SPEC"
-
-
-def check_port(host: str, port: int) -> None:
-    """Fail with the port's name when it cannot be bound (before the server starts and logs)."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise MtstError(f"--host {host}: not an address this machine can bind ({exc.strerror})") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise MtstError(f"--port {port}: cannot listen on {host}:{port} ({reason}); choose another port") from None
-
-
-def serve(
-    run: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    settings: ServeSettings | None = None,
-    announce: Callable[[str], None] | None = None,
-) -> None:
-    """Load a model and serve it until interrupted, in one process or several (``settings.workers``).
-
-    The model is loaded and the port checked first, so that a bad run or a busy port fails
-    once, with its message; ``announce`` then hears where the server listens.
-    """
-    require("serve", "mtst serve")
-    import uvicorn
-
-    settings = settings or ServeSettings()
-    if settings.api_key is None:
-        settings.api_key = os.environ.get("MTST_API_KEY") or None
-    model = load_served(run, settings)
-    check_port(host, port)
-    if announce is not None:
-        announce(f"serving {run} on http://{host}:{port} (a page to try it at /, the API schema at /openapi.json)")
-    from mtst.serve_http import protocol
-
-    http = protocol(settings.read_timeout_s)  # a late request head closes its connection
-    workers = settings.workers
-    if workers == 1:
-        uvicorn.run(create_app(model, settings, str(run)), host=host, port=port, log_level="info", http=http)
-        return
-    del model
-    threads = max(1, torch.get_num_threads() // workers)
-    os.environ[SERVE_ENV] = json.dumps({"run": str(run), "settings": asdict(settings), "threads": threads})
-    uvicorn.run(
-        f"{__name__}:app_from_env", factory=True, workers=workers, host=host, port=port, log_level="info", http=http
-    )
-
-
-def app_from_env() -> Any:
-    """The application of one server process started by :func:`serve` (reads its spec from the environment)."""
-    from mtst.serve_http import protocol
-
-    spec = json.loads(os.environ[SERVE_ENV])
-    torch.set_num_threads(spec["threads"])
-    protocol(spec["settings"]["read_timeout_s"])  # this process's connections get the same head deadline
-    settings = ServeSettings(**spec["settings"])
-    return create_app(load_served(spec["run"], settings), settings, spec["run"])
-
-
-def load_served(run: str | Path, settings: ServeSettings) -> Any:
-    """The model to serve: a trained model (at ``settings.precision``, which is set to what it resolved to),
-    or an export of ``mtst export --format onnx|openvino``, run as it was exported."""
-    if is_export(run):
-        from mtst.export import OnnxPredictor, check_precision
-
-        check_precision(settings.precision)
-        return OnnxPredictor(run, threads=torch.get_num_threads())
-    model = MultiTaskModel.load(run)
-    settings.precision = model.encoder.set_inference_precision(settings.precision)
-    settings.packing = model.encoder.set_packing(settings.packing)
-    return model
 
 
 def task_info(spec: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -26,7 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from mtst.constants import ONNX_META
 from mtst.errors import MtstError
+from mtst.export.onnx import ONNX_NAME, write_onnx
+from mtst.fileio import atomic_directory
+from mtst.modeling.model import MultiTaskModel
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +151,31 @@ class OpenVinoSession:
     def run(self, _names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = self.request.infer(feeds)  # copies the outputs: the request's buffers are reused
         return [result[output] for output in self.compiled.outputs]
+
+
+def export_openvino(
+    model: MultiTaskModel, output: Path, quantize: str | None = None, calibration: Sequence[str] | None = None
+) -> Path:
+    """The ONNX export read into OpenVINO (``openvino_model.xml``/``.bin`` instead of ``model.onnx``);
+    ``quantize="int8"`` quantises it statically on ``calibration`` texts (default: the bundled demo's)."""
+    if quantize not in (None, "int8"):
+        raise MtstError(f"--quantize: {quantize!r} is not supported; use int8")
+    require_openvino(quantize)  # a missing extra fails before anything is traced or written
+    if quantize == "int8":
+        note_slow_int8()
+    with atomic_directory(output) as tmp:
+        write_onnx(model, tmp, None)
+        inputs = None
+        if quantize == "int8":
+            texts = list(calibration) if calibration is not None else demo_texts()
+            inputs = calibration_inputs(model.encoder.tokenizer, texts, model.encoder.max_length)
+        convert(tmp / ONNX_NAME, tmp / OPENVINO_NAME, inputs)
+        (tmp / ONNX_NAME).unlink()
+        meta = json.loads((tmp / ONNX_META).read_text(encoding="utf-8"))
+        meta.update(
+            runtime="openvino",
+            quantize=quantize,
+            calibration_texts=None if inputs is None else len(inputs),
+        )
+        (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return output

@@ -6,7 +6,7 @@ budget rules; frozen-backbone runs share one pooled-embedding cache. A run
 whose ``metrics.json`` exists for the same settings is not repeated, so an
 interrupted sweep resumes. After the runs, the encoders are compared with the
 original backbone (representation drift, similarity forgetting, heads left
-on a moved backbone), and :mod:`mtst.compare_report` writes the report.
+on a moved backbone), and :mod:`mtst.compare.report` writes the report.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from mtst.config import AUTO, POOLING_MODES, RunConfig, validate_config
 from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import headline, read_sts, sts_spearman
 from mtst.extras import require
-from mtst.fileio import atomic_write_text
+from mtst.fileio import atomic_write_text, dir_mb
 from mtst.training.strategies import REGISTRY
 
 ANCHORS = tuple(name for name, s in REGISTRY.items() if s.backbone_fixed)  # heads on the original features, best first
@@ -128,10 +128,6 @@ def run_config(base: dict[str, Any], spec: RunSpec, run_dir: Path, cache_dir: Pa
         raw.setdefault("model", {})["pooling"] = spec.pooling
     raw["output_dir"] = str(run_dir)
     return raw
-
-
-def dir_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
 
 
 def execute(
