@@ -34,7 +34,7 @@ def main() -> int:
             ok = done.returncode == 2 and message in err and len(err.splitlines()) == 1 and not os.listdir(tmp)
             print(f"{'ok' if ok else 'FAILED'}: mtst {' '.join(args)} -> exit {done.returncode}: {err[-300:]}")
             failed += [] if ok else [args[0]]
-        block = re.search(r"### Python\n\n```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+        block = re.search(r"## In Python\n\n```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
         assert block is not None, "README.md has no Python section"
         done = subprocess.run([sys.executable, "-c", block.group(1)], cwd=tmp, env=env, capture_output=True, text=True)
         print(f"{'ok' if done.returncode == 0 else 'FAILED'}: the README's Python example -> exit {done.returncode}")

@@ -133,7 +133,7 @@ def retained(loop: TrainingLoop, best: MultiTaskModel) -> dict[str, Any]:
         note = (
             f"the sentence embedding moved (cosine {cosine:.2f} to its start): encode, search and similarity "
             f"now rank texts differently; training.keep.embedding: {KEEP_EMBEDDING} holds it, at some cost in "
-            "accuracy (README: keep what it knows)"
+            "accuracy (docs/keep.md)"
         )
         logger.warning(note)
         loop.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
