@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from mtst.training.rundir import peak_rss_mb  # noqa: F401  (re-exported for the scripts)
+from mtst.training.runtime.rundir import peak_rss_mb  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MTST_BENCH_DATA", ROOT.parent / "shared" / "data"))  # override: another copy

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from mtst.modeling.backbone import load_backbone, resolve_backbone
 from mtst.modeling.bert import ENV_SWITCH, BertSettings, NativeBert, checkpoint_name, load_native, sdpa_mask
 from mtst.modeling.packing import block_mask, packed_inputs
-from mtst.training.cache import run_layers
+from mtst.training.runtime.cache import run_layers
 from tests.conftest import SENTENCES, save_tiny_bert
 
 

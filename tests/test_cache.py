@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mtst.modeling.encoder import SentenceEncoder
-from mtst.training.cache import cache_key
+from mtst.training.runtime.cache import cache_key
 from mtst.training.trainer import StepEvent, setup_run
 
 from .conftest import save_tiny_bert
@@ -123,7 +123,7 @@ def test_layers_run_one_by_one_give_the_whole_model(tmp_path: Path, attention: s
     forward pass on padded batches, under both attention kernels, through public APIs only."""
     from transformers import AutoModel
 
-    from mtst.training.cache import run_layers
+    from mtst.training.runtime.cache import run_layers
 
     path = save_tiny_bert(tmp_path / "bert", num_hidden_layers=3)
     backbone = AutoModel.from_pretrained(path, attn_implementation=attention).eval()

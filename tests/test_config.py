@@ -97,7 +97,7 @@ def test_reading_a_config_imports_no_torch() -> None:
         "import sys; from mtst.config import load_config; load_config(None); "
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers') "
         "or m.startswith('mtst.modeling') or (m.startswith('mtst.training.') "
-        "and not m.startswith('mtst.training.strategies'))]; print(heavy); sys.exit(1 if heavy else 0)"
+        "and not m.startswith('mtst.training.planning.strategies'))]; print(heavy); sys.exit(1 if heavy else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

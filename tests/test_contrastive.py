@@ -15,9 +15,9 @@ import torch
 from mtst.config import validate_config
 from mtst.modeling.model import MultiTaskModel
 from mtst.training import contrastive
-from mtst.training.contrastive import contrastive_loss, label_batches, pair_masks
-from mtst.training.optim import LightAdamW
-from mtst.training.plan import DataStats, build_plan, contrastive_steps
+from mtst.training.planning.plan import DataStats, build_plan, contrastive_steps
+from mtst.training.runtime.optim import LightAdamW
+from mtst.training.stages.contrastive import contrastive_loss, label_batches, pair_masks
 from mtst.training.trainer import setup_run
 
 from .conftest import save_tiny_bert
@@ -263,7 +263,7 @@ def test_tight_split_trades_padding_against_passes() -> None:
 
 def test_stage_features_run_in_tight_sub_batches_and_match_one_padded_batch(tiny_model: MultiTaskModel) -> None:
     from mtst.data import Split
-    from mtst.training.batches import Batcher
+    from mtst.training.runtime.batches import Batcher
 
     texts = ["short", "a much longer sentence " * 30, "mid size text here", "tiny", "another long one " * 25]
     encoder = tiny_model.encoder.eval()
@@ -288,7 +288,7 @@ def test_stage_features_packed_match_one_padded_batch_with_its_gradients(tiny_mo
     """Packed (``contrastive.packing``): one pass over the batch's real tokens gives the padded batch's
     features and the same gradients on every backbone weight."""
     from mtst.data import Split
-    from mtst.training.batches import Batcher
+    from mtst.training.runtime.batches import Batcher
 
     texts = ["short", "a much longer sentence " * 30, "mid size text here", "tiny", "another long one " * 25]
     encoder = tiny_model.encoder.eval()

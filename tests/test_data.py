@@ -11,7 +11,7 @@ import pytest
 from mtst.config import validate_config
 from mtst.data import MISSING, build_task_data
 from mtst.errors import DataError
-from mtst.training.batches import epoch_batches, length_grouped_batches, task_probabilities
+from mtst.training.runtime.batches import epoch_batches, length_grouped_batches, task_probabilities
 from mtst.training.trainer import data_stats
 
 

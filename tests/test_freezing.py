@@ -9,7 +9,7 @@ import pytest
 from mtst.errors import ConfigError
 from mtst.modeling.groups import count_layers, parameter_group
 from mtst.modeling.model import MultiTaskModel
-from mtst.training.freezing import apply_trainable, parse_freeze
+from mtst.training.planning.freezing import apply_trainable, parse_freeze
 
 from .conftest import make_tasks
 

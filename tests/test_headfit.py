@@ -11,8 +11,8 @@ import torch
 
 from mtst.config import validate_config
 from mtst.modeling.logistic import fit_logistic
-from mtst.training.headfit import WARM_START_C
-from mtst.training.plan import DataStats, build_plan
+from mtst.training.planning.plan import DataStats, build_plan
+from mtst.training.stages.headfit import WARM_START_C
 from mtst.training.trainer import setup_run
 
 

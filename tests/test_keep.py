@@ -17,8 +17,8 @@ from mtst.config import load_config, validate_config
 from mtst.errors import ConfigError, DataError, ModelLoadError
 from mtst.export import OnnxPredictor, export
 from mtst.modeling.model import MultiTaskModel, is_model_dir
-from mtst.training.keep import keep_loss, keep_texts, report_sample, soft_target_loss, start_targets
-from mtst.training.plan import KEEP_EMBEDDING, DataStats, KeepPlan, build_plan, embedding_weight
+from mtst.training.planning.plan import KEEP_EMBEDDING, DataStats, KeepPlan, build_plan, embedding_weight
+from mtst.training.stages.distill import keep_loss, keep_texts, report_sample, soft_target_loss, start_targets
 from mtst.training.trainer import load_inputs, make_plan, train
 from tests.conftest import SENTENCES
 
@@ -106,7 +106,7 @@ def test_keep_plan_resolves_protection_from_what_moves(tiny_backbone_dir: Path, 
         plan("full", ("category",), protect="safe")
     # auto under safe: heads on the encoder as it is, no contrastive stage
     cfg = _config(tiny_backbone_dir, tiny_data, Path("x"), {"sentiment": {}}, keep={"protect": "safe"})
-    from mtst.training.recipe import apply_recipe
+    from mtst.training.planning.recipe import apply_recipe
 
     resolved, recipe = apply_recipe(cfg, STATS)
     assert resolved.training.strategy == "frozen" and not resolved.training.contrastive.enabled
@@ -355,7 +355,7 @@ def test_the_retention_table_shows_start_and_end_only_where_measured() -> None:
 
 
 def test_a_row_without_recorded_start_outputs_is_an_error_not_another_rows_target() -> None:
-    from mtst.training.keep import StartTargets
+    from mtst.training.stages.distill import StartTargets
 
     targets = StartTargets(np.array([0, 2]), torch.zeros(2, 4), {}, np.array([0, 2]))
     assert targets.positions([2, 0]).tolist() == [1, 0]
@@ -456,7 +456,7 @@ def test_a_run_that_did_not_finish_is_not_a_silent_starting_model(
     import shutil
 
     from mtst.cli import main
-    from mtst.training.rundir import RunLock
+    from mtst.training.runtime.rundir import RunLock
 
     killed = tmp_path / "killed"
     shutil.copytree(trained_run, killed)

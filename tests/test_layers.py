@@ -64,7 +64,7 @@ def test_config_and_the_strategy_registry_import_no_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, mtst.config, mtst.training.strategies; print('torch' in sys.modules)"
+    code = "import sys, mtst.config, mtst.training.planning.strategies; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -108,11 +108,37 @@ def cycles(graph: dict[str, set[str]], members: set[str]) -> list[list[str]]:
 APPLICATIONS = ("cli", "compare", "serve", "export")
 
 
-def test_the_applications_have_no_import_circle_and_do_not_import_each_other() -> None:
+def test_no_import_circle_anywhere() -> None:
     """Type-only imports count: a circle there still ties the modules' meaning together."""
     graph = module_imports(type_only=True)
+    assert cycles(graph, set(graph)) == []
+
+
+# Inside training, in order of dependence: what a run will do, the runtime pieces, the records the stages
+# share, the stages, the loop and the end of a run, the driver.
+TRAINING_LAYERS = [("planning",), ("runtime",), ("inputs", "state", "result"), ("stages",), ("loop", "finish")]
+
+
+def training_layer(module: str) -> int:
+    part = module.removeprefix("mtst.training.").split(".")[0]
+    return next((i for i, group in enumerate(TRAINING_LAYERS) if part in group), len(TRAINING_LAYERS))
+
+
+def test_training_modules_import_only_what_comes_before_them() -> None:
+    bad = []
+    for module, targets in module_imports(type_only=True).items():
+        if not module.startswith("mtst.training."):
+            continue
+        for target in targets:
+            if target.startswith("mtst.training.") and training_layer(target) > training_layer(module):
+                bad.append(f"{module} imports {target}")
+    assert not bad, bad
+    assert training_layer("mtst.training.trainer") == len(TRAINING_LAYERS)  # the driver comes last
+
+
+def test_the_applications_do_not_import_each_other() -> None:
+    graph = module_imports(type_only=True)
     apps = {m for m in graph if m.removeprefix("mtst.").split(".")[0] in APPLICATIONS}
-    assert not cycles(graph, apps)
     across = [
         f"{m} imports {t}" for m in apps for t in graph[m] if {m.split(".")[1], t.split(".")[1]} == {"serve", "compare"}
     ]

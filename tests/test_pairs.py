@@ -18,7 +18,7 @@ from mtst.modeling import tasktypes
 from mtst.modeling.heads import HeadSpec
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.predictions import UnknownTaskError
-from mtst.training.batches import Batcher
+from mtst.training.runtime.batches import Batcher
 from mtst.training.trainer import setup_run, train
 from tests.test_tasktypes import _row
 

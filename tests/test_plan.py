@@ -8,8 +8,8 @@ import pytest
 
 from mtst.config import validate_config
 from mtst.errors import ConfigError
-from mtst.training.plan import DataStats, TrainingPlan, build_plan
-from mtst.training.strategies import FROZEN_START_LR_HEAD, NAMES, REGISTRY
+from mtst.training.planning.plan import DataStats, TrainingPlan, build_plan
+from mtst.training.planning.strategies import FROZEN_START_LR_HEAD, NAMES, REGISTRY
 
 TASKS = ["category", "sentiment"]
 HEADS = {"heads.category", "heads.sentiment"}
@@ -253,7 +253,7 @@ PHASE_TABLE = [
 def test_the_driver_runs_the_stages_the_plan_names(
     strategy: str, training: dict, per_class: int | None, phases: tuple, contrastive: set | None
 ) -> None:
-    from mtst.training.recipe import apply_recipe
+    from mtst.training.planning.recipe import apply_recipe
 
     config = validate_config(
         {

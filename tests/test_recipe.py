@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mtst.config import validate_config
-from mtst.training.plan import DataStats
-from mtst.training.recipe import (
+from mtst.training.planning.plan import DataStats
+from mtst.training.planning.recipe import (
     CONTRASTIVE_TASK_ROWS,
     FEW_SHOT_ROWS_PER_CLASS,
     MAX_CONTRASTIVE_CLASSES,

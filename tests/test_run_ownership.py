@@ -12,7 +12,7 @@ import pytest
 from mtst.cli import main
 from mtst.config import dump_config
 from mtst.training.loop import TrainingInterrupted, TrainingLoop
-from mtst.training.rundir import LOCK_FILE, RunLock
+from mtst.training.runtime.rundir import LOCK_FILE, RunLock
 from mtst.training.trainer import train
 
 from .test_training import make_config

@@ -9,14 +9,14 @@ import torch
 from rich.console import Console
 
 from mtst.report import progress_bar
-from mtst.training.cache import RunCache
-from mtst.training.contrastive import run_contrastive
-from mtst.training.freezing import trainable_names
-from mtst.training.headfit import fit_closed_form
-from mtst.training.loop import LoopState
-from mtst.training.precision import make_accelerator
-from mtst.training.scoring import score_rows, score_validation
-from mtst.training.selection import judge
+from mtst.training.planning.freezing import trainable_names
+from mtst.training.runtime.cache import RunCache
+from mtst.training.runtime.precision import make_accelerator
+from mtst.training.stages.contrastive import run_contrastive
+from mtst.training.stages.headfit import fit_closed_form
+from mtst.training.stages.scoring import score_rows, score_validation
+from mtst.training.stages.selection import judge
+from mtst.training.state import LoopState
 from mtst.training.trainer import RunInputs, load_inputs, make_plan
 
 from .test_training import make_config

@@ -16,7 +16,7 @@ from mtst.cli import main
 from mtst.config import validate_config
 from mtst.errors import MtstError
 from mtst.modeling.model import MultiTaskModel
-from mtst.training.strategies import NAMES
+from mtst.training.planning.strategies import NAMES
 from mtst.training.trainer import StepEvent, train
 
 from .conftest import SENTENCES, save_tiny_bert

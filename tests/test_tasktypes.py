@@ -20,7 +20,7 @@ from mtst.modeling import tasktypes
 from mtst.modeling.heads import HeadSpec
 from mtst.modeling.logistic import fit_one_vs_rest, fit_ridge
 from mtst.modeling.model import MultiTaskModel
-from mtst.training.contrastive import contrastive_loss, label_batches, pair_targets
+from mtst.training.stages.contrastive import contrastive_loss, label_batches, pair_targets
 from mtst.training.trainer import setup_run, train
 
 TOPICS = {
@@ -466,7 +466,7 @@ def test_default_recipe_takes_label_sets_through_the_stage(
 
 
 def test_a_continued_multi_label_task_takes_the_models_label_order(tmp_path: Path) -> None:
-    from mtst.training.start import align_labels
+    from mtst.training.stages.model_init import align_labels
 
     path = tmp_path / "t.jsonl"
     path.write_text('{"text": "a", "e": ["joy"]}\n{"text": "b", "e": ["fear", "joy"]}\n{"text": "c"}\n')

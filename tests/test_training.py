@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from mtst.cli import main
 from mtst.config import RunConfig, validate_config
 from mtst.modeling.groups import parameter_group
-from mtst.training.freezing import parse_freeze
-from mtst.training.loop import Callback
+from mtst.training.planning.freezing import parse_freeze
+from mtst.training.state import Callback
 from mtst.training.trainer import StepEvent, TrainingError, setup_run, train
 
 

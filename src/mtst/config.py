@@ -19,8 +19,8 @@ from mtst.errors import ConfigError
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
 STRATEGIES: tuple[str, ...] = ("frozen", "heads", "top_k", "gradual", "full", "lora")
-"""The values ``training.strategy`` takes besides ``auto``; each is a module of ``mtst.training.strategies``."""
-AUTO = "auto"  # the default recipe: the strategy is chosen from the data (mtst.training.recipe)
+"""The values ``training.strategy`` takes besides ``auto``; each a module of ``mtst.training.planning.strategies``."""
+AUTO = "auto"  # the default recipe: the strategy is chosen from the data (mtst.training.planning.recipe)
 PoolingMode = Literal["cls", "mean", "max"]
 POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
 # How inference runs (``SentenceEncoder.set_inference_precision``): ``bf16`` autocasts the transformer where
@@ -229,7 +229,7 @@ class ContrastiveSection(_Section):
     ``check``: where the run has a validation split and fits its heads by logistic regression
     (``frozen``, the recipe's route after the stage), heads are also fitted on the encoder before
     the stage and the stage is undone where that encoder scores higher on validation in at least
-    90% of paired bootstrap resamples (``mtst.training.stagecheck``; one more encoding pass of the
+    90% of paired bootstrap resamples (``mtst.training.stages.stagecheck``; one more encoding pass of the
     training and validation rows).
     """
 
@@ -249,7 +249,7 @@ class ContrastiveSection(_Section):
 
 
 class KeepSection(_Section):
-    """What a run keeps of the model it starts from, where the backbone moves (``mtst.training.keep``).
+    """What a run keeps of the model it starts from, where the backbone moves (``mtst.training.stages.distill``).
 
     ``protect``: ``safe`` keeps the backbone and the starting model's heads frozen (their outputs stay
     bit-identical; only new heads train, on the encoder as it is); ``free`` lets the backbone move with
@@ -276,7 +276,7 @@ class KeepSection(_Section):
 
 
 class CacheSection(_Section):
-    """Frozen work done once (``mtst.training.cache``): sentence embeddings where the backbone is frozen,
+    """Frozen work done once (``mtst.training.runtime.cache``): sentence embeddings where the backbone is frozen,
     the hidden states at the first trainable layer where only a top block trains. ``memory_mb`` bounds
     what is held in memory (pooled embeddings spill to disk above it; a prefix cache is not built);
     ``dir`` keeps pooled embeddings between runs, keyed by everything that decides them."""

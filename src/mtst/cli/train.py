@@ -15,7 +15,7 @@ from mtst.cli.app import (
     err_console,
 )
 from mtst.errors import MtstError
-from mtst.training.strategies import help_text as strategy_help
+from mtst.training.planning.strategies import help_text as strategy_help
 
 
 @app.command()
@@ -36,7 +36,7 @@ def train(
     from mtst.config import apply_overrides, dump_config, load_config, validate_config
     from mtst.report import metrics_table, retention_table
     from mtst.training.loop import TrainingInterrupted
-    from mtst.training.rundir import resume_config
+    from mtst.training.runtime.rundir import resume_config
     from mtst.training.trainer import train as run_training
 
     if resume is not None:

@@ -30,7 +30,7 @@ from mtst.errors import ConfigError, MtstError
 from mtst.evaluate import headline, read_sts, sts_spearman
 from mtst.extras import require
 from mtst.fileio import atomic_write_text, dir_mb
-from mtst.training.strategies import REGISTRY
+from mtst.training.planning.strategies import REGISTRY
 
 ANCHORS = tuple(name for name, s in REGISTRY.items() if s.backbone_fixed)  # heads on the original features, best first
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from mtst.data.labelsets import (
     label_value,
     one_hot_set,
 )
+from mtst.data.sources import TaskSource
 from mtst.errors import DataError
 
 if TYPE_CHECKING:
@@ -86,20 +87,6 @@ class TaskData:
     labels: dict[str, list[str]]
     splits: dict[str, Split] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # how the files were read, where a user should know
-
-
-class TaskSource(NamedTuple):
-    """Where one task's labels come from: column, fixed label list, own files, head type."""
-
-    column: str
-    labels: list[str] | None = None
-    own: dict[str, str | None] | None = None
-    kind: str = "classification"
-    fallback_column: str | None = None
-    delimiter: str = ","  # multi-label cells of CSV/TSV files: the labels of a row, split at this
-    pair: tuple[str, str] | None = None  # a pair task's two text columns
-    empty_cell: str = "auto"  # multi-label: an empty cell is no labels ("none") or no row of the task ("missing")
-    columns: tuple[str, ...] | None = None  # multi-label: one 0/1 column per label, named by its label
 
 
 def encode_labels(values: Sequence[str | None], names: Sequence[str], where: str, known_from: str) -> np.ndarray:

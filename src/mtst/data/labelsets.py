@@ -12,7 +12,7 @@ import numpy as np
 from mtst.errors import DataError
 
 if TYPE_CHECKING:
-    from mtst.data import TaskSource
+    from mtst.data.sources import TaskSource
 
 
 def label_value(value: Any, where: str = "a label cell") -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -20,8 +20,17 @@ from torch import nn
 from mtst.config import DEFAULT_BACKBONE, INFERENCE_PRECISIONS
 from mtst.errors import ModelLoadError
 from mtst.modeling.backbone import load_backbone, resolve_backbone
+from mtst.modeling.batching import eval_mode, pad_batch
 from mtst.modeling.pooling import POOLING_MODES, Pooling, pool
 from mtst.modeling.pooling import normalize as l2_normalize
+from mtst.modeling.saved import (
+    attach_saved_lora,
+    build_backbone,
+    check_weights,
+    is_model_dir,
+    load_backbone_weights,
+    read_saved,
+)
 from mtst.texts import as_texts
 
 logger = logging.getLogger(__name__)
@@ -45,28 +54,6 @@ def resolve_inference_precision(name: str) -> str:
     if name == "bf16" and not native_bf16():
         logger.warning("precision bf16: this device has no native bf16; inference is emulated and slower than fp32")
     return name
-
-
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad token id lists to the batch's own longest one."""
-    length = max((len(s) for s in sequences), default=0)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (no dropout) for the block, then the module's previous mode again."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -200,15 +187,9 @@ class SentenceEncoder(nn.Module):
         ``reference`` (a name or a path) may also be a trained mtst model or run directory: its
         (fine-tuned) encoder is loaded, with LoRA adapters merged.
         """
-        from mtst.modeling.model import MultiTaskModel, is_model_dir
-
         reference = str(reference)
-
         if is_model_dir(reference):
-            model = MultiTaskModel.load(reference)
-            if model.lora is not None:
-                model.merge_lora()
-            encoder = model.encoder
+            encoder = cls.from_saved(reference)
             encoder.pooling = pooling or encoder.pooling
             encoder.normalize = encoder.normalize if normalize is None else normalize
             if max_length:
@@ -224,6 +205,28 @@ class SentenceEncoder(nn.Module):
             max_length=max_length or source.max_length,
             reference=reference,
         )
+
+    @classmethod
+    def from_saved(cls, directory: str | Path) -> SentenceEncoder:
+        """The encoder of a saved mtst model or run (its heads are not read), LoRA adapters merged."""
+        from mtst.modeling.lora import merge_lora
+
+        saved = read_saved(directory)
+        backbone, tokenizer = build_backbone(saved)
+        lora = attach_saved_lora(backbone, saved)
+        missing, unexpected = load_backbone_weights(backbone, saved)
+        check_weights(saved, missing, [k for k in unexpected if not k.startswith("heads.")])
+        if lora is not None:
+            merge_lora(backbone)
+        config = saved.config
+        return cls(
+            backbone,
+            tokenizer,
+            pooling=config["pooling"],
+            normalize=config["normalize"],
+            max_length=config["max_length"],
+            reference=config["backbone"],
+        ).eval()
 
     @property
     def dim(self) -> int:

@@ -21,28 +21,38 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from mtst.constants import IGNORE_INDEX, ONNX_META
+from mtst.constants import IGNORE_INDEX
 from mtst.errors import ModelLoadError
 from mtst.fileio import atomic_directory, atomic_write_text, read_safetensors
 from mtst.modeling import tasktypes
-from mtst.modeling.backbone import check_no_pickle_only, strip_unused_pooler
 from mtst.modeling.encoder import DEFAULT_BACKBONE, SentenceEncoder, eval_mode, pad_batch
-from mtst.modeling.fingerprint import weight_fingerprint
 from mtst.modeling.groups import parameter_group
 from mtst.modeling.heads import HeadSpec, build_head
 from mtst.modeling.lora import is_lora_param
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, text_words
 from mtst.modeling.predictions import predict as predict_records
+from mtst.modeling.saved import (  # noqa: F401  (the layout's names, read from here by callers)
+    BACKBONE_CONFIG_DIR,
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    attach_saved_lora,
+    backbone_from_config,
+    base_fingerprint,
+    build_backbone,
+    check_weights,
+    is_export,
+    is_model_dir,
+    is_run_dir,
+    load_backbone_weights,
+    read_saved,
+    resolve_model_dir,
+)
 from mtst.texts import as_names, as_texts
 from mtst.version import __version__
 
 # The encoder's output for a batch of row indices, computed from a cache rather than from token ids.
 RowFeatures = Callable[[Sequence[int]], dict[str, torch.Tensor]]
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-BACKBONE_CONFIG_DIR = "backbone"
-FORMAT_VERSION = 1
 
 
 class MultiTaskModel(nn.Module):
@@ -369,7 +379,7 @@ class MultiTaskModel(nn.Module):
 
     def _fingerprint(self) -> float:
         """A cheap checksum of the frozen base weights (adapters are only valid on the same backbone)."""
-        return weight_fingerprint([self.encoder.backbone.get_input_embeddings().weight], None, absolute=True)
+        return base_fingerprint(self.encoder.backbone)
 
     def merge_lora(self) -> int:
         """Fold LoRA adapters into the backbone; the model then saves and loads as a plain one."""
@@ -388,40 +398,14 @@ class MultiTaskModel(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> MultiTaskModel:
-        """Load a directory written by :meth:`save`; weights from safetensors only."""
-        from mtst.modeling.bert import NativeBert, settings_of
-        from mtst.modeling.tokenizer import load_tokenizer
-
-        path = resolve_model_dir(directory)
-        config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))  # resolve_model_dir parsed it
-        version = config.get("format_version", 1)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelLoadError(
-                f"{path} was saved in mtst model format version {version}; this mtst reads versions up to "
-                f"{FORMAT_VERSION}: upgrade mtst to load it"
-            )
-        weights = path / WEIGHTS_NAME
-        if not weights.exists():
-            check_no_pickle_only(path)
-            raise ModelLoadError(f"{path} has no {WEIGHTS_NAME}")
-        lora = config.get("lora")
+        """Load a directory written by :meth:`save`; weights from safetensors only (:mod:`mtst.modeling.saved`)."""
+        saved = read_saved(directory)
+        backbone, tokenizer = build_backbone(saved)
+        config = saved.config
         try:
             tasks = {name: HeadSpec(**spec) for name, spec in config["tasks"].items()}
-            tokenizer = load_tokenizer(path)
-            if lora:
-                backbone = _lora_base(config["backbone"], path)
-            elif (native := settings_of(path / BACKBONE_CONFIG_DIR)) is not None:
-                backbone = NativeBert.to_load(native)  # its weights are in the model's own file, read below
-            else:
-                from transformers import AutoConfig, AutoModel
-
-                backbone_config = AutoConfig.from_pretrained(path / BACKBONE_CONFIG_DIR, local_files_only=True)
-                backbone = backbone_from_config(AutoModel, backbone_config)
-        except ModelLoadError:
-            raise
         except Exception as exc:
-            raise ModelLoadError(f"cannot load model from {path}: {exc}") from exc
-        strip_unused_pooler(backbone)
+            raise ModelLoadError(f"cannot load model from {saved.path}: {exc}") from exc
         encoder = SentenceEncoder(
             backbone,
             tokenizer,
@@ -430,111 +414,18 @@ class MultiTaskModel(nn.Module):
             max_length=config["max_length"],
             reference=config["backbone"],
         )
-        model = cls(encoder, tasks)
-        if lora:
-            model._attach_saved_lora(lora, path, config["backbone"])
-        state, _ = read_safetensors(weights, "model weights")
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if lora:  # base weights come from the backbone; only the saved parts must all match
-            missing = [k for k in missing if k.startswith("heads.") or is_lora_param(k)]
-        if missing or unexpected:
-            raise ModelLoadError(
-                f"{weights} does not match its config.json (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
-            )
+        model = cls(encoder, tasks)  # heads first, then adapters: the order the RNG has always been drawn in
+        model.lora = attach_saved_lora(backbone, saved)
+        missing, unexpected = load_backbone_weights(backbone, saved)
+        heads = {k.removeprefix("heads."): v for k, v in saved.state.items() if k.startswith("heads.")}
+        missing_heads, unexpected_heads = model.heads.load_state_dict(heads, strict=False)
+        missing += [f"heads.{k}" for k in missing_heads]
+        unexpected += [f"heads.{k}" for k in unexpected_heads]
+        check_weights(saved, missing, unexpected)
         model.eval()
         return model
-
-    def _attach_saved_lora(self, lora: dict[str, Any], path: Path, reference: str) -> None:
-        """Inject a saved model's adapters onto its (already loaded) base, after checking it is the same base."""
-        from mtst.config import LoraSettings
-        from mtst.modeling.groups import count_layers
-        from mtst.modeling.lora import add_lora
-
-        backbone = self.encoder.backbone
-        settings = LoraSettings(**{k: v for k, v in lora.items() if k in LoraSettings.model_fields})
-        add_lora(backbone, settings, count_layers(n for n, _ in backbone.named_parameters()))
-        self.lora = settings.model_dump()
-        if abs(self._fingerprint() - lora.get("backbone_fingerprint", self._fingerprint())) > 1e-2:
-            raise ModelLoadError(
-                f"{path}: its LoRA adapters were trained on other weights than the backbone now at "
-                f"{reference!r}; load it where that backbone is unchanged"
-            )
-
-
-def _lora_base(reference: str, path: Path) -> nn.Module:
-    """The pretrained backbone a LoRA model was trained on (its saved directory holds adapters only)."""
-    from mtst.modeling.backbone import load_backbone, resolve_backbone
-
-    try:
-        source = resolve_backbone(reference)
-    except ModelLoadError as exc:
-        raise ModelLoadError(
-            f"{path} holds LoRA adapters for the backbone {reference!r}, which cannot be found ({exc}); "
-            "make it available, or save the run with training.lora.save=merged"
-        ) from exc
-    return load_backbone(source)[0]
-
-
-def is_model_dir(path: str | Path) -> bool:
-    """True for a directory written by :meth:`MultiTaskModel.save` (or a run holding one)."""
-    try:
-        return resolve_model_dir(path) is not None
-    except ModelLoadError:
-        return False
-
-
-def is_export(path: str | Path) -> bool:
-    """True for a directory written by ``mtst export --format onnx|openvino`` (commands run it directly)."""
-    return (Path(path).expanduser() / ONNX_META).is_file()
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a model directory or a training run directory (its ``model/``)."""
-    base = Path(path).expanduser()
-    if not base.exists():
-        raise ModelLoadError(f"{base}: no such directory")
-    if not base.is_dir():
-        raise ModelLoadError(f"{base}: a file, not a model or run directory")
-    if is_export(base):
-        raise ModelLoadError(
-            f"{base} is an mtst export (ONNX or OpenVINO), which `mtst predict`, `encode --model` and `serve` "
-            "read; this command needs the model or run directory it was exported from"
-        )
-    for candidate in (base, base / "model"):
-        cfg = candidate / CONFIG_NAME
-        if cfg.is_file():
-            try:
-                data = json.loads(cfg.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(data, dict) and data.get("format") == "mtst":
-                return candidate
-    if is_run_dir(base):
-        raise ModelLoadError(
-            f"{base} is a training run that saved no model yet (it stopped before its first evaluation): "
-            f"continue it with `mtst train --resume {base}`"
-        )
-    raise ModelLoadError(f"{base} is not an mtst model directory (no config.json with format 'mtst')")
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` is a training run's directory (its resolved config beside a log or a checkpoint)."""
-    return (path / "config.yaml").is_file() and ((path / "train.log").is_file() or (path / "checkpoint").is_dir())
 
 
 def load_encoder(reference: str, pooling: str | None = None, normalize: bool | None = None) -> SentenceEncoder:
     """An encoder from a saved mtst model or run, else from a backbone reference."""
     return SentenceEncoder.from_pretrained(reference, pooling=pooling, normalize=normalize)
-
-
-def backbone_from_config(auto_model: Any, config: Any) -> nn.Module:
-    """A backbone built from its saved config with the attention kernel ``from_pretrained`` picks (SDPA
-    where the architecture has it), so a loaded model computes exactly what the trained one did.
-
-    transformers 4.x saves ``_attn_implementation_autoset`` in the config and then builds from it with
-    eager attention: the same weights, outputs off in the last bits.
-    """
-    try:
-        return auto_model.from_config(config, attn_implementation="sdpa")
-    except (ValueError, ImportError):  # an architecture without SDPA: its default kernel
-        return auto_model.from_config(config)

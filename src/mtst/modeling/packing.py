@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtst.modeling.batching import eval_mode, pad_batch
+
 logger = logging.getLogger(__name__)
 
 PACK_TOKENS = 64  # the least row length; rows grow to the batch's longest text
@@ -121,8 +123,6 @@ def packed_token_embeddings(backbone: nn.Module, features: dict[str, Any], kind:
 def probe(backbone: nn.Module, sequences: Sequence[Sequence[int]], pad_id: int) -> str | None:
     """The mask kind under which packed token embeddings of ``sequences`` match their padded pass, or None
     where none does (an error counts as not matching). Runs in fp32 in eval mode."""
-    from mtst.modeling.encoder import eval_mode, pad_batch
-
     batch = pad_batch(sequences, pad_id)
     device = next(backbone.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}

@@ -1,77 +1,120 @@
 """The end of a run: the best model's thresholds, its test scores, what it kept of the start, the summary.
 
-:meth:`TrainingLoop.finish <mtst.training.loop.TrainingLoop.finish>` calls :func:`finish_run` once the
-steps are done (or the contrastive stage and closed-form heads are, for ``frozen``); it reads the loop's
-state and writes only through the run directory.
+The loop hands :func:`finish_run` a :class:`RunEnd` once its stages are done (the steps, or the
+contrastive stage and closed-form heads for ``frozen``); it reads that record and writes only through
+the run directory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mtst.config import precision_name
 from mtst.evaluate import summary_metrics
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.tasktypes import fit_method
-from mtst.training.keep import MOVED_COSINE, end_figures, retention
-from mtst.training.plan import KEEP_EMBEDDING
+from mtst.training.planning.plan import KEEP_EMBEDDING
 from mtst.training.result import TrainResult, stages_run, summary
-from mtst.training.rundir import peak_rss_mb
-from mtst.training.scoring import score_test
-from mtst.training.thresholds import tune, tuned_tasks
+from mtst.training.runtime.rundir import peak_rss_mb
+from mtst.training.stages.distill import MOVED_COSINE, end_figures, retention
+from mtst.training.stages.scoring import score_test
+from mtst.training.stages.thresholds import tune, tuned_tasks
 
 if TYPE_CHECKING:
-    from mtst.training.loop import TrainingLoop
+    import torch
+    from rich.console import Console
+
+    from mtst.config import TrainingSection
+    from mtst.training.inputs import RunInputs
+    from mtst.training.planning.plan import TrainingPlan
+    from mtst.training.runtime.rundir import RunDirectory
+    from mtst.training.stages.distill import KeepTexts, StartTargets
+    from mtst.training.stages.stagecheck import StageVerdict
+    from mtst.training.state import LoopState
 
 logger = logging.getLogger("mtst")
 
 
-def finish_run(loop: TrainingLoop) -> TrainResult:
-    """Save the model where no validation chose one, score the best model on test, write the summary."""
-    st, inputs, tc = loop.state, loop.inputs, loop.tc
-    if "validation" not in inputs.data.splits or not loop.run_dir.model_dir.exists():
-        loop.save_model()
-    loop.accelerator.wait_for_everyone()
+@dataclass(frozen=True)
+class RunEnd:
+    """What the stages of a run leave for its end: a record, read here and nowhere written."""
+
+    inputs: RunInputs
+    plan: TrainingPlan
+    state: LoopState
+    model: MultiTaskModel  # the live model (the best one, unless the steps moved its backbone)
+    run_dir: RunDirectory
+    accelerator: Any
+    console: Console
+    best_heads: dict[str, torch.Tensor] | None  # the best model's heads, while the backbone is fixed
+    resumed_at: int | None  # the step a resumed run continued from (None: a fresh run)
+    contrastive_steps: int  # the contrastive stage's steps (0: none ran)
+    stage_verdict: StageVerdict | None  # the contrastive stage checked on validation, where it was
+    targets: StartTargets | None  # the starting model's outputs, where the backbone moved
+    keep_texts: KeepTexts | None  # and on training.keep.texts
+
+    @property
+    def resumed(self) -> bool:
+        return self.resumed_at is not None
+
+    @property
+    def tc(self) -> TrainingSection:
+        return self.inputs.config.training
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+
+def finish_run(end: RunEnd) -> TrainResult:
+    """Score the best model (saved by the stages) on test, measure what it kept, write the summary."""
+    st, inputs, tc = end.state, end.inputs, end.tc
+    end.accelerator.wait_for_everyone()
     # the best model's encoder is the live one unless the steps moved it (its old heads never train)
-    reload = loop.plan.backbone_moves and loop.run_dir.is_main
-    best = MultiTaskModel.load(loop.run_dir.model_dir).to(loop.accelerator.device) if reload else loop.model
-    best.encoder.set_inference_precision(loop.model.encoder.inference_precision)
-    if loop.run_dir.is_main:
-        tune_thresholds(loop, best, reload)
-    loop.accelerator.wait_for_everyone()
+    reload = end.plan.backbone_moves and end.run_dir.is_main
+    best = MultiTaskModel.load(end.run_dir.model_dir).to(end.accelerator.device) if reload else end.model
+    best.encoder.set_inference_precision(end.model.encoder.inference_precision)
+    if end.run_dir.is_main:
+        tune_thresholds(end, best, reload)
+    end.accelerator.wait_for_everyone()
     test = {}
     if "test" in inputs.data.splits:
         test = score_test(
-            loop.model,
+            end.model,
             inputs,
             inputs.cache,
-            loop.run_dir.model_dir,
-            loop.plan.backbone_moves,
-            loop.best_heads,
+            end.run_dir.model_dir,
+            end.plan.backbone_moves,
+            end.best_heads,
             tc.eval_batch_size,
-            loop.rank,
-            loop.world,
+            end.rank,
+            end.world,
             best_model=best if reload else None,
         )
-    kept = retained(loop, best) if loop.run_dir.is_main else {}
+    kept = retained(end, best) if end.run_dir.is_main else {}
     chosen = (e["validation"] for e in reversed(st.history) if e["step"] == st.best_step and "validation" in e)
     validation = next(chosen, {})  # the last: an undone contrastive stage adds an entry at the same step
-    phases = loop.plan.phases(loop.resumed)
-    fitted = loop.plan.head_init or best.prediction_tasks
+    phases = end.plan.phases(end.resumed)
+    fitted = end.plan.head_init or best.prediction_tasks
     method = fit_method([best.tasks[t].type for t in fitted if t in best.tasks])
-    stages = stages_run(phases, len(loop.contrastive_losses), st.global_step, st.stopped_early, loop.resumed_at, method)
-    check = loop.stage_verdict.as_record() if loop.stage_verdict is not None else None
+    stages = stages_run(phases, end.contrastive_steps, st.global_step, st.stopped_early, end.resumed_at, method)
+    check = end.stage_verdict.as_record() if end.stage_verdict is not None else None
     if check is not None and not check["kept"]:
         stages = (*stages, "stage undone (validation)")
     result = TrainResult(
-        loop.run_dir.path,
+        end.run_dir.path,
         test,
         validation,
         st.history,
         inputs.trainable_parameters,
-        sum(p.numel() for p in loop.model.parameters()),
+        sum(p.numel() for p in end.model.parameters()),
         st.train_seconds,
         st.global_step,
         tc.strategy,
@@ -79,7 +122,7 @@ def finish_run(loop: TrainingLoop) -> TrainResult:
         kept,
         check,
     )
-    precision = precision_name(loop.accelerator.mixed_precision)
+    precision = precision_name(end.accelerator.mixed_precision)
     record = summary(
         result,
         precision,
@@ -93,40 +136,40 @@ def finish_run(loop: TrainingLoop) -> TrainResult:
         retention=kept,
         **({"stage_check": check} if check is not None else {}),
     )
-    loop.run_dir.write_summary(record)
+    end.run_dir.write_summary(record)
     logger.info("finished: %s", json.dumps(record["test"]))
     return result
 
 
-def tune_thresholds(loop: TrainingLoop, best: MultiTaskModel, reloaded: bool) -> None:
-    """Multi-label heads' decision thresholds, tuned on the best model (:mod:`mtst.training.thresholds`)
+def tune_thresholds(end: RunEnd, best: MultiTaskModel, reloaded: bool) -> None:
+    """Multi-label heads' decision thresholds, tuned on the best model (:mod:`mtst.training.stages.thresholds`)
     and written into the saved model; the live model takes them too (the test pass may read it)."""
-    if not tuned_tasks(best, loop.inputs):
+    if not tuned_tasks(best, end.inputs):
         return
     live = None
-    if not reloaded and loop.best_heads is not None:  # the best heads, swapped in for the pass
+    if not reloaded and end.best_heads is not None:  # the best heads, swapped in for the pass
         live = {k: v.clone() for k, v in best.heads.state_dict().items()}
-        best.heads.load_state_dict(loop.best_heads, strict=False)
+        best.heads.load_state_dict(end.best_heads, strict=False)
     try:
-        cached = None if loop.plan.backbone_moves else loop.inputs.cache.train_embeddings()
-        values = tune(best, loop.inputs, loop.plan.closed_form_heads, cached, loop.tc.seed, loop.tc.eval_batch_size)
+        cached = None if end.plan.backbone_moves else end.inputs.cache.train_embeddings()
+        values = tune(best, end.inputs, end.plan.closed_form_heads, cached, end.tc.seed, end.tc.eval_batch_size)
     finally:
         if live is not None:
             best.heads.load_state_dict(live)
-    for model in {id(best): best, id(loop.model): loop.model}.values():
+    for model in {id(best): best, id(end.model): end.model}.values():
         for task, cut in values.items():
             model.tasks[task] = model.tasks[task].model_copy(update={"thresholds": cut})
-    MultiTaskModel.write_task_specs(loop.run_dir.model_dir, {t: best.tasks[t] for t in values})
+    MultiTaskModel.write_task_specs(end.run_dir.model_dir, {t: best.tasks[t] for t in values})
 
 
-def retained(loop: TrainingLoop, best: MultiTaskModel) -> dict[str, Any]:
-    """What the best model kept of the start (:func:`mtst.training.keep.retention`), with a note where the
+def retained(end: RunEnd, best: MultiTaskModel) -> dict[str, Any]:
+    """What the best model kept of the start (:func:`mtst.training.stages.distill.retention`), with a note where the
     sentence embedding moved."""
-    inputs, tc = loop.inputs, loop.tc
+    inputs, tc = end.inputs, end.tc
     after = end_figures(best, inputs, tc.eval_batch_size)
-    keep = loop.plan.keep
-    cached = None if loop.plan.backbone_moves else inputs.cache.train_embeddings()  # the end encoder's, if held
-    kept = retention(best, inputs.ids["train"], loop.targets, keep, tc.eval_batch_size, after, cached, loop.keep_texts)
+    keep = end.plan.keep
+    cached = None if end.plan.backbone_moves else inputs.cache.train_embeddings()  # the end encoder's, if held
+    kept = retention(best, inputs.ids["train"], end.targets, keep, tc.eval_batch_size, after, cached, end.keep_texts)
     logger.info("retention: %s", json.dumps(kept))
     cosine = kept["embedding"]["cosine"]
     if keep.moves and keep.embedding == 0 and cosine < MOVED_COSINE:
@@ -136,5 +179,5 @@ def retained(loop: TrainingLoop, best: MultiTaskModel) -> dict[str, Any]:
             "accuracy (docs/keep.md)"
         )
         logger.warning(note)
-        loop.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        end.console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     return kept

@@ -4,9 +4,9 @@
 planned, heads fitted by logistic regression (a warm start, or ``frozen``'s
 whole training), supervised steps, then :meth:`TrainingLoop.finish` scores
 the best model on test and writes the summary (:mod:`~mtst.training.finish`). Each stage is a function of
-what it needs (:mod:`~mtst.training.contrastive`, :mod:`~mtst.training.headfit`,
-:mod:`~mtst.training.scoring`, :mod:`~mtst.training.selection`); the run
-directory (:class:`~mtst.training.rundir.RunDirectory`) only writes.
+what it needs (:mod:`~mtst.training.stages.contrastive`, :mod:`~mtst.training.stages.headfit`,
+:mod:`~mtst.training.stages.scoring`, :mod:`~mtst.training.stages.selection`); the run
+directory (:class:`~mtst.training.runtime.rundir.RunDirectory`) only writes.
 
 Deterministic from the seed: batch order comes from a per-epoch generator and
 dropout from the torch RNG saved in each checkpoint, so a resumed run ends
@@ -20,7 +20,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,88 +29,33 @@ from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
 from mtst.evaluate import summary_metrics
 from mtst.report import progress_bar
-from mtst.training.batches import epoch_batches
-from mtst.training.contrastive import run_contrastive
-from mtst.training.finish import finish_run
-from mtst.training.freezing import apply_trainable, set_train_mode
-from mtst.training.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
-from mtst.training.keep import KeepTexts, StartTargets, end_figures, keep_loss, keep_texts, start_targets
-from mtst.training.optim import GroupScheduler, build_optimizer
-from mtst.training.plan import trains_backbone
+from mtst.training.finish import RunEnd, finish_run
+from mtst.training.planning.freezing import apply_trainable, set_train_mode
+from mtst.training.planning.plan import trains_backbone
 from mtst.training.result import TrainResult
-from mtst.training.scoring import score_validation
-from mtst.training.selection import judge
-from mtst.training.stagecheck import Baseline, StageVerdict, fit_baseline, judge_stage, stage_checked
-from mtst.training.start import starting_model
+from mtst.training.runtime.batches import epoch_batches
+from mtst.training.runtime.optim import GroupScheduler, build_optimizer
+from mtst.training.stages.contrastive import run_contrastive
+from mtst.training.stages.distill import KeepTexts, StartTargets, end_figures, keep_loss, keep_texts, start_targets
+from mtst.training.stages.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
+from mtst.training.stages.model_init import starting_model
+from mtst.training.stages.scoring import score_validation
+from mtst.training.stages.selection import judge
+from mtst.training.stages.stagecheck import Baseline, StageVerdict, fit_baseline, judge_stage, stage_checked
+from mtst.training.state import Callback, LoopState, StepEvent, as_callbacks
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mtst.training.plan import TrainingPlan
-    from mtst.training.rundir import RunDirectory, RunLock
-    from mtst.training.trainer import RunInputs
+    from mtst.training.inputs import RunInputs
+    from mtst.training.planning.plan import TrainingPlan
+    from mtst.training.runtime.rundir import RunDirectory, RunLock
 
 logger = logging.getLogger("mtst")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) during a run; the message says where it stopped and how to continue."""
-
-
-@dataclass
-class LoopState:
-    """Where the loop is; saved in every checkpoint, so resuming restores it exactly."""
-
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    global_step: int = 0
-    stage: int = 0
-    best: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-    stopped_early: bool = False
-    history: list[dict] = field(default_factory=list)
-    train_seconds: float = 0.0
-
-
-@dataclass
-class StepEvent:
-    """What a callback sees after each optimizer step (and after each evaluation)."""
-
-    state: LoopState
-    model: Any  # the MultiTaskModel being trained
-    plan: TrainingPlan
-    loss: float | None = None
-    evaluation: dict[str, Any] | None = None  # the history entry, on evaluation events
-    cache_mode: str | None = None  # "pooled", "prefix" or None: where the steps start from
-    cache_boundary: int | None = None  # the first trainable layer, for a prefix cache
-
-
-class Callback:
-    """Hooks in the style of transformers' ``TrainerCallback``; override the ones you need.
-
-    A plain function given as a callback is called as ``on_step_end``.
-    """
-
-    def on_train_begin(self, event: StepEvent) -> None: ...
-
-    def on_step_end(self, event: StepEvent) -> None: ...
-
-    def on_evaluate(self, event: StepEvent) -> None: ...
-
-    def on_train_end(self, event: StepEvent) -> None: ...
-
-
-class _FunctionCallback(Callback):
-    def __init__(self, fn: Callable[[StepEvent], None]) -> None:
-        self.fn = fn
-
-    def on_step_end(self, event: StepEvent) -> None:
-        self.fn(event)
-
-
-def as_callbacks(items: Sequence[Callback | Callable[[StepEvent], None]]) -> list[Callback]:
-    return [c if isinstance(c, Callback) else _FunctionCallback(c) for c in items]
 
 
 class TrainingLoop:
@@ -428,9 +372,29 @@ class TrainingLoop:
         self.last_checkpoint = self.state.global_step
 
     def finish(self) -> TrainResult:
-        """Save the model where no validation chose one, score the best model on test, write the summary
-        (:func:`mtst.training.finish.finish_run`)."""
-        return finish_run(self)
+        """Save the model where no validation chose one, then score the best model on test and write the
+        summary (:func:`mtst.training.finish.finish_run`, from the record of what the stages left)."""
+        if "validation" not in self.inputs.data.splits or not self.run_dir.model_dir.exists():
+            self.save_model()
+        return finish_run(self.end())
+
+    def end(self) -> RunEnd:
+        """What the stages left, as a record for the end of the run."""
+        return RunEnd(
+            self.inputs,
+            self.plan,
+            self.state,
+            self.model,
+            self.run_dir,
+            self.accelerator,
+            self.console,
+            self.best_heads,
+            self.resumed_at,
+            len(self.contrastive_losses),
+            self.stage_verdict,
+            self.targets,
+            self.keep_texts,
+        )
 
     # ------------------------------------------------------------------- step
     def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:

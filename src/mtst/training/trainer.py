@@ -13,7 +13,7 @@ import logging.handlers
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +26,26 @@ from mtst.config import RunConfig, load_config, precision_name, resolve_precisio
 from mtst.data import MISSING, Split, TaskData, labelled_split, load_task_data
 from mtst.data.files import read_texts
 from mtst.errors import DataError
-from mtst.evaluate import StsPairs, model_sources, read_sts, tokenize_pairs, tokenize_split
+from mtst.evaluate import model_sources, read_sts, tokenize_pairs, tokenize_split
 from mtst.modeling.encoder import native_bf16
-from mtst.modeling.groups import count_layers
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.tasktypes import fit_method
-from mtst.training.batches import Batcher
-from mtst.training.cache import RunCache
-from mtst.training.freezing import trainable_names
-from mtst.training.headfit import mark_normalized_inputs
-from mtst.training.keep import report_sample
-from mtst.training.loop import Callback, LoopState, StepEvent, TrainingError, TrainingLoop
-from mtst.training.plan import DataStats, TrainingPlan, build_plan
-from mtst.training.precision import RunAccelerator, make_accelerator
-from mtst.training.recipe import Recipe, apply_recipe
+from mtst.training.inputs import RunInputs
+from mtst.training.loop import TrainingError, TrainingLoop
+from mtst.training.planning.freezing import trainable_names
+from mtst.training.planning.heads import mark_normalized_inputs
+from mtst.training.planning.plan import DataStats, TrainingPlan, build_plan
+from mtst.training.planning.recipe import apply_recipe
+from mtst.training.planning.strategies import GroupContext, get_strategy
 from mtst.training.result import TrainResult
-from mtst.training.rundir import RunDirectory, RunLock, buffered_log, check_run_dir
-from mtst.training.start import build_start, check_start, load_start
-from mtst.training.strategies import GroupContext, get_strategy
+from mtst.training.runtime.batches import Batcher
+from mtst.training.runtime.cache import RunCache
+from mtst.training.runtime.precision import RunAccelerator, make_accelerator
+from mtst.training.runtime.rundir import RunDirectory, RunLock, buffered_log, check_run_dir
+from mtst.training.stages.distill import report_sample
+from mtst.training.stages.model_init import build_start, check_start, load_start
+from mtst.training.state import Callback, LoopState, StepEvent
 
 logger = logging.getLogger("mtst")
 
@@ -59,43 +60,6 @@ __all__ = [
     "setup_run",
     "train",
 ]
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """Everything a run reads, checked and prepared before its directory is touched; built in steps
-    (:func:`load_inputs`, :func:`make_plan`, the cache), each returning a new value, never changed after."""
-
-    config: RunConfig
-    data: TaskData
-    model: MultiTaskModel
-    ids: dict[str, list[list[int]]]
-    word_ids: dict[str, Any]
-    pair_ids: dict[str, list[list[int] | None] | None]  # the second texts of pair rows, per split
-    batcher: Batcher
-    lengths: list[int]
-    mlm_tasks: list[str]
-    aux_tasks: list[str]
-    saved_tasks: list[str]
-    step_params: set[str] = field(default_factory=set)  # what the supervised steps train
-    trained_params: set[str] = field(default_factory=set)  # what any stage trains (the contrastive one too)
-    recipe: Recipe | None = None  # the default recipe's choice, when the strategy was ``auto``
-    carried: tuple[str, ...] = ()  # model.init's tasks the config does not name: saved unchanged, never trained
-    continued: tuple[str, ...] = ()  # the config's tasks that start from model.init's heads
-    sts: StsPairs | None = None  # data.sts: scored pairs for the embedding's Spearman
-    carried_test: Split | None = None  # data.test's rows labelled for carried tasks (their start/end figures)
-    keep_ids: list[list[int]] = field(default_factory=list)  # training.keep.texts, tokenised
-    trainable_parameters: int = 0
-    cache: RunCache | None = None  # what frozen parts computed, once the run directory exists
-
-    @property
-    def carried_heads(self) -> tuple[str, ...]:
-        """Carried tasks with a prediction head (not a masked-LM objective)."""
-        return tuple(t for t in self.carried if t in self.model.text_tasks)  # pair heads need pairs: not distilled
-
-    @property
-    def num_layers(self) -> int:
-        return count_layers(n for n, _ in self.model.named_parameters())
 
 
 def set_seed(seed: int) -> None:
@@ -222,7 +186,7 @@ def make_plan(inputs: RunInputs) -> tuple[RunInputs, TrainingPlan]:
     """The plan for these inputs, and the inputs that go with it; the strategy prepares the model
     (e.g. LoRA adapters) to match it.
 
-    ``strategy: auto`` is resolved here, from the data (:mod:`mtst.training.recipe`); the choice is
+    ``strategy: auto`` is resolved here, from the data (:mod:`mtst.training.planning.recipe`); the choice is
     logged and the returned inputs hold the resolved config (what the run directory records).
     """
     num_layers = inputs.num_layers
@@ -261,7 +225,7 @@ def run_inference_precision(mixed_precision: str) -> str:
 
 
 def _accelerator(wanted: str) -> RunAccelerator:
-    """An accelerator at ``training.precision`` resolved for this device (see :mod:`mtst.training.precision`)."""
+    """An accelerator at ``training.precision`` resolved for this device (:mod:`mtst.training.runtime.precision`)."""
     cuda = torch.cuda.is_available()
     return make_accelerator(resolve_precision(wanted, cuda, native_bf16(cuda)), cuda)
 

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 
 from mtst.config import AUTO, ContrastiveSection, RunConfig
-from mtst.training.plan import DataStats
+from mtst.training.planning.plan import DataStats
 
 # Up to this many labelled rows per class (the task's rows over its classes, the scarcest task), linear
 # heads on the pretrained encoder are within a point of full fine-tuning at a fraction of its time; above

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from mtst.config import RunConfig
 from mtst.errors import ConfigError
-from mtst.training.freezing import backbone_groups, parse_freeze
-from mtst.training.strategies import GroupContext, Strategy, get_strategy
+from mtst.training.planning.freezing import backbone_groups, parse_freeze
+from mtst.training.planning.strategies import GroupContext, Strategy, get_strategy
 
 logger = logging.getLogger("mtst")
 

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 
 from mtst.modeling import tasktypes
 from mtst.modeling.encoder import eval_mode, pad_batch
-from mtst.training.batches import length_grouped_batches
+from mtst.training.runtime.batches import length_grouped_batches
 
 if TYPE_CHECKING:
     from mtst.modeling.model import MultiTaskModel
-    from mtst.training.plan import KeepPlan
-    from mtst.training.trainer import RunInputs
+    from mtst.training.inputs import RunInputs
+    from mtst.training.planning.plan import KeepPlan
 
 logger = logging.getLogger("mtst")
 

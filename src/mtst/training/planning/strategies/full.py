@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtst.training.strategies.base import GroupContext, Strategy
+from mtst.training.planning.strategies.base import GroupContext, Strategy
 
 
 class Full(Strategy):

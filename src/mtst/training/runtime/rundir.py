@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mtst.config import RunConfig, dump_config, validate_config
 from mtst.errors import MtstError
 from mtst.fileio import atomic_write_text
-from mtst.training.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
+from mtst.training.runtime.checkpoint import CHECKPOINT_DIR, check_finite, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from torch import nn

@@ -23,7 +23,7 @@ from mtst.modeling.logistic import (
     fit_ridge,
     stratified_sample,
 )
-from mtst.modeling.tasktypes import SENTENCE_TYPES
+from mtst.training.planning.heads import linear_sentence_heads
 
 if TYPE_CHECKING:
     from mtst.data import Split
@@ -44,23 +44,6 @@ def warm_start_c(num_tasks: int) -> float | None:
     """The warm start's strength: cross-validated (None) where the head is the model's only task, which
     has no neighbour to swamp (benchmarks/README.md "Full data"); ``WARM_START_C`` beside other tasks."""
     return None if num_tasks == 1 else WARM_START_C
-
-
-def linear_sentence_heads(model: MultiTaskModel) -> list[str]:
-    """Tasks whose head is one linear layer on the sentence embedding (what a closed-form fit can set:
-    multinomial logistic regression, one-vs-rest logistic regression for multi-label, ridge regression;
-    a pair classifier's on its ``[u, v, |u - v|, u * v]`` features)."""
-    kinds = (*SENTENCE_TYPES, "pair_classification")
-    return [t for t, spec in model.tasks.items() if spec.type in kinds and not spec.hidden_size]
-
-
-def mark_normalized_inputs(model: MultiTaskModel, only: tuple[str, ...] | None = None) -> None:
-    """Linear sentence heads (of ``only``, default all) read the normalised embedding: the encoder is
-    trained for cosine similarity, so the direction carries the meaning (measured: benchmarks/head_fit.py)."""
-    for name in linear_sentence_heads(model):
-        if (only is not None and name not in only) or model.tasks[name].type == "pair_classification":
-            continue
-        model.tasks[name] = model.tasks[name].model_copy(update={"normalize_input": True})
 
 
 def fit_heads(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from mtst.config import STRATEGIES
 from mtst.errors import ConfigError
-from mtst.training.strategies.base import FROZEN_START_LR_HEAD, GroupContext, Strategy
-from mtst.training.strategies.frozen import Frozen
-from mtst.training.strategies.full import Full
-from mtst.training.strategies.gradual import Gradual
-from mtst.training.strategies.heads import Heads
-from mtst.training.strategies.lora import Lora
-from mtst.training.strategies.top_k import TopK
+from mtst.training.planning.strategies.base import FROZEN_START_LR_HEAD, GroupContext, Strategy
+from mtst.training.planning.strategies.frozen import Frozen
+from mtst.training.planning.strategies.full import Full
+from mtst.training.planning.strategies.gradual import Gradual
+from mtst.training.planning.strategies.heads import Heads
+from mtst.training.planning.strategies.lora import Lora
+from mtst.training.planning.strategies.top_k import TopK
 
 _ALL = {s.name: s for s in (Frozen(), Heads(), TopK(), Gradual(), Full(), Lora())}
 REGISTRY: dict[str, Strategy] = {name: _ALL[name] for name in STRATEGIES}  # config.STRATEGIES names them

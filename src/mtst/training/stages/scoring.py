@@ -22,8 +22,8 @@ from mtst.modeling.model import MultiTaskModel, RowFeatures
 
 if TYPE_CHECKING:
     from mtst.data import Split
-    from mtst.training.cache import RunCache
-    from mtst.training.trainer import RunInputs
+    from mtst.training.inputs import RunInputs
+    from mtst.training.runtime.cache import RunCache
 
 logger = logging.getLogger("mtst")
 

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mtst.training.loop import LoopState
+    from mtst.training.state import LoopState
 
 logger = logging.getLogger("mtst")
 

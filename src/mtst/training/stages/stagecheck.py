@@ -29,15 +29,15 @@ import torch
 from mtst.data import Split
 from mtst.evaluate import score_split, summary_metrics
 from mtst.modeling import tasktypes
-from mtst.training.cache import pooled_embeddings
-from mtst.training.headfit import fit_closed_form
-from mtst.training.scoring import pooled_predictions
-from mtst.training.selection import TIE
+from mtst.training.runtime.cache import pooled_embeddings
+from mtst.training.stages.headfit import fit_closed_form
+from mtst.training.stages.scoring import pooled_predictions
+from mtst.training.stages.selection import TIE
 
 if TYPE_CHECKING:
     from mtst.modeling.model import MultiTaskModel
-    from mtst.training.plan import TrainingPlan
-    from mtst.training.trainer import RunInputs
+    from mtst.training.inputs import RunInputs
+    from mtst.training.planning.plan import TrainingPlan
 
 logger = logging.getLogger("mtst")
 

@@ -28,7 +28,7 @@ from mtst.modeling.tasktypes import tune_thresholds
 if TYPE_CHECKING:
     from mtst.data import Split
     from mtst.modeling.model import MultiTaskModel
-    from mtst.training.trainer import RunInputs
+    from mtst.training.inputs import RunInputs
 
 logger = logging.getLogger("mtst")
 

@@ -20,10 +20,10 @@ from mtst.data import MISSING, TaskData
 from mtst.errors import ConfigError, ModelLoadError
 from mtst.modeling.heads import HeadSpec
 from mtst.modeling.model import MultiTaskModel, is_run_dir
-from mtst.training.rundir import in_use
+from mtst.training.runtime.rundir import in_use
 
 if TYPE_CHECKING:
-    from mtst.training.trainer import RunInputs
+    from mtst.training.inputs import RunInputs
 
 logger = logging.getLogger("mtst")
 

@@ -26,17 +26,17 @@ import torch.nn.functional as F
 
 from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
-from mtst.training.freezing import apply_trainable, set_train_mode, trainable_names
-from mtst.training.optim import adamw, schedule_factor
+from mtst.training.planning.freezing import apply_trainable, set_train_mode, trainable_names
+from mtst.training.runtime.optim import adamw, schedule_factor
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from mtst.data import Split
     from mtst.modeling.model import MultiTaskModel
-    from mtst.training.batches import Batcher
-    from mtst.training.cache import RunCache
-    from mtst.training.plan import ContrastivePlan
+    from mtst.training.planning.plan import ContrastivePlan
+    from mtst.training.runtime.batches import Batcher
+    from mtst.training.runtime.cache import RunCache
 
 logger = logging.getLogger("mtst")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mtst.training.strategies.base import GroupContext, Strategy
+from mtst.training.planning.strategies.base import GroupContext, Strategy
 
 if TYPE_CHECKING:
     from torch import nn

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mtst.modeling.groups import count_layers, parameter_group
-from mtst.training.plan import group_lr
+from mtst.training.planning.plan import group_lr
 
 logger = logging.getLogger("mtst")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mtst.training.strategies.base import GroupContext, Strategy
+from mtst.training.planning.strategies.base import GroupContext, Strategy
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,8 +24,8 @@ class Frozen(Strategy):
     def prepare(self, model: nn.Module, ctx: GroupContext) -> None:
         """The heads it fits read the normalised embedding; a frozen head, or one carried from
         ``model.init``, keeps reading what it was trained on."""
-        from mtst.training.freezing import parse_freeze
-        from mtst.training.headfit import mark_normalized_inputs
+        from mtst.training.planning.freezing import parse_freeze
+        from mtst.training.planning.heads import mark_normalized_inputs
 
         frozen = parse_freeze(ctx.training.freeze, ctx.num_layers, ctx.tasks)
         mark_normalized_inputs(model, tuple(t for t in ctx.tasks if f"heads.{t}" not in frozen))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mtst.training.strategies.base import GroupContext, Strategy
+from mtst.training.planning.strategies.base import GroupContext, Strategy
 
 
 class TopK(Strategy):
