@@ -144,7 +144,7 @@ def test_a_backbone_whose_layers_disagree_runs_without_a_prefix_cache(
 ) -> None:
     """If a future transformers changes what a layer takes, the check catches it and the run trains on the
     whole encoder (no crash, no wrong numbers)."""
-    from mtst.training import cache
+    from mtst.training.runtime import cache
 
     path = save_tiny_bert(tmp_path / "bert", num_hidden_layers=3)
 

@@ -14,9 +14,9 @@ import torch
 
 from mtst.config import validate_config
 from mtst.modeling.model import MultiTaskModel
-from mtst.training import contrastive
 from mtst.training.planning.plan import DataStats, build_plan, contrastive_steps
 from mtst.training.runtime.optim import LightAdamW
+from mtst.training.stages import contrastive
 from mtst.training.stages.contrastive import contrastive_loss, label_batches, pair_masks
 from mtst.training.trainer import setup_run
 
@@ -204,8 +204,8 @@ def test_the_stage_draws_same_label_sentences_together(nodrop: Path, tiny_data: 
         mp.setattr(contrastive, "adamw", spy)
         loop.fit()
     assert len(made) == 1 and isinstance(made[0], LightAdamW) and made[0].defaults["fused"]  # on the CPU: fused
-    assert len(loop.contrastive_losses) == 2 * 16  # 16 steps per task
-    assert all(np.isfinite(loop.contrastive_losses))
+    assert loop.stages_done is not None and len(loop.stages_done.contrastive_losses) == 2 * 16  # 16 steps per task
+    assert all(np.isfinite(loop.stages_done.contrastive_losses))
     saved = MultiTaskModel.load(tmp_path / "run" / "model")
     assert _separation(saved.encoder, train.texts, labels) > before + 0.02
     for name, p in saved.named_parameters():  # the stage trained the layers, not the embeddings
@@ -246,7 +246,8 @@ def test_prefix_cache_gives_the_losses_of_the_whole_encoder(
         config = _config(nodrop, tiny_data, tmp_path / str(cache), cache=cache, contrastive={"top_k": 1})
         loop = setup_run(config, show_progress=False)
         loop.fit()
-        losses[cache] = loop.contrastive_losses
+        assert loop.stages_done is not None
+        losses[cache] = loop.stages_done.contrastive_losses
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
     assert losses[True][-1] < losses[True][0]
 

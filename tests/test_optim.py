@@ -149,7 +149,7 @@ def test_light_adamw_steps_as_torch_fused_adamw_bit_for_bit() -> None:
 
 
 def test_adamw_falls_back_to_torch_adamw_without_the_functional_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mtst.training import optim
+    from mtst.training.runtime import optim
 
     assert optim.functional_adamw_available()
     monkeypatch.setattr(optim, "_adamw_update", None)

@@ -16,7 +16,7 @@ from mtst.data import Split
 from mtst.evaluate import summary_metrics
 from mtst.modeling.model import MultiTaskModel
 from mtst.training import loop as loop_module
-from mtst.training import stagecheck
+from mtst.training.stages import stagecheck
 from mtst.training.stages.scoring import score_validation
 from mtst.training.stages.stagecheck import bootstrap_share, resample
 from mtst.training.trainer import setup_run

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +53,24 @@ if TYPE_CHECKING:
     from mtst.training.runtime.rundir import RunDirectory, RunLock
 
 logger = logging.getLogger("mtst")
+
+
+@dataclass(frozen=True)
+class StartOutputs:
+    """The starting model's outputs, recorded before anything moves: the keep terms pull toward them and
+    the end of the run measures against them."""
+
+    targets: StartTargets
+    texts: KeepTexts | None  # the same on training.keep.texts, where given
+
+
+@dataclass(frozen=True)
+class StagesDone:
+    """What each stage of a run returned, for the end of the run (and for a caller to inspect)."""
+
+    start: StartOutputs | None
+    contrastive_losses: list[float]  # the contrastive stage's loss at each of its steps (none: no stage ran)
+    verdict: StageVerdict | None  # the contrastive stage checked on validation, where it was
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -94,11 +113,8 @@ class TrainingLoop:
         self.last_checkpoint: int | None = None  # the step of the newest checkpoint on disk
         self.lock: RunLock | None = None  # the run directory's, released when fit() ends
         self.best_heads: dict[str, torch.Tensor] | None = None  # the best model's heads, while the backbone is fixed
-        self.contrastive_losses: list[float] = []  # the contrastive stage's loss at each of its steps
-        self.baseline: Baseline | None = None  # heads on the encoder before the stage (contrastive.check)
-        self.stage_verdict: StageVerdict | None = None
-        self.targets: StartTargets | None = None  # the starting model's outputs (where the backbone moves)
-        self.keep_texts: KeepTexts | None = None  # and on training.keep.texts, where given
+        self.running: str | None = None  # the stage under way (what an interruption message names)
+        self.stages_done: StagesDone | None = None  # what the stages returned, once the run has them all
         self._params_key: frozenset[str] | None = None
         self._params: list[torch.nn.Parameter] = []
 
@@ -144,11 +160,32 @@ class TrainingLoop:
         logger.info("resumed at step %d (epoch %d)", self.state.global_step, self.state.epoch)
 
     def fit(self) -> TrainResult:
-        """Train, then score the best model on test and write the summary; the run directory is
+        """The run, stage by stage in run order, each taking what it needs and returning what it did: the
+        starting model's outputs (where the backbone will move), the contrastive stage, heads fitted, the
+        supervised steps (``frozen``: its closed-form fit instead), then the end of the run. A resumed run
+        starts at the steps: its checkpoint holds what the stages before them did. The run directory is
         given up at the end, however the run ends."""
         try:
-            self.run(started=time.perf_counter() - self.state.train_seconds - self.setup_seconds)
-            return self.finish()
+            started = time.perf_counter() - self.state.train_seconds - self.setup_seconds
+            self._fire("on_train_begin")
+            try:
+                start = self.record_start() if self.plan.keep.moves else None
+                losses, baseline = self.contrastive_stage(start) if self.contrastive_pending else ([], None)
+                if self.plan.head_init and not self.resumed:
+                    self.warm_start_heads()
+                verdict = None  # the contrastive stage checked on validation (closed-form heads only)
+                if self.plan.closed_form:
+                    verdict = self.closed_form_heads(baseline)
+                else:
+                    self.steps(started, start)
+                del baseline  # its copy of the encoder is not kept to the end of the run
+            except TrainingError as exc:
+                logger.error("%s", exc)
+                raise
+            self.state.train_seconds = time.perf_counter() - started
+            self._fire("on_train_end")
+            self.stages_done = StagesDone(start, losses, verdict)
+            return self.finish(self.stages_done)
         except KeyboardInterrupt:
             raise TrainingInterrupted(self._interrupted_message()) from None
         finally:
@@ -159,7 +196,7 @@ class TrainingLoop:
     def _interrupted_message(self) -> str:
         run_dir = self.run_dir.path
         where = f"at step {self.state.global_step} of {self.plan.total_steps}"
-        if self.contrastive_pending and not self.contrastive_losses:
+        if self.running == "contrastive":
             where = "during the contrastive stage"
         if self.last_checkpoint is None:
             message = f"interrupted {where}, before any checkpoint: start again with `mtst train ... --overwrite`"
@@ -179,29 +216,7 @@ class TrainingLoop:
     def contrastive_pending(self) -> bool:
         return self.plan.contrastive is not None and not self.resumed
 
-    def run(self, started: float) -> None:
-        """The stages: a contrastive stage where planned, heads fitted where planned, then the
-        supervised steps until the budget or early stopping (``frozen``: its closed-form fit instead)."""
-        self._fire("on_train_begin")
-        try:
-            for phase in self.plan.phases(self.resumed):
-                if phase == "start_outputs":
-                    self.record_start()
-                elif phase == "contrastive":
-                    self.contrastive_losses = self.contrastive_stage()
-                elif phase == "warm_start":
-                    self.warm_start_heads()
-                elif phase == "closed_form":
-                    self.closed_form_heads()
-                else:
-                    self._steps(started)
-        except TrainingError as exc:
-            logger.error("%s", exc)
-            raise
-        self.state.train_seconds = time.perf_counter() - started
-        self._fire("on_train_end")
-
-    def record_start(self) -> None:
+    def record_start(self) -> StartOutputs:
         """The starting model's outputs on the training texts (:func:`start_targets`) and its STS and
         carried-task figures, before anything moves; a resumed run reads them from the starting model."""
         inputs, tc = self.inputs, self.tc
@@ -209,26 +224,31 @@ class TrainingLoop:
         if self.resumed:
             teacher = starting_model(inputs).to(self.accelerator.device)
             teacher.encoder.set_inference_precision(self.model.encoder.inference_precision)
-        self.targets = start_targets(teacher, inputs.ids["train"], self.plan.keep, tc.seed, tc.eval_batch_size)
+        targets = start_targets(teacher, inputs.ids["train"], self.plan.keep, tc.seed, tc.eval_batch_size)
         texts = inputs.keep_ids if self.plan.keep.texts else []
-        self.keep_texts = keep_texts(teacher, texts, self.plan.keep, tc.seed, tc.eval_batch_size)
-        self.targets.before = end_figures(teacher, inputs, tc.eval_batch_size) if self.rank == 0 else {}
+        held = keep_texts(teacher, texts, self.plan.keep, tc.seed, tc.eval_batch_size)
+        targets.before = end_figures(teacher, inputs, tc.eval_batch_size) if self.rank == 0 else {}
         logger.info("%s", self.plan.keep.describe())
+        return StartOutputs(targets, held)
 
-    def keep_term(self, feats: dict[str, Any], rows: np.ndarray) -> torch.Tensor | None:
-        """The keep terms of a batch (:func:`keep_loss`); None where the plan holds nothing."""
-        if self.targets is None or not self.plan.keep.has_terms:
+    def keep_term(self, feats: dict[str, Any], rows: np.ndarray, start: StartOutputs | None) -> torch.Tensor | None:
+        """The keep terms of a batch (:func:`keep_loss`) toward the starting model's outputs; None where the
+        plan holds nothing."""
+        if start is None or not self.plan.keep.has_terms:
             return None
-        term = keep_loss(self.model, feats, rows, self.targets, self.plan.keep)
-        extra = self.keep_texts.loss(self.model, len(rows), self.plan.keep) if self.keep_texts is not None else None
+        term = keep_loss(self.model, feats, rows, start.targets, self.plan.keep)
+        extra = start.texts.loss(self.model, len(rows), self.plan.keep) if start.texts is not None else None
         return term if extra is None else extra if term is None else term + extra
 
-    def contrastive_stage(self) -> list[float]:
-        """The contrastive stage (:func:`run_contrastive`), then the supervised plan's trainable set and cache;
-        where the stage is checked, heads are first fitted on the encoder before it (:mod:`.stagecheck`)."""
+    def contrastive_stage(self, start: StartOutputs | None) -> tuple[list[float], Baseline | None]:
+        """The contrastive stage (:func:`run_contrastive`), then the supervised plan's trainable set and cache:
+        its loss at each step, and, where the stage is checked, heads fitted on the encoder before it
+        (:mod:`.stagecheck`)."""
         inputs = self.inputs
+        self.running = "contrastive"
+        baseline = None
         if stage_checked(self.inputs, self.plan, self.world, self.resumed):
-            self.baseline = fit_baseline(self.model, self.inputs, self.plan.closed_form_heads)
+            baseline = fit_baseline(self.model, self.inputs, self.plan.closed_form_heads)
         progress = progress_bar(self.console, not self.show_progress, "loss {task.fields[loss]}")
         losses = run_contrastive(
             self.model,
@@ -239,32 +259,32 @@ class TrainingLoop:
             self.tc.seed,
             self.accelerator,
             progress,
-            keep=self.keep_term,
+            keep=lambda feats, rows: self.keep_term(feats, rows, start),
         )
         apply_trainable(self.model, self.groups)
         self.refresh_cache()
-        return losses
+        self.running = None
+        return losses, baseline
 
-    def closed_form_heads(self) -> None:
+    def closed_form_heads(self, baseline: Baseline | None) -> StageVerdict | None:
         """``frozen``: the heads fitted once (:func:`fit_closed_form`), scored, and the model kept (or, where
-        the contrastive stage was checked and lost, the model before it)."""
+        the contrastive stage was checked against ``baseline`` and lost, the model before it)."""
         tc, train = self.tc, self.inputs.data.splits["train"]
         emb = self.inputs.cache.train_embeddings()
         fit_closed_form(self.model, train, tc.seed, emb, tc.eval_batch_size, self.plan.closed_form_heads)
         self.evaluate([])
-        if self.baseline is not None:
-            self.check_stage(self.baseline)
+        verdict = self.check_stage(baseline) if baseline is not None else None
         if "validation" not in self.inputs.data.splits:
             self.save_model()
+        return verdict
 
-    def check_stage(self, baseline: Baseline) -> None:
+    def check_stage(self, baseline: Baseline) -> StageVerdict:
         """Keep the tuned model, or put the one before the stage back where it scored higher on validation."""
         st = self.state
         verdict = judge_stage(baseline, self.model, self.inputs)
-        self.baseline, self.stage_verdict = None, verdict  # the copy of the encoder is freed
         self.console.print(verdict.describe(), markup=False)
         if verdict.kept:
-            return
+            return verdict
         self.inputs.cache.invalidate()  # it holds the tuned encoder's embeddings
         st.best = None  # the model before the stage is the run's, whatever its score
         if len(baseline.rows) < len(self.inputs.data.splits["validation"]):
@@ -276,6 +296,7 @@ class TrainingLoop:
             self.save_model()
         st.history[-1]["stage_undone"] = True
         self.run_dir.write_history(st.history)
+        return verdict
 
     def warm_start_heads(self) -> None:
         """Linear heads start at the logistic-regression optimum for the encoder as it stands
@@ -288,7 +309,9 @@ class TrainingLoop:
         fit_heads(self.model, train, tc.seed, emb, WARM_START_ROWS, tc.eval_batch_size, tasks, c)
         set_train_mode(self.model, self.groups)
 
-    def _steps(self, started: float) -> None:
+    def steps(self, started: float, start: StartOutputs | None) -> None:
+        """The supervised steps until the budget or early stopping, evaluating and checkpointing as they go
+        (the keep terms pull toward ``start``, where it was recorded)."""
         tc, st, plan = self.tc, self.state, self.plan
         progress = progress_bar(self.console, not self.show_progress, "loss {task.fields[loss]}")
         bar = progress.add_task("training", total=plan.total_steps, completed=st.global_step, loss="-")
@@ -307,7 +330,7 @@ class TrainingLoop:
                     if stage != st.stage:
                         self.set_stage(stage)
                     micro = batches[b : b + tc.grad_accumulation]
-                    loss = self._optimizer_step(micro)
+                    loss = self._optimizer_step(micro, start)
                     b += len(micro)
                     st.batch_in_epoch = b
                     st.global_step += 1
@@ -371,15 +394,15 @@ class TrainingLoop:
         self.run_dir.save_checkpoint(self.model, self.optimizer, self.scheduler.state_dict(), dict(self.state.__dict__))
         self.last_checkpoint = self.state.global_step
 
-    def finish(self) -> TrainResult:
+    def finish(self, done: StagesDone) -> TrainResult:
         """Save the model where no validation chose one, then score the best model on test and write the
         summary (:func:`mtst.training.finish.finish_run`, from the record of what the stages left)."""
         if "validation" not in self.inputs.data.splits or not self.run_dir.model_dir.exists():
             self.save_model()
-        return finish_run(self.end())
+        return finish_run(self.end(done))
 
-    def end(self) -> RunEnd:
-        """What the stages left, as a record for the end of the run."""
+    def end(self, done: StagesDone) -> RunEnd:
+        """What the stages did, as a record for the end of the run."""
         return RunEnd(
             self.inputs,
             self.plan,
@@ -390,20 +413,20 @@ class TrainingLoop:
             self.console,
             self.best_heads,
             self.resumed_at,
-            len(self.contrastive_losses),
-            self.stage_verdict,
-            self.targets,
-            self.keep_texts,
+            len(done.contrastive_losses),
+            done.verdict,
+            done.start.targets if done.start else None,
+            done.start.texts if done.start else None,
         )
 
     # ------------------------------------------------------------------- step
-    def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]]) -> float:
+    def _optimizer_step(self, micro: list[tuple[np.ndarray, str | None]], start: StartOutputs | None) -> float:
         total = 0.0
         for rows, task in micro:
             rows = rows[self.rank :: self.world]  # this process's share of the global batch
             if not len(rows):
                 continue
-            loss = self.batch_loss(rows, task)
+            loss = self.batch_loss(rows, task, start)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss.item()} at step {self.state.global_step + 1} (epoch {self.state.epoch + 1}); "
@@ -426,7 +449,7 @@ class TrainingLoop:
         optimizer.zero_grad(set_to_none=True)
         return total
 
-    def batch_loss(self, rows: np.ndarray, task: str | None = None) -> torch.Tensor:
+    def batch_loss(self, rows: np.ndarray, task: str | None = None, start: StartOutputs | None = None) -> torch.Tensor:
         """The weighted loss of training rows (one task's, or every task's), from the cache where one applies."""
         device = self.accelerator.device
         inputs = self.inputs
@@ -443,7 +466,8 @@ class TrainingLoop:
             feats = self.model.forward_heads(feats, tasks)
             loss, _ = self.model.compute_loss(feats, labels)
             extra = self._mlm_loss(rows, batch) if inputs.mlm_tasks else None
-            kept = self.keep_term(feats, rows) if trains_backbone(self.groups) else None  # a frozen encoder keeps all
+            # a frozen encoder keeps everything: no keep terms
+            kept = self.keep_term(feats, rows, start) if trains_backbone(self.groups) else None
         for term in (extra, kept):
             loss = loss if term is None else loss + term
         return loss
