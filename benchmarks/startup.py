@@ -2,7 +2,7 @@
 
 Every mtst command starts this way (train, predict, encode, serve, each run of ``mtst compare``), so its
 fixed cost is paid once per command. Child processes alternate between ``MTST_NATIVE_BERT=1`` (the
-default: :mod:`mtst.modeling.bert` and :mod:`mtst.modeling.tokenizer`) and ``0`` (transformers'
+default: :mod:`mtst.standins.bert` and :mod:`mtst.standins.tokenizer`) and ``0`` (transformers'
 ``AutoModel`` and ``AutoTokenizer``) so that machine noise hits both alike; each reports its phases
 (imports, the backbone's load, the first encoding). Prints medians and the native/transformers ratio of
 the whole process.

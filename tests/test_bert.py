@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mtst.modeling.backbone import load_backbone, resolve_backbone
-from mtst.modeling.bert import ENV_SWITCH, BertSettings, NativeBert, checkpoint_name, load_native, sdpa_mask
 from mtst.modeling.packing import block_mask, packed_inputs
+from mtst.standins import ENV_SWITCH
+from mtst.standins.bert import BertSettings, NativeBert, checkpoint_name, load_native, sdpa_mask
 from mtst.training.runtime.cache import run_layers
 from tests.conftest import SENTENCES, save_tiny_bert
 
@@ -223,7 +224,7 @@ def test_saved_weights_load_in_transformers(pair: tuple[NativeBert, torch.nn.Mod
 
 
 def test_a_saved_model_loads_without_transformers_model_code(tiny_model: Any, tmp_path: Path) -> None:
-    """The point of the module (and of ``mtst.modeling.tokenizer``): loading a BERT backbone or a model trained
+    """The point of the module (and of ``mtst.standins.tokenizer``): loading a BERT backbone or a model trained
     on one does not import transformers at all (its imports cost seconds of every command's start-up)."""
     tiny_model.save(tmp_path / "model")
     code = (

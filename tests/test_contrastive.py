@@ -14,8 +14,8 @@ import torch
 
 from mtst.config import validate_config
 from mtst.modeling.model import MultiTaskModel
+from mtst.standins.adamw import LightAdamW
 from mtst.training.planning.plan import DataStats, build_plan, contrastive_steps
-from mtst.training.runtime.optim import LightAdamW
 from mtst.training.stages import contrastive
 from mtst.training.stages.contrastive import contrastive_loss, label_batches, pair_masks
 from mtst.training.trainer import setup_run

@@ -11,6 +11,7 @@ LAYERS = [
     ("errors", "constants", "version", "demo", "texts", "extras"),
     ("config",),
     ("fileio",),
+    ("standins",),
     ("modeling",),
     ("data", "evaluate", "report"),
     ("training",),

@@ -1,4 +1,4 @@
-"""The closed-form heads' L-BFGS (``mtst.modeling.lbfgs``) against ``torch.optim.LBFGS``: the same iterates."""
+"""The closed-form heads' L-BFGS (``mtst.standins.lbfgs``) against ``torch.optim.LBFGS``: the same iterates."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mtst.modeling.lbfgs import minimise
+from mtst.standins.lbfgs import minimise
 
 
 def _problem(seed: int, rows: int, dim: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:

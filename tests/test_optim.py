@@ -94,7 +94,7 @@ def test_step_budget(
 
 
 def test_adamw_is_fused_on_the_cpu_and_steps_as_the_default_kernel() -> None:
-    from mtst.training.runtime.optim import adamw
+    from mtst.standins.adamw import adamw
 
     torch.manual_seed(0)
     weights = [torch.randn(8, 4, requires_grad=True), torch.randn(4, requires_grad=True)]
@@ -129,7 +129,7 @@ def _step_both(light: object, reference: torch.optim.Optimizer, pairs: list, gra
 
 
 def test_light_adamw_steps_as_torch_fused_adamw_bit_for_bit() -> None:
-    from mtst.training.runtime.optim import LightAdamW, adamw
+    from mtst.standins.adamw import LightAdamW, adamw
 
     torch.manual_seed(0)
     weights = [torch.randn(8, 4), torch.randn(4), torch.randn(3, 3)]
@@ -149,7 +149,7 @@ def test_light_adamw_steps_as_torch_fused_adamw_bit_for_bit() -> None:
 
 
 def test_adamw_falls_back_to_torch_adamw_without_the_functional_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mtst.training.runtime import optim
+    from mtst.standins import adamw as optim
 
     assert optim.functional_adamw_available()
     monkeypatch.setattr(optim, "_adamw_update", None)
@@ -181,8 +181,8 @@ def _train(opt: object, weights: list[torch.Tensor], grads: list[torch.Tensor], 
 def test_light_adamw_state_dicts_are_torch_adamw_state_dicts(first: str, fused: bool | None) -> None:
     """A checkpoint written with either optimizer resumes in the other (runs written before LightAdamW resume),
     and the resumed steps are the steps an uninterrupted run takes."""
+    from mtst.standins.adamw import LightAdamW
     from mtst.training.runtime.checkpoint import _flatten_optimizer, _unflatten_optimizer
-    from mtst.training.runtime.optim import LightAdamW
 
     torch.manual_seed(1)
     start = [torch.randn(6, 3), torch.randn(3), torch.randn(2, 6)]
@@ -216,7 +216,7 @@ def test_light_adamw_state_dicts_are_torch_adamw_state_dicts(first: str, fused: 
 
 
 def test_light_adamw_refuses_a_state_of_other_groups() -> None:
-    from mtst.training.runtime.optim import LightAdamW
+    from mtst.standins.adamw import LightAdamW
 
     opt = LightAdamW([torch.zeros(2, requires_grad=True)], lr=1e-3)
     other = LightAdamW([torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True)], lr=1e-3)

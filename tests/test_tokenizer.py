@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mtst.modeling.backbone import bundled_model_path, load_backbone, resolve_backbone
-from mtst.modeling.bert import ENV_SWITCH
-from mtst.modeling.tokenizer import WordPieceTokenizer, load_tokenizer, wordpiece_tokenizer
+from mtst.standins import ENV_SWITCH
+from mtst.standins.tokenizer import WordPieceTokenizer, load_tokenizer, wordpiece_tokenizer
 
 TEXTS = [
     "Hello world!",

@@ -26,7 +26,7 @@ class OnnxPredictor:
     the OpenVINO model of ``--format openvino`` through OpenVINO."""
 
     def __init__(self, directory: str | Path, threads: int | None = None) -> None:
-        from mtst.modeling.tokenizer import load_tokenizer
+        from mtst.standins.tokenizer import load_tokenizer
 
         path = Path(directory)
         if not (path / ONNX_META).exists():

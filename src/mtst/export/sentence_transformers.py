@@ -21,7 +21,7 @@ def _drops_pooler(backbone: nn.Module) -> bool:
     """True when the backbone's class has a pooler that mtst removed (and can be built without one)."""
     import inspect
 
-    from mtst.modeling.bert import NativeBert
+    from mtst.standins.bert import NativeBert
 
     if isinstance(backbone, NativeBert):  # transformers' BertModel without its pooler
         return True

@@ -154,12 +154,12 @@ def _resolve_local(path: Path, reference: str) -> BackboneSource:
 def load_backbone(source: BackboneSource) -> tuple[nn.Module, Any]:
     """Load the transformer and its tokenizer; one clear error if that fails.
 
-    A local BERT checkpoint loads natively (:mod:`mtst.modeling.bert`, :mod:`mtst.modeling.tokenizer`:
+    A local BERT checkpoint loads natively (:mod:`mtst.standins.bert`, :mod:`mtst.standins.tokenizer`:
     the same module, outputs and token ids, without importing transformers); anything else through
     ``AutoModel`` and ``AutoTokenizer``.
     """
-    from mtst.modeling.bert import load_native
-    from mtst.modeling.tokenizer import wordpiece_tokenizer
+    from mtst.standins.bert import load_native
+    from mtst.standins.tokenizer import wordpiece_tokenizer
 
     where = "local directory" if source.local else "Hugging Face hub id"
     if not source.local:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtst.modeling.lbfgs import minimise
+from mtst.standins.lbfgs import minimise
 
 C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
 PREFERRED_C = 1.0

@@ -57,8 +57,8 @@ def read_saved(directory: str | Path) -> SavedModel:
 
 def build_backbone(saved: SavedModel) -> tuple[nn.Module, Any]:
     """The saved model's backbone (weights not yet loaded: :func:`load_backbone_weights`) and tokenizer."""
-    from mtst.modeling.bert import NativeBert, settings_of
-    from mtst.modeling.tokenizer import load_tokenizer
+    from mtst.standins.bert import NativeBert, settings_of
+    from mtst.standins.tokenizer import load_tokenizer
 
     path, config = saved.path, saved.config
     try:

@@ -31,6 +31,7 @@ from mtst.modeling.encoder import native_bf16
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
 from mtst.modeling.tasktypes import fit_method
+from mtst.standins import set_enabled as set_standins
 from mtst.training.inputs import RunInputs
 from mtst.training.loop import TrainingError, TrainingLoop
 from mtst.training.planning.freezing import trainable_names
@@ -243,6 +244,7 @@ def setup_run(
     An ``output_dir`` that already holds files is refused unless ``overwrite`` (or ``resume``).
     """
     console = console or Console(stderr=True)
+    set_standins(config.training.standins)  # before anything is loaded or built
     accelerator = _accelerator(config.training.precision)
     is_main = accelerator.is_main_process
     if not is_main:  # one voice: only rank 0 logs, shows progress and writes files

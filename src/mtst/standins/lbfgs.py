@@ -5,7 +5,8 @@ The algorithm and every floating-point step are those of ``torch.optim.LBFGS(lin
 (``tests/test_lbfgs.py`` compares them). It is a function rather than a ``torch.optim.Optimizer``
 because the first ``Optimizer`` a process builds imports ``torch._dynamo`` (``torch._disable_dynamo``
 on ``add_param_group``): 1.7 s on a 2-core CPU, more than every logistic head of a few-shot run takes to
-fit. Nothing here is compiled or traced, so nothing needs it.
+fit. Nothing here is compiled or traced, so nothing needs it. With the stand-ins off (:mod:`mtst.standins`)
+:func:`minimise` runs ``torch.optim.LBFGS`` itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from mtst.standins import enabled
 
 Objective = Callable[[], Tensor]
 
@@ -165,6 +168,8 @@ def minimise(
     of at most ``tolerance_grad``, or when the loss or the step changes by less than ``tolerance_change``."""
     if any(p.is_complex() or p.is_sparse for p in params):
         raise ValueError("minimise takes dense real tensors")
+    if not enabled():
+        return _torch_lbfgs(params, objective, max_iter, tolerance_grad, tolerance_change, history_size, lr)
     flat = _Flat(params)
     max_eval = max_iter * 5 // 4
 
@@ -240,3 +245,33 @@ def minimise(
             if d.mul(t).abs().max() <= tolerance_change or abs(loss - prev_loss) < tolerance_change:
                 break
     return first
+
+
+def _torch_lbfgs(
+    params: Sequence[Tensor],
+    objective: Objective,
+    max_iter: int,
+    tolerance_grad: float,
+    tolerance_change: float,
+    history_size: int,
+    lr: float,
+) -> float:
+    """The same minimisation through ``torch.optim.LBFGS`` (the stand-ins off): one ``step``, as here."""
+    optimizer = torch.optim.LBFGS(
+        list(params),
+        lr=lr,
+        max_iter=max_iter,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=tolerance_change,
+        history_size=history_size,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        with torch.enable_grad():
+            loss = objective()
+            loss.backward()
+        return loss
+
+    return float(optimizer.step(closure).detach())

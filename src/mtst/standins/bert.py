@@ -11,14 +11,13 @@ saved model or a sentence-transformers export loads in transformers unchanged.
 
 A configuration this module does not cover (another architecture, relative positions, a decoder,
 another activation) and a checkpoint whose weights do not map one to one load through transformers,
-as does everything when ``MTST_NATIVE_BERT=0``.
+as does everything when the stand-ins are off (:mod:`mtst.standins`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtst.fileio import read_json_object, read_safetensors
+from mtst.standins import enabled as standins_enabled
 
 logger = logging.getLogger(__name__)
 
-ENV_SWITCH = "MTST_NATIVE_BERT"  # "0": every backbone loads through transformers
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -40,8 +39,8 @@ _UNUSED = ("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_
 
 
 def enabled() -> bool:
-    """Whether BERT checkpoints load natively (``MTST_NATIVE_BERT`` unset or anything but 0/false/no)."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+    """Whether BERT checkpoints load natively (the stand-ins' switch, :mod:`mtst.standins`)."""
+    return standins_enabled(bert=True)
 
 
 @dataclass(frozen=True)

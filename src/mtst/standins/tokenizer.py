@@ -8,7 +8,7 @@ does those few things itself (the same ids and word alignment as ``AutoTokenizer
 
 It is used only where the two files agree on everything transformers would otherwise adjust (the
 lower-casing, accent and Chinese-character settings, the special tokens, right-side truncation); any other
-tokenizer, or ``MTST_NATIVE_BERT=0``, loads through ``AutoTokenizer``.
+tokenizer, or any with the stand-ins off (:mod:`mtst.standins`), loads through ``AutoTokenizer``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mtst.fileio import read_json_object
-from mtst.modeling.bert import enabled
+from mtst.standins.bert import enabled
 
 logger = logging.getLogger(__name__)
 
