@@ -11,8 +11,9 @@ import pytest
 
 from mtst.cli import main
 from mtst.config import dump_config
-from mtst.training.loop import TrainingInterrupted, TrainingLoop
+from mtst.training.loop import TrainingLoop
 from mtst.training.runtime.rundir import LOCK_FILE, RunLock
+from mtst.training.state import TrainingInterrupted
 from mtst.training.trainer import train
 
 from .test_training import make_config

@@ -35,8 +35,8 @@ def train(
     """Fine-tune a multi-task model (with no CONFIG: the bundled product-review demo)."""
     from mtst.config import apply_overrides, dump_config, load_config, validate_config
     from mtst.report import metrics_table, retention_table
-    from mtst.training.loop import TrainingInterrupted
     from mtst.training.runtime.rundir import resume_config
+    from mtst.training.state import TrainingInterrupted
     from mtst.training.trainer import train as run_training
 
     if resume is not None:

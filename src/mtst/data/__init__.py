@@ -6,14 +6,21 @@ names the file and, where it helps, the row and column.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mtst.constants import IGNORE_INDEX
+from mtst.data.columns import (  # noqa: F401  (re-exported)
+    TARGET_LIMIT,
+    columns_of,
+    encode_labels,
+    label_values,
+    sorted_labels,
+    task_column,
+    task_labels,
+    task_values,
+)
 from mtst.data.files import (  # noqa: F401  (re-exported: mtst.data is where callers read files from)
     CONLL_SUFFIXES,
     TABLE_SUFFIXES,
@@ -28,7 +35,7 @@ from mtst.data.files import (  # noqa: F401  (re-exported: mtst.data is where ca
     read_texts,
     text_problem,
 )
-from mtst.data.labelsets import (
+from mtst.data.labelsets import (  # noqa: F401  (re-exported)
     check_one_kind,
     empty_cell_note,
     empty_is_none,
@@ -38,83 +45,14 @@ from mtst.data.labelsets import (
     one_hot_set,
 )
 from mtst.data.sources import TaskSource
+from mtst.data.splits import MISSING, Split, TaskData, subsample
 from mtst.errors import DataError
 
 if TYPE_CHECKING:
     from mtst.config import RunConfig
 
+
 # --------------------------------------------------------------------------- training data
-MISSING = IGNORE_INDEX  # a row without a label for a task
-# Regression targets are trained in float32, squared by the loss: beyond this the loss overflows.
-TARGET_LIMIT = 1e15
-
-
-@dataclass
-class Split:
-    """Texts of one split with an integer label per task (``-100`` = no label for that task).
-
-    For a token task, ``labels`` only marks which rows are tagged (0) or not
-    (``-100``); the word-level tag indices are in ``tags`` and the rows' words
-    in ``words``. Multi-label and regression tasks mark labelled rows the same
-    way; their targets are in ``targets``: a ``(rows, labels)`` 0/1 matrix, or
-    the value per row (NaN where a row has none). Rows of pair tasks hold their
-    first text in ``texts`` and their second in ``second`` (None on other rows).
-    """
-
-    name: str
-    texts: list[str]
-    labels: dict[str, np.ndarray]
-    words: list[list[str] | None] | None = None
-    tags: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
-    targets: dict[str, np.ndarray] = field(default_factory=dict)
-    second: list[str | None] | None = None
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def rows_for(self, task: str) -> np.ndarray:
-        return np.flatnonzero(self.labels[task] != MISSING)
-
-    def labelled_rows(self) -> np.ndarray:
-        """Rows with a label for at least one task (what an epoch goes through)."""
-        return np.flatnonzero(np.any(np.stack([v != MISSING for v in self.labels.values()]), axis=0))
-
-
-@dataclass
-class TaskData:
-    """Every split of a run plus the label names of each task."""
-
-    labels: dict[str, list[str]]
-    splits: dict[str, Split] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # how the files were read, where a user should know
-
-
-def encode_labels(values: Sequence[str | None], names: Sequence[str], where: str, known_from: str) -> np.ndarray:
-    """Label strings -> indices (``MISSING`` for None); an unknown label is an error naming it."""
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted({v for v in values if v is not None and v not in index})
-    if unknown:
-        raise DataError(
-            f"{where} has label(s) {', '.join(map(repr, unknown[:5]))} that {known_from} never had; "
-            f"known labels: {', '.join(names)}"
-        )
-    return np.array([MISSING if v is None else index[v] for v in values], dtype=np.int64)
-
-
-def label_values(rows: Sequence[dict[str, Any]], col: str, where: str = "") -> list[str | None]:
-    """A label column as normalised strings (None where missing); a cell that is not a label names its row."""
-    return [
-        label_value(r.get(col), f"{where or 'a label column'}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)
-    ]
-
-
-def _sorted_labels(values: set[str]) -> list[str]:
-    try:
-        return sorted(values, key=float)
-    except ValueError:
-        return sorted(values)
-
-
 def _row_texts(rows: list[dict[str, Any]], text_column: str, tokens_column: str, source: str) -> list[str]:
     """The text column, or the words joined by spaces for pre-tokenised rows without one."""
     if rows and text_column not in rows[0] and tokens_column in rows[0]:
@@ -166,9 +104,9 @@ def build_task_data(
             rows = _load_part(key, source)
             keys = columns_of(rows)
             part_words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
-            labelled_by = [t for t in owners if _task_column(sources[t], keys) is not None]
+            labelled_by = [t for t in owners if task_column(sources[t], keys) is not None]
             for task, src in sources.items():
-                col = _task_column(src, keys) if task in owners else None
+                col = task_column(src, keys) if task in owners else None
                 if col is None:
                     if task in owners and split == "train":
                         columns = ", ".join(sorted(keys))
@@ -185,7 +123,7 @@ def build_task_data(
                 else:
                     where = f"{source}: task {task!r}"
                     alone = labelled_by == [task]
-                    raw[task] += _task_values(rows, col, src, part_words, tokens_column, where, alone)
+                    raw[task] += task_values(rows, col, src, part_words, tokens_column, where, alone)
                     notes += empty_cell_note(rows, col, src, alone, source, task)
             pair = _pair_columns(key, {t: sources[t] for t in owners})
             if pair is None:
@@ -200,7 +138,7 @@ def build_task_data(
             collected[split] = (texts, raw, words, seconds)
     if "train" not in collected:
         raise DataError("no training rows: set data.train (or a task's data.train)")
-    labels = {task: _task_labels(task, src, collected["train"][1][task]) for task, src in sources.items()}
+    labels = {task: task_labels(task, src, collected["train"][1][task]) for task, src in sources.items()}
     data = TaskData(labels=labels, notes=notes)
     for split, (texts, raw, words, seconds) in collected.items():
         encoded = _encode_split(split, texts, raw, words, sources, labels, "train")
@@ -290,12 +228,12 @@ def labelled_split(
     keys = columns_of(rows)
     # a file of pairs (it has a pair task's two text columns) is scored for pair tasks, else for the others
     pair = next((s.pair for s in sources.values() if s.pair and set(s.pair) <= keys), None)
-    columns = {t: _task_column(s, keys) for t, s in sources.items() if s.pair == pair}
+    columns = {t: task_column(s, keys) for t, s in sources.items() if s.pair == pair}
     labelled_by = [t for t, col in columns.items() if col is not None]
     for task, col in columns.items():
         if col is not None:
             alone = labelled_by == [task]
-            raw[task] = _task_values(rows, col, sources[task], words, tokens_column, f"{source}: task {task!r}", alone)
+            raw[task] = task_values(rows, col, sources[task], words, tokens_column, f"{source}: task {task!r}", alone)
     if not raw and not required:
         return None
     if not raw:
@@ -308,134 +246,6 @@ def labelled_split(
         return split
     texts = _row_texts(rows, text_column, tokens_column, str(source))
     return _encode_split(str(source), texts, raw, words, {t: sources[t] for t in raw}, labels, "the model")
-
-
-def columns_of(rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Every key of any row: JSON Lines rows of a mixed file name only the columns they carry."""
-    return set().union(*(r.keys() for r in rows))
-
-
-def _task_column(src: TaskSource, columns: set[str]) -> str | None:
-    if src.columns:  # one column per label: the task is in a file that has every one of them
-        return src.columns[0] if set(src.columns) <= columns else None
-    for col in (src.column, src.fallback_column):
-        if col and col in columns:
-            return col
-    return None
-
-
-def _row_tags(
-    rows: list[dict[str, Any]], col: str, words: list[list[str] | None], tokens_column: str, where: str
-) -> list[list[str] | None]:
-    out: list[list[str] | None] = []
-    for i, (row, row_words) in enumerate(zip(rows, words, strict=True), start=1):
-        value = row.get(col)
-        if value is None or (isinstance(value, float) and value != value):
-            out.append(None)
-            continue
-        if row_words is None:
-            raise DataError(f"{where}, row {i}: tags need a list of words in column {tokens_column!r}")
-        out.append(check_tagged_row(row_words, value, f"{where}, row {i}")[1])
-    return out
-
-
-def _task_values(
-    rows: list[dict[str, Any]],
-    col: str,
-    src: TaskSource,
-    words: list[list[str] | None],
-    tokens_column: str,
-    where: str,
-    alone: bool = False,
-) -> list[Any]:
-    """A task's column of one file, per row, as its type reads it (None: the row has no label for it).
-    ``alone``: no other task has a label column in this file (an empty multi-label cell then reads as no
-    labels under ``empty_cell: auto``)."""
-    if src.kind == "token_classification":
-        return _row_tags(rows, col, words, tokens_column, where)
-    if src.kind == "multi_label":
-        empty, whole = empty_is_none(src, alone), frozenset(src.labels or ())
-        if src.columns:
-            return [one_hot_set(r, src.columns, f"{where}, row {i}", empty) for i, r in enumerate(rows, 1)]
-        sets = [
-            label_set(r.get(col), src.delimiter, f"{where}, row {i}, column {col!r}", empty, whole)
-            for i, r in enumerate(rows, 1)
-        ]
-        check_one_kind([r.get(col) for r in rows], f"{where}, column {col!r}")  # each cell read, then the column
-        return sets
-    if src.kind in ("regression", "pair_similarity"):
-        return [_number(r.get(col), f"{where}, row {i}, column {col!r}") for i, r in enumerate(rows, 1)]
-    values = label_values(rows, col, where)
-    check_one_kind([r.get(col) for r in rows], f"{where}, column {col!r}")
-    return values
-
-
-def _number(value: Any, where: str) -> float | None:
-    """A regression target: a finite number (or a string of one); None where the cell is empty or null."""
-    if is_empty(value):
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, np.number)):
-        raise DataError(f"{where}: expected a number, got {type(value).__name__} {value!r:.60}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: expected a number, got {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        # a written-out 'nan' is not an empty cell (NaN from pandas or Parquet is, and was read above)
-        raise DataError(f"{where}: expected a finite number, got {value!r} (leave the cell empty for no target)")
-    if abs(number) > TARGET_LIMIT:
-        raise DataError(f"{where}: {value!r} is beyond the range a target can train at (|value| <= {TARGET_LIMIT:g})")
-    return number
-
-
-def _task_labels(task: str, src: TaskSource, train_values: list[Any]) -> list[str]:
-    if src.kind in ("regression", "pair_similarity"):
-        if not any(v is not None for v in train_values):
-            raise DataError(f"task {task!r}: no labelled training rows")
-        return []
-    if src.kind == "multi_label":
-        labelled = [row for row in train_values if row is not None]
-        seen = {label for row in labelled for label in row}
-        names = list(src.labels) if src.labels else list(src.columns) if src.columns else _sorted_labels(seen)
-        if not labelled:
-            raise DataError(f"task {task!r}: no labelled training rows")
-        if len(names) < 2:
-            raise DataError(f"task {task!r}: needs at least 2 labels, found {names}")
-        never = [name for name in names if name not in seen]
-        if never:
-            given = "label_columns" if src.columns else "labels"
-            raise DataError(
-                f"task {task!r}: label(s) {', '.join(map(repr, never[:5]))} of tasks.{task}.{given} are on no "
-                f"training row: a head cannot learn them (it would always predict no); add rows that have "
-                f"them or remove them from tasks.{task}.{given}"
-            )
-        return names
-    if src.kind == "token_classification":
-        seen = {tag for row in train_values if row is not None for tag in row}
-        names = list(src.labels) if src.labels else bio_labels(seen)
-    else:
-        seen = {v for v in train_values if v is not None}
-        names = list(src.labels) if src.labels else _sorted_labels(seen)
-    if not seen:
-        raise DataError(f"task {task!r}: no labelled training rows")
-    if len(names) < 2:
-        raise DataError(f"task {task!r}: needs at least 2 labels, found {names}")
-    return names
-
-
-def subsample(split: Split, fraction: float, seed: int = 0) -> Split:
-    """A random ``fraction`` of a split's rows (at least one; same rows for the same seed)."""
-    n = max(1, round(fraction * len(split)))
-    rows = np.sort(np.random.default_rng(seed).permutation(len(split))[:n])
-    return Split(
-        split.name,
-        [split.texts[i] for i in rows],
-        {t: v[rows] for t, v in split.labels.items()},
-        None if split.words is None else [split.words[i] for i in rows],
-        {t: [tags[i] for i in rows] for t, tags in split.tags.items()},
-        {t: v[rows] for t, v in split.targets.items()},
-        None if split.second is None else [split.second[i] for i in rows],
-    )
 
 
 def load_task_data(config: RunConfig) -> TaskData:

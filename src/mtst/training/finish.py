@@ -39,6 +39,24 @@ logger = logging.getLogger("mtst")
 
 
 @dataclass(frozen=True)
+class StartOutputs:
+    """The starting model's outputs, recorded before anything moves: the keep terms pull toward them and
+    the end of the run measures against them."""
+
+    targets: StartTargets
+    texts: KeepTexts | None  # the same on training.keep.texts, where given
+
+
+@dataclass(frozen=True)
+class StagesDone:
+    """What each stage of a run returned, for the end of the run (and for a caller to inspect)."""
+
+    start: StartOutputs | None
+    contrastive_losses: list[float]  # the contrastive stage's loss at each of its steps (none: no stage ran)
+    verdict: StageVerdict | None  # the contrastive stage checked on validation, where it was
+
+
+@dataclass(frozen=True)
 class RunEnd:
     """What the stages of a run leave for its end: a record, read here and nowhere written."""
 

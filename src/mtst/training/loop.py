@@ -1,17 +1,9 @@
-"""The training driver: carries out a :class:`TrainingPlan` stage by stage, and tells callbacks.
+"""The training loop: :meth:`TrainingLoop.fit` runs a :class:`TrainingPlan`'s stages in run order (each a
+function of :mod:`mtst.training.stages` that returns what it did), the supervised steps, then the end of the
+run (:mod:`~mtst.training.finish`), and tells callbacks; the run directory only writes.
 
-:meth:`TrainingLoop.run` reads as the method does: a contrastive stage where
-planned, heads fitted by logistic regression (a warm start, or ``frozen``'s
-whole training), supervised steps, then :meth:`TrainingLoop.finish` scores
-the best model on test and writes the summary (:mod:`~mtst.training.finish`). Each stage is a function of
-what it needs (:mod:`~mtst.training.stages.contrastive`, :mod:`~mtst.training.stages.headfit`,
-:mod:`~mtst.training.stages.scoring`, :mod:`~mtst.training.stages.selection`); the run
-directory (:class:`~mtst.training.runtime.rundir.RunDirectory`) only writes.
-
-Deterministic from the seed: batch order comes from a per-epoch generator and
-dropout from the torch RNG saved in each checkpoint, so a resumed run ends
-where an uninterrupted one would. Frozen work is read from a cache where one
-applies (:class:`RunCache`).
+Deterministic from the seed: batch order comes from a per-epoch generator and dropout from the torch RNG
+saved in each checkpoint, so a resumed run ends where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -20,30 +12,28 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from mtst.constants import IGNORE_INDEX
 from mtst.errors import TrainingError
 from mtst.evaluate import summary_metrics
 from mtst.report import progress_bar
-from mtst.training.finish import RunEnd, finish_run
+from mtst.training.finish import RunEnd, StagesDone, StartOutputs, finish_run
 from mtst.training.planning.freezing import apply_trainable, set_train_mode
 from mtst.training.planning.plan import trains_backbone
 from mtst.training.result import TrainResult
-from mtst.training.runtime.batches import epoch_batches
-from mtst.training.runtime.optim import GroupScheduler, build_optimizer
+from mtst.training.runtime.batches import epoch_batches, masked_lm_terms
+from mtst.training.runtime.optim import GroupScheduler, all_reduce_gradients, build_optimizer
 from mtst.training.stages.contrastive import run_contrastive
-from mtst.training.stages.distill import KeepTexts, StartTargets, end_figures, keep_loss, keep_texts, start_targets
+from mtst.training.stages.distill import end_figures, keep_loss, keep_texts, start_targets
 from mtst.training.stages.headfit import WARM_START_ROWS, fit_closed_form, fit_heads, warm_start_c
 from mtst.training.stages.model_init import starting_model
 from mtst.training.stages.scoring import score_validation
 from mtst.training.stages.selection import judge
 from mtst.training.stages.stagecheck import Baseline, StageVerdict, fit_baseline, judge_stage, stage_checked
-from mtst.training.state import Callback, LoopState, StepEvent, as_callbacks
+from mtst.training.state import Callback, LoopState, StepEvent, TrainingInterrupted, as_callbacks, interrupted
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -53,28 +43,6 @@ if TYPE_CHECKING:
     from mtst.training.runtime.rundir import RunDirectory, RunLock
 
 logger = logging.getLogger("mtst")
-
-
-@dataclass(frozen=True)
-class StartOutputs:
-    """The starting model's outputs, recorded before anything moves: the keep terms pull toward them and
-    the end of the run measures against them."""
-
-    targets: StartTargets
-    texts: KeepTexts | None  # the same on training.keep.texts, where given
-
-
-@dataclass(frozen=True)
-class StagesDone:
-    """What each stage of a run returned, for the end of the run (and for a caller to inspect)."""
-
-    start: StartOutputs | None
-    contrastive_losses: list[float]  # the contrastive stage's loss at each of its steps (none: no stage ran)
-    verdict: StageVerdict | None  # the contrastive stage checked on validation, where it was
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) during a run; the message says where it stopped and how to continue."""
 
 
 class TrainingLoop:
@@ -187,26 +155,14 @@ class TrainingLoop:
             self.stages_done = StagesDone(start, losses, verdict)
             return self.finish(self.stages_done)
         except KeyboardInterrupt:
-            raise TrainingInterrupted(self._interrupted_message()) from None
+            at = "the contrastive stage" if self.running == "contrastive" else None
+            message = interrupted(self.run_dir.path, self.state, self.plan.total_steps, at, self.last_checkpoint)
+            logger.warning("%s", message)
+            raise TrainingInterrupted(message) from None
         finally:
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None
-
-    def _interrupted_message(self) -> str:
-        run_dir = self.run_dir.path
-        where = f"at step {self.state.global_step} of {self.plan.total_steps}"
-        if self.running == "contrastive":
-            where = "during the contrastive stage"
-        if self.last_checkpoint is None:
-            message = f"interrupted {where}, before any checkpoint: start again with `mtst train ... --overwrite`"
-        else:
-            message = (
-                f"interrupted {where}; the checkpoint at step {self.last_checkpoint} is kept: "
-                f"continue with `mtst train --resume {run_dir}`"
-            )
-        logger.warning("%s", message)
-        return message
 
     @property
     def resumed(self) -> bool:
@@ -436,7 +392,7 @@ class TrainingLoop:
             self.accelerator.backward(loss / len(micro))
             total += loss.item() / len(micro)
         if self.world > 1:
-            total = self._sync_gradients(total)
+            total = all_reduce_gradients(self._trainable_params(), total, self.world)
         # Without a gradient scaler, Accelerate's wrappers add only per-step overhead (a package
         # lookup on every step, about 0.4 ms), which a cached heads-only epoch would notice.
         scaled = self.accelerator.scaler is not None
@@ -465,40 +421,16 @@ class TrainingLoop:
                 feats["pair_embedding"] = second
             feats = self.model.forward_heads(feats, tasks)
             loss, _ = self.model.compute_loss(feats, labels)
-            extra = self._mlm_loss(rows, batch) if inputs.mlm_tasks else None
+            extra = None
+            if inputs.mlm_tasks:  # fresh span masks every step
+                rng = [self.tc.seed, self.state.global_step, int(rows[0]), len(rows)]
+                specs = {t: inputs.config.tasks[t] for t in inputs.mlm_tasks}
+                extra = masked_lm_terms(self.model, inputs.batcher, specs, rows, batch, rng)
             # a frozen encoder keeps everything: no keep terms
             kept = self.keep_term(feats, rows, start) if trains_backbone(self.groups) else None
         for term in (extra, kept):
             loss = loss if term is None else loss + term
         return loss
-
-    def _mlm_loss(self, rows: np.ndarray, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """Weighted masked-LM losses of the batch's texts (fresh span masks every step)."""
-        total = None
-        for task in self.inputs.mlm_tasks:
-            spec = self.inputs.config.tasks[task]
-            rng = np.random.default_rng([self.tc.seed, self.state.global_step, int(rows[0]), len(rows)])
-            masked, labels = self.inputs.batcher.masked(rows, batch, rng, self.model.encoder.tokenizer, spec)
-            if not bool((labels != IGNORE_INDEX).any()):
-                continue
-            loss = self.model.masked_lm_loss(task, masked, labels) * spec.weight
-            total = loss if total is None else total + loss
-        return total
-
-    def _sync_gradients(self, loss: float) -> float:
-        """Average trainable gradients (and the loss) over processes in one all-reduce."""
-        params = self._trainable_params()
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params] + [torch.tensor([loss], device=params[0].device)])
-        torch.distributed.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p in params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
-            offset += p.numel()
-        return float(flat[-1])
 
     def _trainable_params(self) -> list[torch.nn.Parameter]:
         key = frozenset(self.groups)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,3 +65,19 @@ class _FunctionCallback(Callback):
 
 def as_callbacks(items: Sequence[Callback | Callable[[StepEvent], None]]) -> list[Callback]:
     return [c if isinstance(c, Callback) else _FunctionCallback(c) for c in items]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run; the message says where it stopped and how to continue."""
+
+
+def interrupted(run_dir: Path, state: LoopState, total_steps: int, during: str | None, checkpoint: int | None) -> str:
+    """Where an interrupted run stopped (``during`` a stage before the steps, else at its step) and how to go
+    on from there: from its newest checkpoint, or from the start where it wrote none."""
+    where = f"during {during}" if during else f"at step {state.global_step} of {total_steps}"
+    if checkpoint is None:
+        return f"interrupted {where}, before any checkpoint: start again with `mtst train ... --overwrite`"
+    return (
+        f"interrupted {where}; the checkpoint at step {checkpoint} is kept: "
+        f"continue with `mtst train --resume {run_dir}`"
+    )

@@ -229,3 +229,18 @@ def epoch_batches(
             rows = [draw(pick(b * batch_size + j)) for j in range(batch_size)]
             out.append((np.array(rows), None))
     return out
+
+
+def masked_lm_terms(
+    model: Any, batcher: Batcher, specs: dict[str, Any], rows: np.ndarray, batch: dict[str, torch.Tensor], seed: list
+) -> torch.Tensor | None:
+    """The weighted masked-LM losses of a batch's texts, one per task of ``specs`` (span masks drawn from
+    ``seed``); None where no task masked anything."""
+    total = None
+    for task, spec in specs.items():
+        masked, labels = batcher.masked(rows, batch, np.random.default_rng(seed), model.encoder.tokenizer, spec)
+        if not bool((labels != IGNORE_INDEX).any()):
+            continue
+        loss = model.masked_lm_loss(task, masked, labels) * spec.weight
+        total = loss if total is None else total + loss
+    return total

@@ -167,3 +167,18 @@ class GroupScheduler:
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
+
+
+def all_reduce_gradients(params: list[torch.nn.Parameter], loss: float, world: int) -> float:
+    """Average trainable gradients (and the loss) over ``world`` processes in one all-reduce."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params] + [torch.tensor([loss], device=params[0].device)])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
+    return float(flat[-1])
