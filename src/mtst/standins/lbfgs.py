@@ -12,6 +12,7 @@ fit. Nothing here is compiled or traced, so nothing needs it. With the stand-ins
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,34 +52,66 @@ def _strong_wolfe(
     tolerance_change: float = 1e-9,
     max_ls: int = 25,
 ) -> tuple[float, Tensor, Any, int]:
-    """A step length along ``d`` meeting the strong Wolfe conditions: bracket, then zoom."""
+    """A step length along ``d`` meeting the strong Wolfe conditions: bracket, then zoom. Returns the loss,
+    gradient and step there, and the evaluations it took."""
     d_norm = d.abs().max()
     g = g.clone(memory_format=torch.contiguous_format)
-    f_new, g_new = obj_func(x, t, d)
-    ls_func_evals = 1
-    gtd_new = g_new.dot(d)
-    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
-    done = False
-    ls_iter = 0
-    bracket: list[Any] = []
-    bracket_f: list[Any] = []
-    bracket_g: list[Tensor] = []
-    bracket_gtd: list[Any] = []
-    while ls_iter < max_ls:
-        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
-            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
-            bracket_g = [g_prev, g_new.clone(memory_format=torch.contiguous_format)]
-            bracket_gtd = [gtd_prev, gtd_new]
-            break
-        if abs(gtd_new) <= -c2 * gtd:
-            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
-            done = True
-            break
+    search = _Search(obj_func, x, d, f, gtd, c1, c2)
+    bracket, done = _bracket(search, t, g, max_ls)
+    low = _zoom(search, bracket, done, d_norm, tolerance_change, max_ls)
+    return bracket.f[low], bracket.g[low], bracket.t[low], search.evals
+
+
+@dataclass
+class _Search:
+    """One line search: the objective along ``d`` from ``x`` (loss ``f``, slope ``gtd``) and what it cost."""
+
+    obj_func: Callable[[list[Tensor], Any, Tensor], tuple[float, Tensor]]
+    x: list[Tensor]
+    d: Tensor
+    f: float
+    gtd: Tensor
+    c1: float
+    c2: float
+    evals: int = 0
+    iterations: int = 0
+
+    def evaluate(self, t: Any) -> tuple[float, Tensor, Tensor]:
+        f_new, g_new = self.obj_func(self.x, t, self.d)
+        self.evals += 1
+        return f_new, g_new, g_new.dot(self.d)
+
+    def sufficient_decrease_fails(self, t: Any, f_new: float) -> bool:
+        return bool(f_new > (self.f + self.c1 * t * self.gtd))
+
+    def curvature_holds(self, gtd_new: Tensor) -> bool:
+        return bool(abs(gtd_new) <= -self.c2 * self.gtd)
+
+
+@dataclass
+class _Bracket:
+    """Step lengths with their losses, gradients and slopes (one point once the conditions hold)."""
+
+    t: list[Any]
+    f: list[Any]
+    g: list[Tensor]
+    gtd: list[Any] = field(default_factory=list)
+
+
+def _bracket(s: _Search, t: Any, g: Tensor, max_ls: int) -> tuple[_Bracket, bool]:
+    """Steps grow until an interval holding a point of the conditions is found (or a point is): the
+    bracket, and whether its one point already meets them."""
+    f_new, g_new, gtd_new = s.evaluate(t)
+    t_prev, f_prev, g_prev, gtd_prev = 0, s.f, g, s.gtd
+    while s.iterations < max_ls:
+        if s.sufficient_decrease_fails(t, f_new) or (s.iterations > 1 and f_new >= f_prev):
+            g_keep = g_new.clone(memory_format=torch.contiguous_format)
+            return _Bracket([t_prev, t], [f_prev, f_new], [g_prev, g_keep], [gtd_prev, gtd_new]), False
+        if s.curvature_holds(gtd_new):
+            return _Bracket([t], [f_new], [g_new]), True
         if gtd_new >= 0:
-            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
-            bracket_g = [g_prev, g_new.clone(memory_format=torch.contiguous_format)]
-            bracket_gtd = [gtd_prev, gtd_new]
-            break
+            g_keep = g_new.clone(memory_format=torch.contiguous_format)
+            return _Bracket([t_prev, t], [f_prev, f_new], [g_prev, g_keep], [gtd_prev, gtd_new]), False
         min_step = t + 0.01 * (t - t_prev)
         max_step = t * 10
         tmp = t
@@ -86,56 +119,72 @@ def _strong_wolfe(
         t_prev, f_prev = tmp, f_new
         g_prev = g_new.clone(memory_format=torch.contiguous_format)
         gtd_prev = gtd_new
-        f_new, g_new = obj_func(x, t, d)
-        ls_func_evals += 1
-        gtd_new = g_new.dot(d)
-        ls_iter += 1
-    if ls_iter == max_ls:
-        bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+        f_new, g_new, gtd_new = s.evaluate(t)
+        s.iterations += 1
+    return _Bracket([0, t], [s.f, f_new], [g, g_new]), False
 
+
+def _zoom(s: _Search, b: _Bracket, done: bool, d_norm: Tensor, tolerance_change: float, max_ls: int) -> int:
+    """The bracket narrowed by cubic interpolation until a point meets the conditions; its position."""
     insuf_progress = False
-    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
-    while not done and ls_iter < max_ls:
-        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+    low_pos, high_pos = (0, 1) if b.f[0] <= b.f[-1] else (1, 0)
+    while not done and s.iterations < max_ls:
+        if abs(b.t[1] - b.t[0]) * d_norm < tolerance_change:
             break
-        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
+        t = _cubic_interpolate(b.t[0], b.f[0], b.gtd[0], b.t[1], b.f[1], b.gtd[1])
         # a trial too near the bracket's ends twice running (or outside it) moves to 0.1 of its width inside
-        eps = 0.1 * (max(bracket) - min(bracket))
-        if min(max(bracket) - t, t - min(bracket)) < eps:
-            if insuf_progress or t >= max(bracket) or t <= min(bracket):
-                t = max(bracket) - eps if abs(t - max(bracket)) < abs(t - min(bracket)) else min(bracket) + eps
+        eps = 0.1 * (max(b.t) - min(b.t))
+        if min(max(b.t) - t, t - min(b.t)) < eps:
+            if insuf_progress or t >= max(b.t) or t <= min(b.t):
+                t = max(b.t) - eps if abs(t - max(b.t)) < abs(t - min(b.t)) else min(b.t) + eps
                 insuf_progress = False
             else:
                 insuf_progress = True
         else:
             insuf_progress = False
-        f_new, g_new = obj_func(x, t, d)
-        ls_func_evals += 1
-        gtd_new = g_new.dot(d)
-        ls_iter += 1
-        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
-            bracket[high_pos], bracket_f[high_pos] = t, f_new
-            bracket_g[high_pos] = g_new.clone(memory_format=torch.contiguous_format)
-            bracket_gtd[high_pos] = gtd_new
-            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        f_new, g_new, gtd_new = s.evaluate(t)
+        s.iterations += 1
+        if s.sufficient_decrease_fails(t, f_new) or f_new >= b.f[low_pos]:
+            b.t[high_pos], b.f[high_pos] = t, f_new
+            b.g[high_pos] = g_new.clone(memory_format=torch.contiguous_format)
+            b.gtd[high_pos] = gtd_new
+            low_pos, high_pos = (0, 1) if b.f[0] <= b.f[1] else (1, 0)
         else:
-            if abs(gtd_new) <= -c2 * gtd:
+            if s.curvature_holds(gtd_new):
                 done = True
-            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
-                bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
-                bracket_g[high_pos], bracket_gtd[high_pos] = bracket_g[low_pos], bracket_gtd[low_pos]
-            bracket[low_pos], bracket_f[low_pos] = t, f_new
-            bracket_g[low_pos] = g_new.clone(memory_format=torch.contiguous_format)
-            bracket_gtd[low_pos] = gtd_new
-    return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
+            elif gtd_new * (b.t[high_pos] - b.t[low_pos]) >= 0:
+                b.t[high_pos], b.f[high_pos] = b.t[low_pos], b.f[low_pos]
+                b.g[high_pos], b.gtd[high_pos] = b.g[low_pos], b.gtd[low_pos]
+            b.t[low_pos], b.f[low_pos] = t, f_new
+            b.g[low_pos] = g_new.clone(memory_format=torch.contiguous_format)
+            b.gtd[low_pos] = gtd_new
+    return low_pos
 
 
 class _Flat:
-    """The parameters seen as one flat vector: their gradient, a step along a direction, a copy."""
+    """The parameters seen as one flat vector: the objective and its gradient, a step along a direction, a copy."""
 
-    def __init__(self, params: Sequence[Tensor]) -> None:
+    def __init__(self, params: Sequence[Tensor], objective: Objective) -> None:
         self.params = list(params)
         self.numel = sum(p.numel() for p in self.params)
+        self.objective = objective
+
+    def evaluate(self) -> float:
+        """The objective's value, its gradient left on the parameters."""
+        for p in self.params:
+            p.grad = None
+        with torch.enable_grad():
+            loss = self.objective()
+            loss.backward()
+        return float(loss)
+
+    def directional(self, x: list[Tensor], t: float | Tensor, d: Tensor) -> tuple[float, Tensor]:
+        """The loss and gradient at ``x + t d``; the parameters are ``x`` again afterwards."""
+        self.add(t, d)
+        loss = self.evaluate()
+        grad = self.grad()
+        self.set(x)
+        return loss, grad
 
     def grad(self) -> Tensor:
         return torch.cat([p.new(p.numel()).zero_() if p.grad is None else p.grad.view(-1) for p in self.params], 0)
@@ -154,6 +203,43 @@ class _Flat:
             p.copy_(v)
 
 
+class _History:
+    """The last ``size`` steps and gradient changes: L-BFGS's two-loop recursion turns a gradient into a
+    direction with them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.dirs: list[Tensor] = []
+        self.stps: list[Tensor] = []
+        self.ro: list[Tensor] = []
+        self.al: list = [None] * size
+        self.h_diag: float | Tensor = 1
+
+    def add(self, y: Tensor, s: Tensor) -> None:
+        """A gradient change ``y`` over a step ``s``, kept where the curvature along it is positive."""
+        ys = y.dot(s)
+        if ys > 1e-10:
+            if len(self.dirs) == self.size:
+                self.dirs.pop(0)
+                self.stps.pop(0)
+                self.ro.pop(0)
+            self.dirs.append(y)
+            self.stps.append(s)
+            self.ro.append(1.0 / ys)
+            self.h_diag = ys / y.dot(y)
+
+    def direction(self, flat_grad: Tensor) -> Tensor:
+        q = flat_grad.neg()
+        for i in range(len(self.dirs) - 1, -1, -1):
+            self.al[i] = self.stps[i].dot(q) * self.ro[i]
+            q.add_(self.dirs[i], alpha=-self.al[i])
+        d = r = torch.mul(q, self.h_diag)
+        for i in range(len(self.dirs)):
+            be_i = self.dirs[i].dot(r) * self.ro[i]
+            r.add_(self.stps[i], alpha=self.al[i] - be_i)
+        return d
+
+
 def minimise(
     params: Sequence[Tensor],
     objective: Objective,
@@ -170,62 +256,24 @@ def minimise(
         raise ValueError("minimise takes dense real tensors")
     if not enabled():
         return _torch_lbfgs(params, objective, max_iter, tolerance_grad, tolerance_change, history_size, lr)
-    flat = _Flat(params)
+    flat = _Flat(params, objective)
     max_eval = max_iter * 5 // 4
-
-    def closure() -> float:
-        for p in flat.params:
-            p.grad = None
-        with torch.enable_grad():
-            loss = objective()
-            loss.backward()
-        return float(loss)
-
-    def directional(x: list[Tensor], t: float | Tensor, d: Tensor) -> tuple[float, Tensor]:
-        flat.add(t, d)
-        loss = closure()
-        grad = flat.grad()
-        flat.set(x)
-        return loss, grad
-
     with torch.no_grad():
-        loss = first = closure()
+        loss = first = flat.evaluate()
         current_evals = 1
         flat_grad = flat.grad()
         if flat_grad.abs().max() <= tolerance_grad:
             return first
         d = t = prev_flat_grad = None
-        old_dirs: list[Tensor] = []
-        old_stps: list[Tensor] = []
-        ro: list[Tensor] = []
-        al: list = [None] * history_size
-        h_diag: float | Tensor = 1
+        history = _History(history_size)
         n_iter = 0
         while n_iter < max_iter:
             n_iter += 1
             if n_iter == 1:
                 d = flat_grad.neg()
             else:
-                y = flat_grad.sub(prev_flat_grad)
-                s = d.mul(t)
-                ys = y.dot(s)
-                if ys > 1e-10:
-                    if len(old_dirs) == history_size:
-                        old_dirs.pop(0)
-                        old_stps.pop(0)
-                        ro.pop(0)
-                    old_dirs.append(y)
-                    old_stps.append(s)
-                    ro.append(1.0 / ys)
-                    h_diag = ys / y.dot(y)
-                q = flat_grad.neg()
-                for i in range(len(old_dirs) - 1, -1, -1):
-                    al[i] = old_stps[i].dot(q) * ro[i]
-                    q.add_(old_dirs[i], alpha=-al[i])
-                d = r = torch.mul(q, h_diag)
-                for i in range(len(old_dirs)):
-                    be_i = old_dirs[i].dot(r) * ro[i]
-                    r.add_(old_stps[i], alpha=al[i] - be_i)
+                history.add(flat_grad.sub(prev_flat_grad), d.mul(t))
+                d = history.direction(flat_grad)
             if prev_flat_grad is None:
                 prev_flat_grad = flat_grad.clone(memory_format=torch.contiguous_format)
             else:
@@ -236,7 +284,7 @@ def minimise(
             if gtd > -tolerance_change:
                 break
             loss, flat_grad, t, ls_func_evals = _strong_wolfe(
-                directional, flat.clone(), t, d, loss, flat_grad, gtd, max_ls=max_eval - current_evals
+                flat.directional, flat.clone(), t, d, loss, flat_grad, gtd, max_ls=max_eval - current_evals
             )
             flat.add(t, d)
             current_evals += ls_func_evals
