@@ -82,28 +82,55 @@ def evaluate(
         err_console.print(f"wrote {output}", markup=False)
 
 
+def _show(run: Path, records: list[dict], output: Path | None, pairs: bool) -> None:
+    """Predictions to ``output`` (JSON Lines), as a table on a terminal, else as JSON Lines on stdout."""
+    if output is not None:
+        from mtst.fileio import atomic_write_text
+
+        atomic_write_text(output, "".join(json.dumps(r) + "\n" for r in records))
+        err_console.print(f"wrote {len(records)} predictions to {output}", markup=False)
+    elif interactive():
+        table = Table(title=f"predictions · {run}")
+        table.add_column("text", overflow="fold", max_width=60)
+        if pairs:
+            table.add_column("text_pair", overflow="fold", max_width=60)
+        for task in (k for k in records[0] if k not in ("text", "text_pair")):
+            table.add_column(task)
+        for rec in records:
+            firsts = [rec["text"]] + ([rec["text_pair"]] if pairs else [])
+            table.add_row(*firsts, *(prediction_cell(v) for k, v in rec.items() if k not in ("text", "text_pair")))
+        console.print(table)
+    else:
+        write_lines(json.dumps(rec) for rec in records)
+
+
+PairsOpt = Annotated[
+    str | None,
+    typer.Option(help="Two columns of --data, e.g. premise,hypothesis: predict the pair tasks on each row's pair."),
+]
+TasksOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated tasks; default all of the input's kind (texts or pairs).")
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        help="torch, onnx (a directory written by mtst export: ONNX Runtime or OpenVINO, as it was "
+        "exported), or auto: onnx for an export."
+    ),
+]
+
+
 @app.command()
 def predict(
     run: RunArg,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="File of texts (.txt, .csv, .jsonl...).")] = None,
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to label.")] = None,
     text_column: TextColumnOpt = "text",
-    pairs: Annotated[
-        str | None,
-        typer.Option(help="Two columns of --data, e.g. premise,hypothesis: predict the pair tasks on each row's pair."),
-    ] = None,
-    tasks: Annotated[
-        str | None, typer.Option(help="Comma-separated tasks; default all of the input's kind (texts or pairs).")
-    ] = None,
+    pairs: PairsOpt = None,
+    tasks: TasksOpt = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write predictions as JSON Lines.")] = None,
     batch_size: BatchOpt = 32,
-    backend: Annotated[
-        str,
-        typer.Option(
-            help="torch, onnx (a directory written by mtst export: ONNX Runtime or OpenVINO, as it was "
-            "exported), or auto: onnx for an export."
-        ),
-    ] = "auto",
+    backend: BackendOpt = "auto",
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Label and class probabilities per task (entity spans with character offsets for tagging tasks; the
@@ -141,21 +168,4 @@ def predict(
     records = [{"text": t, **r} for t, r in zip(items, rows, strict=True)]
     if second is not None:
         records = [{"text": t, "text_pair": p, **r} for t, p, r in zip(items, second, rows, strict=True)]
-    if output is not None:
-        from mtst.fileio import atomic_write_text
-
-        atomic_write_text(output, "".join(json.dumps(r) + "\n" for r in records))
-        err_console.print(f"wrote {len(records)} predictions to {output}", markup=False)
-    elif interactive():
-        table = Table(title=f"predictions · {run}")
-        table.add_column("text", overflow="fold", max_width=60)
-        if second is not None:
-            table.add_column("text_pair", overflow="fold", max_width=60)
-        for task in rows[0]:
-            table.add_column(task)
-        for rec in records:
-            firsts = [rec["text"]] + ([rec["text_pair"]] if second is not None else [])
-            table.add_row(*firsts, *(prediction_cell(v) for k, v in rec.items() if k not in ("text", "text_pair")))
-        console.print(table)
-    else:
-        write_lines(json.dumps(rec) for rec in records)
+    _show(run, records, output, second is not None)

@@ -94,13 +94,7 @@ def build_task_data(
         seconds: list[str | None] = []
         words: list[list[str] | None] = []
         raw: dict[str, list[Any]] = {t: [] for t in sources}
-        parts: list[tuple[str, str, list[str]]] = []
-        if shared.get(split):
-            parts.append((f"data.{split}", shared[split], [t for t, src in sources.items() if src.own is None]))
-        for task, src in sources.items():
-            if src.own and src.own.get(split):
-                parts.append((f"tasks.{task}.data.{split}", src.own[split], [task]))
-        for key, source, owners in parts:
+        for key, source, owners in _split_files(split, shared, sources):
             rows = _load_part(key, source)
             keys = columns_of(rows)
             part_words = [r.get(tokens_column) if isinstance(r.get(tokens_column), list) else None for r in rows]
@@ -109,16 +103,7 @@ def build_task_data(
                 col = task_column(src, keys) if task in owners else None
                 if col is None:
                     if task in owners and split == "train":
-                        columns = ", ".join(sorted(keys))
-                        if src.columns:
-                            absent = ", ".join(c for c in src.columns if c not in keys)
-                            raise DataError(f"{source}: no column(s) {absent} of task {task!r}; columns are: {columns}")
-                        guess = next((c for c in ("label", "labels", "target", "score") if c in keys), None)
-                        hint = f" (e.g. label_column: {guess})" if guess else ""
-                        raise DataError(
-                            f"{source}: no column {src.column!r} for task {task!r}; columns are: {columns}; "
-                            f"set tasks.{task}.label_column to the column that holds its labels{hint}"
-                        )
+                        raise _no_label_column(source, task, src, keys)
                     raw[task] += [None] * len(rows)
                 else:
                     where = f"{source}: task {task!r}"
@@ -145,6 +130,33 @@ def build_task_data(
         encoded.second = seconds if any(s is not None for s in seconds) else None
         data.splits[split] = encoded
     return data
+
+
+def _split_files(
+    split: str, shared: dict[str, str | None], sources: dict[str, TaskSource]
+) -> list[tuple[str, str, list[str]]]:
+    """The files of one split: ``(config key, path, the tasks it labels)``, the shared one first."""
+    parts: list[tuple[str, str, list[str]]] = []
+    if shared.get(split):
+        parts.append((f"data.{split}", shared[split], [t for t, src in sources.items() if src.own is None]))
+    for task, src in sources.items():
+        if src.own and src.own.get(split):
+            parts.append((f"tasks.{task}.data.{split}", src.own[split], [task]))
+    return parts
+
+
+def _no_label_column(source: str, task: str, src: TaskSource, keys: set[str]) -> DataError:
+    """A training file without a task's label column(s): the columns it has, and the key that fixes it."""
+    columns = ", ".join(sorted(keys))
+    if src.columns:
+        absent = ", ".join(c for c in src.columns if c not in keys)
+        return DataError(f"{source}: no column(s) {absent} of task {task!r}; columns are: {columns}")
+    guess = next((c for c in ("label", "labels", "target", "score") if c in keys), None)
+    hint = f" (e.g. label_column: {guess})" if guess else ""
+    return DataError(
+        f"{source}: no column {src.column!r} for task {task!r}; columns are: {columns}; "
+        f"set tasks.{task}.label_column to the column that holds its labels{hint}"
+    )
 
 
 def _pair_columns(key: str, owners: dict[str, TaskSource]) -> tuple[str, str] | None:

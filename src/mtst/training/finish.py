@@ -119,13 +119,7 @@ def finish_run(end: RunEnd) -> TrainResult:
     kept = retained(end, best) if end.run_dir.is_main else {}
     chosen = (e["validation"] for e in reversed(st.history) if e["step"] == st.best_step and "validation" in e)
     validation = next(chosen, {})  # the last: an undone contrastive stage adds an entry at the same step
-    phases = end.plan.phases(end.resumed)
-    fitted = end.plan.head_init or best.prediction_tasks
-    method = fit_method([best.tasks[t].type for t in fitted if t in best.tasks])
-    stages = stages_run(phases, end.contrastive_steps, st.global_step, st.stopped_early, end.resumed_at, method)
     check = end.stage_verdict.as_record() if end.stage_verdict is not None else None
-    if check is not None and not check["kept"]:
-        stages = (*stages, "stage undone (validation)")
     result = TrainResult(
         end.run_dir.path,
         test,
@@ -136,7 +130,7 @@ def finish_run(end: RunEnd) -> TrainResult:
         st.train_seconds,
         st.global_step,
         tc.strategy,
-        stages,
+        stages_of(end, best),
         kept,
         check,
     )
@@ -157,6 +151,18 @@ def finish_run(end: RunEnd) -> TrainResult:
     end.run_dir.write_summary(record)
     logger.info("finished: %s", json.dumps(record["test"]))
     return result
+
+
+def stages_of(end: RunEnd, best: MultiTaskModel) -> tuple[str, ...]:
+    """What the run did, in the words the console ends with (an undone contrastive stage says so)."""
+    st = end.state
+    fitted = end.plan.head_init or best.prediction_tasks
+    method = fit_method([best.tasks[t].type for t in fitted if t in best.tasks])
+    phases = end.plan.phases(end.resumed)
+    stages = stages_run(phases, end.contrastive_steps, st.global_step, st.stopped_early, end.resumed_at, method)
+    if end.stage_verdict is not None and not end.stage_verdict.kept:
+        stages = (*stages, "stage undone (validation)")
+    return stages
 
 
 def tune_thresholds(end: RunEnd, best: MultiTaskModel, reloaded: bool) -> None:

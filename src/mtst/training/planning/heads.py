@@ -1,14 +1,22 @@
-"""Which heads a closed-form fit can set, and what they read: planned before any stage runs (the
-strategy and the warm start both decide it), so it sits with the plan, not with the fit."""
+"""Which heads a closed-form fit can set, which ones start fitted (the warm start), and what they read:
+planned before any stage runs, so it sits with the plan, not with the fit."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mtst.modeling.tasktypes import SENTENCE_TYPES
 
 if TYPE_CHECKING:
+    from mtst.config import RunConfig
     from mtst.modeling.model import MultiTaskModel
+
+
+class HowItStarts(Protocol):
+    """What the warm start asks of a strategy (:class:`~mtst.training.planning.strategies.base.Strategy`)."""
+
+    closed_form: bool  # its heads' fit is the whole training
+    backbone_starts_frozen: bool  # its first steps train the heads alone
 
 
 def linear_sentence_heads(model: MultiTaskModel) -> list[str]:
@@ -26,3 +34,44 @@ def mark_normalized_inputs(model: MultiTaskModel, only: tuple[str, ...] | None =
         if (only is not None and name not in only) or model.tasks[name].type == "pair_classification":
             continue
         model.tasks[name] = model.tasks[name].model_copy(update={"normalize_input": True})
+
+
+# Above this many classes a random head, at the encoder's learning rate, is still far from trained after
+# 3 epochs, and fitting it first gains; with few classes it does not (benchmarks/README.md "Full data").
+WARM_START_MIN_CLASSES = 16
+
+
+def warm_start(head_init: str, strategy: HowItStarts, num_classes: int, shared: bool = False) -> bool:
+    """Whether a task's linear head is fitted by logistic regression before the first step.
+
+    ``auto``: where the backbone starts frozen (``heads``, ``gradual``: the heads' first steps are on
+    fixed features, a convex problem better solved outright), for heads of more than
+    WARM_START_MIN_CLASSES classes (benchmarks/README.md "Full data"), and where several
+    classification tasks train the encoder together (``shared``): a random head's gradient reshapes
+    the encoder the other tasks read (benchmarks/README.md "Multi-task").
+    """
+    if strategy.closed_form:
+        return False
+    if head_init == "auto":
+        return strategy.backbone_starts_frozen or num_classes > WARM_START_MIN_CLASSES or shared
+    return head_init == "logistic"
+
+
+def warm_started(
+    config: RunConfig,
+    strategy: HowItStarts,
+    ever: set[str],
+    continued: tuple[str, ...],
+    class_counts: dict[str, tuple[int, ...]],
+    shared: bool,
+) -> tuple[str, ...]:
+    """The heads fitted by logistic regression before the first step (:func:`warm_start` decides per task)."""
+    tc = config.training
+    return tuple(
+        t
+        for t in config.tasks
+        if f"heads.{t}" in ever
+        and t not in continued  # a continued head starts from what it learned
+        and config.tasks[t].type != "pair_similarity"  # the cosine of two embeddings: no head to fit
+        and warm_start(tc.head_init, strategy, len(class_counts.get(t, ())), shared)
+    )

@@ -13,9 +13,10 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from mtst.config import RunConfig
+from mtst.config import RunConfig, TrainingSection
 from mtst.errors import ConfigError
 from mtst.training.planning.freezing import backbone_groups, parse_freeze
+from mtst.training.planning.heads import warm_started
 from mtst.training.planning.strategies import GroupContext, Strategy, get_strategy
 
 logger = logging.getLogger("mtst")
@@ -180,22 +181,12 @@ def build_plan(
 
     ``raw_token_tasks``: a token or masked-LM task needs every token's state, so no cache applies.
     ``carried`` / ``continued``: the ``model.init`` model's prediction tasks that the config does not
-    name / that it trains further. Raises :class:`ConfigError` for a plan that leaves nothing to train,
-    or a strategy that moves the backbone under ``keep.protect: safe``.
-    """
+    name / that it trains further. A plan that leaves nothing to train is a :class:`ConfigError`."""
     tc = config.training
     strategy = get_strategy(tc.strategy)
     tasks = tuple(config.tasks)
     ctx = GroupContext(num_layers, tasks, tc)
-    frozen = parse_freeze(tc.freeze, num_layers, tasks)
-    if tc.keep.protect == "safe":
-        moving = trains_backbone(set().union(*(strategy.stage_groups(s, ctx) for s in range(strategy.num_stages(ctx)))))
-        if moving:
-            raise ConfigError(
-                f"training.keep.protect: safe keeps the encoder as it is, but strategy {tc.strategy!r} trains it; "
-                "use strategy auto, frozen or heads, or keep.protect distill (the encoder moves, held to its start)"
-            )
-        frozen |= backbone_groups(num_layers) | {"lora"}
+    frozen = _frozen_groups(tc, strategy, ctx)
     stages = tuple(frozenset(strategy.stage_groups(s, ctx) - frozen) for s in range(strategy.num_stages(ctx)))
     batches = max(1, -(-stats.labelled_rows // tc.batch_size))
     steps_per_epoch = max(1, -(-batches // tc.grad_accumulation))
@@ -231,19 +222,27 @@ def build_plan(
         saved_backbone_groups=None if saved is None or tc.lora.save == "merged" or config.model.init else tuple(saved),
         warnings=tuple(_warnings(stages[0], tasks, carried, keep, config.training.keep.texts)),
         contrastive=contrastive,
-        head_init=tuple(
-            t
-            for t in tasks
-            if f"heads.{t}" in ever
-            and t not in continued  # a continued head starts from what it learned
-            and config.tasks[t].type != "pair_similarity"  # the cosine of two embeddings: no head to fit
-            and warm_start(tc.head_init, strategy, len(stats.class_counts.get(t, ())), bool(shared))
-        ),
+        head_init=warm_started(config, strategy, ever, continued, stats.class_counts, bool(shared)),
         closed_form_heads=tuple(t for t in tasks if f"heads.{t}" not in frozen) if strategy.closed_form else (),
         shared_by=shared,
         lr_scale=scale,
         keep=keep,
     )
+
+
+def _frozen_groups(tc: TrainingSection, strategy: Strategy, ctx: GroupContext) -> set[str]:
+    """The groups ``training.freeze`` names, and the whole backbone under ``keep.protect: safe`` (refused
+    for a strategy that trains the encoder)."""
+    frozen = parse_freeze(tc.freeze, ctx.num_layers, ctx.tasks)
+    if tc.keep.protect == "safe":
+        moving = trains_backbone(set().union(*(strategy.stage_groups(s, ctx) for s in range(strategy.num_stages(ctx)))))
+        if moving:
+            raise ConfigError(
+                f"training.keep.protect: safe keeps the encoder as it is, but strategy {tc.strategy!r} trains it; "
+                "use strategy auto, frozen or heads, or keep.protect distill (the encoder moves, held to its start)"
+            )
+        frozen |= backbone_groups(ctx.num_layers) | {"lora"}
+    return frozen
 
 
 # The embedding term's weight where it is on (training.keep.embedding: auto from a trained model): at
@@ -345,27 +344,6 @@ def contrastive_plan(
         num_layers=ctx.num_layers,
         packing=cc.packing,
     )
-
-
-# Above this many classes a random head, at the encoder's learning rate, is still far from trained after
-# 3 epochs, and fitting it first gains; with few classes it does not (benchmarks/README.md "Full data").
-WARM_START_MIN_CLASSES = 16
-
-
-def warm_start(head_init: str, strategy: Strategy, num_classes: int, shared: bool = False) -> bool:
-    """Whether a task's linear head is fitted by logistic regression before the first step.
-
-    ``auto``: where the backbone starts frozen (``heads``, ``gradual``: the heads' first steps are on
-    fixed features, a convex problem better solved outright), for heads of more than
-    WARM_START_MIN_CLASSES classes (benchmarks/README.md "Full data"), and where several
-    classification tasks train the encoder together (``shared``): a random head's gradient reshapes
-    the encoder the other tasks read (benchmarks/README.md "Multi-task").
-    """
-    if strategy.closed_form:
-        return False
-    if head_init == "auto":
-        return strategy.backbone_starts_frozen or num_classes > WARM_START_MIN_CLASSES or shared
-    return head_init == "logistic"
 
 
 def _with_contrastive(groups: set[str], contrastive: ContrastivePlan | None) -> set[str]:

@@ -174,16 +174,7 @@ def run_contrastive(
     if not batches:
         logger.info("contrastive stage skipped: no classification task has two classes")
         return []
-    groups = set(plan.groups)
-    apply_trainable(model, groups)
-    names = trainable_names((n for n, _ in model.named_parameters()), groups)
-    params = [p for n, p in model.named_parameters() if n in names]
-    optimizer = adamw(params, lr=plan.lr, weight_decay=0.0)
-    cache.refresh(groups)
-    prefix = cache.mode == "prefix"  # the prefix cache feeds the stage: its rows are never packed
-    pack = model.encoder.pack_kind() if plan.packing and not prefix else None
-    how = "from the prefix cache" if prefix else "rows packed" if pack else "padded sub-batches"
-    set_train_mode(model, groups)
+    params, optimizer, pack, how = _prepare(model, cache, plan)
     losses: list[float] = []
     started = time.perf_counter()
     with progress:
@@ -209,15 +200,25 @@ def run_contrastive(
     for p in params:
         p.requires_grad_(False)
     cache.invalidate()
-    logger.info(
-        "contrastive stage: %d steps in %.1fs (%s), loss %.4f -> %.4f",
-        len(losses),
-        time.perf_counter() - started,
-        how,
-        np.mean(losses[:5]),
-        np.mean(losses[-5:]),
-    )
+    seconds, first, last = time.perf_counter() - started, np.mean(losses[:5]), np.mean(losses[-5:])
+    logger.info("contrastive stage: %d steps in %.1fs (%s), loss %.4f -> %.4f", len(losses), seconds, how, first, last)
     return losses
+
+
+def _prepare(model: MultiTaskModel, cache: RunCache, plan: ContrastivePlan) -> tuple[list, Any, str | None, str]:
+    """Only the stage's groups train: their parameters, AdamW over them, how rows reach the trained layers
+    (a frozen prefix from the cache, packed rows, or padded sub-batches) and its name for the log."""
+    groups = set(plan.groups)
+    apply_trainable(model, groups)
+    names = trainable_names((n for n, _ in model.named_parameters()), groups)
+    params = [p for n, p in model.named_parameters() if n in names]
+    optimizer = adamw(params, lr=plan.lr, weight_decay=0.0)
+    cache.refresh(groups)
+    prefix = cache.mode == "prefix"  # the prefix cache feeds the stage: its rows are never packed
+    pack = model.encoder.pack_kind() if plan.packing and not prefix else None
+    how = "from the prefix cache" if prefix else "rows packed" if pack else "padded sub-batches"
+    set_train_mode(model, groups)
+    return params, optimizer, pack, how
 
 
 def stage_labels(train: Split, task: str) -> np.ndarray:

@@ -71,14 +71,7 @@ def fit_heads(
         logger.info("logistic heads: %s keep their initial weights (not linear sentence heads)", skipped)
     if not tasks:
         return
-    rows_of = {}
-    for task in tasks:
-        rows = train.rows_for(task)
-        if max_rows is not None and task in train.targets:
-            rows = np.sort(np.random.default_rng(seed).permutation(rows)[:max_rows])
-        elif max_rows is not None:
-            rows = rows[stratified_sample(train.labels[task][rows], max_rows, seed)]
-        rows_of[task] = rows
+    rows_of = {task: _fit_rows(train, task, max_rows, seed) for task in tasks}
     needed = np.unique(np.concatenate(list(rows_of.values())))
     if embeddings is None:  # encode() runs in eval mode and restores the modules' modes
         emb = model.encoder.encode([train.texts[i] for i in needed], batch_size, normalize=False, convert_to="torch")
@@ -92,10 +85,7 @@ def fit_heads(
             features = torch.nn.functional.normalize(features, dim=-1)
         spec = model.tasks[task]
         if spec.type == "pair_classification":  # the second texts encoded now: a cache holds the first ones
-            assert train.second is not None
-            seconds = [train.second[i] for i in rows]
-            v = model.encoder.encode(seconds, batch_size, normalize=False, convert_to="torch").float()
-            features = torch.cat([features, v, (features - v).abs(), features * v], dim=-1)
+            features = _pair_features(model, train, rows, features, batch_size)
         if spec.type == "multi_label":
             fitted = fit_one_vs_rest(features, train.targets[task][rows], PREFERRED_C if c is None else c)
             _set_linear(model.heads[task][-1], fitted)
@@ -112,6 +102,25 @@ def fit_heads(
         fit = fit_linear_head(model.heads[task][-1], features, train.labels[task][rows], seed, grid)
         cv = "" if fit.cv_accuracy is None else f", cross-validated accuracy {100 * fit.cv_accuracy:.1f}"
         logger.info("head %s fitted by logistic regression on %d rows (C=%g%s)", task, len(rows), fit.c, cv)
+
+
+def _fit_rows(train: Split, task: str, max_rows: int | None, seed: int) -> np.ndarray:
+    """The training rows a head is fitted on: all of its rows, or a (stratified, for labels) seeded sample."""
+    rows = train.rows_for(task)
+    if max_rows is not None and task in train.targets:
+        return np.sort(np.random.default_rng(seed).permutation(rows)[:max_rows])
+    if max_rows is not None:
+        return rows[stratified_sample(train.labels[task][rows], max_rows, seed)]
+    return rows
+
+
+def _pair_features(
+    model: MultiTaskModel, train: Split, rows: np.ndarray, first: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """A pair head's input ``[u, v, |u - v|, u * v]``: the second texts encoded now beside the first ones'."""
+    assert train.second is not None
+    v = model.encoder.encode([train.second[i] for i in rows], batch_size, normalize=False, convert_to="torch").float()
+    return torch.cat([first, v, (first - v).abs(), first * v], dim=-1)
 
 
 def _set_linear(linear: torch.nn.Linear, fit: LinearFit) -> None:
