@@ -144,3 +144,22 @@ def test_the_applications_do_not_import_each_other() -> None:
         f"{m} imports {t}" for m in apps for t in graph[m] if {m.split(".")[1], t.split(".")[1]} == {"serve", "compare"}
     ]
     assert not across, across
+
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 60
+
+
+def test_modules_and_functions_stay_short() -> None:
+    """A module past 450 lines, or a function past 60, is a sign to split (the stand-ins included)."""
+    long = []
+    for path in ROOT.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if size > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}: {node.name} is {size} lines")
+    assert not long, long
