@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from mtst.modeling.backbone import bundled_model_path
 from mtst.modeling.encoder import SentenceEncoder
 from mtst.modeling.heads import HeadSpec
 from mtst.modeling.model import MultiTaskModel
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers share the cores: one thread each
+    torch.set_num_threads(1)
 
 SENTENCES = [
     "The battery lasts two full days.",
@@ -141,3 +145,9 @@ def trained_run(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path_fac
     )
     assert main(["train", str(config), "-q"]) == 0
     return root / "run"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the real model first: under parallel workers (``-n``) the longest start early, so no
+    worker is left with one at the end while the others wait."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -43,10 +43,11 @@ def write_config(path: Path, backbone: Path, data: dict[str, str], output_dir: P
 
 
 @pytest.fixture
-def finished_run(tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path) -> Path:
-    run = tmp_path / "keep"
-    cfg = write_config(tmp_path / "ok.yaml", tiny_backbone_dir, tiny_data, run)
-    assert main(["train", str(cfg), "-q"]) == 0
+def finished_run(trained_run: Path, tmp_path: Path) -> Path:
+    """A finished run of its own (a copy of the session's: these tests damage or overwrite it)."""
+    import shutil
+
+    run = shutil.copytree(trained_run, tmp_path / "keep")
     assert {"model", "checkpoint", "metrics.json"} <= {p.name for p in run.iterdir()}
     return run
 
@@ -67,8 +68,10 @@ def test_failed_start_leaves_a_finished_run_byte_identical(
     assert tree_digest(finished_run) == before
 
 
-def test_existing_run_needs_overwrite(finished_run: Path, tmp_path: Path, capsys) -> None:
-    cfg = tmp_path / "ok.yaml"
+def test_existing_run_needs_overwrite(
+    finished_run: Path, tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path, capsys
+) -> None:
+    cfg = write_config(tmp_path / "ok.yaml", tiny_backbone_dir, tiny_data, finished_run)
     before = tree_digest(finished_run)
     assert main(["train", str(cfg), "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err
