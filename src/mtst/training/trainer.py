@@ -63,6 +63,105 @@ __all__ = [
 ]
 
 
+def train(
+    config: RunConfig | dict[str, Any] | str | Path,
+    resume: bool = False,
+    console: Console | None = None,
+    callbacks: Sequence[Callback | Callable[[StepEvent], None]] = (),
+    show_progress: bool = True,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train from a config: a :class:`RunConfig`, a dict of the YAML's keys (validated the same way), or the
+    path of a YAML file. ``resume`` continues from the run directory's checkpoint.
+
+    ``callbacks`` are :class:`Callback` objects, or functions called with a :class:`StepEvent`
+    after each optimizer step. See :func:`setup_run` for ``overwrite``.
+    """
+    return setup_run(as_config(config), resume, console, callbacks, show_progress, overwrite).fit()
+
+
+def as_config(config: Any) -> RunConfig:
+    """The Python API's config boundary: a RunConfig as is, a dict validated, a path read (load_config)."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return validate_config(config)
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    raise TypeError(f"config: expected a RunConfig, a dict or a YAML path, got {type(config).__name__}")
+
+
+def setup_run(
+    config: RunConfig,
+    resume: bool = False,
+    console: Console | None = None,
+    callbacks: Sequence[Callback | Callable[[StepEvent], None]] = (),
+    show_progress: bool = True,
+    overwrite: bool = False,
+) -> TrainingLoop:
+    """Check the inputs, make the plan, prepare the run directory: a loop ready to :meth:`~TrainingLoop.fit`.
+
+    An ``output_dir`` that already holds files is refused unless ``overwrite`` (or ``resume``).
+    """
+    console = console or Console(stderr=True)
+    set_standins(config.training.standins)  # before anything is loaded or built
+    accelerator = _accelerator(config.training.precision)
+    is_main = accelerator.is_main_process
+    if not is_main:  # one voice: only rank 0 logs, shows progress and writes files
+        console, show_progress = Console(quiet=True), False
+    with buffered_log() as early_log:  # held until the run directory has its train.log
+        lock = RunLock(Path(config.output_dir)).acquire() if is_main else None
+        try:
+            loop = _setup(config, resume, console, callbacks, show_progress, overwrite, accelerator, early_log)
+        except BaseException:
+            if lock is not None:
+                lock.release(failed_start=True)
+            raise
+    loop.lock = lock
+    return loop
+
+
+def _setup(
+    config: RunConfig,
+    resume: bool,
+    console: Console,
+    callbacks: Sequence[Callback | Callable[[StepEvent], None]],
+    show_progress: bool,
+    overwrite: bool,
+    accelerator: RunAccelerator,
+    early_log: logging.handlers.MemoryHandler,
+) -> TrainingLoop:
+    check_run_dir(Path(config.output_dir), resume, overwrite)
+    set_seed(config.training.seed)
+    inputs, plan = make_plan(load_inputs(config, console))
+    for warning in plan.warnings:
+        logger.warning(warning)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    run_dir = RunDirectory(
+        Path(config.output_dir),
+        inputs.config,
+        accelerator.is_main_process,
+        inputs.trained_params,
+        inputs.saved_tasks,
+        plan.saved_backbone_groups,
+    )
+    accelerator.wait_for_everyone()  # every process has checked the run directory and its inputs
+    run_dir.prepare(resume, early_log)
+    accelerator.wait_for_everyone()
+    inputs.model.to(accelerator.device)  # in place: every part of the run holds this one model
+    inputs.model.encoder.set_inference_precision(run_inference_precision(accelerator.mixed_precision))
+    inputs = replace(inputs, cache=_run_cache(inputs, plan, accelerator, console))
+    loop = TrainingLoop(inputs, plan, accelerator, run_dir, console, callbacks, show_progress)
+    if resume:
+        loop.resume()
+    if not loop.contrastive_pending:  # a contrastive stage changes the weights the caches would hold
+        started = time.perf_counter()
+        loop.refresh_cache()
+        loop.setup_seconds = time.perf_counter() - started  # the cache build counts as training time
+    _print_plan(inputs, plan, console, precision_name(accelerator.mixed_precision), loop.resumed_at)
+    return loop
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -229,105 +328,6 @@ def _accelerator(wanted: str) -> RunAccelerator:
     """An accelerator at ``training.precision`` resolved for this device (:mod:`mtst.training.runtime.precision`)."""
     cuda = torch.cuda.is_available()
     return make_accelerator(resolve_precision(wanted, cuda, native_bf16(cuda)), cuda)
-
-
-def setup_run(
-    config: RunConfig,
-    resume: bool = False,
-    console: Console | None = None,
-    callbacks: Sequence[Callback | Callable[[StepEvent], None]] = (),
-    show_progress: bool = True,
-    overwrite: bool = False,
-) -> TrainingLoop:
-    """Check the inputs, make the plan, prepare the run directory: a loop ready to :meth:`~TrainingLoop.fit`.
-
-    An ``output_dir`` that already holds files is refused unless ``overwrite`` (or ``resume``).
-    """
-    console = console or Console(stderr=True)
-    set_standins(config.training.standins)  # before anything is loaded or built
-    accelerator = _accelerator(config.training.precision)
-    is_main = accelerator.is_main_process
-    if not is_main:  # one voice: only rank 0 logs, shows progress and writes files
-        console, show_progress = Console(quiet=True), False
-    with buffered_log() as early_log:  # held until the run directory has its train.log
-        lock = RunLock(Path(config.output_dir)).acquire() if is_main else None
-        try:
-            loop = _setup(config, resume, console, callbacks, show_progress, overwrite, accelerator, early_log)
-        except BaseException:
-            if lock is not None:
-                lock.release(failed_start=True)
-            raise
-    loop.lock = lock
-    return loop
-
-
-def _setup(
-    config: RunConfig,
-    resume: bool,
-    console: Console,
-    callbacks: Sequence[Callback | Callable[[StepEvent], None]],
-    show_progress: bool,
-    overwrite: bool,
-    accelerator: RunAccelerator,
-    early_log: logging.handlers.MemoryHandler,
-) -> TrainingLoop:
-    check_run_dir(Path(config.output_dir), resume, overwrite)
-    set_seed(config.training.seed)
-    inputs, plan = make_plan(load_inputs(config, console))
-    for warning in plan.warnings:
-        logger.warning(warning)
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    run_dir = RunDirectory(
-        Path(config.output_dir),
-        inputs.config,
-        accelerator.is_main_process,
-        inputs.trained_params,
-        inputs.saved_tasks,
-        plan.saved_backbone_groups,
-    )
-    accelerator.wait_for_everyone()  # every process has checked the run directory and its inputs
-    run_dir.prepare(resume, early_log)
-    accelerator.wait_for_everyone()
-    inputs.model.to(accelerator.device)  # in place: every part of the run holds this one model
-    inputs.model.encoder.set_inference_precision(run_inference_precision(accelerator.mixed_precision))
-    inputs = replace(inputs, cache=_run_cache(inputs, plan, accelerator, console))
-    loop = TrainingLoop(inputs, plan, accelerator, run_dir, console, callbacks, show_progress)
-    if resume:
-        loop.resume()
-    if not loop.contrastive_pending:  # a contrastive stage changes the weights the caches would hold
-        started = time.perf_counter()
-        loop.refresh_cache()
-        loop.setup_seconds = time.perf_counter() - started  # the cache build counts as training time
-    _print_plan(inputs, plan, console, precision_name(accelerator.mixed_precision), loop.resumed_at)
-    return loop
-
-
-def train(
-    config: RunConfig | dict[str, Any] | str | Path,
-    resume: bool = False,
-    console: Console | None = None,
-    callbacks: Sequence[Callback | Callable[[StepEvent], None]] = (),
-    show_progress: bool = True,
-    overwrite: bool = False,
-) -> TrainResult:
-    """Train from a config: a :class:`RunConfig`, a dict of the YAML's keys (validated the same way), or the
-    path of a YAML file. ``resume`` continues from the run directory's checkpoint.
-
-    ``callbacks`` are :class:`Callback` objects, or functions called with a :class:`StepEvent`
-    after each optimizer step. See :func:`setup_run` for ``overwrite``.
-    """
-    return setup_run(as_config(config), resume, console, callbacks, show_progress, overwrite).fit()
-
-
-def as_config(config: Any) -> RunConfig:
-    """The Python API's config boundary: a RunConfig as is, a dict validated, a path read (load_config)."""
-    if isinstance(config, RunConfig):
-        return config
-    if isinstance(config, dict):
-        return validate_config(config)
-    if isinstance(config, (str, Path)):
-        return load_config(config)
-    raise TypeError(f"config: expected a RunConfig, a dict or a YAML path, got {type(config).__name__}")
 
 
 def _run_cache(inputs: RunInputs, plan: TrainingPlan, accelerator: Any, console: Console) -> RunCache:
