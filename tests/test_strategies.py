@@ -50,11 +50,37 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-class StrategyTester:
-    """The checks every strategy must pass, each on fresh run directories under ``root``."""
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]]:
+    """Each case's run with its own settings, trained once for every aspect that reads it (never changed)."""
+    return {}
 
-    def __init__(self, backbone: Path, data: dict[str, str], root: Path, case: dict[str, Any]) -> None:
+
+class StrategyTester:
+    """The checks every strategy must pass, on fresh run directories under ``root``; the case's run with its
+    own settings is trained once (``shared``) and read by every check that needs no other."""
+
+    def __init__(
+        self,
+        backbone: Path,
+        data: dict[str, str],
+        root: Path,
+        case: dict[str, Any],
+        shared: dict[str, tuple[Path, Any]] | None = None,
+        name: str = "",
+        shared_root: Any = None,
+    ) -> None:
         self.backbone, self.data, self.root, self.case = backbone, data, root, case
+        self.shared, self.name = shared if shared is not None else {}, name
+        self.shared_root = shared_root or (lambda: root)  # where the shared run goes: it outlives one test
+
+    def run(self) -> tuple[Path, Any]:
+        """The case's run as it is configured (caches on, no checkpoint option): its directory and result."""
+        if self.name not in self.shared:
+            config = self.config("run")
+            config = config.model_copy(update={"output_dir": str(self.shared_root() / "run")})
+            self.shared[self.name] = (Path(config.output_dir), train(config, show_progress=False))
+        return self.shared[self.name]
 
     def config(self, name: str, **extra: Any) -> Any:
         training = {"batch_size": 8, "max_steps": 6, "min_steps": None, "lr_backbone": 1e-3, **self.case, **extra}
@@ -70,7 +96,8 @@ class StrategyTester:
 
     def check_cache(self) -> None:
         """Caches of frozen work change nothing: same validation history and test figures."""
-        cached = train(self.config("cached", cache=True), show_progress=False)
+        cached = self.run()[1]  # caches are on by default
+        assert self.config("cached").training.cache.enabled
         plain = train(self.config("plain", cache=False), show_progress=False)
         assert cached.steps == plain.steps
         for a, b in zip(cached.history, plain.history, strict=True):
@@ -105,8 +132,8 @@ class StrategyTester:
 
     def check_save_load(self) -> dict[str, Any]:
         """The saved model loads alone and scores on test what the run reported."""
-        result = train(self.config("saved"), show_progress=False)
-        model = MultiTaskModel.load(self.root / "saved")
+        saved, result = self.run()
+        model = MultiTaskModel.load(saved)
         if self.case["strategy"] == "lora":
             merged = self.case["lora"].get("save") == "merged"
             assert (model.lora is None) == merged
@@ -122,9 +149,9 @@ class StrategyTester:
         pytest.importorskip("onnxruntime")
         from mtst.export import OnnxPredictor, export
 
-        train(self.config("exported"), show_progress=False)
-        model = MultiTaskModel.load(self.root / "exported")
-        out = export(self.root / "exported", "onnx", self.root / "onnx")
+        saved = self.run()[0]
+        model = MultiTaskModel.load(saved)
+        out = export(saved, "onnx", self.root / "onnx")
         ours, theirs = model.predict(SENTENCES), OnnxPredictor(out).predict(SENTENCES)
         for a, b in zip(ours, theirs, strict=True):
             for task in a:
@@ -136,5 +163,15 @@ class StrategyTester:
 
 @pytest.mark.parametrize("aspect", ASPECTS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_strategy(case: str, aspect: str, backbone: Path, tiny_data: dict[str, str], tmp_path: Path) -> None:
-    getattr(StrategyTester(backbone, tiny_data, tmp_path, CASES[case]), f"check_{aspect}")()
+def test_strategy(
+    case: str,
+    aspect: str,
+    backbone: Path,
+    tiny_data: dict[str, str],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    runs: dict[str, tuple[Path, Any]],
+) -> None:
+    shared_root = lambda: tmp_path_factory.mktemp(case)  # noqa: E731  (made only when the shared run is)
+    tester = StrategyTester(backbone, tiny_data, tmp_path, CASES[case], runs, case, shared_root)
+    getattr(tester, f"check_{aspect}")()
