@@ -218,7 +218,12 @@ class SentenceEncoder(nn.Module):
         check_weights(saved, missing, [k for k in unexpected if not k.startswith("heads.")])
         if lora is not None:
             merge_lora(backbone)
-        config = saved.config
+        return cls.with_saved_settings(backbone, tokenizer, saved.config).eval()
+
+    @classmethod
+    def with_saved_settings(cls, backbone: nn.Module, tokenizer: Any, config: dict[str, Any]) -> SentenceEncoder:
+        """An encoder over ``backbone`` with the pooling, normalisation, length and reference a saved model's
+        ``config.json`` records."""
         return cls(
             backbone,
             tokenizer,
@@ -226,7 +231,7 @@ class SentenceEncoder(nn.Module):
             normalize=config["normalize"],
             max_length=config["max_length"],
             reference=config["backbone"],
-        ).eval()
+        )
 
     @property
     def dim(self) -> int:

@@ -406,14 +406,7 @@ class MultiTaskModel(nn.Module):
             tasks = {name: HeadSpec(**spec) for name, spec in config["tasks"].items()}
         except Exception as exc:
             raise ModelLoadError(f"cannot load model from {saved.path}: {exc}") from exc
-        encoder = SentenceEncoder(
-            backbone,
-            tokenizer,
-            pooling=config["pooling"],
-            normalize=config["normalize"],
-            max_length=config["max_length"],
-            reference=config["backbone"],
-        )
+        encoder = SentenceEncoder.with_saved_settings(backbone, tokenizer, config)
         model = cls(encoder, tasks)  # heads first, then adapters: the order the RNG has always been drawn in
         model.lora = attach_saved_lora(backbone, saved)
         missing, unexpected = load_backbone_weights(backbone, saved)
