@@ -21,6 +21,8 @@ def _in_fresh_process(code: str) -> str:
 
 @pytest.fixture
 def off() -> Iterator[None]:
+    """The stand-ins off for the test; the environment decides again after it, however it ends (a run's
+    ``training.standins`` sets the same process-wide switch)."""
     standins.set_enabled(False)
     try:
         yield
@@ -93,7 +95,7 @@ def test_off_every_part_goes_through_the_dependency(off: None, tiny_backbone_dir
 
 
 def test_a_run_gives_the_same_results_with_the_stand_ins_on_and_off(
-    tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
+    off: None, tiny_backbone_dir: Path, tiny_data: dict[str, str], tmp_path: Path
 ) -> None:
     """Optimizer steps (AdamW), a logistic warm start (L-BFGS), the BERT forward and the tokenizer: all four."""
     from mtst.config import validate_config
@@ -121,7 +123,6 @@ def test_a_run_gives_the_same_results_with_the_stand_ins_on_and_off(
         )
         result = train(config, show_progress=False)
         results[on] = (result.test, MultiTaskModel.load(tmp_path / str(on)).state_dict())
-    standins.set_enabled(None)
     assert json.dumps(results[True][0], sort_keys=True) == json.dumps(results[False][0], sort_keys=True)
     for name, tensor in results[True][1].items():
         assert torch.allclose(tensor, results[False][1][name], atol=1e-6), name

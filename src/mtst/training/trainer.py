@@ -104,7 +104,8 @@ def setup_run(
     An ``output_dir`` that already holds files is refused unless ``overwrite`` (or ``resume``).
     """
     console = console or Console(stderr=True)
-    set_standins(config.training.standins)  # before anything is loaded or built
+    if config.training.standins is not None:  # before anything is loaded or built; it holds for the process
+        set_standins(config.training.standins)
     accelerator = _accelerator(config.training.precision)
     is_main = accelerator.is_main_process
     if not is_main:  # one voice: only rank 0 logs, shows progress and writes files
