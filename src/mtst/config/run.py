@@ -71,8 +71,8 @@ class TrainingSection(Section):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)
     cache: CacheSection = Field(default_factory=lambda: CacheSection())
-    # mtst's stand-ins for parts of torch and transformers (mtst.standins): None leaves it to the environment
-    # (MTST_STANDINS), false runs everything through the dependencies themselves, with the same results
+    # mtst's stand-ins for parts of torch and transformers (mtst.standins): None leaves the process's switch as
+    # it is (MTST_STANDINS by default); false runs everything through the dependencies, with the same results
     standins: bool | None = None
     keep: KeepSection = Field(default_factory=KeepSection)
     lora: LoraSettings = Field(default_factory=LoraSettings)
