@@ -16,7 +16,8 @@ from mtst.cli import main
 from mtst.config import load_config, validate_config
 from mtst.errors import ConfigError, DataError, ModelLoadError
 from mtst.export import OnnxPredictor, export
-from mtst.modeling.model import MultiTaskModel, is_model_dir
+from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.saved import is_model_dir
 from mtst.training.planning.plan import KEEP_EMBEDDING, DataStats, KeepPlan, build_plan, embedding_weight
 from mtst.training.stages.distill import keep_loss, keep_texts, report_sample, soft_target_loss, start_targets
 from mtst.training.trainer import load_inputs, make_plan, train

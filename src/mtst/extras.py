@@ -16,9 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "plots": ("matplotlib",),
     "parquet": ("pyarrow",),
     "datasets": ("datasets",),
-    "onnx": ("onnx", "onnxscript", "onnxruntime"),
-    "openvino": ("openvino", "nncf"),
-}
+}  # the onnx and openvino extras are checked where the exports import them (mtst.export)
 
 
 def missing(extra: str) -> list[str]:

@@ -83,7 +83,8 @@ PrecisionOpt = Annotated[
 def load_any_encoder(
     model: str, pooling: Pooling | None = None, normalize: bool | None = None, precision: Precision | None = None
 ) -> Any:
-    from mtst.modeling.model import is_export, load_encoder
+    from mtst.modeling.model import load_encoder
+    from mtst.modeling.saved import is_export
 
     if is_export(model):
         return load_export_encoder(Path(model), pooling, normalize, precision)

@@ -38,7 +38,7 @@ def model_pairs(
     from mtst.constants import ONNX_META
     from mtst.data import columns_of, load_table, pair_texts
     from mtst.data.files import TABLE_SUFFIXES
-    from mtst.modeling.model import CONFIG_NAME, is_export, resolve_model_dir
+    from mtst.modeling.saved import CONFIG_NAME, is_export, resolve_model_dir
 
     if path is None or (path.suffix.lower() not in TABLE_SUFFIXES and not path.is_dir()):
         return None  # a file of plain text lines has no columns: it holds single texts

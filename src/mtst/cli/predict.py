@@ -154,7 +154,7 @@ def predict(
     else:
         items = gather_texts(texts, data, text_column, "nothing to predict: give texts as arguments or --data FILE")
     if backend == "auto":
-        from mtst.modeling.model import is_export
+        from mtst.modeling.saved import is_export
 
         backend = "export" if is_export(run) else "torch"
     if backend in ("export", "onnx", "openvino"):

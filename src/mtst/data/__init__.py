@@ -11,16 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mtst.data.columns import (  # noqa: F401  (re-exported)
-    TARGET_LIMIT,
-    columns_of,
-    encode_labels,
-    label_values,
-    sorted_labels,
-    task_column,
-    task_labels,
-    task_values,
-)
+from mtst.data.columns import columns_of, encode_labels, task_column, task_labels, task_values
 from mtst.data.files import (  # noqa: F401  (re-exported: mtst.data is where callers read files from)
     CONLL_SUFFIXES,
     TABLE_SUFFIXES,
@@ -35,15 +26,7 @@ from mtst.data.files import (  # noqa: F401  (re-exported: mtst.data is where ca
     read_texts,
     text_problem,
 )
-from mtst.data.labelsets import (  # noqa: F401  (re-exported)
-    check_one_kind,
-    empty_cell_note,
-    empty_is_none,
-    is_empty,
-    label_set,
-    label_value,
-    one_hot_set,
-)
+from mtst.data.labelsets import empty_cell_note
 from mtst.data.sources import TaskSource
 from mtst.data.splits import MISSING, Split, TaskData, subsample
 from mtst.errors import DataError

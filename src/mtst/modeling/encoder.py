@@ -215,7 +215,7 @@ class SentenceEncoder(nn.Module):
         backbone, tokenizer = build_backbone(saved)
         lora = attach_saved_lora(backbone, saved)
         missing, unexpected = load_backbone_weights(backbone, saved)
-        check_weights(saved, missing, [k for k in unexpected if not k.startswith("heads.")])
+        check_weights(saved, missing, unexpected)  # the heads' weights are the model's, not counted here
         if lora is not None:
             merge_lora(backbone)
         return cls.with_saved_settings(backbone, tokenizer, saved.config).eval()
@@ -420,7 +420,7 @@ class SentenceEncoder(nn.Module):
         query_list, single = as_texts(queries, "queries")
         if isinstance(corpus, str):
             raise TypeError("corpus: expected a list of strings, got one string (wrap it: [corpus])")
-        corpus = [] if isinstance(corpus, (list, tuple)) and not corpus else as_texts(corpus, "corpus")[0]
+        corpus = as_texts(corpus, "corpus")[0]
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k: expected a whole number of at least 1, got {top_k!r}")
         if not corpus:

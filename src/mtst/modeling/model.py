@@ -31,19 +31,15 @@ from mtst.modeling.heads import HeadSpec, build_head
 from mtst.modeling.lora import is_lora_param
 from mtst.modeling.predictions import Outputs, check_tasks, needs_words, text_words
 from mtst.modeling.predictions import predict as predict_records
-from mtst.modeling.saved import (  # noqa: F401  (the layout's names, read from here by callers)
+from mtst.modeling.saved import (
     BACKBONE_CONFIG_DIR,
     CONFIG_NAME,
     FORMAT_VERSION,
     WEIGHTS_NAME,
     attach_saved_lora,
-    backbone_from_config,
     base_fingerprint,
     build_backbone,
     check_weights,
-    is_export,
-    is_model_dir,
-    is_run_dir,
     load_backbone_weights,
     read_saved,
     resolve_model_dir,

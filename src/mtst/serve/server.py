@@ -16,7 +16,8 @@ import torch
 from mtst.config import ServeSettings
 from mtst.errors import MtstError
 from mtst.extras import require
-from mtst.modeling.model import MultiTaskModel, is_export
+from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.saved import is_export
 from mtst.serve.app import create_app
 
 SERVE_ENV = "MTST_SERVE_SPEC"

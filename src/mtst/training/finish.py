@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mtst.config import precision_name
 from mtst.evaluate import summary_metrics
 from mtst.modeling.model import MultiTaskModel
-from mtst.modeling.tasktypes import fit_method
+from mtst.training.planning.heads import fitted_by
 from mtst.training.planning.plan import KEEP_EMBEDDING
 from mtst.training.result import TrainResult, stages_run, summary
 from mtst.training.runtime.rundir import peak_rss_mb
@@ -156,8 +156,7 @@ def finish_run(end: RunEnd) -> TrainResult:
 def stages_of(end: RunEnd, best: MultiTaskModel) -> tuple[str, ...]:
     """What the run did, in the words the console ends with (an undone contrastive stage says so)."""
     st = end.state
-    fitted = end.plan.head_init or best.prediction_tasks
-    method = fit_method([best.tasks[t].type for t in fitted if t in best.tasks])
+    method = fitted_by(best, end.plan.head_init)
     phases = end.plan.phases(end.resumed)
     stages = stages_run(phases, end.contrastive_steps, st.global_step, st.stopped_early, end.resumed_at, method)
     if end.stage_verdict is not None and not end.stage_verdict.kept:

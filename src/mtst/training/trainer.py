@@ -30,12 +30,11 @@ from mtst.evaluate import model_sources, read_sts, tokenize_pairs, tokenize_spli
 from mtst.modeling.encoder import native_bf16
 from mtst.modeling.heads import head_specs
 from mtst.modeling.model import MultiTaskModel
-from mtst.modeling.tasktypes import fit_method
 from mtst.standins import set_enabled as set_standins
 from mtst.training.inputs import RunInputs
 from mtst.training.loop import TrainingError, TrainingLoop
 from mtst.training.planning.freezing import trainable_names
-from mtst.training.planning.heads import mark_normalized_inputs
+from mtst.training.planning.heads import fitted_by, mark_normalized_inputs
 from mtst.training.planning.plan import DataStats, TrainingPlan, build_plan
 from mtst.training.planning.recipe import apply_recipe
 from mtst.training.planning.strategies import GroupContext, get_strategy
@@ -372,8 +371,7 @@ def _print_plan(
     # Gradual unfreezing trains more as it goes: say what trains at the start and the most that ever does.
     start = "" if at_start == trainable else f"{at_start:,} at the start, up to "
     in_precision = f" in {precision}" if precision != "fp32" else ""  # where steps autocast
-    model = inputs.model
-    method = fit_method([model.tasks[t].type for t in (plan.head_init or model.prediction_tasks)])
+    method = fitted_by(inputs.model, plan.head_init)
     steps = (
         f"linear heads fitted by {method}"
         if plan.closed_form

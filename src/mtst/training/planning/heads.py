@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from mtst.modeling.tasktypes import SENTENCE_TYPES
+from mtst.modeling.tasktypes import SENTENCE_TYPES, fit_method
 
 if TYPE_CHECKING:
     from mtst.config import RunConfig
@@ -75,3 +75,9 @@ def warm_started(
         and config.tasks[t].type != "pair_similarity"  # the cosine of two embeddings: no head to fit
         and warm_start(tc.head_init, strategy, len(class_counts.get(t, ())), shared)
     )
+
+
+def fitted_by(model: MultiTaskModel, head_init: tuple[str, ...]) -> str:
+    """How a run's linear heads are fitted in closed form, in words (``head_init``'s, else every prediction
+    head's, as ``frozen`` fits them): :func:`mtst.modeling.tasktypes.fit_method`."""
+    return fit_method([model.tasks[t].type for t in (head_init or model.prediction_tasks) if t in model.tasks])

@@ -19,7 +19,8 @@ from mtst.config import RunConfig
 from mtst.data import MISSING, TaskData
 from mtst.errors import ConfigError, ModelLoadError
 from mtst.modeling.heads import HeadSpec
-from mtst.modeling.model import MultiTaskModel, is_run_dir
+from mtst.modeling.model import MultiTaskModel
+from mtst.modeling.saved import is_run_dir
 from mtst.training.runtime.rundir import in_use
 
 if TYPE_CHECKING:
